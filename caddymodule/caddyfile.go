@@ -1,0 +1,400 @@
+package caddymodule
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("ciba", parseCaddyfile)
+	// Like caddy-ratelimit: before basic_auth, so the handler sees its own
+	// paths before handle, route or reverse_proxy, without an order line.
+	httpcaddyfile.RegisterDirectiveOrder("ciba", httpcaddyfile.Before, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	ciba [<matcher>] {
+//		upstream     <issuer-url>
+//		upstream_via <internal-base-url>
+//		public_url   <base-url>
+//		storage      badger [<directory>]
+//		endpoint     <path>
+//		token_path   <path>
+//		request_ttl  <duration>
+//		interval     <duration>
+//		binding_message_max <characters>
+//		users        <users.json>
+//		email {
+//			smtp     <host:port>
+//			username <user>
+//			password <password>
+//			tls      starttls|implicit|none
+//			from     <address>
+//			subject  <subject>
+//		}
+//		exchange {
+//			credentials client | proxy <client-id> <client-secret>
+//			subject_token_type id_token|access_token|jwt|<uri>
+//			param    <name> <value>
+//		}
+//		limits {
+//			client_rate  <n>/m | 0
+//			ip_rate      <n>/m | 0
+//			user_pending <n> [replace] | 0
+//			hide_unknown_users
+//		}
+//		client <id> {
+//			name     <display name>
+//			secret   <secret>
+//			secret_sha256 <hex>
+//			mode     poll|ping
+//			notification_endpoint <url>
+//			scopes   <scope...>
+//			upstream_secret <secret>
+//			disabled
+//		}
+//	}
+//
+// secret and secret_sha256 may be repeated (rotation); client may be
+// repeated. Secrets take placeholders such as {env.NAME}, expanded when the
+// configuration is loaded.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "upstream":
+			if err := oneArg(d, &h.Upstream); err != nil {
+				return err
+			}
+		case "upstream_via":
+			if err := oneArg(d, &h.UpstreamVia); err != nil {
+				return err
+			}
+		case "public_url":
+			if err := oneArg(d, &h.PublicURL); err != nil {
+				return err
+			}
+		case "storage":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			if args[0] != "badger" {
+				return d.Errf("unsupported storage type '%s' (badger)", args[0])
+			}
+			h.Storage = &Storage{Type: args[0]}
+			if len(args) == 2 {
+				h.Storage.Path = args[1]
+			}
+		case "endpoint":
+			if err := onePath(d, &h.Endpoint); err != nil {
+				return err
+			}
+		case "token_path":
+			if err := onePath(d, &h.TokenPath); err != nil {
+				return err
+			}
+		case "request_ttl":
+			if err := oneDuration(d, &h.RequestTTL); err != nil {
+				return err
+			}
+		case "interval":
+			if err := oneDuration(d, &h.Interval); err != nil {
+				return err
+			}
+		case "binding_message_max":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				return d.Errf("binding_message_max must be a positive number of characters, not '%s'", s)
+			}
+			h.BindingMessageMax = n
+		case "users":
+			if err := oneArg(d, &h.Users); err != nil {
+				return err
+			}
+		case "email":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Email != nil {
+				return d.Err("email is already set")
+			}
+			h.Email = new(Email)
+			if err := h.Email.unmarshal(d); err != nil {
+				return err
+			}
+		case "exchange":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Exchange != nil {
+				return d.Err("exchange is already set")
+			}
+			h.Exchange = new(Exchange)
+			if err := h.Exchange.unmarshal(d); err != nil {
+				return err
+			}
+		case "limits":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Limits != nil {
+				return d.Err("limits is already set")
+			}
+			h.Limits = new(Limits)
+			if err := h.Limits.unmarshal(d); err != nil {
+				return err
+			}
+		case "client":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			id := d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for _, c := range h.Clients {
+				if c.ID == id {
+					return d.Errf("client '%s' is defined twice", id)
+				}
+			}
+			c := &Client{ID: id}
+			if err := c.unmarshal(d); err != nil {
+				return err
+			}
+			h.Clients = append(h.Clients, c)
+		default:
+			return d.Errf("unrecognized ciba subdirective '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+func (e *Email) unmarshal(d *caddyfile.Dispenser) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "smtp":
+			err = oneArg(d, &e.SMTP)
+		case "username":
+			err = oneArg(d, &e.Username)
+		case "password":
+			err = oneArg(d, &e.Password)
+		case "tls":
+			if err = oneArg(d, &e.TLS); err == nil {
+				switch e.TLS {
+				case "starttls", "implicit", "none":
+				default:
+					err = d.Errf("tls must be starttls, implicit or none, not '%s'", e.TLS)
+				}
+			}
+		case "from":
+			err = oneArg(d, &e.From)
+		case "subject":
+			err = oneArg(d, &e.Subject)
+		default:
+			err = d.Errf("unrecognized email subdirective '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (x *Exchange) unmarshal(d *caddyfile.Dispenser) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "credentials":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1 && args[0] == "client":
+				x.Credentials = "client"
+			case len(args) == 3 && args[0] == "proxy":
+				x.Credentials, x.ClientID, x.ClientSecret = "proxy", args[1], args[2]
+			default:
+				return d.Err("credentials must be 'client' or 'proxy <client-id> <client-secret>'")
+			}
+		case "subject_token_type":
+			if err := oneArg(d, &x.SubjectTokenType); err != nil {
+				return err
+			}
+			if _, err := subjectTokenTypeURI(x.SubjectTokenType); err != nil {
+				return d.Err(err.Error())
+			}
+		case "param":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.ArgErr()
+			}
+			if x.Params == nil {
+				x.Params = make(map[string]string)
+			}
+			if _, dup := x.Params[args[0]]; dup {
+				return d.Errf("param '%s' is set twice", args[0])
+			}
+			x.Params[args[0]] = args[1]
+		default:
+			return d.Errf("unrecognized exchange subdirective '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+func (l *Limits) unmarshal(d *caddyfile.Dispenser) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "client_rate":
+			n, err := rateArg(d)
+			if err != nil {
+				return err
+			}
+			l.ClientRate = &n
+		case "ip_rate":
+			n, err := rateArg(d)
+			if err != nil {
+				return err
+			}
+			l.IPRate = &n
+		case "user_pending":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 || (len(args) == 2 && args[1] != "replace") {
+				return d.Err("user_pending takes a number and optionally 'replace'")
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 0 {
+				return d.Errf("user_pending must be a number, not '%s'", args[0])
+			}
+			if n == 0 && len(args) == 2 {
+				return d.Err("user_pending 0 turns the limit off; 'replace' makes no sense with it")
+			}
+			l.UserPending, l.UserPendingReplace = &n, len(args) == 2
+		case "hide_unknown_users":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			l.HideUnknownUsers = true
+		default:
+			return d.Errf("unrecognized limits subdirective '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+// rateArg parses "<n>/m" (requests per minute) or a bare 0 (off).
+func rateArg(d *caddyfile.Dispenser) (int, error) {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return 0, err
+	}
+	if s == "0" {
+		return 0, nil
+	}
+	num, unit, ok := strings.Cut(s, "/")
+	n, err := strconv.Atoi(num)
+	if !ok || unit != "m" || err != nil || n < 1 {
+		return 0, d.Errf("a rate is '<n>/m' (per minute) or 0 (off), not '%s'", s)
+	}
+	return n, nil
+}
+
+func (c *Client) unmarshal(d *caddyfile.Dispenser) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "name":
+			err = oneArg(d, &c.Name)
+		case "secret":
+			var s string
+			if err = oneArg(d, &s); err == nil {
+				c.Secrets = append(c.Secrets, s)
+			}
+		case "secret_sha256":
+			var s string
+			if err = oneArg(d, &s); err == nil {
+				if len(s) != 64 || strings.Trim(strings.ToLower(s), "0123456789abcdef") != "" {
+					return d.Err("secret_sha256 must be 64 hex digits")
+				}
+				c.SecretSHA256 = append(c.SecretSHA256, strings.ToLower(s))
+			}
+		case "mode":
+			if err = oneArg(d, &c.Mode); err == nil && c.Mode != "poll" && c.Mode != "ping" {
+				return d.Errf("mode must be poll or ping, not '%s' (push is not offered)", c.Mode)
+			}
+		case "notification_endpoint":
+			err = oneArg(d, &c.NotificationEndpoint)
+		case "scopes":
+			c.Scopes = d.RemainingArgs()
+			if len(c.Scopes) == 0 {
+				return d.ArgErr()
+			}
+		case "upstream_secret":
+			err = oneArg(d, &c.UpstreamSecret)
+		case "disabled":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.Disabled = true
+		default:
+			return d.Errf("unrecognized client subdirective '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oneArg reads exactly one argument into dst.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func onePath(d *caddyfile.Dispenser, dst *string) error {
+	if err := oneArg(d, dst); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(*dst, "/") {
+		return d.Errf("'%s' must be a path starting with /", *dst)
+	}
+	return nil
+}
+
+func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		return d.Errf("'%s' is not a positive duration", s)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}

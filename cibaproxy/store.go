@@ -1,0 +1,125 @@
+package cibaproxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"time"
+)
+
+// Store errors. Implementations wrap them; match with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	ErrClosed   = errors.New("store closed")
+	ErrConflict = errors.New("too many conflicting updates")
+)
+
+// RequestKey identifies a stored request: the SHA-256 of its auth_req_id.
+// The auth_req_id itself is never stored.
+type RequestKey [sha256.Size]byte
+
+// KeyOf returns the key of an auth_req_id.
+func KeyOf(authReqID string) RequestKey { return sha256.Sum256([]byte(authReqID)) }
+
+// LinkKey identifies an approval link: the SHA-256 of its token.
+type LinkKey [sha256.Size]byte
+
+// LinkKeyOf returns the key of an approval-link token.
+func LinkKeyOf(token string) LinkKey { return sha256.Sum256([]byte(token)) }
+
+// Status is the state of an authentication request.
+type Status uint8
+
+// The states of a request. Pending becomes Approved or Denied by the user's
+// decision; Approved becomes Consumed when its tokens are delivered. Expiry is
+// not a state: it is decided from Expires against the clock.
+const (
+	StatusPending  Status = 1
+	StatusApproved Status = 2
+	StatusDenied   Status = 3
+	StatusConsumed Status = 4
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusPending:
+		return "pending"
+	case StatusApproved:
+		return "approved"
+	case StatusDenied:
+		return "denied"
+	case StatusConsumed:
+		return "consumed"
+	}
+	return "unknown"
+}
+
+// AuthRequest is a backchannel authentication request as stored.
+type AuthRequest struct {
+	ClientID          string        `json:"client_id"`
+	User              User          `json:"user"`
+	Scopes            []string      `json:"scopes"`
+	BindingMessage    string        `json:"binding_message,omitempty"`
+	ACRValues         []string      `json:"acr_values,omitempty"`
+	NotificationToken string        `json:"notification_token,omitempty"`
+	Created           time.Time     `json:"created"`
+	Expires           time.Time     `json:"expires"`
+	Interval          time.Duration `json:"interval"`
+
+	Status  Status    `json:"status"`
+	Decided time.Time `json:"decided,omitzero"`
+
+	// Claim names the poll that is minting tokens for an approved request;
+	// it holds until ClaimUntil, so a crash mid-mint frees the grant.
+	Claim      string    `json:"claim,omitempty"`
+	ClaimUntil time.Time `json:"claim_until,omitzero"`
+}
+
+// Expired reports whether the request has expired at now.
+func (r *AuthRequest) Expired(now time.Time) bool { return !now.Before(r.Expires) }
+
+// Outbound is what an Authenticator stores together with a new request, in
+// the same transaction: the user can be reached exactly when the request
+// exists.
+type Outbound struct {
+	// Links are approval links that lead to the request until it expires.
+	Links []LinkKey
+}
+
+// Store keeps requests and the small state around them. Every method is safe
+// for concurrent use; after Close every method returns ErrClosed.
+//
+// Records carry their own expiry; a store may drop a request (and its links)
+// once StoreGrace has passed after it expired, never before.
+type Store interface {
+	// Create stores a new request under key together with out, atomically.
+	// It returns ErrExists if the key is taken.
+	Create(ctx context.Context, key RequestKey, r *AuthRequest, out *Outbound) error
+
+	// Get returns the request under key, or ErrNotFound.
+	Get(ctx context.Context, key RequestKey) (*AuthRequest, error)
+
+	// Update reads the request under key, applies fn and writes the result
+	// back atomically, retrying fn on conflicting writes a bounded number of
+	// times (then ErrConflict). An error from fn aborts without writing and
+	// is returned as is. It returns the request as written, or ErrNotFound.
+	Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error)
+
+	// Link returns the request an approval link leads to, or ErrNotFound.
+	Link(ctx context.Context, link LinkKey) (RequestKey, error)
+
+	// Setting returns a small durable value stored by PutSetting, or
+	// ErrNotFound.
+	Setting(ctx context.Context, name string) ([]byte, error)
+
+	// PutSetting stores a small durable value.
+	PutSetting(ctx context.Context, name string, value []byte) error
+
+	// Close releases the store.
+	Close() error
+}
+
+// StoreGrace is how long a store keeps a request after it expired, so that
+// polls still get expired_token and approval links still say "expired".
+const StoreGrace = time.Hour
