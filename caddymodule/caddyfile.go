@@ -43,6 +43,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			tls      starttls|implicit|none
 //			from     <address>
 //			subject  <subject>
+//			templates <directory>
+//			match_binding_message
 //		}
 //		exchange {
 //			credentials client | proxy <client-id> <client-secret>
@@ -211,6 +213,13 @@ func (e *Email) unmarshal(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &e.From)
 		case "subject":
 			err = oneArg(d, &e.Subject)
+		case "templates":
+			err = oneArg(d, &e.Templates)
+		case "match_binding_message":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			e.MatchBindingMessage = true
 		default:
 			err = d.Errf("unrecognized email subdirective '%s'", d.Val())
 		}

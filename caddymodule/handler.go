@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -101,8 +100,9 @@ type Handler struct {
 	logger  *zap.Logger
 	srv     *cibaproxy.Server
 	cfg     cibaproxy.Config
-	poolKey string // the store pool entry this handler holds, if any
-	badCfg  error  // a configuration error found while provisioning, for Validate
+	poolKey    string // the store pool entry this handler holds, if any
+	badCfg     error  // a configuration error found while provisioning, for Validate
+	unregister func() // removes this handler's mail sender from the outbox
 }
 
 // Storage selects the store.
@@ -130,8 +130,16 @@ type Email struct {
 	TLS string `json:"tls,omitempty"`
 	// From is the sender, e.g. "Example Login <login@example.com>".
 	From string `json:"from,omitempty"`
-	// Subject of the mail; optional.
+	// Subject of the mail. Default: "Sign-in request from <client name>".
 	Subject string `json:"subject,omitempty"`
+	// Templates is a directory whose files replace the embedded templates:
+	// mail.txt, mail.html, approve.html, result.html, style.css (each
+	// optional).
+	Templates string `json:"templates,omitempty"`
+	// MatchBindingMessage makes the user pick the binding message their
+	// device shows among decoys to approve; a wrong pick denies the request.
+	// Requests must then carry a binding_message.
+	MatchBindingMessage bool `json:"match_binding_message,omitempty"`
 }
 
 // Exchange configures the RFC 8693 token exchange at the upstream.
@@ -252,6 +260,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.logger.Warn("the limits block is accepted but not enforced yet")
 	}
 
+	var auth cibaproxy.Authenticator
+	if h.Email != nil {
+		email, err := h.provisionEmail(ctx, repl, backend, clients)
+		if err != nil {
+			h.badCfg = errors.Join(h.badCfg, err)
+		} else {
+			auth = email
+			h.unregister = backend.Outbox.Register(cibaproxy.KindMail, email.SenderName(), email)
+		}
+	} else {
+		h.logger.Warn("no email block: requests are accepted but no user is asked to approve them")
+	}
+
 	h.cfg = cibaproxy.Config{
 		Issuer:            h.Upstream,
 		PublicURL:         h.PublicURL,
@@ -264,10 +285,59 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Users:             users,
 		Backend:           backend,
 		Discovery:         disc,
+		Authenticator:     auth,
 		Logger:            h.logger,
 	}
 	h.srv = cibaproxy.NewServer(h.cfg)
 	return nil
+}
+
+// provisionEmail builds the e-mail link authenticator.
+func (h *Handler) provisionEmail(ctx caddy.Context, repl *caddy.Replacer, backend *cibaproxy.Backend, clients []*cibaproxy.Client) (*cibaproxy.EmailAuthenticator, error) {
+	e := h.Email
+	if err := e.validate(); err != nil {
+		return nil, err
+	}
+	user, err := expandOptional(repl, e.Username)
+	if err != nil {
+		return nil, fmt.Errorf("email: username: %w", err)
+	}
+	pass, err := expandOptional(repl, e.Password)
+	if err != nil {
+		return nil, fmt.Errorf("email: password: %w", err)
+	}
+	sender, err := cibaproxy.NewSMTPSender(cibaproxy.SMTPConfig{
+		Addr: e.SMTP, TLS: e.TLS, Username: user, Password: pass, From: e.From,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("email: %w", err)
+	}
+	names := make(map[string]string, len(clients))
+	for _, c := range clients {
+		names[c.ID] = c.DisplayName()
+	}
+	auth, err := cibaproxy.NewEmailAuthenticator(ctx, cibaproxy.EmailConfig{
+		PublicURL:           h.PublicURL,
+		Sender:              sender,
+		Subject:             e.Subject,
+		TemplatesDir:        e.Templates,
+		MatchBindingMessage: e.MatchBindingMessage,
+		Store:               backend.Store,
+		ClientName:          func(id string) string { return names[id] },
+		Logger:              h.logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("email: %w", err)
+	}
+	return auth, nil
+}
+
+// expandOptional expands placeholders in a value that may be empty.
+func expandOptional(repl *caddy.Replacer, s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	return expandSecret(repl, s)
 }
 
 // provisionClients expands the clients' placeholders and hashes their
@@ -381,7 +451,7 @@ func (e *Email) validate() error {
 	switch e.TLS {
 	case "", "starttls", "implicit":
 	case "none":
-		if (e.Username != "" || e.Password != "") && !isLoopbackHost(host) {
+		if (e.Username != "" || e.Password != "") && !cibaproxy.IsLoopbackHost(host) {
 			return errors.New("email: credentials over tls none are refused unless the SMTP server is on loopback")
 		}
 	default:
@@ -391,14 +461,6 @@ func (e *Email) validate() error {
 		return errors.New("email: from is required")
 	}
 	return nil
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (x *Exchange) validate() error {
@@ -445,8 +507,13 @@ func (l *Limits) validate() error {
 	return nil
 }
 
-// Cleanup releases this handler's hold on the shared store.
+// Cleanup unregisters this handler's mail sender and releases its hold on
+// the shared store.
 func (h *Handler) Cleanup() error {
+	if h.unregister != nil {
+		h.unregister()
+		h.unregister = nil
+	}
 	if h.poolKey == "" {
 		return nil
 	}

@@ -195,9 +195,9 @@ func newHarnessIn(t *testing.T, dir string, opts ...harnessOption) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = st.Close() })
 	h.store = st
-	h.backend = NewBackend(st)
+	h.backend = NewBackend(st, nil, h.clock.Now)
+	t.Cleanup(func() { _ = h.backend.Close() })
 	h.upstream = newFakeUpstream(t, testIssuer)
 	disc, err := NewDiscovery(testIssuer, h.upstream.srv.URL, nil, h.clock.Now)
 	if err != nil {

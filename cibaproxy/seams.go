@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 )
 
@@ -15,6 +16,14 @@ type Authenticator interface {
 	// request's key. What it returns is stored in the same transaction as
 	// the request, so the user is reached if and only if the request exists.
 	Start(ctx context.Context, key RequestKey, req *AuthRequest) (*Outbound, error)
+}
+
+// PageServer is an Authenticator that also serves pages to the user (the
+// approval page of the e-mail link authenticator), under /ciba/.
+type PageServer interface {
+	// ServePage serves r if it is one of its pages, and reports whether it
+	// did.
+	ServePage(w http.ResponseWriter, r *http.Request, reqs Requests) bool
 }
 
 // AuthenticatorFunc adapts a function to Authenticator.

@@ -47,6 +47,9 @@ type Server struct {
 	bcURL         string
 	discoveryPath string
 
+	backend       *Backend
+	pages         PageServer
+
 	tokenPath atomic.Pointer[string] // learned from discovery or the store
 	docMu     sync.Mutex
 	docFor    *Metadata // the metadata doc was built from
@@ -82,8 +85,9 @@ func NewServer(cfg Config) *Server {
 		s.clients[cl.ID] = cl
 	}
 	if cfg.Backend != nil {
-		s.store, s.polls = cfg.Backend.Store, cfg.Backend.Polls
+		s.backend, s.store, s.polls = cfg.Backend, cfg.Backend.Store, cfg.Backend.Polls
 	}
+	s.pages, _ = cfg.Authenticator.(PageServer)
 	if u, err := url.Parse(cfg.PublicURL); err == nil && u.Host != "" {
 		s.publicOrigin = Origin(u)
 		s.bcURL = strings.TrimSuffix(cfg.PublicURL, "/") + cfg.Endpoint
@@ -118,10 +122,17 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 	case path == s.discoveryPath && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		s.serveDiscovery(w, r)
 		return true
+	case s.pages != nil && strings.HasPrefix(path, "/ciba/") && s.pages.ServePage(w, r, s):
+		return true
 	case r.Method == http.MethodPost:
 		return s.maybeServeToken(w, r)
 	}
 	return false
+}
+
+// Request returns the stored request under key (for the approval page).
+func (s *Server) Request(ctx context.Context, key RequestKey) (*AuthRequest, error) {
+	return s.store.Get(ctx, key)
 }
 
 // ---- backchannel authentication endpoint (CIBA Core §7) ----
@@ -223,12 +234,19 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	var out *Outbound
 	if s.cfg.Authenticator != nil {
 		out, err = s.cfg.Authenticator.Start(r.Context(), key, req)
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, e
+		}
 		if err != nil {
 			return nil, errUnavailable("the user cannot be reached now", 5, err)
 		}
 	}
 	if err := s.store.Create(r.Context(), key, req, out); err != nil {
 		return nil, errUnavailable("the request could not be stored", 5, err)
+	}
+	if out != nil && len(out.Items) > 0 && s.backend != nil {
+		s.backend.Outbox.Wake()
 	}
 	return &bcResponse{AuthReqID: id, ExpiresIn: expiresIn, Interval: int64(s.cfg.Interval / time.Second)}, nil
 }

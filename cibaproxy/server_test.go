@@ -469,7 +469,8 @@ func TestConcurrentPollsAcrossServers(t *testing.T) {
 	h := newHarness(t)
 	h.minter.delay = 20 * time.Millisecond
 	cfg2 := h.cfg
-	cfg2.Backend = NewBackend(h.store) // its own poll tracker
+	cfg2.Backend = NewBackend(h.store, nil, h.clock.Now) // its own poll tracker
+	t.Cleanup(cfg2.Backend.Outbox.Close)
 	srv2, err := New(cfg2)
 	if err != nil {
 		t.Fatal(err)

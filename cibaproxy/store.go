@@ -13,6 +13,7 @@ var (
 	ErrExists   = errors.New("already exists")
 	ErrClosed   = errors.New("store closed")
 	ErrConflict = errors.New("too many conflicting updates")
+	ErrNotDue   = errors.New("outbox item not due")
 )
 
 // RequestKey identifies a stored request: the SHA-256 of its auth_req_id.
@@ -85,6 +86,45 @@ func (r *AuthRequest) Expired(now time.Time) bool { return !now.Before(r.Expires
 type Outbound struct {
 	// Links are approval links that lead to the request until it expires.
 	Links []LinkKey
+	// Items are queued for the store's worker to deliver.
+	Items []*OutboxItem
+}
+
+// Outbox item kinds.
+const (
+	KindMail byte = 'm' // an approval mail
+	KindPing byte = 'p' // a ping notification (CIBA Core §10.2)
+)
+
+// ItemID identifies an outbox item: its kind and its request (a request
+// has at most one item of each kind).
+type ItemID struct {
+	Kind    byte
+	Request RequestKey
+}
+
+// OutboxItem is a message the store's worker delivers, with the state of its
+// delivery. The payload is fully rendered when it is queued; Sender names
+// the registered Deliverer that delivers it.
+type OutboxItem struct {
+	ID      ItemID `json:"-"`
+	Sender  string `json:"sender"`
+	Payload []byte `json:"payload"`
+	// NotAfter is when the item is dropped undelivered (its request expires).
+	NotAfter time.Time `json:"not_after"`
+	// Next is the earliest time of the next attempt.
+	Next time.Time `json:"next"`
+	// Attempts counts the attempts started.
+	Attempts int `json:"attempts,omitempty"`
+	// LeaseUntil: a worker is delivering the item until then.
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	// LastError is the reason the last attempt failed.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Due reports whether a worker may take the item at now.
+func (it *OutboxItem) Due(now time.Time) bool {
+	return !now.Before(it.Next) && !now.Before(it.LeaseUntil)
 }
 
 // Store keeps requests and the small state around them. Every method is safe
@@ -109,12 +149,39 @@ type Store interface {
 	// Link returns the request an approval link leads to, or ErrNotFound.
 	Link(ctx context.Context, link LinkKey) (RequestKey, error)
 
+	// AddLink stores an approval link to the request under key, kept until
+	// expires (plus StoreGrace).
+	AddLink(ctx context.Context, link LinkKey, key RequestKey, expires time.Time) error
+
+	// Enqueue adds an item to the outbox, replacing one with the same ID.
+	Enqueue(ctx context.Context, it *OutboxItem) error
+
+	// ScanOutbox calls fn for every queued item until fn returns false.
+	ScanOutbox(ctx context.Context, fn func(*OutboxItem) bool) error
+
+	// LeaseItem takes the item for delivery until `until` if it is due at
+	// now, counting an attempt, and returns it. It returns ErrNotFound if
+	// the item is gone and ErrNotDue if it is not due (another worker holds
+	// it, or it waits for a retry).
+	LeaseItem(ctx context.Context, id ItemID, now, until time.Time) (*OutboxItem, error)
+
+	// RetryItem records a failed attempt: the lease is released and the
+	// next attempt is not before next. ErrNotFound if the item is gone.
+	RetryItem(ctx context.Context, id ItemID, next time.Time, lastErr string) error
+
+	// DeleteItem removes an item (delivered, or abandoned).
+	DeleteItem(ctx context.Context, id ItemID) error
+
 	// Setting returns a small durable value stored by PutSetting, or
 	// ErrNotFound.
 	Setting(ctx context.Context, name string) ([]byte, error)
 
 	// PutSetting stores a small durable value.
 	PutSetting(ctx context.Context, name string, value []byte) error
+
+	// SettingOrCreate returns the setting name, storing create() under it
+	// first if it is absent; concurrent callers all get the same value.
+	SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error)
 
 	// Close releases the store.
 	Close() error

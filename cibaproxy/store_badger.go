@@ -41,6 +41,7 @@ const (
 	kindRequest byte = 'r'
 	kindLink    byte = 'l'
 	kindSetting byte = 's'
+	kindOutbox  byte = 'o'
 )
 
 const (
@@ -109,6 +110,13 @@ func linkKey(key LinkKey) []byte {
 	return b
 }
 
+func outboxKey(id ItemID) []byte {
+	b := make([]byte, 2+len(id.Request))
+	b[0], b[1] = kindOutbox, id.Kind
+	copy(b[2:], id.Request[:])
+	return b
+}
+
 func settingKey(name string) []byte {
 	return append([]byte{kindSetting}, name...)
 }
@@ -159,11 +167,18 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 		if err := txn.SetEntry(badger.NewEntry(k, val).WithTTL(ttl)); err != nil {
 			return err
 		}
-		if out != nil {
-			for _, l := range out.Links {
-				if err := txn.SetEntry(badger.NewEntry(linkKey(l), key[:]).WithTTL(ttl)); err != nil {
-					return err
-				}
+		if out == nil {
+			return nil
+		}
+		for _, l := range out.Links {
+			if err := txn.SetEntry(badger.NewEntry(linkKey(l), key[:]).WithTTL(ttl)); err != nil {
+				return err
+			}
+		}
+		for _, it := range out.Items {
+			it.ID.Request = key
+			if err := s.putItem(txn, it); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -270,6 +285,176 @@ func (s *BadgerStore) Link(ctx context.Context, link LinkKey) (RequestKey, error
 		})
 	})
 	return key, err
+}
+
+// AddLink implements Store.
+func (s *BadgerStore) AddLink(ctx context.Context, link LinkKey, key RequestKey, expires time.Time) error {
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.end()
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.SetEntry(badger.NewEntry(linkKey(link), key[:]).WithTTL(s.ttl(expires)))
+	})
+}
+
+func (s *BadgerStore) putItem(txn *badger.Txn, it *OutboxItem) error {
+	val, err := json.Marshal(it)
+	if err != nil {
+		return fmt.Errorf("encoding outbox item: %w", err)
+	}
+	return txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(s.ttl(it.NotAfter)))
+}
+
+func getItem(txn *badger.Txn, id ItemID) (*OutboxItem, error) {
+	item, err := txn.Get(outboxKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	it := &OutboxItem{ID: id}
+	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, it) }); err != nil {
+		return nil, fmt.Errorf("decoding outbox item: %w", err)
+	}
+	return it, nil
+}
+
+// Enqueue implements Store.
+func (s *BadgerStore) Enqueue(ctx context.Context, it *OutboxItem) error {
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.end()
+	return s.db.Update(func(txn *badger.Txn) error { return s.putItem(txn, it) })
+}
+
+// ScanOutbox implements Store.
+func (s *BadgerStore) ScanOutbox(ctx context.Context, fn func(*OutboxItem) bool) error {
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.end()
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindOutbox}, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			k := it.Item().Key()
+			if len(k) != 2+len(RequestKey{}) {
+				continue
+			}
+			item := &OutboxItem{ID: ItemID{Kind: k[1]}}
+			copy(item.ID.Request[:], k[2:])
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, item) }); err != nil {
+				s.logger.Warn("skipping an undecodable outbox item", zap.Error(err))
+				continue
+			}
+			if !fn(item) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// updateItem is Update for outbox items.
+func (s *BadgerStore) updateItem(ctx context.Context, id ItemID, fn func(*OutboxItem) error) (*OutboxItem, error) {
+	if err := s.begin(); err != nil {
+		return nil, err
+	}
+	defer s.end()
+	for attempt := 0; attempt < updateAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var it *OutboxItem
+		err := s.db.Update(func(txn *badger.Txn) error {
+			var err error
+			if it, err = getItem(txn, id); err != nil {
+				return err
+			}
+			if err := fn(it); err != nil {
+				return err
+			}
+			return s.putItem(txn, it)
+		})
+		if errors.Is(err, badger.ErrConflict) {
+			time.Sleep(time.Duration(attempt+1) * 100 * time.Microsecond)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return it, nil
+	}
+	return nil, ErrConflict
+}
+
+// LeaseItem implements Store.
+func (s *BadgerStore) LeaseItem(ctx context.Context, id ItemID, now, until time.Time) (*OutboxItem, error) {
+	return s.updateItem(ctx, id, func(it *OutboxItem) error {
+		if !it.Due(now) {
+			return ErrNotDue
+		}
+		it.LeaseUntil = until
+		it.Attempts++
+		return nil
+	})
+}
+
+// RetryItem implements Store.
+func (s *BadgerStore) RetryItem(ctx context.Context, id ItemID, next time.Time, lastErr string) error {
+	_, err := s.updateItem(ctx, id, func(it *OutboxItem) error {
+		it.LeaseUntil, it.Next, it.LastError = time.Time{}, next, lastErr
+		return nil
+	})
+	return err
+}
+
+// DeleteItem implements Store.
+func (s *BadgerStore) DeleteItem(ctx context.Context, id ItemID) error {
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.end()
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(outboxKey(id)) })
+}
+
+// SettingOrCreate implements Store.
+func (s *BadgerStore) SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error) {
+	if err := s.begin(); err != nil {
+		return nil, err
+	}
+	defer s.end()
+	fresh, err := create()
+	if err != nil {
+		return nil, err
+	}
+	k := settingKey(name)
+	for attempt := 0; attempt < updateAttempts; attempt++ {
+		var v []byte
+		err := s.db.Update(func(txn *badger.Txn) error {
+			item, err := txn.Get(k)
+			if err == nil {
+				v, err = item.ValueCopy(nil)
+				return err
+			}
+			if !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+			v = fresh
+			return txn.Set(k, fresh)
+		})
+		if errors.Is(err, badger.ErrConflict) {
+			continue // someone created it first: read theirs
+		}
+		return v, err
+	}
+	return nil, ErrConflict
 }
 
 // Setting implements Store.

@@ -1,0 +1,193 @@
+package cibaproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	gomail "github.com/wneessen/go-mail"
+)
+
+// SMTP TLS modes.
+const (
+	TLSStartTLS = "starttls" // plain connection upgraded with STARTTLS, required
+	TLSImplicit = "implicit" // TLS from the first byte (SMTPS, usually port 465)
+	TLSNone     = "none"     // no TLS: only for a mail server on loopback
+)
+
+// SMTPConfig configures an SMTPSender.
+type SMTPConfig struct {
+	// Addr is the server as host:port.
+	Addr string
+	// TLS is TLSStartTLS (default), TLSImplicit or TLSNone.
+	TLS string
+	// Username and Password authenticate to the server when set. They are
+	// refused over TLSNone unless the server is on loopback.
+	Username, Password string
+	// From is the sender address, e.g. "Example Login <login@example.com>".
+	From string
+	// Timeout bounds one delivery (connect to QUIT); default 10 s.
+	Timeout time.Duration
+	// TLSConfig overrides the TLS settings (tests); nil uses the system's
+	// trust store, so SSL_CERT_FILE works.
+	TLSConfig *tls.Config
+}
+
+// MailMessage is a rendered mail, as queued in the outbox.
+type MailMessage struct {
+	To        string    `json:"to"`
+	Subject   string    `json:"subject"`
+	Text      string    `json:"text"`
+	HTML      string    `json:"html"`
+	MessageID string    `json:"message_id"`
+	Date      time.Time `json:"date"`
+}
+
+// SMTPSender sends mails through one SMTP server with go-mail.
+type SMTPSender struct {
+	cfg  SMTPConfig
+	host string
+	port int
+	from *mail.Address
+}
+
+// NewSMTPSender checks cfg and returns a sender. Nothing is dialled yet.
+func NewSMTPSender(cfg SMTPConfig) (*SMTPSender, error) {
+	if cfg.TLS == "" {
+		cfg.TLS = TLSStartTLS
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Addr)
+	if err != nil || host == "" {
+		return nil, fmt.Errorf("smtp %q must be host:port", cfg.Addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return nil, fmt.Errorf("smtp %q: invalid port", cfg.Addr)
+	}
+	switch cfg.TLS {
+	case TLSStartTLS, TLSImplicit:
+	case TLSNone:
+		if (cfg.Username != "" || cfg.Password != "") && !IsLoopbackHost(host) {
+			return nil, errors.New("smtp credentials over tls none are refused unless the server is on loopback")
+		}
+	default:
+		return nil, fmt.Errorf("smtp tls %q must be starttls, implicit or none", cfg.TLS)
+	}
+	from, err := mail.ParseAddress(cfg.From)
+	if err != nil {
+		return nil, fmt.Errorf("from %q is not a mail address: %w", cfg.From, err)
+	}
+	return &SMTPSender{cfg: cfg, host: host, port: port, from: from}, nil
+}
+
+// IsLoopbackHost reports whether host names the loopback interface.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Send delivers m. Failures the server says are permanent (5xx) are
+// *PermanentError. Errors never contain an address in clear.
+func (s *SMTPSender) Send(ctx context.Context, m *MailMessage) error {
+	msg := gomail.NewMsg()
+	msg.SetAddrHeaderFromMailAddress(gomail.HeaderFrom, s.from)
+	if err := msg.To(m.To); err != nil {
+		return &PermanentError{Err: errors.New("the recipient address is invalid")}
+	}
+	msg.Subject(m.Subject)
+	msg.SetMessageIDWithValue(m.MessageID)
+	msg.SetDateWithValue(m.Date)
+	msg.SetGenHeader(gomail.HeaderXAutoResponseSuppress, "All")
+	msg.SetGenHeader("Auto-Submitted", "auto-generated")
+	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
+	msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
+
+	opts := []gomail.Option{
+		gomail.WithPort(s.port),
+		gomail.WithTimeout(s.cfg.Timeout),
+	}
+	switch s.cfg.TLS {
+	case TLSStartTLS:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
+	case TLSImplicit:
+		opts = append(opts, gomail.WithSSL())
+	case TLSNone:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
+	}
+	if s.cfg.TLSConfig != nil {
+		opts = append(opts, gomail.WithTLSConfig(s.cfg.TLSConfig))
+	}
+	if s.cfg.Username != "" || s.cfg.Password != "" {
+		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(s.cfg.Username), gomail.WithPassword(s.cfg.Password))
+	}
+	c, err := gomail.NewClient(s.host, opts...)
+	if err != nil {
+		return &PermanentError{Err: fmt.Errorf("smtp client: %s", maskAddresses(err.Error()))}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
+		return classifySMTPError(err)
+	}
+	return nil
+}
+
+// classifySMTPError keeps the SMTP reply code and masks addresses; a 5xx
+// reply to the message or its recipient is permanent.
+func classifySMTPError(err error) error {
+	text := maskAddresses(err.Error())
+	var se *gomail.SendError
+	if errors.As(err, &se) {
+		code := se.ErrorCode()
+		switch se.Reason {
+		case gomail.ErrSMTPMailFrom, gomail.ErrSMTPRcptTo, gomail.ErrSMTPData, gomail.ErrSMTPDataClose:
+			if !se.IsTemp() && code >= 500 && code < 600 {
+				return &PermanentError{Err: errors.New(text)}
+			}
+		}
+	}
+	return errors.New(text)
+}
+
+var addressPattern = regexp.MustCompile(`[^\s<>"'(),;:@]+@[^\s<>"'(),;:]+`)
+
+// maskAddresses replaces every mail address in s by a masked form.
+func maskAddresses(s string) string {
+	return addressPattern.ReplaceAllStringFunc(s, MaskEmail)
+}
+
+// MaskEmail shows a mail address only enough to tell addresses apart in an
+// incident: a***@e***.com.
+func MaskEmail(addr string) string {
+	local, domain, ok := strings.Cut(addr, "@")
+	if !ok {
+		return "***"
+	}
+	maskPart := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		r := []rune(p)
+		return string(r[0]) + "***"
+	}
+	tld := ""
+	if i := strings.LastIndexByte(domain, '.'); i >= 0 {
+		tld = domain[i:]
+		domain = domain[:i]
+	}
+	return maskPart(local) + "@" + maskPart(domain) + tld
+}

@@ -1,0 +1,340 @@
+package cibaproxy
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Outbox delivery timing.
+const (
+	// ItemLease is how long a worker holds an item it delivers; a worker
+	// that dies mid-delivery frees the item when the lease runs out.
+	ItemLease = 15 * time.Second
+	// DeliveryTimeout bounds one delivery attempt; shorter than the lease.
+	DeliveryTimeout = 12 * time.Second
+	// MaxRetryDelay caps the backoff between attempts.
+	MaxRetryDelay = 15 * time.Second
+	// noSenderDelay is how soon an item without a registered sender is
+	// looked at again (a configuration is being loaded).
+	noSenderDelay = 2 * time.Second
+	// idleScan is how often the outbox is scanned when nothing is known to
+	// be due, as a backstop for items queued by another process.
+	idleScan = 30 * time.Second
+	// maxConcurrentDeliveries bounds the deliveries in flight.
+	maxConcurrentDeliveries = 8
+)
+
+// Deliverer delivers the outbox items of one sender: the SMTP settings of
+// one site for mails, the notification client for pings.
+type Deliverer interface {
+	// Deliver makes one attempt. An error is retried with backoff while the
+	// item lives, unless it is a *PermanentError.
+	Deliver(ctx context.Context, it *OutboxItem) error
+}
+
+// DelivererFunc adapts a function to Deliverer.
+type DelivererFunc func(ctx context.Context, it *OutboxItem) error
+
+// Deliver implements Deliverer.
+func (f DelivererFunc) Deliver(ctx context.Context, it *OutboxItem) error { return f(ctx, it) }
+
+// PermanentError is a delivery failure that retrying cannot fix (a mail
+// address the server refuses, a notification endpoint answering 4xx).
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "permanent delivery failure: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// OutboxEvent tells an observer what became of a delivery attempt.
+type OutboxEvent struct {
+	Kind    byte
+	Outcome string // "delivered", "retry", "failed", "expired"
+	Err     error
+	Item    *OutboxItem
+}
+
+// Outbox is the worker that delivers the queued items of one store. It
+// belongs to the store (one per open store, shared by every handler and
+// configuration on it), not to a handler: handlers register their senders
+// and unregister them when they are cleaned up. Each delivery holds a lease
+// on its item (ItemLease), so two workers on one store never deliver an item
+// twice at the same time, and a crashed worker's item is retried.
+type Outbox struct {
+	store Store
+	log   *zap.Logger
+	now   func() time.Time
+
+	mu      sync.Mutex
+	senders map[senderKey][]*registration
+	observe func(OutboxEvent)
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+type senderKey struct {
+	kind byte
+	name string
+}
+
+type registration struct{ d Deliverer }
+
+// NewOutbox starts the worker of a store. now nil means time.Now.
+func NewOutbox(s Store, logger *zap.Logger, now func() time.Time) *Outbox {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	o := &Outbox{
+		store:   s,
+		log:     logger,
+		now:     now,
+		senders: make(map[senderKey][]*registration),
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		sem:     make(chan struct{}, maxConcurrentDeliveries),
+	}
+	go o.run()
+	return o
+}
+
+// Register makes d the deliverer of the items of kind queued for sender,
+// until the returned function is called. When several are registered for
+// the same sender (a configuration reload overlaps the old one), the latest
+// delivers. Registering wakes the worker.
+func (o *Outbox) Register(kind byte, sender string, d Deliverer) (unregister func()) {
+	k := senderKey{kind, sender}
+	reg := &registration{d}
+	o.mu.Lock()
+	o.senders[k] = append(o.senders[k], reg)
+	o.mu.Unlock()
+	o.Wake()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			regs := o.senders[k]
+			for i, r := range regs {
+				if r == reg {
+					regs = append(regs[:i:i], regs[i+1:]...)
+					break
+				}
+			}
+			if len(regs) == 0 {
+				delete(o.senders, k)
+			} else {
+				o.senders[k] = regs
+			}
+		})
+	}
+}
+
+// Observe sets a function told about every delivery outcome (metrics).
+func (o *Outbox) Observe(fn func(OutboxEvent)) {
+	o.mu.Lock()
+	o.observe = fn
+	o.mu.Unlock()
+}
+
+func (o *Outbox) deliverer(kind byte, sender string) Deliverer {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	regs := o.senders[senderKey{kind, sender}]
+	if len(regs) == 0 {
+		return nil
+	}
+	return regs[len(regs)-1].d
+}
+
+func (o *Outbox) event(ev OutboxEvent) {
+	o.mu.Lock()
+	fn := o.observe
+	o.mu.Unlock()
+	if fn != nil {
+		fn(ev)
+	}
+}
+
+// Wake makes the worker look at the outbox now.
+func (o *Outbox) Wake() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the worker and waits for deliveries in flight.
+func (o *Outbox) Close() {
+	o.once.Do(func() {
+		close(o.stop)
+		<-o.done
+		o.wg.Wait()
+	})
+}
+
+func (o *Outbox) run() {
+	defer close(o.done)
+	timer := time.NewTimer(0) // the outbox is scanned at start
+	defer timer.Stop()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-o.wake:
+		case <-timer.C:
+		}
+		wait := o.pass()
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// pass starts the delivery of every due item and returns how long to wait
+// before the next pass.
+func (o *Outbox) pass() time.Duration {
+	ctx := context.Background()
+	now := o.now()
+	wait := idleScan
+	soon := func(at time.Time) {
+		if d := at.Sub(now); d < wait {
+			wait = max(d, 10*time.Millisecond)
+		}
+	}
+	var due []*OutboxItem
+	err := o.store.ScanOutbox(ctx, func(it *OutboxItem) bool {
+		switch {
+		case !now.Before(it.NotAfter):
+			due = append(due, it) // dropped below
+		case it.Due(now):
+			due = append(due, it)
+		default:
+			soon(maxTime(it.Next, it.LeaseUntil))
+		}
+		return true
+	})
+	if err != nil {
+		if !errors.Is(err, ErrClosed) {
+			o.log.Warn("scanning the outbox failed", zap.Error(err))
+		}
+		return noSenderDelay
+	}
+	for _, it := range due {
+		if !now.Before(it.NotAfter) {
+			if it.LeaseUntil.After(now) {
+				continue // being delivered right now
+			}
+			o.abandon(ctx, it, "expired", "its request expired before it could be delivered")
+			continue
+		}
+		d := o.deliverer(it.ID.Kind, it.Sender)
+		if d == nil {
+			soon(now.Add(noSenderDelay))
+			continue
+		}
+		select {
+		case o.sem <- struct{}{}:
+		default:
+			soon(now.Add(50 * time.Millisecond)) // all slots busy
+			continue
+		}
+		leased, err := o.store.LeaseItem(ctx, it.ID, now, now.Add(ItemLease))
+		if err != nil {
+			<-o.sem
+			if !errors.Is(err, ErrNotDue) && !errors.Is(err, ErrNotFound) {
+				o.log.Warn("leasing an outbox item failed", zap.Error(err))
+				soon(now.Add(noSenderDelay))
+			}
+			continue
+		}
+		o.wg.Add(1)
+		go o.deliver(d, leased)
+	}
+	return wait
+}
+
+func (o *Outbox) deliver(d Deliverer, it *OutboxItem) {
+	defer o.wg.Done()
+	defer func() { <-o.sem }()
+	ctx, cancel := context.WithTimeout(context.Background(), DeliveryTimeout)
+	defer cancel()
+	err := d.Deliver(ctx, it)
+	var perm *PermanentError
+	switch {
+	case err == nil:
+		if derr := o.store.DeleteItem(context.Background(), it.ID); derr != nil {
+			o.log.Warn("could not remove a delivered outbox item; it may be delivered again", zap.Error(derr))
+		}
+		o.event(OutboxEvent{Kind: it.ID.Kind, Outcome: "delivered", Item: it})
+	case errors.As(err, &perm):
+		o.abandon(context.Background(), it, "failed", err.Error())
+	default:
+		next := o.now().Add(retryDelay(it.Attempts))
+		if rerr := o.store.RetryItem(context.Background(), it.ID, next, err.Error()); rerr != nil && !errors.Is(rerr, ErrNotFound) {
+			o.log.Warn("could not schedule a retry; the lease frees the item", zap.Error(rerr))
+		}
+		o.log.Info("delivery failed, will retry",
+			zap.String("kind", kindName(it.ID.Kind)), zap.String("request", shortKey(it.ID.Request)),
+			zap.Int("attempt", it.Attempts), zap.Time("next", next), zap.Error(err))
+		o.event(OutboxEvent{Kind: it.ID.Kind, Outcome: "retry", Err: err, Item: it})
+	}
+	o.Wake()
+}
+
+// abandon drops an item that can never be delivered, saying why; the reason
+// never holds an address or a secret (deliverers make sure of it).
+func (o *Outbox) abandon(ctx context.Context, it *OutboxItem, outcome, reason string) {
+	if err := o.store.DeleteItem(ctx, it.ID); err != nil && !errors.Is(err, ErrClosed) {
+		o.log.Warn("could not remove an outbox item", zap.Error(err))
+		return
+	}
+	o.log.Warn("delivery abandoned",
+		zap.String("kind", kindName(it.ID.Kind)), zap.String("request", shortKey(it.ID.Request)),
+		zap.Int("attempts", it.Attempts), zap.String("reason", reason), zap.String("last_error", it.LastError))
+	o.event(OutboxEvent{Kind: it.ID.Kind, Outcome: outcome, Item: it})
+}
+
+// retryDelay is the backoff after the n-th attempt: 1 s, 2 s, 4 s, 8 s,
+// then 15 s.
+func retryDelay(attempts int) time.Duration {
+	if attempts < 1 {
+		attempts = 1
+	}
+	if attempts > 5 {
+		return MaxRetryDelay
+	}
+	return min(time.Second<<(attempts-1), MaxRetryDelay)
+}
+
+func kindName(k byte) string {
+	switch k {
+	case KindMail:
+		return "mail"
+	case KindPing:
+		return "ping"
+	}
+	return "unknown"
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
