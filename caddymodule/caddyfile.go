@@ -36,6 +36,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		interval     <duration>
 //		binding_message_max <characters>
 //		users        <users.json>
+//		signing_alg  ES256|RS256|PS256
+//		signing_key  <pem-file>
+//		key_rotation <duration>
 //		email {
 //			smtp     <host:port>
 //			username <user>
@@ -131,6 +134,23 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.BindingMessageMax = n
 		case "users":
 			if err := oneArg(d, &h.Users); err != nil {
+				return err
+			}
+		case "signing_alg":
+			if err := oneArg(d, &h.SigningAlg); err != nil {
+				return err
+			}
+			switch h.SigningAlg {
+			case "ES256", "RS256", "PS256":
+			default:
+				return d.Errf("signing_alg must be ES256, RS256 or PS256, not '%s'", h.SigningAlg)
+			}
+		case "signing_key":
+			if err := oneArg(d, &h.SigningKey); err != nil {
+				return err
+			}
+		case "key_rotation":
+			if err := oneDuration(d, &h.KeyRotation); err != nil {
 				return err
 			}
 		case "email":

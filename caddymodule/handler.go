@@ -90,6 +90,20 @@ type Handler struct {
 	// id_token, no extra parameters.
 	Exchange *Exchange `json:"exchange,omitempty"`
 
+	// SigningAlg is the algorithm of the subject tokens the proxy's issuer
+	// ({public_url}/ciba) signs for the upstream: ES256 (default), RS256 or
+	// PS256.
+	SigningAlg string `json:"signing_alg,omitempty"`
+
+	// SigningKey is a PEM private key file to sign subject tokens with.
+	// Default: a key created once and kept in the store.
+	SigningKey string `json:"signing_key,omitempty"`
+
+	// KeyRotation rotates the stored signing key on this schedule: the next
+	// key is published half a period before it signs, the old one stays
+	// published until its last token expired. Default: no rotation.
+	KeyRotation caddy.Duration `json:"key_rotation,omitempty"`
+
 	// Limits bounds the use of the backchannel endpoint against e-mail
 	// bombing and user enumeration.
 	Limits *Limits `json:"limits,omitempty"`
@@ -273,6 +287,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.logger.Warn("no email block: requests are accepted but no user is asked to approve them")
 	}
 
+	issuer, minter, err := h.provisionMinting(ctx, repl, backend, disc)
+	if err != nil {
+		h.badCfg = errors.Join(h.badCfg, err)
+	}
+
 	h.cfg = cibaproxy.Config{
 		Issuer:            h.Upstream,
 		PublicURL:         h.PublicURL,
@@ -286,10 +305,58 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Backend:           backend,
 		Discovery:         disc,
 		Authenticator:     auth,
+		Minter:            minter,
+		SubjectIssuer:     issuer,
 		Logger:            h.logger,
 	}
 	h.srv = cibaproxy.NewServer(h.cfg)
 	return nil
+}
+
+// provisionMinting builds the subject-token issuer and the token exchange.
+func (h *Handler) provisionMinting(ctx caddy.Context, repl *caddy.Replacer, backend *cibaproxy.Backend, disc *cibaproxy.Discovery) (*cibaproxy.Issuer, cibaproxy.Minter, error) {
+	if h.PublicURL == "" || disc == nil {
+		return nil, nil, nil // Validate reports what is missing
+	}
+	issuer, err := cibaproxy.NewIssuer(ctx, cibaproxy.IssuerConfig{
+		PublicURL: h.PublicURL,
+		Alg:       h.SigningAlg,
+		KeyFile:   h.SigningKey,
+		Rotation:  time.Duration(h.KeyRotation),
+		Store:     backend.Store,
+		Logger:    h.logger,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("subject-token issuer: %w", err)
+	}
+	x := h.Exchange
+	if x == nil {
+		x = new(Exchange)
+	}
+	if err := x.validate(); err != nil {
+		return issuer, nil, err
+	}
+	stt, _ := subjectTokenTypeURI(x.SubjectTokenType)
+	secret := ""
+	if x.Credentials == cibaproxy.CredentialsProxy {
+		if secret, err = expandSecret(repl, x.ClientSecret); err != nil {
+			return issuer, nil, fmt.Errorf("exchange: proxy client secret: %w", err)
+		}
+	}
+	exch, err := cibaproxy.NewExchanger(cibaproxy.ExchangeConfig{
+		Discovery:         disc,
+		Issuer:            issuer,
+		Credentials:       x.Credentials,
+		ProxyClientID:     x.ClientID,
+		ProxyClientSecret: secret,
+		SubjectTokenType:  stt,
+		Params:            x.Params,
+		Logger:            h.logger,
+	})
+	if err != nil {
+		return issuer, nil, fmt.Errorf("exchange: %w", err)
+	}
+	return issuer, exch, nil
 }
 
 // provisionEmail builds the e-mail link authenticator.

@@ -109,8 +109,11 @@ type Config struct {
 	// reached (requests then expire undecided).
 	Authenticator Authenticator
 	// Minter mints tokens for approved requests; nil means none can be
-	// minted yet, which polls see as a transient failure.
+	// minted, which polls see as a transient failure.
 	Minter Minter
+	// SubjectIssuer is the subject-token issuer whose discovery document and
+	// keys the server publishes under /ciba; nil means none.
+	SubjectIssuer *Issuer
 
 	// Logger receives the log; nil means none.
 	Logger *zap.Logger

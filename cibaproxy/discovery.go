@@ -77,13 +77,40 @@ func NewDiscovery(issuer, via string, client *http.Client, now func() time.Time)
 	if now == nil {
 		now = time.Now
 	}
-	return &Discovery{issuer: iss, via: v, client: client, now: now}, nil
+	// Every request to the internal address carries the public Host, as
+	// Caddy's reverse_proxy would send it, whoever builds it (this package,
+	// x/oauth2 or go-oidc).
+	c := *client
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c.Transport = &upstreamTransport{issuer: iss, via: v, base: base}
+	return &Discovery{issuer: iss, via: v, client: &c, now: now}, nil
+}
+
+// upstreamTransport adds the public Host and forwarding headers to requests
+// addressed to the upstream's internal address.
+type upstreamTransport struct {
+	issuer, via *url.URL
+	base        http.RoundTripper
+}
+
+func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == t.via.Scheme && req.URL.Host == t.via.Host && t.via.Host != t.issuer.Host {
+		req = req.Clone(req.Context())
+		req.Host = t.issuer.Host
+		req.Header.Set("X-Forwarded-Host", t.issuer.Host)
+		req.Header.Set("X-Forwarded-Proto", t.issuer.Scheme)
+	}
+	return t.base.RoundTrip(req)
 }
 
 // Issuer returns the upstream issuer URL.
 func (d *Discovery) Issuer() string { return d.issuer.String() }
 
-// Client returns the HTTP client used to reach the upstream.
+// Client returns the HTTP client used to reach the upstream: requests to
+// its internal address (see Internal) carry the public Host.
 func (d *Discovery) Client() *http.Client { return d.client }
 
 // Internal rewrites a public upstream URL to the upstream's internal
@@ -101,23 +128,13 @@ func (d *Discovery) Internal(public string) (string, error) {
 }
 
 // NewRequest builds a request to the upstream at a public URL, addressed to
-// its internal address with the public Host and forwarding headers, as
-// Caddy's reverse_proxy would send it.
+// its internal address; sent with Client, it carries the public Host.
 func (d *Discovery) NewRequest(ctx context.Context, method, public string, body io.Reader) (*http.Request, error) {
 	internal, err := d.Internal(public)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, internal, body)
-	if err != nil {
-		return nil, err
-	}
-	if internal != public {
-		req.Host = d.issuer.Host
-		req.Header.Set("X-Forwarded-Host", d.issuer.Host)
-		req.Header.Set("X-Forwarded-Proto", d.issuer.Scheme)
-	}
-	return req, nil
+	return http.NewRequestWithContext(ctx, method, internal, body)
 }
 
 // WellKnownPath is the path of the issuer's discovery document.

@@ -122,12 +122,21 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 	case path == s.discoveryPath && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		s.serveDiscovery(w, r)
 		return true
-	case s.pages != nil && strings.HasPrefix(path, "/ciba/") && s.pages.ServePage(w, r, s):
+	case strings.HasPrefix(path, IssuerPath+"/") && s.serveCIBAPath(w, r):
 		return true
 	case r.Method == http.MethodPost:
 		return s.maybeServeToken(w, r)
 	}
 	return false
+}
+
+// serveCIBAPath serves the subject-token issuer and the authenticator's
+// pages under /ciba/.
+func (s *Server) serveCIBAPath(w http.ResponseWriter, r *http.Request) bool {
+	if s.cfg.SubjectIssuer != nil && s.cfg.SubjectIssuer.Serve(w, r) {
+		return true
+	}
+	return s.pages != nil && s.pages.ServePage(w, r, s)
 }
 
 // Request returns the stored request under key (for the approval page).
@@ -269,24 +278,34 @@ func randomToken(n int) (string, error) {
 // grant_type is the CIBA grant, and reports whether it did. It reads at most
 // MaxBodyBytes to decide; any other request gets its body back byte for byte.
 func (s *Server) maybeServeToken(w http.ResponseWriter, r *http.Request) bool {
-	if !isFormRequest(r) {
+	if !isFormRequest(r) || r.ContentLength > MaxBodyBytes {
 		return false
 	}
 	tp := s.knownTokenPath()
-	if tp == "" {
-		// The first request that needs the token path fetches discovery.
-		tp = s.discoverTokenPath(r.Context())
-	}
-	if tp == "" || r.URL.Path != tp {
-		return false
-	}
-	if r.ContentLength > MaxBodyBytes {
+	if tp != "" && r.URL.Path != tp {
 		return false
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
 	if err != nil || len(body) > MaxBodyBytes || !peekGrantType(body) {
 		r.Body = replayBody{Reader: io.MultiReader(bytes.NewReader(body), r.Body), Closer: r.Body}
 		return false
+	}
+	if tp == "" {
+		// Only a CIBA grant makes the proxy fetch discovery to learn the
+		// token path; other traffic never waits for it.
+		tp = s.discoverTokenPath(r.Context())
+		if tp == "" {
+			// The upstream is down and no path was ever learned: this
+			// looks like a CIBA poll, and the upstream could not answer
+			// it anyway.
+			e := WriteError(w, errUnavailable("the upstream's token endpoint is not known yet; try again", 5, nil))
+			s.logOutcome("token", nil, nil, e)
+			return true
+		}
+		if r.URL.Path != tp {
+			r.Body = replayBody{Reader: io.MultiReader(bytes.NewReader(body), r.Body), Closer: r.Body}
+			return false
+		}
 	}
 	s.serveToken(w, r, body)
 	return true

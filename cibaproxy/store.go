@@ -179,6 +179,12 @@ type Store interface {
 	// PutSetting stores a small durable value.
 	PutSetting(ctx context.Context, name string, value []byte) error
 
+	// UpdateSetting reads the setting name (nil when absent), applies fn and
+	// stores its result atomically, retrying on conflicting writes; a nil
+	// result from fn leaves the setting as it is. It returns the value as
+	// stored.
+	UpdateSetting(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) ([]byte, error)
+
 	// SettingOrCreate returns the setting name, storing create() under it
 	// first if it is absent; concurrent callers all get the same value.
 	SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error)

@@ -424,37 +424,60 @@ func (s *BadgerStore) DeleteItem(ctx context.Context, id ItemID) error {
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(outboxKey(id)) })
 }
 
-// SettingOrCreate implements Store.
-func (s *BadgerStore) SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error) {
+// UpdateSetting implements Store.
+func (s *BadgerStore) UpdateSetting(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) ([]byte, error) {
 	if err := s.begin(); err != nil {
 		return nil, err
 	}
 	defer s.end()
-	fresh, err := create()
-	if err != nil {
-		return nil, err
-	}
 	k := settingKey(name)
 	for attempt := 0; attempt < updateAttempts; attempt++ {
-		var v []byte
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var out []byte
 		err := s.db.Update(func(txn *badger.Txn) error {
+			var old []byte
 			item, err := txn.Get(k)
-			if err == nil {
-				v, err = item.ValueCopy(nil)
+			switch {
+			case err == nil:
+				if old, err = item.ValueCopy(nil); err != nil {
+					return err
+				}
+			case !errors.Is(err, badger.ErrKeyNotFound):
 				return err
 			}
-			if !errors.Is(err, badger.ErrKeyNotFound) {
+			v, err := fn(old)
+			if err != nil {
 				return err
 			}
-			v = fresh
-			return txn.Set(k, fresh)
+			if v == nil {
+				out = old
+				return nil
+			}
+			out = v
+			return txn.Set(k, v)
 		})
 		if errors.Is(err, badger.ErrConflict) {
-			continue // someone created it first: read theirs
+			time.Sleep(time.Duration(attempt+1) * 100 * time.Microsecond)
+			continue
 		}
-		return v, err
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	}
 	return nil, ErrConflict
+}
+
+// SettingOrCreate implements Store.
+func (s *BadgerStore) SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error) {
+	return s.UpdateSetting(ctx, name, func(old []byte) ([]byte, error) {
+		if old != nil {
+			return nil, nil
+		}
+		return create()
+	})
 }
 
 // Setting implements Store.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/mail"
 	"os"
 	"strings"
@@ -71,6 +73,9 @@ func ParseUsers(data []byte) (*FileDirectory, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("decoding: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("decoding: unexpected data after the users object")
 	}
 	d := &FileDirectory{byHint: make(map[string]*User, 2*len(doc.Users))}
 	for i := range doc.Users {

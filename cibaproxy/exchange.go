@@ -1,0 +1,296 @@
+package cibaproxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// RFC 8693 token exchange.
+const (
+	GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	TokenTypeIDToken       = "urn:ietf:params:oauth:token-type:id_token"
+	TokenTypeAccessToken   = "urn:ietf:params:oauth:token-type:access_token"
+	TokenTypeJWT           = "urn:ietf:params:oauth:token-type:jwt"
+)
+
+// Exchange credentials: who the proxy authenticates as at the upstream.
+const (
+	// CredentialsClient authenticates as the CIBA client itself, so the
+	// upstream issues its tokens to that client.
+	CredentialsClient = "client"
+	// CredentialsProxy authenticates as the proxy's own upstream client and
+	// asks for the CIBA client as the audience.
+	CredentialsProxy = "proxy"
+)
+
+// ExchangeConfig configures an Exchanger.
+type ExchangeConfig struct {
+	// Discovery reaches the upstream (metadata, token endpoint, keys).
+	Discovery *Discovery
+	// Issuer signs the subject tokens.
+	Issuer *Issuer
+	// Credentials is CredentialsClient (default) or CredentialsProxy.
+	Credentials string
+	// ProxyClientID and ProxyClientSecret are the proxy's upstream client,
+	// for CredentialsProxy.
+	ProxyClientID, ProxyClientSecret string
+	// SubjectTokenType is the RFC 8693 type of the subject token; default
+	// TokenTypeIDToken.
+	SubjectTokenType string
+	// Params are extra form parameters of every exchange (Dex needs
+	// connector_id).
+	Params map[string]string
+	// Logger receives the log; nil means none.
+	Logger *zap.Logger
+}
+
+// Exchanger mints tokens at the upstream by RFC 8693 token exchange: it signs
+// a subject token for the user, exchanges it for an access token, and, when
+// the upstream returns one token per exchange (Dex), exchanges a fresh
+// subject token for the ID token. The ID token is verified (issuer,
+// signature, audience, azp) before anything is returned.
+type Exchanger struct {
+	cfg ExchangeConfig
+	log *zap.Logger
+
+	mu       sync.Mutex
+	jwksURL  string
+	keySet   *oidc.RemoteKeySet
+	verifier map[string]*oidc.IDTokenVerifier // per client id
+}
+
+// NewExchanger checks cfg and returns an Exchanger.
+func NewExchanger(cfg ExchangeConfig) (*Exchanger, error) {
+	if cfg.Discovery == nil || cfg.Issuer == nil {
+		return nil, errors.New("the exchange needs the upstream's discovery and the subject-token issuer")
+	}
+	switch cfg.Credentials {
+	case "":
+		cfg.Credentials = CredentialsClient
+	case CredentialsClient:
+	case CredentialsProxy:
+		if cfg.ProxyClientID == "" || cfg.ProxyClientSecret == "" {
+			return nil, errors.New("credentials proxy needs a client id and secret")
+		}
+	default:
+		return nil, fmt.Errorf("credentials %q must be client or proxy", cfg.Credentials)
+	}
+	if cfg.SubjectTokenType == "" {
+		cfg.SubjectTokenType = TokenTypeIDToken
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	return &Exchanger{cfg: cfg, log: cfg.Logger, verifier: make(map[string]*oidc.IDTokenVerifier)}, nil
+}
+
+// Mint implements Minter.
+func (x *Exchanger) Mint(ctx context.Context, g *Grant) (*Tokens, error) {
+	meta, err := x.cfg.Discovery.Metadata(ctx)
+	if err != nil {
+		return nil, &MintError{Err: fmt.Errorf("upstream discovery: %w", err)}
+	}
+	first, err := x.exchange(ctx, meta, g, TokenTypeAccessToken)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tokens{
+		AccessToken:  first.AccessToken,
+		TokenType:    first.TokenType,
+		ExpiresIn:    expiresIn(first),
+		RefreshToken: first.RefreshToken,
+		Scope:        extraString(first, "scope"),
+	}
+	if issued := extraString(first, "issued_token_type"); issued == TokenTypeIDToken {
+		return nil, &MintError{Refused: true, Err: errors.New("the upstream returned an ID token where an access token was requested")}
+	}
+	t.IDToken = extraString(first, "id_token")
+	if t.IDToken == "" {
+		// One token per exchange (Dex): ask for the ID token with a fresh
+		// subject token and the same scope.
+		second, err := x.exchange(ctx, meta, g, TokenTypeIDToken)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case extraString(second, "issued_token_type") == TokenTypeIDToken:
+			t.IDToken = second.AccessToken
+		case extraString(second, "id_token") != "":
+			t.IDToken = extraString(second, "id_token")
+		}
+	}
+	if t.IDToken == "" {
+		return nil, &MintError{Refused: true, Err: errors.New("the upstream returned no ID token")}
+	}
+	if t.AccessToken == "" {
+		return nil, &MintError{Refused: true, Err: errors.New("the upstream returned no access token")}
+	}
+	if err := x.verify(ctx, meta, g.Client.ID, t.IDToken); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// exchange makes one RFC 8693 token exchange for the requested token type.
+func (x *Exchanger) exchange(ctx context.Context, meta *Metadata, g *Grant, requested string) (*oauth2.Token, error) {
+	d := x.cfg.Discovery
+	tokenURL, err := d.Internal(meta.TokenEndpoint)
+	if err != nil {
+		return nil, &MintError{Refused: true, Err: fmt.Errorf("upstream token endpoint: %w", err)}
+	}
+	subject, err := x.cfg.Issuer.SubjectToken(ctx, g, d.Issuer())
+	if err != nil {
+		return nil, &MintError{Err: err}
+	}
+	params := make(map[string][]string, len(x.cfg.Params)+5)
+	for k, v := range x.cfg.Params {
+		params[k] = []string{v}
+	}
+	params["grant_type"] = []string{GrantTypeTokenExchange}
+	params["subject_token"] = []string{subject}
+	params["subject_token_type"] = []string{x.cfg.SubjectTokenType}
+	params["requested_token_type"] = []string{requested}
+	cc := clientcredentials.Config{
+		ClientID:       g.Client.ID,
+		ClientSecret:   g.Client.UpstreamSecret,
+		TokenURL:       tokenURL,
+		Scopes:         g.Scopes,
+		EndpointParams: params,
+		AuthStyle:      oauth2.AuthStyleInHeader,
+	}
+	if x.cfg.Credentials == CredentialsProxy {
+		cc.ClientID, cc.ClientSecret = x.cfg.ProxyClientID, x.cfg.ProxyClientSecret
+		params["audience"] = []string{g.Client.ID}
+	}
+	octx := context.WithValue(ctx, oauth2.HTTPClient, d.Client())
+	tok, err := cc.Token(octx)
+	if err != nil {
+		return nil, classifyExchangeError(err)
+	}
+	return tok, nil
+}
+
+// classifyExchangeError: a refusal (4xx but 429) is permanent for this
+// attempt and named; the upstream being down, 5xx, 429 or a timeout is
+// transient.
+func classifyExchangeError(err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil {
+		status := re.Response.StatusCode
+		if status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusRequestTimeout {
+			code := re.ErrorCode
+			if code == "" {
+				code = "http_" + strconv.Itoa(status)
+			}
+			return &MintError{Refused: true, UpstreamError: code, Err: err}
+		}
+		return &MintError{UpstreamError: "http_" + strconv.Itoa(status), Err: err}
+	}
+	return &MintError{Err: err}
+}
+
+// verify checks the upstream's ID token: signature against the upstream's
+// keys, issuer, expiry, the client in aud, and azp = the client when aud
+// has several entries.
+func (x *Exchanger) verify(ctx context.Context, meta *Metadata, clientID, raw string) error {
+	v, err := x.verifierFor(meta, clientID)
+	if err != nil {
+		return &MintError{Err: err}
+	}
+	tok, err := v.Verify(oidc.ClientContext(ctx, x.cfg.Discovery.Client()), raw)
+	if err != nil {
+		return &MintError{Refused: true, UpstreamError: "invalid_id_token", Err: fmt.Errorf("verifying the upstream's ID token: %w", err)}
+	}
+	if len(tok.Audience) > 1 {
+		var c struct {
+			AZP string `json:"azp"`
+		}
+		if err := tok.Claims(&c); err != nil || c.AZP != clientID {
+			return &MintError{Refused: true, UpstreamError: "invalid_id_token", Err: errors.New("the upstream's ID token has several audiences and azp is not the client")}
+		}
+	}
+	return nil
+}
+
+func (x *Exchanger) verifierFor(meta *Metadata, clientID string) (*oidc.IDTokenVerifier, error) {
+	if meta.JWKSURI == "" {
+		return nil, errors.New("upstream discovery has no jwks_uri")
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.jwksURL != meta.JWKSURI {
+		internal, err := x.cfg.Discovery.Internal(meta.JWKSURI)
+		if err != nil {
+			return nil, fmt.Errorf("upstream jwks_uri: %w", err)
+		}
+		// The key set lives as long as the exchanger: never a request's
+		// context.
+		kctx := oidc.ClientContext(context.Background(), x.cfg.Discovery.Client())
+		x.keySet = oidc.NewRemoteKeySet(kctx, internal)
+		x.jwksURL = meta.JWKSURI
+		clear(x.verifier)
+	}
+	v := x.verifier[clientID]
+	if v == nil {
+		v = oidc.NewVerifier(meta.Issuer, x.keySet, &oidc.Config{
+			ClientID:             clientID,
+			SupportedSigningAlgs: metaAlgs(meta),
+		})
+		x.verifier[clientID] = v
+	}
+	return v, nil
+}
+
+// metaAlgs returns the upstream's ID token signing algorithms; go-oidc
+// defaults to RS256 when there are none.
+func metaAlgs(meta *Metadata) []string {
+	var algs []string
+	if raw, ok := meta.Fields["id_token_signing_alg_values_supported"]; ok {
+		_ = json.Unmarshal(raw, &algs)
+	}
+	out := algs[:0]
+	for _, a := range algs {
+		if a != "none" && !strings.HasPrefix(a, "HS") {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func extraString(t *oauth2.Token, key string) string {
+	s, _ := t.Extra(key).(string)
+	return s
+}
+
+// expiresIn returns the token's expires_in as the upstream sent it.
+func expiresIn(t *oauth2.Token) int64 {
+	switch v := t.Extra("expires_in").(type) {
+	case float64:
+		if v > 0 && v < math.MaxInt32 {
+			return int64(v)
+		}
+	case string:
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+			return n
+		}
+	}
+	if !t.Expiry.IsZero() {
+		if d := time.Until(t.Expiry); d > 0 {
+			return int64(d.Round(time.Second) / time.Second)
+		}
+	}
+	return 0
+}
