@@ -111,9 +111,9 @@ type Handler struct {
 	// Clients are the consumption-device clients allowed to use CIBA.
 	Clients []*Client `json:"clients,omitempty"`
 
-	logger  *zap.Logger
-	srv     *cibaproxy.Server
-	cfg     cibaproxy.Config
+	logger     *zap.Logger
+	srv        *cibaproxy.Server
+	cfg        cibaproxy.Config
 	poolKey    string // the store pool entry this handler holds, if any
 	badCfg     error  // a configuration error found while provisioning, for Validate
 	unregister func() // removes this handler's mail sender from the outbox

@@ -47,8 +47,8 @@ type Server struct {
 	bcURL         string
 	discoveryPath string
 
-	backend       *Backend
-	pages         PageServer
+	backend *Backend
+	pages   PageServer
 
 	tokenPath atomic.Pointer[string] // learned from discovery or the store
 	docMu     sync.Mutex
