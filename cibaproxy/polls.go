@@ -78,9 +78,13 @@ func (t *PollTracker) Poll(key RequestKey, now time.Time, base time.Duration, ex
 		return true, nil
 	}
 	e.inFlight++
+	ended := false
 	return false, func() {
 		sh.mu.Lock()
-		e.inFlight--
+		if !ended {
+			ended = true
+			e.inFlight--
+		}
 		sh.mu.Unlock()
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -202,10 +203,16 @@ func parseBackchannelParams(form url.Values, bindingMessageMax int) (*backchanne
 	return p, nil
 }
 
+// maxScopes bounds the scope values of one request.
+const maxScopes = 64
+
 // parseScope splits a scope parameter (RFC 6749 §3.3) and removes
 // duplicates; order is irrelevant.
 func parseScope(scope string) ([]string, error) {
 	fields := strings.Split(scope, " ")
+	if len(fields) > maxScopes {
+		return nil, errInvalidScope("too many scope values")
+	}
 	out := make([]string, 0, len(fields))
 	for _, s := range fields {
 		if s == "" {
@@ -214,14 +221,7 @@ func parseScope(scope string) ([]string, error) {
 		if !validScopeToken(s) {
 			return nil, errInvalidScope("scope is malformed")
 		}
-		dup := false
-		for _, o := range out {
-			if o == s {
-				dup = true
-				break
-			}
-		}
-		if !dup {
+		if !slices.Contains(out, s) {
 			out = append(out, s)
 		}
 	}

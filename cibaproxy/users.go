@@ -63,8 +63,8 @@ func LoadUsers(path string) (*FileDirectory, error) {
 }
 
 // ParseUsers parses the users.json format. Unknown fields, duplicate
-// usernames or e-mail addresses, a username that is also someone's e-mail
-// address, and invalid e-mail addresses are errors.
+// usernames, e-mail addresses or subjects, a username that is also someone's
+// e-mail address, and invalid e-mail addresses are errors.
 func ParseUsers(data []byte) (*FileDirectory, error) {
 	var doc struct {
 		Users []User `json:"users"`
@@ -78,6 +78,7 @@ func ParseUsers(data []byte) (*FileDirectory, error) {
 		return nil, errors.New("decoding: unexpected data after the users object")
 	}
 	d := &FileDirectory{byHint: make(map[string]*User, 2*len(doc.Users))}
+	subjects := make(map[string]string, len(doc.Users))
 	for i := range doc.Users {
 		u := doc.Users[i]
 		if u.Username == "" {
@@ -103,6 +104,10 @@ func ParseUsers(data []byte) (*FileDirectory, error) {
 			}
 			d.byHint[hint] = user
 		}
+		if other, dup := subjects[u.Subject]; dup {
+			return nil, fmt.Errorf("user %q: subject %q is already the subject of user %q", u.Username, u.Subject, other)
+		}
+		subjects[u.Subject] = u.Username
 		d.count++
 	}
 	return d, nil

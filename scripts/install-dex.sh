@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Dex OpenID provider (v2.45.1, with RFC 8693 token exchange) into
-# tools/bin/dex from the pinned wrapper module tools/dex (go.mod + go.sum).
+# bin/dex from the pinned wrapper module tools/dex (go.mod + go.sum).
 #
-# Idempotent: does nothing when tools/bin/dex exists and tools/bin/.dex-version
+# Idempotent: does nothing when bin/dex exists and bin/.dex-version
 # holds the pinned version. Set DEX_FORCE=1 to rebuild anyway.
 #
 # Needs: go (the toolchain of go.mod), gcc (Dex links sqlite3 through cgo) and
@@ -24,7 +24,7 @@ STAMP_TEXT="${DEX_MODULE} ${DEX_PSEUDO} (${DEX_RELEASE}) api/v2 ${DEX_API_VERSIO
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MOD_DIR="${ROOT}/tools/dex"
-BIN_DIR="${ROOT}/tools/bin"
+BIN_DIR="${ROOT}/bin"
 BIN="${BIN_DIR}/dex"
 STAMP="${BIN_DIR}/.dex-version"
 

@@ -1,0 +1,65 @@
+# cibaproxy — the two commands of the README:
+#   make demo   a full local CIBA flow (cibaproxy + Dex + a mail catcher on loopback)
+#   make test   every test; CI runs it (.ci/run)
+# Both install what they need (make tools) and depend on nothing a previous
+# session left behind.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+GO ?= go
+export GOFLAGS := -buildvcs=false
+ROOT := $(abspath .)
+BIN := $(ROOT)/bin
+CIBAPROXY := $(BIN)/cibaproxy
+FUZZTIME ?= 10s
+
+.PHONY: all build tools dex maildev chromium test check unit caddy e2e fuzz demo clean
+
+all: build
+
+## build: the cibaproxy binary (Caddy's standard modules + the ciba handler)
+build:
+	$(GO) build -o $(CIBAPROXY) ./cmd/cibaproxy
+
+## tools: pinned Dex (bin/dex), MailDev (tools/maildev), Debian's Chromium
+tools: dex maildev chromium
+
+dex:
+	scripts/install-dex.sh
+
+maildev:
+	scripts/install-maildev.sh
+
+chromium:
+	scripts/install-chromium.sh
+
+## test: formatting and vet, unit tests with -race, Caddy-level tests, the
+## end-to-end tests against the built binary (Dex, SMTP, Chromium), brief
+## fuzzing, and the demo in AUTO mode.
+test: tools build check unit caddy e2e fuzz
+	$(MAKE) --no-print-directory demo AUTO=1
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./cibaproxy/...
+
+caddy:
+	$(GO) test -count=1 ./caddymodule/...
+
+e2e: build
+	CIBAPROXY_BIN=$(CIBAPROXY) DEX_BIN=$(BIN)/dex $(GO) test -count=1 ./e2e/...
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzBackchannelRequest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./cibaproxy
+	$(GO) test -run='^$$' -fuzz='^FuzzTokenRequest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./cibaproxy
+
+## demo: start cibaproxy, Dex and MailDev on loopback and log in with the
+## CLI; AUTO=1 approves by itself and exits 0 when the tokens verify.
+demo: tools build
+	AUTO=$(AUTO) scripts/demo.sh
+
+clean:
+	rm -rf $(BIN) tools/maildev/node_modules
