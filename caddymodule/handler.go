@@ -480,7 +480,12 @@ func (h *Handler) storageDir() (string, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return "", fmt.Errorf("creating storage directory: %w", err)
 	}
-	return filepath.Clean(abs), nil
+	// One open store per directory, however it is spelled.
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("storage path %s: %w", dir, err)
+	}
+	return filepath.Clean(real), nil
 }
 
 // Validate checks the provisioned configuration.

@@ -153,13 +153,16 @@ func (c *Config) setDefaults() {
 // validate checks the configuration after defaults are set.
 func (c *Config) validate() error {
 	var errs []error
-	iss, err := parseHTTPURL("issuer", c.Issuer)
+	iss, err := parseHTTPURL("upstream", c.Issuer)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	pub, err := parseHTTPURL("public_url", c.PublicURL)
 	if err != nil {
 		errs = append(errs, err)
+	}
+	if pub != nil && pub.Path != "" && pub.Path != "/" {
+		errs = append(errs, fmt.Errorf("public_url %s must be a base URL without a path: the endpoint, the approval links and /ciba are served from the root", c.PublicURL))
 	}
 	if iss != nil && pub != nil && !sameOrigin(iss, pub) {
 		errs = append(errs, fmt.Errorf("public_url %s must have the origin (scheme, host and port) of upstream %s: discovery is served on the upstream issuer's origin", c.PublicURL, c.Issuer))
@@ -169,6 +172,15 @@ func (c *Config) validate() error {
 	}
 	if c.TokenPath != "" && !strings.HasPrefix(c.TokenPath, "/") {
 		errs = append(errs, fmt.Errorf("token_path %q must be a path starting with /", c.TokenPath))
+	}
+	if c.TokenPath != "" && c.TokenPath == c.Endpoint {
+		errs = append(errs, fmt.Errorf("endpoint and token_path must differ (both %s)", c.Endpoint))
+	}
+	if iss != nil {
+		wellKnown := strings.TrimSuffix(iss.Path, "/") + "/.well-known/openid-configuration"
+		if c.Endpoint == wellKnown || strings.HasPrefix(c.Endpoint, "/ciba/") || c.Endpoint == "/ciba" {
+			errs = append(errs, fmt.Errorf("endpoint %s collides with the discovery document or the /ciba paths", c.Endpoint))
+		}
 	}
 	if c.RequestTTL < MinRequestedExpiry {
 		errs = append(errs, fmt.Errorf("request_ttl %s must be at least %s", c.RequestTTL, MinRequestedExpiry))
