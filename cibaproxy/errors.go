@@ -35,9 +35,11 @@ func (e *Error) Is(target error) bool {
 }
 
 // Quiet reports whether the error is part of normal polling and should be
-// logged at debug level only.
+// logged at debug level only: authorization_pending, and slow_down the
+// client caused (not one standing for an upstream failure, which has a
+// cause).
 func (e *Error) Quiet() bool {
-	return e.Code == CodeAuthorizationPending || e.Code == CodeSlowDown
+	return e.cause == nil && (e.Code == CodeAuthorizationPending || e.Code == CodeSlowDown)
 }
 
 // Error codes of RFC 6749, RFC 8628 and CIBA Core.

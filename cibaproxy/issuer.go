@@ -424,6 +424,17 @@ func (i *Issuer) publicKeys(ctx context.Context) ([]jose.JSONWebKey, error) {
 	return out, nil
 }
 
+// algsSupported lists the configured algorithm first, then the others.
+func (i *Issuer) algsSupported() []string {
+	out := []string{string(i.alg)}
+	for _, a := range []string{"ES256", "PS256", "RS256"} {
+		if a != string(i.alg) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // subjectClaims are the claims of a subject token.
 type subjectClaims struct {
 	Issuer            string   `json:"iss"`
@@ -551,7 +562,10 @@ func (i *Issuer) Serve(w http.ResponseWriter, r *http.Request) bool {
 			"jwks_uri":                              i.issuer + "/jwks",
 			"authorization_endpoint":                i.issuer + "/authorize",
 			"token_endpoint":                        i.issuer + "/token",
-			"id_token_signing_alg_values_supported": []string{string(i.alg)},
+			// Every algorithm the issuer may sign with, the configured one
+			// first: upstreams read this once (Dex at start), and must keep
+			// accepting tokens after signing_alg changes.
+			"id_token_signing_alg_values_supported": i.algsSupported(),
 			"response_types_supported":              []string{"id_token"},
 			"subject_types_supported":               []string{"public"},
 			"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "auth_time", "acr", "amr",

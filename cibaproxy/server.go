@@ -51,6 +51,7 @@ type Server struct {
 	pages   PageServer
 
 	tokenPath atomic.Pointer[string] // learned from discovery or the store
+	learning  atomic.Bool            // a background discovery fetch runs
 	docMu     sync.Mutex
 	docFor    *Metadata // the metadata doc was built from
 	doc       []byte
@@ -257,6 +258,7 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	if out != nil && len(out.Items) > 0 && s.backend != nil {
 		s.backend.Outbox.Wake()
 	}
+	s.learnTokenPathSoon()
 	return &bcResponse{AuthReqID: id, ExpiresIn: expiresIn, Interval: int64(s.cfg.Interval / time.Second)}, nil
 }
 
@@ -295,9 +297,13 @@ func (s *Server) maybeServeToken(w http.ResponseWriter, r *http.Request) bool {
 		// token path; other traffic never waits for it.
 		tp = s.discoverTokenPath(r.Context())
 		if tp == "" {
-			// The upstream is down and no path was ever learned: this
-			// looks like a CIBA poll, and the upstream could not answer
-			// it anyway.
+			// The upstream is down and no path was ever learned. A poll
+			// for a request of ours is answered all the same; anything
+			// else could not be answered by the upstream either.
+			if s.isOurRequest(r.Context(), body) {
+				s.serveToken(w, r, body)
+				return true
+			}
 			e := WriteError(w, errUnavailable("the upstream's token endpoint is not known yet; try again", 5, nil))
 			s.logOutcome("token", nil, nil, e)
 			return true
@@ -309,6 +315,31 @@ func (s *Server) maybeServeToken(w http.ResponseWriter, r *http.Request) bool {
 	}
 	s.serveToken(w, r, body)
 	return true
+}
+
+// isOurRequest reports whether a CIBA token request names a stored request.
+func (s *Server) isOurRequest(ctx context.Context, body []byte) bool {
+	form, err := parseForm(body)
+	if err != nil || form.Get(paramAuthReqID) == "" {
+		return false
+	}
+	_, err = s.store.Get(ctx, KeyOf(form.Get(paramAuthReqID)))
+	return err == nil
+}
+
+// learnTokenPathSoon fetches discovery in the background if the token path
+// is not known yet, so that it is learned (and remembered) long before the
+// first poll could find the upstream down.
+func (s *Server) learnTokenPathSoon() {
+	if s.knownTokenPath() != "" || s.disc == nil || !s.learning.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.learning.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), discoveryTimeout)
+		defer cancel()
+		s.discoverTokenPath(ctx)
+	}()
 }
 
 // replayBody puts back the part of a body that was read.
@@ -658,6 +689,8 @@ func (s *Server) logOutcome(endpoint string, cl *Client, key *RequestKey, e *Err
 		level = zapcore.DebugLevel
 	case e.Status >= 500:
 		level = zapcore.ErrorLevel
+	case e.cause != nil:
+		level = zapcore.WarnLevel // e.g. slow_down for an upstream failure
 	default:
 		level = zapcore.InfoLevel
 	}

@@ -672,9 +672,24 @@ func TestTokenPathFromDiscovery(t *testing.T) {
 	dir := t.TempDir()
 	noPath := func(c *Config) { c.TokenPath = "" }
 	h := newHarnessIn(t, dir, noPath)
-	id := h.authorize("cc")
+	// A POST that is not a CIBA grant never waits for discovery.
+	req := httptest.NewRequest(http.MethodPost, testPublic+"/realms/main/login", strings.NewReader("user=a&password=b"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if h.serve(req).Code != -1 {
+		t.Fatal("a login form was answered")
+	}
 	if h.upstream.fetches.Load() != 0 {
 		t.Fatal("discovery fetched before anything needed it")
+	}
+	// An accepted request makes the proxy learn the token path in the
+	// background, long before the first poll.
+	id := h.authorize("cc")
+	deadline := time.Now().Add(5 * time.Second)
+	for h.srv.knownTokenPath() == "" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := h.srv.knownTokenPath(); got != testTokenURL {
+		t.Fatalf("token path %q after a request", got)
 	}
 	wantOAuthError(t, h.poll("cc", id), 400, CodeAuthorizationPending)
 	if h.upstream.fetches.Load() != 1 {
@@ -690,6 +705,20 @@ func TestTokenPathFromDiscovery(t *testing.T) {
 	wantOAuthError(t, h2.poll("cc", id), 400, CodeAuthorizationPending)
 	if n := h2.upstream.fetches.Load(); n != 0 {
 		t.Errorf("%d fetches; the remembered path should have been used", n)
+	}
+}
+
+// TestPollWhileUpstreamNeverReached: with no token path ever learned and
+// the upstream down, a poll for a stored request is still answered; an
+// unknown one gets 503 rather than being passed to a dead upstream.
+func TestPollWhileUpstreamNeverReached(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.TokenPath = "" })
+	h.upstream.down.Store(true)
+	id := h.authorize("cc")
+	wantOAuthError(t, h.poll("cc", id), 400, CodeAuthorizationPending)
+	wantOAuthError(t, h.poll("cc", "bm90LWEtcmVhbC1pZA"), 503, CodeTemporarilyUnavailable)
+	if h.srv.knownTokenPath() != "" {
+		t.Fatal("a token path was learned from a failing upstream")
 	}
 }
 

@@ -5,6 +5,10 @@
 // The binary is built once per test run (TestMain); set CIBAPROXY_BIN to
 // use one built already (a relative path is taken from the module root).
 // The package is skipped under -short.
+//
+// The tests of dex_test.go put the binary in front of a real Dex instead
+// (DEX_BIN, else bin/dex; skipped when there is none) and receive its mails
+// with an in-process SMTP server (smtp_test.go).
 package e2e
 
 import (
