@@ -558,10 +558,10 @@ func (i *Issuer) Serve(w http.ResponseWriter, r *http.Request) bool {
 	var err error
 	if r.URL.Path == issuerWellKnown {
 		body, err = json.Marshal(map[string]any{
-			"issuer":                                i.issuer,
-			"jwks_uri":                              i.issuer + "/jwks",
-			"authorization_endpoint":                i.issuer + "/authorize",
-			"token_endpoint":                        i.issuer + "/token",
+			"issuer":                 i.issuer,
+			"jwks_uri":               i.issuer + "/jwks",
+			"authorization_endpoint": i.issuer + "/authorize",
+			"token_endpoint":         i.issuer + "/token",
 			// Every algorithm the issuer may sign with, the configured one
 			// first: upstreams read this once (Dex at start), and must keep
 			// accepting tokens after signing_alg changes.
