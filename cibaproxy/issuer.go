@@ -274,12 +274,8 @@ func (i *Issuer) keys(ctx context.Context) (*keyRing, error) {
 // needsRotation reports whether maintain would change the ring at now.
 func (i *Issuer) needsRotation(r *keyRing, now time.Time) bool {
 	cp := keyRing{Keys: append([]storedKey(nil), r.Keys...)}
-	changed, _ := i.maintainDry(&cp, now)
+	changed, _ := i.rotate(&cp, now, false)
 	return changed
-}
-
-func (i *Issuer) maintainDry(r *keyRing, now time.Time) (bool, error) {
-	return i.rotate(r, now, false)
 }
 
 // maintain brings the ring up to date at now: a first key, the next key half
@@ -289,6 +285,8 @@ func (i *Issuer) maintain(r *keyRing, now time.Time) (bool, error) {
 	return i.rotate(r, now, true)
 }
 
+// rotate is maintain; with apply false it only reports whether a change is
+// due, without making keys.
 func (i *Issuer) rotate(r *keyRing, now time.Time, apply bool) (bool, error) {
 	changed := false
 	// Keys of another algorithm (the configuration changed) are retired
@@ -453,38 +451,37 @@ type subjectClaims struct {
 	JTI               string   `json:"jti"`
 }
 
+// activeSigner returns the signer of the key that signs now.
+func (i *Issuer) activeSigner(ctx context.Context) (jose.Signer, error) {
+	if i.static != nil {
+		i.mu.Lock()
+		s := i.signers[i.static.kid]
+		i.mu.Unlock()
+		if s != nil {
+			return s, nil
+		}
+		s, _, err := i.cacheSigner(i.static)
+		return s, err
+	}
+	ring, err := i.keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	idx := i.activeIndex(ring, i.now())
+	if idx < 0 {
+		return nil, errors.New("no signing key")
+	}
+	s, _, err := i.signer(ring.Keys[idx])
+	return s, err
+}
+
 // SubjectToken signs a fresh subject token for the user of g, addressed to
 // audience (or the configured one).
 func (i *Issuer) SubjectToken(ctx context.Context, g *Grant, audience string) (string, error) {
-	var (
-		s   jose.Signer
-		kid string
-		err error
-	)
-	if i.static != nil {
-		i.mu.Lock()
-		s = i.signers[i.static.kid]
-		i.mu.Unlock()
-		if s == nil {
-			if s, _, err = i.cacheSigner(i.static); err != nil {
-				return "", err
-			}
-		}
-		kid = i.static.kid
-	} else {
-		ring, err := i.keys(ctx)
-		if err != nil {
-			return "", err
-		}
-		idx := i.activeIndex(ring, i.now())
-		if idx < 0 {
-			return "", errors.New("no signing key")
-		}
-		if s, kid, err = i.signer(ring.Keys[idx]); err != nil {
-			return "", err
-		}
+	s, err := i.activeSigner(ctx)
+	if err != nil {
+		return "", err
 	}
-	_ = kid
 	if i.cfg.Audience != "" {
 		audience = i.cfg.Audience
 	}
