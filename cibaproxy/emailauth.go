@@ -233,9 +233,13 @@ func describeScopes(scopes []string) []scopeText {
 }
 
 type mailData struct {
-	ClientName     string
-	UserName       string
+	ClientName string
+	UserName   string
+	// BindingMessage is empty under number matching (Match): the user must
+	// take the code from their device, not from the mail, or the matching
+	// proves nothing (and a scanner reading the mail could pick it).
 	BindingMessage string
+	Match          bool
 	URL            string
 	Scopes         []scopeText
 	ExpiresAt      string
@@ -247,10 +251,14 @@ func (a *EmailAuthenticator) render(req *AuthRequest, link string) (*MailMessage
 		ClientName:     a.cfg.ClientName(req.ClientID),
 		UserName:       req.User.DisplayName(),
 		BindingMessage: req.BindingMessage,
+		Match:          a.cfg.MatchBindingMessage,
 		URL:            link,
 		Scopes:         describeScopes(req.Scopes),
 		ExpiresAt:      req.Expires.UTC().Format("15:04:05 MST on Mon 2 Jan 2006"),
 		ExpiresIn:      humanDuration(req.Expires.Sub(req.Created)),
+	}
+	if d.Match {
+		d.BindingMessage = ""
 	}
 	var text, html bytes.Buffer
 	if err := a.mailText.Execute(&text, d); err != nil {
@@ -655,9 +663,12 @@ func (a *EmailAuthenticator) choices(link LinkKey, msg string) []string {
 	return out
 }
 
+// The alphabets decoys are drawn from. They are complete: leaving out
+// look-alikes (I, O, l, o…) would make a code holding one of them the only
+// choice that can, giving the right answer away to anyone counting letters.
 const (
-	upperLetters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
-	lowerLetters = "abcdefghjkmnpqrstuvwxyz"
+	upperLetters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	lowerLetters = "abcdefghijklmnopqrstuvwxyz"
 	digits       = "0123456789"
 )
 

@@ -141,6 +141,12 @@ func (s *SMTPSender) Send(ctx context.Context, m *MailMessage) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
+		if msg.IsDelivered() {
+			// The server accepted the message (250 after DATA); only the
+			// RSET or QUIT after it failed. Retrying would send the mail,
+			// with a second working link, twice.
+			return nil
+		}
 		return classifySMTPError(err)
 	}
 	return nil

@@ -257,7 +257,14 @@ func (o *Outbox) pass() time.Duration {
 		leased, err := o.store.LeaseItem(ctx, it.ID, now, now.Add(ItemLease))
 		if err != nil {
 			<-o.sem
-			if !errors.Is(err, ErrNotDue) && !errors.Is(err, ErrNotFound) {
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case errors.Is(err, ErrNotDue):
+				// Another worker took it since the scan. Should that
+				// worker die, look again when its lease runs out rather
+				// than at the next idle scan.
+				soon(now.Add(ItemLease))
+			default:
 				o.log.Warn("leasing an outbox item failed", zap.Error(err))
 				soon(now.Add(noSenderDelay))
 			}
