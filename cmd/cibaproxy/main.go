@@ -4,6 +4,7 @@
 package main
 
 import (
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	// Caddy's standard modules.
@@ -14,5 +15,6 @@ import (
 )
 
 func main() {
+	caddy.CustomBinaryName = "cibaproxy"
 	caddycmd.Main()
 }
