@@ -296,8 +296,16 @@ func oneLine(s string) string {
 
 // Start implements Authenticator: it renders the mail and queues it.
 func (a *EmailAuthenticator) Start(ctx context.Context, key RequestKey, req *AuthRequest) (*Outbound, error) {
-	if a.cfg.MatchBindingMessage && req.BindingMessage == "" {
-		return nil, errInvalidRequest("binding_message is required: the user confirms the request by picking it")
+	if a.cfg.MatchBindingMessage {
+		if req.BindingMessage == "" {
+			return nil, errInvalidRequest("binding_message is required: the user confirms the request by picking it")
+		}
+		// Decoys vary ASCII letters and digits; a message without any
+		// would stand out among them.
+		if !strings.ContainsFunc(req.BindingMessage, isASCIIAlnum) {
+			return nil, newError(http.StatusBadRequest, CodeInvalidBindingMessage,
+				"binding_message must contain ASCII letters or digits: the user picks it among look-alikes")
+		}
 	}
 	mb := make([]byte, 24)
 	if _, err := rand.Read(mb); err != nil {
@@ -696,6 +704,10 @@ func decoy(rng *mrand.Rand, msg string, suffix bool) string {
 		b.WriteString(" " + strconv.Itoa(rng.IntN(10000)))
 	}
 	return b.String()
+}
+
+func isASCIIAlnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
 // humanDuration says d in words: "4 minutes 12 seconds".

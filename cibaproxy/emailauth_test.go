@@ -1061,6 +1061,12 @@ func TestEmailNumberMatching(t *testing.T) {
 	before := s.records()
 	rec := s.post(DefaultEndpoint, "cc", hForm())
 	wantOAuthError(t, rec, http.StatusBadRequest, CodeInvalidRequest)
+	// Decoys vary ASCII letters and digits: a message without any would be
+	// the only choice of its kind.
+	for _, msg := range []string{"Привет", "---", "★★"} {
+		rec = s.post(DefaultEndpoint, "cc", hForm("binding_message", msg))
+		wantOAuthError(t, rec, http.StatusBadRequest, CodeInvalidBindingMessage)
+	}
 	if s.records() != before {
 		t.Error("a refused request was stored")
 	}

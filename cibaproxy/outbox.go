@@ -72,12 +72,14 @@ type Outbox struct {
 	senders map[senderKey][]*registration
 	observe func(OutboxEvent)
 
-	wake chan struct{}
-	stop chan struct{}
-	done chan struct{}
-	sem  chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
+	ctx    context.Context // cancelled by Close: deliveries in flight stop
+	cancel context.CancelFunc
+	wake   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 type senderKey struct {
@@ -105,6 +107,7 @@ func NewOutbox(s Store, logger *zap.Logger, now func() time.Time) *Outbox {
 		done:    make(chan struct{}),
 		sem:     make(chan struct{}, maxConcurrentDeliveries),
 	}
+	o.ctx, o.cancel = context.WithCancel(context.Background())
 	go o.run()
 	return o
 }
@@ -175,11 +178,13 @@ func (o *Outbox) Wake() {
 	}
 }
 
-// Close stops the worker and waits for deliveries in flight.
+// Close stops the worker, interrupts the deliveries in flight (their items
+// are released for the next start) and waits for them.
 func (o *Outbox) Close() {
 	o.once.Do(func() {
 		close(o.stop)
 		<-o.done
+		o.cancel()
 		o.wg.Wait()
 	})
 }
@@ -279,11 +284,18 @@ func (o *Outbox) pass() time.Duration {
 func (o *Outbox) deliver(d Deliverer, it *OutboxItem) {
 	defer o.wg.Done()
 	defer func() { <-o.sem }()
-	ctx, cancel := context.WithTimeout(context.Background(), DeliveryTimeout)
+	ctx, cancel := context.WithTimeout(o.ctx, DeliveryTimeout)
 	defer cancel()
 	err := d.Deliver(ctx, it)
 	var perm *PermanentError
 	switch {
+	case err != nil && o.ctx.Err() != nil:
+		// Shutting down: release the item at once rather than leaving it
+		// leased, so the next start delivers it without waiting.
+		if rerr := o.store.RetryItem(context.Background(), it.ID, o.now(), "interrupted by shutdown"); rerr != nil && !errors.Is(rerr, ErrNotFound) {
+			o.log.Warn("could not release an interrupted delivery; its lease frees it", zap.Error(rerr))
+		}
+		return
 	case err == nil:
 		if derr := o.store.DeleteItem(context.Background(), it.ID); derr != nil {
 			o.log.Warn("could not remove a delivered outbox item; it may be delivered again", zap.Error(derr))

@@ -286,6 +286,40 @@ func TestOutboxTwoWorkersOneStore(t *testing.T) {
 }
 
 // TestOutboxCloseWaits: Close waits for the deliveries in flight.
+// TestOutboxCloseInterruptsHungDelivery: Close does not wait for a hung
+// server; the interrupted item is released, due at once for the next start.
+func TestOutboxCloseInterruptsHungDelivery(t *testing.T) {
+	r := newOutboxRig(t)
+	o := NewOutbox(r.store, nil, nil)
+	started := make(chan struct{})
+	o.Register(KindMail, "site", DelivererFunc(func(ctx context.Context, it *OutboxItem) error {
+		close(started)
+		<-ctx.Done() // a server that never answers
+		return ctx.Err()
+	}))
+	id := r.enqueue("site", 1, time.Now().Add(time.Minute))
+	o.Wake()
+	<-started
+	begin := time.Now()
+	o.Close()
+	if d := time.Since(begin); d > 2*time.Second {
+		t.Errorf("Close took %v with a hung delivery", d)
+	}
+	var got *OutboxItem
+	err := r.store.ScanOutbox(context.Background(), func(it *OutboxItem) bool {
+		if it.ID == id {
+			got = it
+		}
+		return true
+	})
+	if err != nil || got == nil {
+		t.Fatalf("the interrupted item is gone: %v", err)
+	}
+	if !got.Due(time.Now()) {
+		t.Errorf("the interrupted item is not due at once: next %v, lease until %v", got.Next, got.LeaseUntil)
+	}
+}
+
 func TestOutboxCloseWaits(t *testing.T) {
 	r := newOutboxRig(t)
 	o := NewOutbox(r.store, nil, nil)

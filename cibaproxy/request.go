@@ -234,8 +234,8 @@ func parseScope(scope string) ([]string, error) {
 // checkBindingMessage accepts up to max characters, all printable: letters,
 // marks, numbers, punctuation, symbols and the ASCII space. Control and
 // formatting characters (including newlines and bidirectional overrides)
-// could disguise the message on the authentication device, so they are
-// refused.
+// could disguise the message on the authentication device, and URLs would
+// put a client's link in the approval mail, so they are refused.
 func checkBindingMessage(msg string, max int) error {
 	n := 0
 	for _, r := range msg {
@@ -251,6 +251,11 @@ func checkBindingMessage(msg string, max int) error {
 	}
 	if strings.TrimSpace(msg) == "" {
 		return newError(http.StatusBadRequest, CodeInvalidBindingMessage, "binding_message is blank")
+	}
+	// The message is shown in the approval mail: a link in it would sit in
+	// a mail the user trusts.
+	if strings.Contains(msg, "://") {
+		return newError(http.StatusBadRequest, CodeInvalidBindingMessage, "binding_message must not contain a URL")
 	}
 	return nil
 }

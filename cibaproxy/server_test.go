@@ -43,6 +43,7 @@ func TestBackchannelErrors(t *testing.T) {
 		{"unknown user", "cc", hForm("login_hint", "mallory@example.com"), 400, CodeUnknownUserID},
 		{"binding message too long", "cc", hForm("binding_message", long), 400, CodeInvalidBindingMessage},
 		{"binding message with newline", "cc", hForm("binding_message", "A1\nB2"), 400, CodeInvalidBindingMessage},
+		{"binding message with a URL", "cc", hForm("binding_message", "see https://evil.example"), 400, CodeInvalidBindingMessage},
 		{"requested_expiry zero", "cc", hForm("requested_expiry", "0"), 400, CodeInvalidRequest},
 		{"requested_expiry not a number", "cc", hForm("requested_expiry", "ten"), 400, CodeInvalidRequest},
 		{"requested_expiry negative", "cc", hForm("requested_expiry", "-30"), 400, CodeInvalidRequest},
