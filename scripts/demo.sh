@@ -354,10 +354,10 @@ ${PUBLIC} {
 EOF
 
 # Dex's config from the template, rendered in bash (no envsubst needed).
-export DEX_ISSUER="${ISSUER}" DEX_PORT DEX_DB_FILE="${WORK}/dex/dex.db"
+export DEX_ISSUER="${ISSUER}" DEX_PORT
 export DEX_CLIENT_ID="${CLIENT_ID}" DEX_CLIENT_SECRET="${CLIENT_SECRET}" CIBA_ISSUER="${PUBLIC}/ciba"
 dex_yaml="$(<"${DEX_TEMPLATE}")"
-for v in DEX_ISSUER DEX_PORT DEX_DB_FILE DEX_CLIENT_ID DEX_CLIENT_SECRET CIBA_ISSUER; do
+for v in DEX_ISSUER DEX_PORT DEX_CLIENT_ID DEX_CLIENT_SECRET CIBA_ISSUER; do
 	dex_yaml="${dex_yaml//"\${${v}}"/${!v}}"
 done
 # shellcheck disable=SC2016 # a literal ${ is looked for
