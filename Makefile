@@ -49,8 +49,11 @@ unit:
 caddy:
 	$(GO) test -count=1 ./caddymodule/...
 
+# The browser test must not skip in CI: make tools installed Chromium.
+# Screenshots of the approval page are kept in bin/artifacts.
 e2e: build
-	CIBAPROXY_BIN=$(CIBAPROXY) DEX_BIN=$(BIN)/dex $(GO) test -count=1 ./e2e/...
+	CIBAPROXY_BIN=$(CIBAPROXY) DEX_BIN=$(BIN)/dex CIBAPROXY_REQUIRE_BROWSER=1 \
+		CIBAPROXY_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 ./e2e/...
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzBackchannelRequest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./cibaproxy
