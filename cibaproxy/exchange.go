@@ -190,7 +190,10 @@ func classifyExchangeError(err error) error {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil {
 		status := re.Response.StatusCode
-		if status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusRequestTimeout {
+		transient := status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout
+		// A 4xx, or an error code in any answer below 500 (x/oauth2
+		// reports a 200 carrying "error" too), is a refusal.
+		if !transient && (status >= 400 || re.ErrorCode != "") {
 			code := re.ErrorCode
 			if code == "" {
 				code = "http_" + strconv.Itoa(status)
@@ -199,6 +202,11 @@ func classifyExchangeError(err error) error {
 		}
 		return &MintError{UpstreamError: "http_" + strconv.Itoa(status), Err: err}
 	}
+	// A 200 without an access token is the upstream misbehaving, not
+	// being down.
+	if strings.Contains(err.Error(), "missing access_token") {
+		return &MintError{Refused: true, UpstreamError: "no_access_token", Err: err}
+	}
 	return &MintError{Err: err}
 }
 
@@ -206,11 +214,21 @@ func classifyExchangeError(err error) error {
 // keys, issuer, expiry, the client in aud, and azp = the client when aud
 // has several entries.
 func (x *Exchanger) verify(ctx context.Context, meta *Metadata, clientID, raw string) error {
-	v, err := x.verifierFor(meta, clientID)
+	v, keys, err := x.verifierFor(meta, clientID)
 	if err != nil {
 		return &MintError{Err: err}
 	}
-	tok, err := v.Verify(oidc.ClientContext(ctx, x.cfg.Discovery.Client()), raw)
+	hctx := oidc.ClientContext(ctx, x.cfg.Discovery.Client())
+	// The signature first, on its own: go-oidc's Verify flattens its
+	// errors, and an upstream whose keys cannot be fetched right now is a
+	// transient failure, not a bad token.
+	if _, err := keys.VerifySignature(hctx, raw); err != nil {
+		if x.keysUnavailable(hctx, meta) {
+			return &MintError{Err: fmt.Errorf("the upstream's keys are unavailable: %w", err)}
+		}
+		return &MintError{Refused: true, UpstreamError: "invalid_id_token", Err: fmt.Errorf("verifying the upstream's ID token: %w", err)}
+	}
+	tok, err := v.Verify(hctx, raw)
 	if err != nil {
 		return &MintError{Refused: true, UpstreamError: "invalid_id_token", Err: fmt.Errorf("verifying the upstream's ID token: %w", err)}
 	}
@@ -225,16 +243,34 @@ func (x *Exchanger) verify(ctx context.Context, meta *Metadata, clientID, raw st
 	return nil
 }
 
-func (x *Exchanger) verifierFor(meta *Metadata, clientID string) (*oidc.IDTokenVerifier, error) {
+// keysUnavailable reports whether the upstream's JWKS cannot be fetched
+// now (or the time ran out), as opposed to a signature that is wrong.
+func (x *Exchanger) keysUnavailable(ctx context.Context, meta *Metadata) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	req, err := x.cfg.Discovery.NewRequest(ctx, http.MethodGet, meta.JWKSURI, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := x.cfg.Discovery.Client().Do(req)
+	if err != nil {
+		return true
+	}
+	resp.Body.Close()
+	return resp.StatusCode != http.StatusOK
+}
+
+func (x *Exchanger) verifierFor(meta *Metadata, clientID string) (*oidc.IDTokenVerifier, *oidc.RemoteKeySet, error) {
 	if meta.JWKSURI == "" {
-		return nil, errors.New("upstream discovery has no jwks_uri")
+		return nil, nil, errors.New("upstream discovery has no jwks_uri")
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.jwksURL != meta.JWKSURI {
 		internal, err := x.cfg.Discovery.Internal(meta.JWKSURI)
 		if err != nil {
-			return nil, fmt.Errorf("upstream jwks_uri: %w", err)
+			return nil, nil, fmt.Errorf("upstream jwks_uri: %w", err)
 		}
 		// The key set lives as long as the exchanger: never a request's
 		// context.
@@ -251,7 +287,7 @@ func (x *Exchanger) verifierFor(meta *Metadata, clientID string) (*oidc.IDTokenV
 		})
 		x.verifier[clientID] = v
 	}
-	return v, nil
+	return v, x.keySet, nil
 }
 
 // metaAlgs returns the upstream's ID token signing algorithms; go-oidc

@@ -289,15 +289,11 @@ func (i *Issuer) maintain(r *keyRing, now time.Time) (bool, error) {
 // due, without making keys.
 func (i *Issuer) rotate(r *keyRing, now time.Time, apply bool) (bool, error) {
 	changed := false
-	// Keys of another algorithm (the configuration changed) are retired
-	// like rotated ones: a key of the configured algorithm is needed.
-	var current []storedKey
-	for _, k := range r.Keys {
-		if k.Alg == string(i.alg) {
-			current = append(current, k)
-		}
-	}
-	if len(current) == 0 {
+	// A key of the configured algorithm must be the newest: on a first
+	// start, or after signing_alg changed (also back to an algorithm whose
+	// older key is still in the ring), a fresh one signs at once and the
+	// others retire like rotated keys.
+	if n := len(r.Keys); n == 0 || r.Keys[n-1].Alg != string(i.alg) {
 		if !apply {
 			return true, nil
 		}
@@ -306,19 +302,20 @@ func (i *Issuer) rotate(r *keyRing, now time.Time, apply bool) (bool, error) {
 			return false, err
 		}
 		r.Keys = append(r.Keys, k)
-		current = append(current, k)
 		changed = true
 	}
 	if i.cfg.Rotation > 0 {
-		newest := current[len(current)-1]
-		// The next key is published half a period before it signs.
+		newest := r.Keys[len(r.Keys)-1]
+		// The next key is published half a period before it signs. After
+		// a quiet spell nobody created it in time: it is created now and
+		// still waits half a period, the current key signing meanwhile.
 		if !now.Before(newest.SignFrom.Add(i.cfg.Rotation / 2)) {
 			if !apply {
 				return true, nil
 			}
 			next := newest.SignFrom.Add(i.cfg.Rotation)
-			if next.Before(now) {
-				next = now // the proxy was down: sign with it at once
+			if earliest := now.Add(i.cfg.Rotation / 2); next.Before(earliest) {
+				next = earliest
 			}
 			k, err := i.newStoredKey(next)
 			if err != nil {
