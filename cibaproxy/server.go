@@ -252,7 +252,7 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 			return nil, errUnavailable("the user cannot be reached now", 5, err)
 		}
 	}
-	if err := s.store.Create(r.Context(), key, req, out); err != nil {
+	if err := s.store.Create(r.Context(), key, req, out, UserLimit{}); err != nil {
 		return nil, errUnavailable("the request could not be stored", 5, err)
 	}
 	if out != nil && len(out.Items) > 0 && s.backend != nil {

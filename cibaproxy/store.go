@@ -90,6 +90,16 @@ type Outbound struct {
 	Items []*OutboxItem
 }
 
+// UserLimit bounds the undecided requests of one user when a request is
+// created.
+type UserLimit struct {
+	// Max is the most pending requests per user; 0 means no limit.
+	Max int
+	// ReplaceOldest makes a request beyond Max replace (expire) the user's
+	// oldest pending one instead of being refused.
+	ReplaceOldest bool
+}
+
 // Outbox item kinds.
 const (
 	KindMail byte = 'm' // an approval mail
@@ -133,9 +143,12 @@ func (it *OutboxItem) Due(now time.Time) bool {
 // Records carry their own expiry; a store may drop a request (and its links)
 // once StoreGrace has passed after it expired, never before.
 type Store interface {
-	// Create stores a new request under key together with out, atomically.
-	// It returns ErrExists if the key is taken.
-	Create(ctx context.Context, key RequestKey, r *AuthRequest, out *Outbound) error
+	// Create stores a new request under key together with out, atomically,
+	// and counts it as pending (see PendingCount). It returns ErrExists if
+	// the key is taken, and ErrUserLimit if the request's user already has
+	// limit.Max undecided requests (unless limit.ReplaceOldest, which makes
+	// the oldest of them expire at once, its queued mail dropped).
+	Create(ctx context.Context, key RequestKey, r *AuthRequest, out *Outbound, limit UserLimit) error
 
 	// Get returns the request under key, or ErrNotFound.
 	Get(ctx context.Context, key RequestKey) (*AuthRequest, error)
@@ -145,6 +158,23 @@ type Store interface {
 	// times (then ErrConflict). An error from fn aborts without writing and
 	// is returned as is. It returns the request as written, or ErrNotFound.
 	Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error)
+
+	// PendingCount returns the number of pending requests: created and not
+	// yet decided, swept as expired, or replaced. It is kept in the
+	// transactions that change it, so it needs no scan after a restart.
+	PendingCount(ctx context.Context) (int64, error)
+
+	// UserPending returns the number of pending requests of the user with
+	// this subject.
+	UserPending(ctx context.Context, subject string) (int64, error)
+
+	// SweepExpired stops counting the pending requests that expired by now
+	// and returns how many there were.
+	SweepExpired(ctx context.Context, now time.Time) (int, error)
+
+	// Remember records id in namespace until `until` and reports whether it
+	// was new: the replay cache of jti values.
+	Remember(ctx context.Context, namespace, id string, until time.Time) (bool, error)
 
 	// Link returns the request an approval link leads to, or ErrNotFound.
 	Link(ctx context.Context, link LinkKey) (RequestKey, error)

@@ -2,6 +2,8 @@ package cibaproxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,19 +38,44 @@ func BadgerOptions(dir string) badger.Options {
 		WithLogger(nil)
 }
 
-// Key layout: one-byte kind, then the 32-byte hash or the setting name.
+// Key layout: one byte for the kind of record, then its identity.
+//
+//	'r' request key                         → the request (JSON)
+//	'l' link key                            → request key
+//	'o' item kind, request key              → outbox item (JSON)
+//	's' setting name                        → value
+//	'x' expires (ns), request key           → user key, created (ns): while pending
+//	'u' user key, created (ns), request key → empty: while pending
+//	'c' user key                            → the user's pending count
+//	'p' shard                               → a shard of the pending count
+//	'j' hash of namespace and id            → empty: a seen jti, until it expires
+//
+// Pending requests are counted in the transaction that changes them, so the
+// count is exact across restarts without a scan: created +1, decided,
+// expired (swept) or replaced −1.
 const (
 	kindRequest byte = 'r'
 	kindLink    byte = 'l'
 	kindSetting byte = 's'
 	kindOutbox  byte = 'o'
+	kindExpiry  byte = 'x'
+	kindUserIdx byte = 'u'
+	kindUserCnt byte = 'c'
+	kindPending byte = 'p'
+	kindReplay  byte = 'j'
 )
 
 const (
 	updateAttempts = 16
 	gcInterval     = 10 * time.Minute
 	gcDiscardRatio = 0.5
+	pendingShards  = 64
+	userKeyLen     = 16
 )
+
+// ErrUserLimit is returned by Create when the user has too many undecided
+// requests.
+var ErrUserLimit = errors.New("too many undecided requests for this user")
 
 // BadgerStore is the Store on an on-disk Badger database.
 type BadgerStore struct {
@@ -103,22 +130,41 @@ func requestKey(key RequestKey) []byte {
 	return b
 }
 
-func linkKey(key LinkKey) []byte {
-	b := make([]byte, 1+len(key))
-	b[0] = kindLink
-	copy(b[1:], key[:])
+// userKeyOf identifies a user in the pending index; requests without a
+// subject (hide_unknown_users) have none.
+func userKeyOf(r *AuthRequest) ([userKeyLen]byte, bool) {
+	var k [userKeyLen]byte
+	if r.User.Subject == "" {
+		return k, false
+	}
+	sum := sha256.Sum256([]byte(r.User.Subject))
+	copy(k[:], sum[:])
+	return k, true
+}
+
+func expiryKey(expires time.Time, key RequestKey) []byte {
+	b := make([]byte, 1+8+len(key))
+	b[0] = kindExpiry
+	binary.BigEndian.PutUint64(b[1:], uint64(expires.UnixNano()))
+	copy(b[9:], key[:])
 	return b
 }
 
-func outboxKey(id ItemID) []byte {
-	b := make([]byte, 2+len(id.Request))
-	b[0], b[1] = kindOutbox, id.Kind
-	copy(b[2:], id.Request[:])
+func userIdxKey(user [userKeyLen]byte, created time.Time, key RequestKey) []byte {
+	b := make([]byte, 1+userKeyLen+8+len(key))
+	b[0] = kindUserIdx
+	copy(b[1:], user[:])
+	binary.BigEndian.PutUint64(b[1+userKeyLen:], uint64(created.UnixNano()))
+	copy(b[1+userKeyLen+8:], key[:])
 	return b
 }
 
-func settingKey(name string) []byte {
-	return append([]byte{kindSetting}, name...)
+func userCntKey(user [userKeyLen]byte) []byte {
+	return append([]byte{kindUserCnt}, user[:]...)
+}
+
+func pendingKey(key RequestKey) []byte {
+	return []byte{kindPending, key[0] % pendingShards}
 }
 
 // ttl is the Badger TTL of a record that expires at expires: a
@@ -132,33 +178,82 @@ func (s *BadgerStore) ttl(expires time.Time) time.Duration {
 	return d
 }
 
-func (s *BadgerStore) begin() error {
+// update runs fn in a read-write transaction, again on a conflicting write
+// (a bounded number of times, then ErrConflict), honouring ctx; it returns
+// ErrClosed after Close.
+func (s *BadgerStore) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
-		s.mu.RUnlock()
 		return ErrClosed
 	}
-	return nil
+	for attempt := 0; attempt < updateAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := s.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+		// Someone else wrote what fn read: run it again on fresh values.
+		time.Sleep(time.Duration(attempt+1) * 100 * time.Microsecond)
+	}
+	return ErrConflict
 }
 
-func (s *BadgerStore) end() { s.mu.RUnlock() }
+// view runs fn in a read-only transaction; ErrClosed after Close.
+func (s *BadgerStore) view(fn func(txn *badger.Txn) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+func getInt(txn *badger.Txn, k []byte) (int64, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("corrupt counter of %d bytes", len(v))
+		}
+		n = int64(binary.BigEndian.Uint64(v))
+		return nil
+	})
+	return n, err
+}
+
+// addInt adds d to the counter k, deleting it at zero.
+func addInt(txn *badger.Txn, k []byte, d int64) (int64, error) {
+	n, err := getInt(txn, k)
+	if err != nil {
+		return 0, err
+	}
+	n += d
+	if n == 0 {
+		return 0, txn.Delete(k)
+	}
+	v := make([]byte, 8)
+	binary.BigEndian.PutUint64(v, uint64(n))
+	return n, txn.Set(k, v)
+}
 
 // Create implements Store.
-func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest, out *Outbound) error {
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.end()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest, out *Outbound, limit UserLimit) error {
 	val, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encoding request: %w", err)
 	}
 	ttl := s.ttl(r.Expires)
 	k := requestKey(key)
-	err = s.db.Update(func(txn *badger.Txn) error {
+	return s.update(ctx, func(txn *badger.Txn) error {
 		if _, err := txn.Get(k); err == nil {
 			return ErrExists
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
@@ -166,6 +261,11 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 		}
 		if err := txn.SetEntry(badger.NewEntry(k, val).WithTTL(ttl)); err != nil {
 			return err
+		}
+		if r.Status == StatusPending {
+			if err := s.countNew(txn, key, r, limit); err != nil {
+				return err
+			}
 		}
 		if out == nil {
 			return nil
@@ -183,20 +283,102 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 		}
 		return nil
 	})
-	if errors.Is(err, badger.ErrConflict) {
-		return ErrExists
+}
+
+// countNew enters a new pending request in the indexes and counts, within
+// the user's limit.
+func (s *BadgerStore) countNew(txn *badger.Txn, key RequestKey, r *AuthRequest, limit UserLimit) error {
+	user, hasUser := userKeyOf(r)
+	xv := make([]byte, userKeyLen+8)
+	if hasUser {
+		n, err := getInt(txn, userCntKey(user))
+		if err != nil {
+			return err
+		}
+		if limit.Max > 0 && n >= int64(limit.Max) {
+			if !limit.ReplaceOldest {
+				return ErrUserLimit
+			}
+			if err := s.replaceOldest(txn, user, r.Created); err != nil {
+				return err
+			}
+		}
+		if _, err := addInt(txn, userCntKey(user), 1); err != nil {
+			return err
+		}
+		if err := txn.Set(userIdxKey(user, r.Created, key), nil); err != nil {
+			return err
+		}
+		copy(xv, user[:])
 	}
+	binary.BigEndian.PutUint64(xv[userKeyLen:], uint64(r.Created.UnixNano()))
+	if err := txn.Set(expiryKey(r.Expires, key), xv); err != nil {
+		return err
+	}
+	_, err := addInt(txn, pendingKey(key), 1)
+	return err
+}
+
+// replaceOldest expires the user's oldest pending request at now, drops its
+// queued mail, and takes it out of the counts.
+func (s *BadgerStore) replaceOldest(txn *badger.Txn, user [userKeyLen]byte, now time.Time) error {
+	prefix := append([]byte{kindUserIdx}, user[:]...)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	it.Rewind()
+	if !it.Valid() {
+		it.Close()
+		return ErrUserLimit // counted but not indexed: refuse rather than guess
+	}
+	idx := it.Item().KeyCopy(nil)
+	it.Close()
+	var old RequestKey
+	copy(old[:], idx[1+userKeyLen+8:])
+	r, err := getRequest(txn, requestKey(old))
+	if err != nil {
+		return fmt.Errorf("the oldest pending request: %w", err)
+	}
+	if err := s.uncount(txn, old, r); err != nil {
+		return err
+	}
+	r.Expires = now
+	val, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := txn.SetEntry(badger.NewEntry(requestKey(old), val).WithTTL(s.ttl(now))); err != nil {
+		return err
+	}
+	return txn.Delete(outboxKey(ItemID{Kind: KindMail, Request: old}))
+}
+
+// uncount takes a request that stops being pending out of the indexes and
+// counts, once: the expiry entry is the proof it is still counted.
+func (s *BadgerStore) uncount(txn *badger.Txn, key RequestKey, r *AuthRequest) error {
+	xk := expiryKey(r.Expires, key)
+	if _, err := txn.Get(xk); errors.Is(err, badger.ErrKeyNotFound) {
+		return nil // already swept
+	} else if err != nil {
+		return err
+	}
+	if err := txn.Delete(xk); err != nil {
+		return err
+	}
+	if user, ok := userKeyOf(r); ok {
+		if err := txn.Delete(userIdxKey(user, r.Created, key)); err != nil {
+			return err
+		}
+		if _, err := addInt(txn, userCntKey(user), -1); err != nil {
+			return err
+		}
+	}
+	_, err := addInt(txn, pendingKey(key), -1)
 	return err
 }
 
 // Get implements Store.
 func (s *BadgerStore) Get(ctx context.Context, key RequestKey) (*AuthRequest, error) {
-	if err := s.begin(); err != nil {
-		return nil, err
-	}
-	defer s.end()
 	var r *AuthRequest
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		var err error
 		r, err = getRequest(txn, requestKey(key))
 		return err
@@ -222,294 +404,139 @@ func getRequest(txn *badger.Txn, k []byte) (*AuthRequest, error) {
 
 // Update implements Store.
 func (s *BadgerStore) Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error) {
-	if err := s.begin(); err != nil {
-		return nil, err
-	}
-	defer s.end()
 	k := requestKey(key)
-	for attempt := 0; attempt < updateAttempts; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		var r *AuthRequest
-		err := s.db.Update(func(txn *badger.Txn) error {
-			var err error
-			r, err = getRequest(txn, k)
-			if err != nil {
-				return err
-			}
-			if err := fn(r); err != nil {
-				return err
-			}
-			val, err := json.Marshal(r)
-			if err != nil {
-				return fmt.Errorf("encoding request: %w", err)
-			}
-			return txn.SetEntry(badger.NewEntry(k, val).WithTTL(s.ttl(r.Expires)))
-		})
-		if errors.Is(err, badger.ErrConflict) {
-			// Someone else wrote the record between our read and commit:
-			// run fn again on the fresh value.
-			time.Sleep(time.Duration(attempt+1) * 100 * time.Microsecond)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return r, nil
-	}
-	return nil, ErrConflict
-}
-
-// Link implements Store.
-func (s *BadgerStore) Link(ctx context.Context, link LinkKey) (RequestKey, error) {
-	var key RequestKey
-	if err := s.begin(); err != nil {
-		return key, err
-	}
-	defer s.end()
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(linkKey(link))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
+	var r *AuthRequest
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		var err error
+		if r, err = getRequest(txn, k); err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			if len(v) != len(key) {
-				return fmt.Errorf("corrupt link record of %d bytes", len(v))
+		before := *r
+		if err := fn(r); err != nil {
+			return err
+		}
+		if before.Status == StatusPending && r.Status != StatusPending {
+			if err := s.uncount(txn, key, &before); err != nil {
+				return err
 			}
-			copy(key[:], v)
+		}
+		val, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encoding request: %w", err)
+		}
+		return txn.SetEntry(badger.NewEntry(k, val).WithTTL(s.ttl(r.Expires)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// PendingCount implements Store.
+func (s *BadgerStore) PendingCount(ctx context.Context) (int64, error) {
+	var total int64
+	err := s.view(func(txn *badger.Txn) error {
+		for shard := range pendingShards {
+			n, err := getInt(txn, []byte{kindPending, byte(shard)})
+			if err != nil {
+				return err
+			}
+			total += n
+		}
+		return nil
+	})
+	return total, err
+}
+
+// sweepBatch bounds the expired requests one transaction takes out.
+const sweepBatch = 256
+
+// SweepExpired implements Store.
+func (s *BadgerStore) SweepExpired(ctx context.Context, now time.Time) (int, error) {
+	swept := 0
+	for {
+		var keys [][]byte
+		err := s.view(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindExpiry}})
+			defer it.Close()
+			for it.Rewind(); it.Valid() && len(keys) < sweepBatch; it.Next() {
+				k := it.Item().Key()
+				if len(k) != 1+8+len(RequestKey{}) {
+					continue
+				}
+				if int64(binary.BigEndian.Uint64(k[1:9])) > now.UnixNano() {
+					break // sorted by expiry: the rest lives on
+				}
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
 			return nil
 		})
-	})
-	return key, err
-}
-
-// AddLink implements Store.
-func (s *BadgerStore) AddLink(ctx context.Context, link LinkKey, key RequestKey, expires time.Time) error {
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.end()
-	return s.db.Update(func(txn *badger.Txn) error {
-		return txn.SetEntry(badger.NewEntry(linkKey(link), key[:]).WithTTL(s.ttl(expires)))
-	})
-}
-
-func (s *BadgerStore) putItem(txn *badger.Txn, it *OutboxItem) error {
-	val, err := json.Marshal(it)
-	if err != nil {
-		return fmt.Errorf("encoding outbox item: %w", err)
-	}
-	return txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(s.ttl(it.NotAfter)))
-}
-
-func getItem(txn *badger.Txn, id ItemID) (*OutboxItem, error) {
-	item, err := txn.Get(outboxKey(id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	it := &OutboxItem{ID: id}
-	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, it) }); err != nil {
-		return nil, fmt.Errorf("decoding outbox item: %w", err)
-	}
-	return it, nil
-}
-
-// Enqueue implements Store.
-func (s *BadgerStore) Enqueue(ctx context.Context, it *OutboxItem) error {
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.end()
-	return s.db.Update(func(txn *badger.Txn) error { return s.putItem(txn, it) })
-}
-
-// ScanOutbox implements Store.
-func (s *BadgerStore) ScanOutbox(ctx context.Context, fn func(*OutboxItem) bool) error {
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.end()
-	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindOutbox}, PrefetchValues: true, PrefetchSize: 64})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			k := it.Item().Key()
-			if len(k) != 2+len(RequestKey{}) {
-				continue
-			}
-			item := &OutboxItem{ID: ItemID{Kind: k[1]}}
-			copy(item.ID.Request[:], k[2:])
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, item) }); err != nil {
-				s.logger.Warn("skipping an undecodable outbox item", zap.Error(err))
-				continue
-			}
-			if !fn(item) {
-				return nil
-			}
+		if err != nil || len(keys) == 0 {
+			return swept, err
 		}
-		return nil
-	})
-}
-
-// updateItem is Update for outbox items.
-func (s *BadgerStore) updateItem(ctx context.Context, id ItemID, fn func(*OutboxItem) error) (*OutboxItem, error) {
-	if err := s.begin(); err != nil {
-		return nil, err
-	}
-	defer s.end()
-	for attempt := 0; attempt < updateAttempts; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		var it *OutboxItem
-		err := s.db.Update(func(txn *badger.Txn) error {
-			var err error
-			if it, err = getItem(txn, id); err != nil {
-				return err
-			}
-			if err := fn(it); err != nil {
-				return err
-			}
-			return s.putItem(txn, it)
-		})
-		if errors.Is(err, badger.ErrConflict) {
-			time.Sleep(time.Duration(attempt+1) * 100 * time.Microsecond)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return it, nil
-	}
-	return nil, ErrConflict
-}
-
-// LeaseItem implements Store.
-func (s *BadgerStore) LeaseItem(ctx context.Context, id ItemID, now, until time.Time) (*OutboxItem, error) {
-	return s.updateItem(ctx, id, func(it *OutboxItem) error {
-		if !it.Due(now) {
-			return ErrNotDue
-		}
-		it.LeaseUntil = until
-		it.Attempts++
-		return nil
-	})
-}
-
-// RetryItem implements Store.
-func (s *BadgerStore) RetryItem(ctx context.Context, id ItemID, next time.Time, lastErr string) error {
-	_, err := s.updateItem(ctx, id, func(it *OutboxItem) error {
-		it.LeaseUntil, it.Next, it.LastError = time.Time{}, next, lastErr
-		return nil
-	})
-	return err
-}
-
-// DeleteItem implements Store.
-func (s *BadgerStore) DeleteItem(ctx context.Context, id ItemID) error {
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.end()
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Delete(outboxKey(id)) })
-}
-
-// UpdateSetting implements Store.
-func (s *BadgerStore) UpdateSetting(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) ([]byte, error) {
-	if err := s.begin(); err != nil {
-		return nil, err
-	}
-	defer s.end()
-	k := settingKey(name)
-	for attempt := 0; attempt < updateAttempts; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		var out []byte
-		err := s.db.Update(func(txn *badger.Txn) error {
-			var old []byte
-			item, err := txn.Get(k)
-			switch {
-			case err == nil:
-				if old, err = item.ValueCopy(nil); err != nil {
+		n := 0
+		err = s.update(ctx, func(txn *badger.Txn) error {
+			n = 0
+			for _, xk := range keys {
+				item, err := txn.Get(xk)
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					continue // decided meanwhile
+				}
+				if err != nil {
 					return err
 				}
-			case !errors.Is(err, badger.ErrKeyNotFound):
-				return err
+				xv, err := item.ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				var key RequestKey
+				copy(key[:], xk[9:])
+				if err := txn.Delete(xk); err != nil {
+					return err
+				}
+				if len(xv) == userKeyLen+8 {
+					var user [userKeyLen]byte
+					copy(user[:], xv)
+					if user != ([userKeyLen]byte{}) {
+						created := time.Unix(0, int64(binary.BigEndian.Uint64(xv[userKeyLen:])))
+						if err := txn.Delete(userIdxKey(user, created, key)); err != nil {
+							return err
+						}
+						if _, err := addInt(txn, userCntKey(user), -1); err != nil {
+							return err
+						}
+					}
+				}
+				if _, err := addInt(txn, pendingKey(key), -1); err != nil {
+					return err
+				}
+				n++
 			}
-			v, err := fn(old)
-			if err != nil {
-				return err
-			}
-			if v == nil {
-				out = old
-				return nil
-			}
-			out = v
-			return txn.Set(k, v)
+			return nil
 		})
-		if errors.Is(err, badger.ErrConflict) {
-			time.Sleep(time.Duration(attempt+1) * 100 * time.Microsecond)
-			continue
-		}
 		if err != nil {
-			return nil, err
+			return swept, err
 		}
-		return out, nil
+		swept += n
+		if len(keys) < sweepBatch {
+			return swept, nil
+		}
 	}
-	return nil, ErrConflict
 }
 
-// SettingOrCreate implements Store.
-func (s *BadgerStore) SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error) {
-	return s.UpdateSetting(ctx, name, func(old []byte) ([]byte, error) {
-		if old != nil {
-			return nil, nil
-		}
-		return create()
-	})
-}
-
-// Setting implements Store.
-func (s *BadgerStore) Setting(ctx context.Context, name string) ([]byte, error) {
-	if err := s.begin(); err != nil {
-		return nil, err
+// UserPending implements Store.
+func (s *BadgerStore) UserPending(ctx context.Context, subject string) (int64, error) {
+	var n int64
+	user, ok := userKeyOf(&AuthRequest{User: User{Subject: subject}})
+	if !ok {
+		return 0, nil
 	}
-	defer s.end()
-	var v []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(settingKey(name))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		v, err = item.ValueCopy(nil)
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		n, err = getInt(txn, userCntKey(user))
 		return err
 	})
-	return v, err
-}
-
-// PutSetting implements Store.
-func (s *BadgerStore) PutSetting(ctx context.Context, name string, value []byte) error {
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.end()
-	return s.db.Update(func(txn *badger.Txn) error {
-		return txn.Set(settingKey(name), value)
-	})
+	return n, err
 }
 
 // Close stops the garbage collection and closes the database. It is safe to

@@ -46,10 +46,10 @@ func TestBadgerStore(t *testing.T) {
 		t.Fatalf("Link of a missing link: %v", err)
 	}
 	r := testRequest(clock.Now())
-	if err := s.Create(ctx, key, r, &Outbound{Links: []LinkKey{link}}); err != nil {
+	if err := s.Create(ctx, key, r, &Outbound{Links: []LinkKey{link}}, UserLimit{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Create(ctx, key, r, nil); !errors.Is(err, ErrExists) {
+	if err := s.Create(ctx, key, r, nil, UserLimit{}); !errors.Is(err, ErrExists) {
 		t.Fatalf("second Create: %v", err)
 	}
 	got, err := s.Get(ctx, key)
@@ -106,7 +106,7 @@ func TestBadgerStore(t *testing.T) {
 	if _, err := s.Get(ctx, key); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Get after Close: %v", err)
 	}
-	if err := s.Create(ctx, KeyOf("x"), r, nil); !errors.Is(err, ErrClosed) {
+	if err := s.Create(ctx, KeyOf("x"), r, nil, UserLimit{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Create after Close: %v", err)
 	}
 	s2 := openTestStore(t, dir, clock.Now)
@@ -125,7 +125,7 @@ func TestBadgerUpdateConflicts(t *testing.T) {
 	clock := newHClock()
 	s := openTestStore(t, t.TempDir(), clock.Now)
 	key := KeyOf("counter")
-	if err := s.Create(ctx, key, testRequest(clock.Now()), nil); err != nil {
+	if err := s.Create(ctx, key, testRequest(clock.Now()), nil, UserLimit{}); err != nil {
 		t.Fatal(err)
 	}
 	const n = 12
@@ -158,5 +158,194 @@ func TestBadgerUpdateHonoursContext(t *testing.T) {
 	cancel()
 	if _, err := s.Update(ctx, KeyOf("x"), func(*AuthRequest) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Update with a cancelled context: %v", err)
+	}
+}
+
+// TestBadgerPendingCount: the pending count follows creation, decision,
+// expiry (swept) and replacement, and is right after a reopen without a
+// scan.
+func TestBadgerPendingCount(t *testing.T) {
+	ctx := context.Background()
+	clock := newHClock()
+	dir := t.TempDir()
+	s := openTestStore(t, dir, clock.Now)
+	count := func(s *BadgerStore, want int64) {
+		t.Helper()
+		n, err := s.PendingCount(ctx)
+		if err != nil || n != want {
+			t.Fatalf("PendingCount = %d, %v; want %d", n, err, want)
+		}
+	}
+	user := func(s *BadgerStore, subject string, want int64) {
+		t.Helper()
+		n, err := s.UserPending(ctx, subject)
+		if err != nil || n != want {
+			t.Fatalf("UserPending(%s) = %d, %v; want %d", subject, n, err, want)
+		}
+	}
+	mk := func(id, subject string, ttl time.Duration) RequestKey {
+		t.Helper()
+		r := testRequest(clock.Now())
+		r.User.Subject = subject
+		r.Expires = clock.Now().Add(ttl)
+		k := KeyOf(id)
+		if err := s.Create(ctx, k, r, nil, UserLimit{}); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	count(s, 0)
+	a1 := mk("a1", "alice", time.Minute)
+	mk("a2", "alice", 2*time.Minute)
+	mk("b1", "bob", 10*time.Minute)
+	mk("phantom", "", time.Minute) // hide_unknown_users: no user
+	count(s, 4)
+	user(s, "alice", 2)
+	user(s, "bob", 1)
+
+	// A decision stops counting, once.
+	decide := func(k RequestKey) {
+		t.Helper()
+		if _, err := s.Update(ctx, k, func(r *AuthRequest) error { r.Status = StatusApproved; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	decide(a1)
+	count(s, 3)
+	user(s, "alice", 1)
+	if _, err := s.Update(ctx, a1, func(r *AuthRequest) error { r.Status = StatusConsumed; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	count(s, 3)
+
+	// Expiry: nothing changes until the sweep, which counts each once.
+	clock.Advance(90 * time.Second)
+	count(s, 3)
+	if n, err := s.SweepExpired(ctx, clock.Now()); err != nil || n != 1 {
+		t.Fatalf("sweep: %d, %v; want 1 (the phantom)", n, err)
+	}
+	if n, err := s.SweepExpired(ctx, clock.Now()); err != nil || n != 0 {
+		t.Fatalf("second sweep: %d, %v", n, err)
+	}
+	count(s, 2)
+	clock.Advance(time.Minute)
+	if n, _ := s.SweepExpired(ctx, clock.Now()); n != 1 {
+		t.Fatalf("sweep of a2: %d", n)
+	}
+	count(s, 1)
+	user(s, "alice", 0)
+
+	// Right after a reopen, without a scan.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, dir, clock.Now)
+	count(s, 1)
+	user(s, "bob", 1)
+}
+
+// TestBadgerUserLimit: beyond the limit a request is refused, or replaces
+// the user's oldest pending one, whose queued mail is dropped.
+func TestBadgerUserLimit(t *testing.T) {
+	ctx := context.Background()
+	clock := newHClock()
+	s := openTestStore(t, t.TempDir(), clock.Now)
+	mk := func(id string, limit UserLimit) error {
+		r := testRequest(clock.Now())
+		out := &Outbound{Items: []*OutboxItem{{ID: ItemID{Kind: KindMail}, Sender: "site", Payload: []byte(id), NotAfter: r.Expires, Next: clock.Now()}}}
+		clock.Advance(time.Second)
+		return s.Create(ctx, KeyOf(id), r, out, limit)
+	}
+	limit := UserLimit{Max: 2}
+	if err := mk("1", limit); err != nil {
+		t.Fatal(err)
+	}
+	if err := mk("2", limit); err != nil {
+		t.Fatal(err)
+	}
+	if err := mk("3", limit); !errors.Is(err, ErrUserLimit) {
+		t.Fatalf("third request: %v, want ErrUserLimit", err)
+	}
+	if _, err := s.Get(ctx, KeyOf("3")); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a refused request was stored")
+	}
+	// Another user is not affected.
+	r := testRequest(clock.Now())
+	r.User.Subject = "bob"
+	if err := s.Create(ctx, KeyOf("bob"), r, nil, limit); err != nil {
+		t.Fatal(err)
+	}
+
+	replace := UserLimit{Max: 2, ReplaceOldest: true}
+	if err := mk("4", replace); err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.Get(ctx, KeyOf("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !old.Expired(clock.Now()) || old.Status != StatusPending {
+		t.Errorf("the oldest request was not expired by the replacement: %+v", old)
+	}
+	items := 0
+	_ = s.ScanOutbox(ctx, func(it *OutboxItem) bool {
+		if it.ID.Request == KeyOf("1") {
+			t.Error("the replaced request's mail is still queued")
+		}
+		items++
+		return true
+	})
+	if items != 2 {
+		t.Errorf("%d queued mails, want 2 (requests 2 and 4)", items)
+	}
+	if n, _ := s.UserPending(ctx, "alice"); n != 2 {
+		t.Errorf("alice has %d pending, want 2", n)
+	}
+	if n, _ := s.PendingCount(ctx); n != 3 {
+		t.Errorf("%d pending, want 3", n)
+	}
+	// A decided request frees a place.
+	if _, err := s.Update(ctx, KeyOf("2"), func(r *AuthRequest) error { r.Status = StatusDenied; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := mk("5", limit); err != nil {
+		t.Fatalf("after a decision: %v", err)
+	}
+}
+
+func TestBadgerRemember(t *testing.T) {
+	ctx := context.Background()
+	clock := newHClock()
+	s := openTestStore(t, t.TempDir(), clock.Now)
+	until := clock.Now().Add(time.Minute)
+	for i, want := range []bool{true, false, false} {
+		fresh, err := s.Remember(ctx, "client-assertion", "jti-1", until)
+		if err != nil || fresh != want {
+			t.Fatalf("call %d: fresh %v, %v; want %v", i, fresh, err, want)
+		}
+	}
+	if fresh, _ := s.Remember(ctx, "request-object", "jti-1", until); !fresh {
+		t.Error("namespaces are not separate")
+	}
+	// Concurrent callers: exactly one sees the id as new.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	fresh := 0
+	for range 10 {
+		wg.Go(func() {
+			ok, err := s.Remember(ctx, "client-assertion", "jti-2", until)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				mu.Lock()
+				fresh++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if fresh != 1 {
+		t.Errorf("%d callers saw a fresh id, want 1", fresh)
 	}
 }

@@ -1,0 +1,244 @@
+package cibaproxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+// The Badger store's approval links, outbox, settings and replay cache.
+
+func linkKey(key LinkKey) []byte {
+	b := make([]byte, 1+len(key))
+	b[0] = kindLink
+	copy(b[1:], key[:])
+	return b
+}
+
+func outboxKey(id ItemID) []byte {
+	b := make([]byte, 2+len(id.Request))
+	b[0], b[1] = kindOutbox, id.Kind
+	copy(b[2:], id.Request[:])
+	return b
+}
+
+func settingKey(name string) []byte {
+	return append([]byte{kindSetting}, name...)
+}
+
+// Link implements Store.
+func (s *BadgerStore) Link(ctx context.Context, link LinkKey) (RequestKey, error) {
+	var key RequestKey
+	err := s.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(linkKey(link))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != len(key) {
+				return fmt.Errorf("corrupt link record of %d bytes", len(v))
+			}
+			copy(key[:], v)
+			return nil
+		})
+	})
+	return key, err
+}
+
+// AddLink implements Store.
+func (s *BadgerStore) AddLink(ctx context.Context, link LinkKey, key RequestKey, expires time.Time) error {
+	return s.update(ctx, func(txn *badger.Txn) error {
+		return txn.SetEntry(badger.NewEntry(linkKey(link), key[:]).WithTTL(s.ttl(expires)))
+	})
+}
+
+func (s *BadgerStore) putItem(txn *badger.Txn, it *OutboxItem) error {
+	val, err := json.Marshal(it)
+	if err != nil {
+		return fmt.Errorf("encoding outbox item: %w", err)
+	}
+	return txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(s.ttl(it.NotAfter)))
+}
+
+func getItem(txn *badger.Txn, id ItemID) (*OutboxItem, error) {
+	item, err := txn.Get(outboxKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	it := &OutboxItem{ID: id}
+	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, it) }); err != nil {
+		return nil, fmt.Errorf("decoding outbox item: %w", err)
+	}
+	return it, nil
+}
+
+// Enqueue implements Store.
+func (s *BadgerStore) Enqueue(ctx context.Context, it *OutboxItem) error {
+	return s.update(ctx, func(txn *badger.Txn) error { return s.putItem(txn, it) })
+}
+
+// ScanOutbox implements Store.
+func (s *BadgerStore) ScanOutbox(ctx context.Context, fn func(*OutboxItem) bool) error {
+	return s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindOutbox}, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			k := it.Item().Key()
+			if len(k) != 2+len(RequestKey{}) {
+				continue
+			}
+			item := &OutboxItem{ID: ItemID{Kind: k[1]}}
+			copy(item.ID.Request[:], k[2:])
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, item) }); err != nil {
+				s.logger.Warn("skipping an undecodable outbox item", zap.Error(err))
+				continue
+			}
+			if !fn(item) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// updateItem is Update for outbox items.
+func (s *BadgerStore) updateItem(ctx context.Context, id ItemID, fn func(*OutboxItem) error) (*OutboxItem, error) {
+	var it *OutboxItem
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		var err error
+		if it, err = getItem(txn, id); err != nil {
+			return err
+		}
+		if err := fn(it); err != nil {
+			return err
+		}
+		return s.putItem(txn, it)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return it, nil
+}
+
+// LeaseItem implements Store.
+func (s *BadgerStore) LeaseItem(ctx context.Context, id ItemID, now, until time.Time) (*OutboxItem, error) {
+	return s.updateItem(ctx, id, func(it *OutboxItem) error {
+		if !it.Due(now) {
+			return ErrNotDue
+		}
+		it.LeaseUntil = until
+		it.Attempts++
+		return nil
+	})
+}
+
+// RetryItem implements Store.
+func (s *BadgerStore) RetryItem(ctx context.Context, id ItemID, next time.Time, lastErr string) error {
+	_, err := s.updateItem(ctx, id, func(it *OutboxItem) error {
+		it.LeaseUntil, it.Next, it.LastError = time.Time{}, next, lastErr
+		return nil
+	})
+	return err
+}
+
+// DeleteItem implements Store.
+func (s *BadgerStore) DeleteItem(ctx context.Context, id ItemID) error {
+	return s.update(ctx, func(txn *badger.Txn) error { return txn.Delete(outboxKey(id)) })
+}
+
+// UpdateSetting implements Store.
+func (s *BadgerStore) UpdateSetting(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) ([]byte, error) {
+	k := settingKey(name)
+	var out []byte
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		var old []byte
+		item, err := txn.Get(k)
+		switch {
+		case err == nil:
+			if old, err = item.ValueCopy(nil); err != nil {
+				return err
+			}
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		v, err := fn(old)
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			out = old
+			return nil
+		}
+		out = v
+		return txn.Set(k, v)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SettingOrCreate implements Store.
+func (s *BadgerStore) SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error) {
+	return s.UpdateSetting(ctx, name, func(old []byte) ([]byte, error) {
+		if old != nil {
+			return nil, nil
+		}
+		return create()
+	})
+}
+
+// Setting implements Store.
+func (s *BadgerStore) Setting(ctx context.Context, name string) ([]byte, error) {
+	var v []byte
+	err := s.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(settingKey(name))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	return v, err
+}
+
+// PutSetting implements Store.
+func (s *BadgerStore) PutSetting(ctx context.Context, name string, value []byte) error {
+	return s.update(ctx, func(txn *badger.Txn) error { return txn.Set(settingKey(name), value) })
+}
+
+// Remember implements Store.
+func (s *BadgerStore) Remember(ctx context.Context, namespace, id string, until time.Time) (bool, error) {
+	sum := sha256.Sum256([]byte(namespace + "\x00" + id))
+	k := append([]byte{kindReplay}, sum[:]...)
+	fresh := false
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		fresh = false
+		if _, err := txn.Get(k); err == nil {
+			return nil
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		fresh = true
+		return txn.SetEntry(badger.NewEntry(k, nil).WithTTL(s.ttl(until)))
+	})
+	return fresh, err
+}
