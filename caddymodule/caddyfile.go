@@ -54,6 +54,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			subject_token_type id_token|access_token|jwt|<uri>
 //			param    <name> <value>
 //		}
+//		metrics_client_label
 //		limits {
 //			client_rate  <n>/m | 0
 //			ip_rate      <n>/m | 0
@@ -175,6 +176,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := h.Exchange.unmarshal(d); err != nil {
 				return err
 			}
+		case "metrics_client_label":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.MetricsClientLabel = true
 		case "limits":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -108,6 +108,10 @@ type Handler struct {
 	// bombing and user enumeration.
 	Limits *Limits `json:"limits,omitempty"`
 
+	// MetricsClientLabel fills the client label of the caddy_ciba_ metrics
+	// with the client id. Off by default: it makes one series per client.
+	MetricsClientLabel bool `json:"metrics_client_label,omitempty"`
+
 	// Clients are the consumption-device clients allowed to use CIBA.
 	Clients []*Client `json:"clients,omitempty"`
 
@@ -270,8 +274,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	if h.Limits != nil {
-		h.logger.Warn("the limits block is accepted but not enforced yet")
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
 	}
 
 	var auth cibaproxy.Authenticator
@@ -293,21 +297,25 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	h.cfg = cibaproxy.Config{
-		Issuer:            h.Upstream,
-		PublicURL:         h.PublicURL,
-		Endpoint:          h.Endpoint,
-		TokenPath:         h.TokenPath,
-		RequestTTL:        time.Duration(h.RequestTTL),
-		Interval:          time.Duration(h.Interval),
-		BindingMessageMax: h.BindingMessageMax,
-		Clients:           clients,
-		Users:             users,
-		Backend:           backend,
-		Discovery:         disc,
-		Authenticator:     auth,
-		Minter:            minter,
-		SubjectIssuer:     issuer,
-		Logger:            h.logger,
+		Issuer:             h.Upstream,
+		PublicURL:          h.PublicURL,
+		Endpoint:           h.Endpoint,
+		TokenPath:          h.TokenPath,
+		RequestTTL:         time.Duration(h.RequestTTL),
+		Interval:           time.Duration(h.Interval),
+		BindingMessageMax:  h.BindingMessageMax,
+		Clients:            clients,
+		Users:              users,
+		Backend:            backend,
+		Discovery:          disc,
+		Authenticator:      auth,
+		Minter:             minter,
+		SubjectIssuer:      issuer,
+		Limits:             h.Limits.resolve(),
+		ClientIP:           clientIP,
+		Metrics:            processMetrics(),
+		MetricsClientLabel: h.MetricsClientLabel,
+		Logger:             h.logger,
 	}
 	h.srv = cibaproxy.NewServer(h.cfg)
 	return nil
@@ -391,6 +399,8 @@ func (h *Handler) provisionEmail(ctx caddy.Context, repl *caddy.Replacer, backen
 		MatchBindingMessage: e.MatchBindingMessage,
 		Store:               backend.Store,
 		ClientName:          func(id string) string { return names[id] },
+		ClientIP:            clientIP,
+		Metrics:             processMetrics(),
 		Logger:              h.logger,
 	})
 	if err != nil {
@@ -577,6 +587,38 @@ func (l *Limits) validate() error {
 		}
 	}
 	return nil
+}
+
+// resolve applies the defaults: an absent limit takes its default, 0 turns
+// it off.
+func (l *Limits) resolve() cibaproxy.Limits {
+	out := cibaproxy.Limits{
+		ClientRate:  cibaproxy.DefaultClientRate,
+		IPRate:      cibaproxy.DefaultIPRate,
+		UserPending: cibaproxy.DefaultUserPending,
+	}
+	if l == nil {
+		return out
+	}
+	if l.ClientRate != nil {
+		out.ClientRate = *l.ClientRate
+	}
+	if l.IPRate != nil {
+		out.IPRate = *l.IPRate
+	}
+	if l.UserPending != nil {
+		out.UserPending = *l.UserPending
+	}
+	out.UserPendingReplace = l.UserPendingReplace
+	out.HideUnknownUsers = l.HideUnknownUsers
+	return out
+}
+
+// clientIP is Caddy's client_ip of the request, which honours the server's
+// trusted_proxies.
+func clientIP(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	return ip
 }
 
 // Cleanup unregisters this handler's mail sender and releases its hold on

@@ -13,10 +13,16 @@ import (
 var backends = caddy.NewUsagePool()
 
 // pooledBackend closes the store when its last user is cleaned up.
-type pooledBackend struct{ *cibaproxy.Backend }
+type pooledBackend struct {
+	*cibaproxy.Backend
+	unwatch func()
+}
 
 // Destruct implements caddy.Destructor.
-func (p pooledBackend) Destruct() error { return p.Close() }
+func (p pooledBackend) Destruct() error {
+	p.unwatch()
+	return p.Close()
+}
 
 // loadBackend returns the shared backend of the cleaned absolute directory
 // dir, opening it on first use. Every successful call must be matched by
@@ -27,7 +33,9 @@ func loadBackend(dir string) (*cibaproxy.Backend, error) {
 		if err != nil {
 			return nil, err
 		}
-		return pooledBackend{b}, nil
+		m := processMetrics()
+		b.Outbox.Observe(m.Outbox)
+		return pooledBackend{Backend: b, unwatch: m.Watch(b)}, nil
 	})
 	if err != nil {
 		return nil, err

@@ -1,25 +1,56 @@
 package cibaproxy
 
 import (
+	"context"
+	"errors"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 )
 
+// SweepInterval is how often expired requests stop being counted as pending.
+const SweepInterval = 10 * time.Second
+
 // Backend is what every handler on one store shares, and what outlives a
-// configuration reload: the store, the polling state of its requests, and
-// the outbox worker that delivers its mails and notifications. The Caddy
-// module keeps one Backend per storage directory.
+// configuration reload: the store, the polling state of its requests, the
+// outbox worker that delivers its mails and notifications, and the sweeper
+// that keeps its pending count. The Caddy module keeps one Backend per
+// storage directory.
 type Backend struct {
 	Store  Store
 	Polls  *PollTracker
 	Outbox *Outbox
+
+	log      *zap.Logger
+	now      func() time.Time
+	limitMu  sync.Mutex
+	limiters map[string]*RateLimiter
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
 }
 
-// NewBackend wraps an open store and starts its outbox worker. now is the
-// clock (nil means time.Now).
+// NewBackend wraps an open store and starts its outbox worker and sweeper.
+// now is the clock (nil means time.Now).
 func NewBackend(s Store, logger *zap.Logger, now func() time.Time) *Backend {
-	return &Backend{Store: s, Polls: NewPollTracker(), Outbox: NewOutbox(s, logger, now)}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	b := &Backend{
+		Store:  s,
+		Polls:  NewPollTracker(),
+		Outbox: NewOutbox(s, logger, now),
+		log:    logger,
+		now:    now,
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go b.sweepLoop()
+	return b
 }
 
 // OpenBadgerBackend opens the Badger store in dir and wraps it.
@@ -31,8 +62,54 @@ func OpenBadgerBackend(dir string, logger *zap.Logger) (*Backend, error) {
 	return NewBackend(s, logger, nil), nil
 }
 
-// Close stops the outbox worker and closes the store.
+// Limiter returns the rate limiter named name allowing n events per key per
+// RateWindow, shared by every configuration on this backend; nil when n is
+// 0 (off). A new n starts a new count.
+func (b *Backend) Limiter(name string, n int) *RateLimiter {
+	if n <= 0 {
+		return nil
+	}
+	b.limitMu.Lock()
+	defer b.limitMu.Unlock()
+	if b.limiters == nil {
+		b.limiters = make(map[string]*RateLimiter)
+	}
+	l := b.limiters[name]
+	if l == nil || l.n != n {
+		l = NewRateLimiter(n)
+		b.limiters[name] = l
+	}
+	return l
+}
+
+// Sweep stops counting the requests that expired by now.
+func (b *Backend) Sweep(ctx context.Context) (int, error) {
+	return b.Store.SweepExpired(ctx, b.now())
+}
+
+func (b *Backend) sweepLoop() {
+	defer close(b.done)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		if _, err := b.Sweep(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
+			b.log.Warn("sweeping expired requests failed", zap.Error(err))
+		}
+		t.Reset(SweepInterval)
+	}
+}
+
+// Close stops the sweeper and the outbox worker and closes the store.
 func (b *Backend) Close() error {
+	b.once.Do(func() {
+		close(b.stop)
+		<-b.done
+	})
 	b.Outbox.Close()
 	return b.Store.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -114,6 +115,18 @@ type Config struct {
 	// SubjectIssuer is the subject-token issuer whose discovery document and
 	// keys the server publishes under /ciba; nil means none.
 	SubjectIssuer *Issuer
+
+	// Limits bounds the use of the backchannel endpoint; zero values are
+	// off (the Caddy module applies the defaults).
+	Limits Limits
+	// ClientIP returns the client's address for the ip_rate limit and the
+	// audit log (Caddy's client_ip); nil means the peer's address.
+	ClientIP func(*http.Request) string
+	// Metrics records the Prometheus metrics; nil records nothing.
+	Metrics *Metrics
+	// MetricsClientLabel fills the client label of the metrics with the
+	// client id (off by default: one series per client).
+	MetricsClientLabel bool
 
 	// Logger receives the log; nil means none.
 	Logger *zap.Logger

@@ -142,6 +142,19 @@ func (d *Discovery) WellKnownPath() string {
 	return strings.TrimSuffix(d.issuer.Path, "/") + "/.well-known/openid-configuration"
 }
 
+// Check fetches the metadata now, bypassing the cache (which it refreshes
+// on success): the health endpoint's view of the upstream.
+func (d *Discovery) Check(ctx context.Context) (*Metadata, error) {
+	m, err := d.fetch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.meta, d.at = m, d.now()
+	d.mu.Unlock()
+	return m, nil
+}
+
 // Cached returns the cached metadata without fetching, or nil.
 func (d *Discovery) Cached() *Metadata {
 	d.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	"io"
 	"io/fs"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -75,6 +76,11 @@ type EmailConfig struct {
 	Store Store
 	// ClientName returns a client's display name.
 	ClientName func(id string) string
+	// ClientIP returns the approving browser's address for the audit log
+	// (Caddy's client_ip); nil means the peer's address.
+	ClientIP func(*http.Request) string
+	// Metrics counts the page's answers; nil counts nothing.
+	Metrics *Metrics
 	// Logger and Now as in Config.
 	Logger *zap.Logger
 	Now    func() time.Time
@@ -450,6 +456,7 @@ var pageOutcomes = map[string]struct {
 }
 
 func (a *EmailAuthenticator) writeOutcome(w http.ResponseWriter, r *http.Request, outcome string) {
+	a.cfg.Metrics.Request("approval", outcome, "")
 	o := pageOutcomes[outcome]
 	a.securityHeaders(w)
 	if o.status == http.StatusMethodNotAllowed {
@@ -560,6 +567,7 @@ func (a *EmailAuthenticator) serveApproval(w http.ResponseWriter, r *http.Reques
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(buf.Bytes())
 	}
+	a.cfg.Metrics.Request("approval", "shown", "")
 }
 
 // maxPageForm bounds the approval form's body.
@@ -604,8 +612,10 @@ func (a *EmailAuthenticator) decide(w http.ResponseWriter, r *http.Request, reqs
 			d, outcome = Deny, "mismatch"
 		}
 	}
-	_, err = reqs.Decide(r.Context(), key, d)
+	decided, err := reqs.Decide(r.Context(), key, d)
 	switch {
+	case err == nil:
+		a.audit(r, decided, outcome)
 	case errors.Is(err, ErrDecided):
 		outcome = "decided"
 	case errors.Is(err, ErrExpired):
@@ -617,6 +627,32 @@ func (a *EmailAuthenticator) decide(w http.ResponseWriter, r *http.Request, reqs
 		outcome = "error"
 	}
 	a.writeOutcome(w, r, outcome)
+}
+
+// audit writes the audit line of a decision: who asked, for whom, what the
+// user saw, what they decided, from where, and how long it took. The
+// address is masked; no token is written.
+func (a *EmailAuthenticator) audit(r *http.Request, req *AuthRequest, outcome string) {
+	ip := ""
+	if a.cfg.ClientIP != nil {
+		ip = a.cfg.ClientIP(r)
+	}
+	if ip == "" {
+		ip = r.RemoteAddr
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			ip = host
+		}
+	}
+	a.log.Info("decision",
+		zap.String("audit", "decision"),
+		zap.String("client_id", req.ClientID),
+		zap.String("user", MaskEmail(req.User.Email)),
+		zap.String("binding_message", req.BindingMessage),
+		zap.String("decision", outcome),
+		zap.String("remote_ip", ip),
+		zap.String("user_agent", r.UserAgent()),
+		zap.Duration("time_to_decision", req.Decided.Sub(req.Created)),
+	)
 }
 
 // newCSRF returns a fresh token bound to link: nonce "." HMAC(nonce, link).

@@ -71,6 +71,7 @@ type Outbox struct {
 	mu      sync.Mutex
 	senders map[senderKey][]*registration
 	observe func(OutboxEvent)
+	health  map[byte]DeliveryHealth
 
 	ctx    context.Context // cancelled by Close: deliveries in flight stop
 	cancel context.CancelFunc
@@ -102,6 +103,7 @@ func NewOutbox(s Store, logger *zap.Logger, now func() time.Time) *Outbox {
 		log:     logger,
 		now:     now,
 		senders: make(map[senderKey][]*registration),
+		health:  make(map[byte]DeliveryHealth),
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -164,10 +166,41 @@ func (o *Outbox) deliverer(kind byte, sender string) Deliverer {
 func (o *Outbox) event(ev OutboxEvent) {
 	o.mu.Lock()
 	fn := o.observe
+	h := o.health[ev.Kind]
+	switch ev.Outcome {
+	case "delivered":
+		h.LastSuccess = o.now()
+	case "retry", "failed":
+		h.LastFailure = o.now()
+		if ev.Err != nil {
+			h.LastError = ev.Err.Error()
+		} else if ev.Item != nil {
+			h.LastError = ev.Item.LastError
+		}
+	}
+	o.health[ev.Kind] = h
 	o.mu.Unlock()
 	if fn != nil {
 		fn(ev)
 	}
+}
+
+// DeliveryHealth is how deliveries of one kind went lately.
+type DeliveryHealth struct {
+	LastSuccess time.Time
+	LastFailure time.Time
+	// LastError is the last failure's reason, addresses masked.
+	LastError string
+}
+
+// Failing reports whether the last attempt failed.
+func (h DeliveryHealth) Failing() bool { return h.LastFailure.After(h.LastSuccess) }
+
+// Health returns how deliveries of kind went lately, in this process.
+func (o *Outbox) Health(kind byte) DeliveryHealth {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.health[kind]
 }
 
 // Wake makes the worker look at the outbox now.
@@ -326,7 +359,7 @@ func (o *Outbox) abandon(ctx context.Context, it *OutboxItem, outcome, reason st
 	o.log.Warn("delivery abandoned",
 		zap.String("kind", kindName(it.ID.Kind)), zap.String("request", shortKey(it.ID.Request)),
 		zap.Int("attempts", it.Attempts), zap.String("reason", reason), zap.String("last_error", it.LastError))
-	o.event(OutboxEvent{Kind: it.ID.Kind, Outcome: outcome, Item: it})
+	o.event(OutboxEvent{Kind: it.ID.Kind, Outcome: outcome, Err: errors.New(reason), Item: it})
 }
 
 // retryDelay is the backoff after the n-th attempt: 1 s, 2 s, 4 s, 8 s,

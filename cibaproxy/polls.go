@@ -61,6 +61,13 @@ func NewPollTracker() *PollTracker {
 // must be answered slow_down; if not, done must be called once the poll is
 // answered (it ends the poll's overlap window).
 func (t *PollTracker) Poll(key RequestKey, now time.Time, base time.Duration, expires time.Time) (slowDown bool, done func()) {
+	reason, done := t.PollWhy(key, now, base, expires)
+	return reason != "", done
+}
+
+// PollWhy is Poll, saying why a poll gets slow_down: SlowDownEarly or
+// SlowDownOverlap ("" when it does not).
+func (t *PollTracker) PollWhy(key RequestKey, now time.Time, base time.Duration, expires time.Time) (slowDown string, done func()) {
 	sh := &t.shards[key[0]%pollShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -75,11 +82,14 @@ func (t *PollTracker) Poll(key RequestKey, now time.Time, base time.Duration, ex
 	e.last = now
 	if e.inFlight > 0 || early {
 		e.interval = min(e.interval+SlowDownStep, MaxInterval)
-		return true, nil
+		if e.inFlight > 0 {
+			return SlowDownOverlap, nil
+		}
+		return SlowDownEarly, nil
 	}
 	e.inFlight++
 	ended := false
-	return false, func() {
+	return "", func() {
 		sh.mu.Lock()
 		if !ended {
 			ended = true

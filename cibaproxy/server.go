@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -47,8 +48,10 @@ type Server struct {
 	bcURL         string
 	discoveryPath string
 
-	backend *Backend
-	pages   PageServer
+	backend       *Backend
+	pages         PageServer
+	ipLimiter     *RateLimiter // nil: off
+	clientLimiter *RateLimiter
 
 	tokenPath atomic.Pointer[string] // learned from discovery or the store
 	learning  atomic.Bool            // a background discovery fetch runs
@@ -89,6 +92,11 @@ func NewServer(cfg Config) *Server {
 		s.backend, s.store, s.polls = cfg.Backend, cfg.Backend.Store, cfg.Backend.Polls
 	}
 	s.pages, _ = cfg.Authenticator.(PageServer)
+	if s.backend != nil {
+		// The limiters live in the backend, so a reload keeps their counts.
+		s.ipLimiter = s.backend.Limiter(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate)
+		s.clientLimiter = s.backend.Limiter(cfg.PublicURL+" client_rate", cfg.Limits.ClientRate)
+	}
 	if u, err := url.Parse(cfg.PublicURL); err == nil && u.Host != "" {
 		s.publicOrigin = Origin(u)
 		s.bcURL = strings.TrimSuffix(cfg.PublicURL, "/") + cfg.Endpoint
@@ -134,6 +142,10 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 // serveCIBAPath serves the subject-token issuer and the authenticator's
 // pages under /ciba/.
 func (s *Server) serveCIBAPath(w http.ResponseWriter, r *http.Request) bool {
+	if r.URL.Path == HealthPath {
+		s.serveHealth(w, r)
+		return true
+	}
 	if s.cfg.SubjectIssuer != nil && s.cfg.SubjectIssuer.Serve(w, r) {
 		return true
 	}
@@ -171,6 +183,10 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	if err != nil {
 		return nil, err
 	}
+	now := s.now()
+	if err := s.limit(s.ipLimiter, "ip_rate", s.clientIP(r), now); err != nil {
+		return nil, err
+	}
 	cl, err := s.authenticateClient(r, form)
 	if err != nil {
 		return nil, err
@@ -178,6 +194,9 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	*clp = cl
 	if cl.Disabled {
 		return nil, errUnauthorizedClient("this client is disabled")
+	}
+	if err := s.limit(s.clientLimiter, "client_rate", cl.ID, now); err != nil {
+		return nil, err
 	}
 	p, err := parseBackchannelParams(form, s.cfg.BindingMessageMax)
 	if err != nil {
@@ -205,10 +224,16 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 		return nil, errInvalidRequest("login_hint_token is not supported; use login_hint")
 	}
 	user, err := s.cfg.Users.LookupHint(r.Context(), p.LoginHint)
-	if errors.Is(err, ErrNotFound) {
+	phantom := false
+	switch {
+	case errors.Is(err, ErrNotFound) && s.cfg.Limits.HideUnknownUsers:
+		// CIBA Core §7.2 allows answering as for a known user, so hints
+		// cannot be enumerated: the request is stored like any other and
+		// expires, with no mail and no user.
+		user, phantom = &User{}, true
+	case errors.Is(err, ErrNotFound):
 		return nil, newError(http.StatusBadRequest, CodeUnknownUserID, "login_hint does not identify a known user")
-	}
-	if err != nil {
+	case err != nil:
 		return nil, errUnavailable("the user directory is unavailable", 5, err)
 	}
 
@@ -228,7 +253,6 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 		return nil, errServer("internal error", err)
 	}
 	key := KeyOf(id)
-	now := s.now()
 	req := &AuthRequest{
 		ClientID:          cl.ID,
 		User:              *user,
@@ -242,7 +266,7 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 		Status:            StatusPending,
 	}
 	var out *Outbound
-	if s.cfg.Authenticator != nil {
+	if s.cfg.Authenticator != nil && !phantom {
 		out, err = s.cfg.Authenticator.Start(r.Context(), key, req)
 		var e *Error
 		if errors.As(err, &e) {
@@ -252,7 +276,13 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 			return nil, errUnavailable("the user cannot be reached now", 5, err)
 		}
 	}
-	if err := s.store.Create(r.Context(), key, req, out, UserLimit{}); err != nil {
+	limit := UserLimit{Max: s.cfg.Limits.UserPending, ReplaceOldest: s.cfg.Limits.UserPendingReplace}
+	if err := s.store.Create(r.Context(), key, req, out, limit); errors.Is(err, ErrUserLimit) {
+		s.cfg.Metrics.LimitRefusal("user_pending")
+		// CIBA Core §13: access_denied, 403, for a request the OP denies
+		// before any user interaction.
+		return nil, newError(http.StatusForbidden, CodeAccessDenied, "this user has too many undecided requests; let them decide or wait for them to expire")
+	} else if err != nil {
 		return nil, errUnavailable("the request could not be stored", 5, err)
 	}
 	if out != nil && len(out.Items) > 0 && s.backend != nil {
@@ -260,6 +290,34 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	}
 	s.learnTokenPathSoon()
 	return &bcResponse{AuthReqID: id, ExpiresIn: expiresIn, Interval: int64(s.cfg.Interval / time.Second)}, nil
+}
+
+// limit counts an event of the rate limit l (nil: off) for key, and refuses
+// it with 429 and Retry-After beyond the limit.
+func (s *Server) limit(l *RateLimiter, name, key string, now time.Time) error {
+	ok, wait := l.Allow(key, now)
+	if ok {
+		return nil
+	}
+	s.cfg.Metrics.LimitRefusal(name)
+	e := newError(http.StatusTooManyRequests, CodeAccessDenied, "too many requests; retry after the time in Retry-After")
+	e.RetryAfter = int((wait + time.Second - 1) / time.Second)
+	return e
+}
+
+// clientIP returns the client's IP address as the configuration determines
+// it (Caddy's client_ip, which honours trusted_proxies), else the peer's.
+func (s *Server) clientIP(r *http.Request) string {
+	if s.cfg.ClientIP != nil {
+		if ip := s.cfg.ClientIP(r); ip != "" {
+			return ip
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // NewAuthReqID returns a fresh auth_req_id: 256 random bits, unpadded
@@ -458,8 +516,9 @@ func (s *Server) token(r *http.Request, body []byte, clp **Client, keyp **Reques
 	case req.Expired(now):
 		return nil, newError(http.StatusBadRequest, CodeExpiredToken, "auth_req_id has expired")
 	}
-	slow, done := s.polls.Poll(key, now, req.Interval, req.Expires)
-	if slow {
+	why, done := s.polls.PollWhy(key, now, req.Interval, req.Expires)
+	if why != "" {
+		s.cfg.Metrics.SlowDown(why)
 		return nil, errSlowDown()
 	}
 	defer done()
@@ -487,6 +546,7 @@ func (s *Server) redeem(ctx context.Context, key RequestKey, cl *Client, now tim
 			return newError(http.StatusBadRequest, CodeExpiredToken, "auth_req_id has expired")
 		case r.Claim != "" && now.Before(r.ClaimUntil):
 			// Another poll is minting: this one overlaps it.
+			s.cfg.Metrics.SlowDown(SlowDownOverlap)
 			return errSlowDown()
 		}
 		r.Claim, r.ClaimUntil = claim, now.Add(ClaimLease)
@@ -512,6 +572,7 @@ func (s *Server) redeem(ctx context.Context, key RequestKey, cl *Client, now tim
 			return nil, errServer(desc, err)
 		}
 		s.polls.SlowDown(key, now)
+		s.cfg.Metrics.SlowDown(SlowDownUpstream)
 		e := errSlowDown()
 		e.cause = err
 		return nil, e
@@ -544,12 +605,22 @@ func (s *Server) mint(ctx context.Context, cl *Client, req *AuthRequest) (*Token
 	if s.cfg.Minter == nil {
 		return nil, ErrNoMinter
 	}
+	start := time.Now()
 	t, err := s.cfg.Minter.Mint(ctx, &Grant{
 		Client:   cl,
 		User:     req.User,
 		Scopes:   req.Scopes,
 		AuthTime: req.Decided,
 	})
+	var me *MintError
+	switch {
+	case err == nil:
+		s.cfg.Metrics.Exchange("ok", time.Since(start))
+	case errors.As(err, &me) && me.Refused:
+		s.cfg.Metrics.Exchange("refused", time.Since(start))
+	default:
+		s.cfg.Metrics.Exchange("failed", time.Since(start))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -600,7 +671,7 @@ func storeError(err error) error {
 // it expired. Nothing changes in those cases.
 func (s *Server) Decide(ctx context.Context, key RequestKey, d Decision) (*AuthRequest, error) {
 	now := s.now()
-	return s.store.Update(ctx, key, func(r *AuthRequest) error {
+	r, err := s.store.Update(ctx, key, func(r *AuthRequest) error {
 		if r.Status != StatusPending {
 			return ErrDecided
 		}
@@ -614,6 +685,19 @@ func (s *Server) Decide(ctx context.Context, key RequestKey, d Decision) (*AuthR
 		r.Decided = now
 		return nil
 	})
+	if err == nil {
+		s.cfg.Metrics.Decision(d == Approve, s.clientLabel(r.ClientID), r.Decided.Sub(r.Created))
+	}
+	return r, err
+}
+
+// clientLabel is the client label of metrics: the client id when the
+// configuration turns it on, else empty.
+func (s *Server) clientLabel(id string) string {
+	if s.cfg.MetricsClientLabel {
+		return id
+	}
+	return ""
 }
 
 // ---- discovery ----
@@ -681,6 +765,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func shortKey(k RequestKey) string { return hex.EncodeToString(k[:6]) }
 
 func (s *Server) logOutcome(endpoint string, cl *Client, key *RequestKey, e *Error) {
+	if s.cfg.Metrics != nil {
+		outcome, client := "ok", ""
+		if e != nil {
+			outcome = e.Code
+		}
+		if cl != nil {
+			client = s.clientLabel(cl.ID)
+		}
+		s.cfg.Metrics.Request(endpoint, outcome, client)
+	}
 	level := zapcore.InfoLevel
 	msg := "request answered"
 	switch {

@@ -1,0 +1,105 @@
+package cibaproxy
+
+import (
+	"sync"
+	"time"
+)
+
+// Limits bounds the use of the backchannel authentication endpoint, against
+// e-mail bombing (anyone who knows a login hint can start a request) and
+// user enumeration. Zero values turn a limit off.
+type Limits struct {
+	// ClientRate is the most requests one client may make in any 60 s.
+	ClientRate int
+	// IPRate is the most requests from one client IP in any 60 s.
+	IPRate int
+	// UserPending is the most undecided requests one user may have.
+	UserPending int
+	// UserPendingReplace makes a request beyond UserPending replace the
+	// user's oldest undecided one instead of being refused.
+	UserPendingReplace bool
+	// HideUnknownUsers answers an unknown login hint like a known one; the
+	// request expires without a mail, so hints cannot be enumerated.
+	HideUnknownUsers bool
+}
+
+// Default limits.
+const (
+	DefaultClientRate  = 600
+	DefaultIPRate      = 300
+	DefaultUserPending = 20
+)
+
+// RateWindow is the window of the rate limits.
+const RateWindow = time.Minute
+
+// RateLimiter allows at most N events per key in any RateWindow, bursts up
+// to N included: a sliding-window log, one ring of N timestamps per key, so
+// the bound is exact (a token bucket would allow 2N in some 60 s). Keys idle
+// for a window are forgotten.
+type RateLimiter struct {
+	n      int
+	mu     sync.Mutex
+	keys   map[string]*rateRing
+	swept  time.Time
+	window time.Duration
+}
+
+type rateRing struct {
+	at   []time.Time // up to n timestamps, oldest at head once full
+	head int
+	last time.Time
+}
+
+// NewRateLimiter returns a limiter of n events per key per RateWindow.
+func NewRateLimiter(n int) *RateLimiter {
+	return &RateLimiter{n: n, keys: make(map[string]*rateRing), window: RateWindow}
+}
+
+// Allow records an event for key at now and reports whether it is within
+// the limit; if not, retryAfter says when the next event would be.
+func (l *RateLimiter) Allow(key string, now time.Time) (ok bool, retryAfter time.Duration) {
+	if l == nil || l.n <= 0 {
+		return true, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweep(now)
+	r := l.keys[key]
+	if r == nil {
+		r = &rateRing{at: make([]time.Time, 0, min(l.n, 16))}
+		l.keys[key] = r
+	}
+	r.last = now
+	if len(r.at) < l.n {
+		r.at = append(r.at, now)
+		return true, 0
+	}
+	oldest := r.at[r.head]
+	if wait := oldest.Add(l.window).Sub(now); wait > 0 {
+		return false, wait
+	}
+	r.at[r.head] = now
+	r.head = (r.head + 1) % l.n
+	return true, 0
+}
+
+// sweep forgets keys idle for a whole window, at most once a window.
+func (l *RateLimiter) sweep(now time.Time) {
+	if now.Sub(l.swept) < l.window {
+		return
+	}
+	l.swept = now
+	for k, r := range l.keys {
+		if now.Sub(r.last) >= l.window {
+			delete(l.keys, k)
+		}
+	}
+}
+
+// Len returns the number of keys tracked.
+func (l *RateLimiter) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.keys)
+}
