@@ -13,7 +13,7 @@ BIN := $(ROOT)/bin
 CIBAPROXY := $(BIN)/cibaproxy
 FUZZTIME ?= 10s
 
-.PHONY: all build tools dex maildev chromium test check unit caddy e2e fuzz demo clean
+.PHONY: all build tools dex maildev chromium test check unit caddy e2e fuzz demo bench clean
 
 all: build
 
@@ -63,6 +63,12 @@ fuzz:
 ## CLI; AUTO=1 approves by itself and exits 0 when the tokens verify.
 demo: tools build
 	AUTO=$(AUTO) scripts/demo.sh
+
+## bench: Go benchmarks of the hot paths and a loopback load run of the
+## real binary beside a plain Caddy respond route; prints one table and
+## writes it as JSON to bin/bench.json.
+bench: build
+	scripts/bench.sh
 
 clean:
 	rm -rf $(BIN) tools/maildev/node_modules

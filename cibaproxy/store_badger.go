@@ -101,6 +101,16 @@ func OpenBadger(dir string, logger *zap.Logger, now func() time.Time) (*BadgerSt
 	return openBadger(opts, logger, now)
 }
 
+// OpenBadgerWithOptions is OpenBadger with other Badger options, for tools
+// such as the benchmark's bulk loader (which turns SyncWrites off and
+// syncs once at the end). Production uses BadgerOptions.
+func OpenBadgerWithOptions(opts badger.Options, logger *zap.Logger, now func() time.Time) (*BadgerStore, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return openBadger(opts, logger, now)
+}
+
 func openBadger(opts badger.Options, logger *zap.Logger, now func() time.Time) (*BadgerStore, error) {
 	if now == nil {
 		now = time.Now
