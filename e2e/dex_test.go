@@ -142,7 +142,8 @@ func TestDexKeyRotation(t *testing.T) {
 	}
 
 	// A rotation on schedule (key_rotation 4m, the shortest), as if the
-	// proxy had been down for 5 minutes: the next key signs at once.
+	// proxy had been down for 5 minutes: the next key is published at once
+	// but signs only half a period later, so upstreams can fetch it first.
 	e.P.Stop()
 	ageSigningKeys(t, e.P.Storage, 5*time.Minute)
 	e.Restart(dexOptions{KeyRotation: "4m"})
@@ -151,6 +152,19 @@ func TestDexKeyRotation(t *testing.T) {
 		t.Fatalf("JWKS after the rotation: kids %q (%q), want the old %q still published and a new ES256 key", rotated, algs, first[0])
 	}
 	e.Flow(t, bob)
+	if n := e.dexJWKSFetches(); n != 1 {
+		t.Errorf("Dex fetched the JWKS %d times, want still 1: the old key signs until the new one's time", n)
+	}
+	// Three minutes later (aged again) the new key signs: Dex's exchange
+	// succeeds at once, fetching the JWKS once more for the new kid; the
+	// old key is still published.
+	e.P.Stop()
+	ageSigningKeys(t, e.P.Storage, 3*time.Minute)
+	e.Restart(dexOptions{KeyRotation: "4m"})
+	if kids, _ := e.jwks(t); !slices.Equal(kids, rotated) {
+		t.Fatalf("JWKS once the new key signs: kids %q, want %q", kids, rotated)
+	}
+	e.Flow(t, alice)
 	if n := e.dexJWKSFetches(); n != 2 {
 		t.Errorf("Dex fetched the JWKS %d times, want 2: once more for the new kid", n)
 	}
