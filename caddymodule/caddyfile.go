@@ -70,7 +70,19 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			scopes   <scope...>
 //			upstream_secret <secret>
 //			disabled
+//			auth_method client_secret_basic|client_secret_post|private_key_jwt
+//			jwks     <jwks-file>
+//			jwks_uri <url>
+//			request_signing_alg <alg>
+//			require_signed_requests
+//			user_code required
+//			insecure_notification
 //		}
+//		require_signed_requests
+//		assertion_algs <alg...>
+//		login_hint_token_issuer <issuer-url>
+//		id_token_hint_max_age <duration>
+//		authenticator <name> { … }
 //	}
 //
 // secret and secret_sha256 may be repeated (rotation); client may be
@@ -174,6 +186,35 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Exchange = new(Exchange)
 			if err := h.Exchange.unmarshal(d); err != nil {
+				return err
+			}
+		case "require_signed_requests":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.RequireSignedRequests = true
+		case "assertion_algs":
+			h.AssertionAlgs = d.RemainingArgs()
+			if len(h.AssertionAlgs) == 0 {
+				return d.ArgErr()
+			}
+			for _, a := range h.AssertionAlgs {
+				if a == "none" || strings.HasPrefix(a, "HS") {
+					return d.Errf("assertion_algs: %s is never accepted (asymmetric algorithms only)", a)
+				}
+			}
+		case "login_hint_token_issuer":
+			var iss string
+			if err := oneArg(d, &iss); err != nil {
+				return err
+			}
+			h.LoginHintTokenIssuers = append(h.LoginHintTokenIssuers, iss)
+		case "id_token_hint_max_age":
+			if err := oneDuration(d, &h.IDTokenHintMaxAge); err != nil {
+				return err
+			}
+		case "authenticator":
+			if err := h.unmarshalAuthenticator(d); err != nil {
 				return err
 			}
 		case "metrics_client_label":
@@ -389,6 +430,36 @@ func (c *Client) unmarshal(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			c.Disabled = true
+		case "auth_method":
+			if err = oneArg(d, &c.AuthMethod); err == nil {
+				switch c.AuthMethod {
+				case "client_secret_basic", "client_secret_post", "private_key_jwt":
+				default:
+					return d.Errf("auth_method must be client_secret_basic, client_secret_post or private_key_jwt, not '%s'", c.AuthMethod)
+				}
+			}
+		case "jwks":
+			err = oneArg(d, &c.JWKS)
+		case "jwks_uri":
+			err = oneArg(d, &c.JWKSURI)
+		case "request_signing_alg":
+			err = oneArg(d, &c.RequestSigningAlg)
+		case "require_signed_requests":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.RequireSignedRequests = true
+		case "user_code":
+			var v string
+			if err = oneArg(d, &v); err == nil && v != "required" {
+				return d.Errf("user_code takes 'required', not '%s'", v)
+			}
+			c.UserCodeRequired = true
+		case "insecure_notification":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.InsecureNotification = true
 		default:
 			return d.Errf("unrecognized client subdirective '%s'", d.Val())
 		}

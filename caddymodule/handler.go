@@ -108,6 +108,23 @@ type Handler struct {
 	// bombing and user enumeration.
 	Limits *Limits `json:"limits,omitempty"`
 
+	// RequireSignedRequests refuses unsigned authentication requests from
+	// every client.
+	RequireSignedRequests bool `json:"require_signed_requests,omitempty"`
+
+	// AssertionAlgs are the algorithms accepted for client assertions
+	// (private_key_jwt) and signed authentication requests. Default: ES256
+	// and PS256; none and HS* are never accepted.
+	AssertionAlgs []string `json:"assertion_algs,omitempty"`
+
+	// LoginHintTokenIssuers are the issuers whose login_hint_tokens are
+	// trusted; their keys come from their discovery documents.
+	LoginHintTokenIssuers []string `json:"login_hint_token_issuers,omitempty"`
+
+	// IDTokenHintMaxAge is how long after its expiry an id_token_hint is
+	// still accepted. Default: 0 (only unexpired ones).
+	IDTokenHintMaxAge caddy.Duration `json:"id_token_hint_max_age,omitempty"`
+
 	// MetricsClientLabel fills the client label of the caddy_ciba_ metrics
 	// with the client id. Off by default: it makes one series per client.
 	MetricsClientLabel bool `json:"metrics_client_label,omitempty"`
@@ -224,6 +241,27 @@ type Client struct {
 	// Disabled clients authenticate but are refused with
 	// unauthorized_client.
 	Disabled bool `json:"disabled,omitempty"`
+	// AuthMethod is how the client authenticates at the backchannel and
+	// token endpoints: client_secret_basic, client_secret_post or
+	// private_key_jwt. Default: either secret method.
+	AuthMethod string `json:"auth_method,omitempty"`
+	// JWKS is a file holding the client's public keys (a JWK Set), for
+	// private_key_jwt and signed authentication requests.
+	JWKS string `json:"jwks,omitempty"`
+	// JWKSURI is where the client publishes its public keys, instead of
+	// JWKS.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+	// RequestSigningAlg is the algorithm of the client's signed
+	// authentication requests (the request parameter).
+	RequestSigningAlg string `json:"request_signing_alg,omitempty"`
+	// RequireSignedRequests refuses the client's unsigned authentication
+	// requests.
+	RequireSignedRequests bool `json:"require_signed_requests,omitempty"`
+	// UserCodeRequired makes the user_code parameter mandatory.
+	UserCodeRequired bool `json:"user_code_required,omitempty"`
+	// InsecureNotification allows a plain-http notification_endpoint, on
+	// loopback only (tests and local development).
+	InsecureNotification bool `json:"insecure_notification,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -297,25 +335,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	h.cfg = cibaproxy.Config{
-		Issuer:             h.Upstream,
-		PublicURL:          h.PublicURL,
-		Endpoint:           h.Endpoint,
-		TokenPath:          h.TokenPath,
-		RequestTTL:         time.Duration(h.RequestTTL),
-		Interval:           time.Duration(h.Interval),
-		BindingMessageMax:  h.BindingMessageMax,
-		Clients:            clients,
-		Users:              users,
-		Backend:            backend,
-		Discovery:          disc,
-		Authenticator:      auth,
-		Minter:             minter,
-		SubjectIssuer:      issuer,
-		Limits:             h.Limits.resolve(),
-		ClientIP:           clientIP,
-		Metrics:            processMetrics(),
-		MetricsClientLabel: h.MetricsClientLabel,
-		Logger:             h.logger,
+		Issuer:                h.Upstream,
+		PublicURL:             h.PublicURL,
+		Endpoint:              h.Endpoint,
+		TokenPath:             h.TokenPath,
+		RequestTTL:            time.Duration(h.RequestTTL),
+		Interval:              time.Duration(h.Interval),
+		BindingMessageMax:     h.BindingMessageMax,
+		Clients:               clients,
+		Users:                 users,
+		Backend:               backend,
+		Discovery:             disc,
+		Authenticator:         auth,
+		Minter:                minter,
+		SubjectIssuer:         issuer,
+		RequireSignedRequests: h.RequireSignedRequests,
+		AssertionAlgs:         h.AssertionAlgs,
+		LoginHintTokenIssuers: h.LoginHintTokenIssuers,
+		IDTokenHintMaxAge:     time.Duration(h.IDTokenHintMaxAge),
+		Limits:                h.Limits.resolve(),
+		ClientIP:              clientIP,
+		Metrics:               processMetrics(),
+		MetricsClientLabel:    h.MetricsClientLabel,
+		Logger:                h.logger,
 	}
 	h.srv = cibaproxy.NewServer(h.cfg)
 	return nil
@@ -424,12 +466,17 @@ func (h *Handler) provisionClients(repl *caddy.Replacer) ([]*cibaproxy.Client, e
 	out := make([]*cibaproxy.Client, 0, len(h.Clients))
 	for _, c := range h.Clients {
 		cl := &cibaproxy.Client{
-			ID:                   c.ID,
-			Name:                 c.Name,
-			Mode:                 cibaproxy.DeliveryMode(c.Mode),
-			NotificationEndpoint: c.NotificationEndpoint,
-			Scopes:               slices.Clone(c.Scopes),
-			Disabled:             c.Disabled,
+			ID:                    c.ID,
+			Name:                  c.Name,
+			Mode:                  cibaproxy.DeliveryMode(c.Mode),
+			NotificationEndpoint:  c.NotificationEndpoint,
+			Scopes:                slices.Clone(c.Scopes),
+			Disabled:              c.Disabled,
+			AuthMethod:            c.AuthMethod,
+			RequestSigningAlg:     c.RequestSigningAlg,
+			RequireSignedRequests: c.RequireSignedRequests,
+			UserCodeRequired:      c.UserCodeRequired,
+			InsecureNotification:  c.InsecureNotification,
 		}
 		for i, s := range c.Secrets {
 			secret, err := expandSecret(repl, s)

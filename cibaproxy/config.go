@@ -1,6 +1,7 @@
 package cibaproxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 )
 
@@ -64,6 +66,32 @@ type Client struct {
 	UpstreamSecret string
 	// Disabled clients authenticate but are refused with unauthorized_client.
 	Disabled bool
+
+	// AuthMethod restricts how the client authenticates at both endpoints:
+	// client_secret_basic, client_secret_post or private_key_jwt; empty
+	// means either secret method.
+	AuthMethod string
+	// Keys are the client's public keys, for private_key_jwt and signed
+	// authentication requests; nil when it has none.
+	Keys ClientKeys
+	// RequestSigningAlg is the algorithm of the client's signed
+	// authentication requests (CIBA Core §7.1.1); empty: it sends none.
+	RequestSigningAlg string
+	// RequireSignedRequests refuses the client's unsigned authentication
+	// requests.
+	RequireSignedRequests bool
+	// UserCodeRequired makes user_code mandatory for the client's requests
+	// (CIBA Core §7.1).
+	UserCodeRequired bool
+	// InsecureNotification allows a plain-http notification endpoint, on
+	// loopback only.
+	InsecureNotification bool
+}
+
+// ClientKeys gives a client's public keys (a JWKS file or jwks_uri).
+type ClientKeys interface {
+	// Keys returns the keys with this kid, or all keys when kid is empty.
+	Keys(ctx context.Context, kid string) ([]jose.JSONWebKey, error)
 }
 
 // DisplayName returns Name, or ID when there is none.
@@ -115,6 +143,24 @@ type Config struct {
 	// SubjectIssuer is the subject-token issuer whose discovery document and
 	// keys the server publishes under /ciba; nil means none.
 	SubjectIssuer *Issuer
+
+	// RequireSignedRequests refuses unsigned authentication requests from
+	// every client.
+	RequireSignedRequests bool
+	// AssertionAlgs are the algorithms accepted for client assertions and
+	// signed requests; default ES256 and PS256 ("none" and HS* never).
+	AssertionAlgs []string
+	// LoginHintTokenIssuers are the issuers whose login_hint_tokens are
+	// trusted (their keys from their discovery documents).
+	LoginHintTokenIssuers []string
+	// IDTokenHintMaxAge is how long after its expiry an id_token_hint is
+	// still accepted.
+	IDTokenHintMaxAge time.Duration
+	// SealKey (32 bytes) seals what a ping notification needs in the store.
+	SealKey []byte
+	// Authenticators reach users, chosen by acr_values; when empty,
+	// Authenticator alone is used.
+	Authenticators []*AuthenticatorEntry
 
 	// Limits bounds the use of the backchannel endpoint; zero values are
 	// off (the Caddy module applies the defaults).

@@ -2,6 +2,7 @@ package cibaproxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"mime"
@@ -113,6 +114,12 @@ func parseForm(body []byte) (url.Values, error) {
 		}
 	}
 	return form, nil
+}
+
+// backchannelParams reads the parameters of a backchannel authentication
+// request of client cl from its form.
+func (s *Server) backchannelParams(ctx context.Context, cl *Client, form url.Values) (*backchannelParams, error) {
+	return parseBackchannelParams(form, s.cfg.BindingMessageMax)
 }
 
 // backchannelParams are the syntactically valid parameters of a backchannel

@@ -198,7 +198,7 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	if err := s.limit(s.clientLimiter, "client_rate", cl.ID, now); err != nil {
 		return nil, err
 	}
-	p, err := parseBackchannelParams(form, s.cfg.BindingMessageMax)
+	p, err := s.backchannelParams(r.Context(), cl, form)
 	if err != nil {
 		return nil, err
 	}
@@ -217,24 +217,13 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	if cl.Mode == ModePing && p.NotificationToken == "" {
 		return nil, errInvalidRequest("client_notification_token is required for ping clients")
 	}
-	switch {
-	case p.IDTokenHint != "":
-		return nil, errInvalidRequest("id_token_hint is not supported; use login_hint")
-	case p.LoginHintToken != "":
-		return nil, errInvalidRequest("login_hint_token is not supported; use login_hint")
+	user, phantom, err := s.resolveUser(r.Context(), cl, p)
+	if err != nil {
+		return nil, err
 	}
-	user, err := s.cfg.Users.LookupHint(r.Context(), p.LoginHint)
-	phantom := false
-	switch {
-	case errors.Is(err, ErrNotFound) && s.cfg.Limits.HideUnknownUsers:
-		// CIBA Core §7.2 allows answering as for a known user, so hints
-		// cannot be enumerated: the request is stored like any other and
-		// expires, with no mail and no user.
-		user, phantom = &User{}, true
-	case errors.Is(err, ErrNotFound):
-		return nil, newError(http.StatusBadRequest, CodeUnknownUserID, "login_hint does not identify a known user")
-	case err != nil:
-		return nil, errUnavailable("the user directory is unavailable", 5, err)
+	auth, acr, err := s.chooseAuthenticator(cl, p)
+	if err != nil {
+		return nil, err
 	}
 
 	// expires_in = min(requested_expiry, request_ttl), requested_expiry
@@ -254,20 +243,23 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	}
 	key := KeyOf(id)
 	req := &AuthRequest{
-		ClientID:          cl.ID,
-		User:              *user,
-		Scopes:            p.Scopes,
-		BindingMessage:    p.BindingMessage,
-		ACRValues:         p.ACRValues,
-		NotificationToken: p.NotificationToken,
-		Created:           now,
-		Expires:           now.Add(time.Duration(expiresIn) * time.Second),
-		Interval:          s.cfg.Interval,
-		Status:            StatusPending,
+		ClientID:       cl.ID,
+		User:           *user,
+		Scopes:         p.Scopes,
+		BindingMessage: p.BindingMessage,
+		ACRValues:      p.ACRValues,
+		Created:        now,
+		Expires:        now.Add(time.Duration(expiresIn) * time.Second),
+		Interval:       s.cfg.Interval,
+		Status:         StatusPending,
+		ACR:            acr,
+	}
+	if err := s.preparePing(cl, req, id, p.NotificationToken); err != nil {
+		return nil, err
 	}
 	var out *Outbound
-	if s.cfg.Authenticator != nil && !phantom {
-		out, err = s.cfg.Authenticator.Start(r.Context(), key, req)
+	if auth != nil && !phantom {
+		out, err = auth.Start(r.Context(), key, req)
 		var e *Error
 		if errors.As(err, &e) {
 			return nil, e
@@ -671,20 +663,27 @@ func storeError(err error) error {
 // it expired. Nothing changes in those cases.
 func (s *Server) Decide(ctx context.Context, key RequestKey, d Decision) (*AuthRequest, error) {
 	now := s.now()
-	r, err := s.store.Update(ctx, key, func(r *AuthRequest) error {
+	var items []*OutboxItem
+	r, err := s.store.UpdateQueue(ctx, key, func(r *AuthRequest) ([]*OutboxItem, error) {
 		if r.Status != StatusPending {
-			return ErrDecided
+			return nil, ErrDecided
 		}
 		if r.Expired(now) {
-			return ErrExpired
+			return nil, ErrExpired
 		}
 		r.Status = StatusDenied
 		if d == Approve {
 			r.Status = StatusApproved
 		}
 		r.Decided = now
-		return nil
+		// A ping client is notified of the decision; the notification is
+		// queued in the same transaction (CIBA Core §10.2).
+		items = s.pingItems(r)
+		return items, nil
 	})
+	if err == nil && len(items) > 0 && s.backend != nil {
+		s.backend.Outbox.Wake()
+	}
 	if err == nil {
 		s.cfg.Metrics.Decision(d == Approve, s.clientLabel(r.ClientID), r.Decided.Sub(r.Created))
 	}

@@ -58,15 +58,14 @@ func (s Status) String() string {
 
 // AuthRequest is a backchannel authentication request as stored.
 type AuthRequest struct {
-	ClientID          string        `json:"client_id"`
-	User              User          `json:"user"`
-	Scopes            []string      `json:"scopes"`
-	BindingMessage    string        `json:"binding_message,omitempty"`
-	ACRValues         []string      `json:"acr_values,omitempty"`
-	NotificationToken string        `json:"notification_token,omitempty"`
-	Created           time.Time     `json:"created"`
-	Expires           time.Time     `json:"expires"`
-	Interval          time.Duration `json:"interval"`
+	ClientID       string        `json:"client_id"`
+	User           User          `json:"user"`
+	Scopes         []string      `json:"scopes"`
+	BindingMessage string        `json:"binding_message,omitempty"`
+	ACRValues      []string      `json:"acr_values,omitempty"`
+	Created        time.Time     `json:"created"`
+	Expires        time.Time     `json:"expires"`
+	Interval       time.Duration `json:"interval"`
 
 	Status  Status    `json:"status"`
 	Decided time.Time `json:"decided,omitzero"`
@@ -75,6 +74,14 @@ type AuthRequest struct {
 	// it holds until ClaimUntil, so a crash mid-mint frees the grant.
 	Claim      string    `json:"claim,omitempty"`
 	ClaimUntil time.Time `json:"claim_until,omitzero"`
+
+	// ACR is the authentication context class of the authenticator that
+	// reaches the user (CIBA Core §7.1 acr_values).
+	ACR string `json:"acr,omitempty"`
+	// Ping holds what a ping notification needs (the auth_req_id and the
+	// client_notification_token), sealed with Config.SealKey: neither is
+	// stored readable.
+	Ping []byte `json:"ping,omitempty"`
 }
 
 // Expired reports whether the request has expired at now.
@@ -158,6 +165,11 @@ type Store interface {
 	// times (then ErrConflict). An error from fn aborts without writing and
 	// is returned as is. It returns the request as written, or ErrNotFound.
 	Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error)
+
+	// UpdateQueue is Update whose fn also returns outbox items, queued in
+	// the same transaction (their IDs' Request is set to key): a decision
+	// and its ping notification are stored together or not at all.
+	UpdateQueue(ctx context.Context, key RequestKey, fn func(*AuthRequest) ([]*OutboxItem, error)) (*AuthRequest, error)
 
 	// PendingCount returns the number of pending requests: created and not
 	// yet decided, swept as expired, or replaced. It is kept in the

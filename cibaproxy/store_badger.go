@@ -414,6 +414,11 @@ func getRequest(txn *badger.Txn, k []byte) (*AuthRequest, error) {
 
 // Update implements Store.
 func (s *BadgerStore) Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error) {
+	return s.UpdateQueue(ctx, key, func(r *AuthRequest) ([]*OutboxItem, error) { return nil, fn(r) })
+}
+
+// UpdateQueue implements Store.
+func (s *BadgerStore) UpdateQueue(ctx context.Context, key RequestKey, fn func(*AuthRequest) ([]*OutboxItem, error)) (*AuthRequest, error) {
 	k := requestKey(key)
 	var r *AuthRequest
 	err := s.update(ctx, func(txn *badger.Txn) error {
@@ -422,7 +427,8 @@ func (s *BadgerStore) Update(ctx context.Context, key RequestKey, fn func(*AuthR
 			return err
 		}
 		before := *r
-		if err := fn(r); err != nil {
+		items, err := fn(r)
+		if err != nil {
 			return err
 		}
 		if before.Status == StatusPending && r.Status != StatusPending {
@@ -434,7 +440,16 @@ func (s *BadgerStore) Update(ctx context.Context, key RequestKey, fn func(*AuthR
 		if err != nil {
 			return fmt.Errorf("encoding request: %w", err)
 		}
-		return txn.SetEntry(badger.NewEntry(k, val).WithTTL(s.ttl(r.Expires)))
+		if err := txn.SetEntry(badger.NewEntry(k, val).WithTTL(s.ttl(r.Expires))); err != nil {
+			return err
+		}
+		for _, it := range items {
+			it.ID.Request = key
+			if err := s.putItem(txn, it); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
