@@ -135,9 +135,9 @@ type Handler struct {
 	logger     *zap.Logger
 	srv        *cibaproxy.Server
 	cfg        cibaproxy.Config
-	poolKey    string // the store pool entry this handler holds, if any
-	badCfg     error  // a configuration error found while provisioning, for Validate
-	unregister func() // removes this handler's mail sender from the outbox
+	poolKey    string   // the store pool entry this handler holds, if any
+	badCfg     error    // a configuration error found while provisioning, for Validate
+	unregister []func() // remove this handler's senders from the outbox
 }
 
 // Storage selects the store.
@@ -316,17 +316,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 
-	var auth cibaproxy.Authenticator
-	if h.Email != nil {
-		email, err := h.provisionEmail(ctx, repl, backend, clients)
-		if err != nil {
-			h.badCfg = errors.Join(h.badCfg, err)
-		} else {
-			auth = email
-			h.unregister = backend.Outbox.Register(cibaproxy.KindMail, email.SenderName(), email)
-		}
-	} else {
-		h.logger.Warn("no email block: requests are accepted but no user is asked to approve them")
+	auth, entries, err := h.provisionAuthenticators(ctx, repl, backend, clients)
+	if err != nil {
+		h.badCfg = errors.Join(h.badCfg, err)
 	}
 
 	issuer, minter, err := h.provisionMinting(ctx, repl, backend, disc)
@@ -347,6 +339,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Backend:               backend,
 		Discovery:             disc,
 		Authenticator:         auth,
+		Authenticators:        entries,
 		Minter:                minter,
 		SubjectIssuer:         issuer,
 		RequireSignedRequests: h.RequireSignedRequests,
@@ -358,6 +351,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Metrics:               processMetrics(),
 		MetricsClientLabel:    h.MetricsClientLabel,
 		Logger:                h.logger,
+	}
+	if err := h.provisionPing(ctx, backend, &h.cfg); err != nil {
+		h.badCfg = errors.Join(h.badCfg, err)
 	}
 	h.srv = cibaproxy.NewServer(h.cfg)
 	return nil
@@ -409,48 +405,6 @@ func (h *Handler) provisionMinting(ctx caddy.Context, repl *caddy.Replacer, back
 	return issuer, exch, nil
 }
 
-// provisionEmail builds the e-mail link authenticator.
-func (h *Handler) provisionEmail(ctx caddy.Context, repl *caddy.Replacer, backend *cibaproxy.Backend, clients []*cibaproxy.Client) (*cibaproxy.EmailAuthenticator, error) {
-	e := h.Email
-	if err := e.validate(); err != nil {
-		return nil, err
-	}
-	user, err := expandOptional(repl, e.Username)
-	if err != nil {
-		return nil, fmt.Errorf("email: username: %w", err)
-	}
-	pass, err := expandOptional(repl, e.Password)
-	if err != nil {
-		return nil, fmt.Errorf("email: password: %w", err)
-	}
-	sender, err := cibaproxy.NewSMTPSender(cibaproxy.SMTPConfig{
-		Addr: e.SMTP, TLS: e.TLS, Username: user, Password: pass, From: e.From,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("email: %w", err)
-	}
-	names := make(map[string]string, len(clients))
-	for _, c := range clients {
-		names[c.ID] = c.DisplayName()
-	}
-	auth, err := cibaproxy.NewEmailAuthenticator(ctx, cibaproxy.EmailConfig{
-		PublicURL:           h.PublicURL,
-		Sender:              sender,
-		Subject:             e.Subject,
-		TemplatesDir:        e.Templates,
-		MatchBindingMessage: e.MatchBindingMessage,
-		Store:               backend.Store,
-		ClientName:          func(id string) string { return names[id] },
-		ClientIP:            clientIP,
-		Metrics:             processMetrics(),
-		Logger:              h.logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("email: %w", err)
-	}
-	return auth, nil
-}
-
 // expandOptional expands placeholders in a value that may be empty.
 func expandOptional(repl *caddy.Replacer, s string) (string, error) {
 	if s == "" {
@@ -478,6 +432,11 @@ func (h *Handler) provisionClients(repl *caddy.Replacer) ([]*cibaproxy.Client, e
 			UserCodeRequired:      c.UserCodeRequired,
 			InsecureNotification:  c.InsecureNotification,
 		}
+		keys, err := h.clientKeys(c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("client %q: %w", c.ID, err))
+		}
+		cl.Keys = keys
 		for i, s := range c.Secrets {
 			secret, err := expandSecret(repl, s)
 			if err != nil {
@@ -671,10 +630,10 @@ func clientIP(r *http.Request) string {
 // Cleanup unregisters this handler's mail sender and releases its hold on
 // the shared store.
 func (h *Handler) Cleanup() error {
-	if h.unregister != nil {
-		h.unregister()
-		h.unregister = nil
+	for _, u := range h.unregister {
+		u()
 	}
+	h.unregister = nil
 	if h.poolKey == "" {
 		return nil
 	}

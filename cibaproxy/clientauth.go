@@ -9,6 +9,9 @@ import (
 	"strings"
 )
 
+// privateKeyJWTSupported: clients may authenticate with private_key_jwt.
+const privateKeyJWTSupported = false
+
 // authenticateClient authenticates the client of a token-endpoint style
 // request by client_secret_basic or client_secret_post (RFC 6749 §2.3.1),
 // and returns it. Every failure is invalid_client (401). Secrets are

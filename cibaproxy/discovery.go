@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -262,6 +263,14 @@ type CIBAFields struct {
 	BackchannelEndpoint string
 	DeliveryModes       []DeliveryMode
 	UserCodeSupported   bool
+	// RequestSigningAlgs are the algorithms of signed authentication
+	// requests; none means they are not supported (CIBA Core §4).
+	RequestSigningAlgs []string
+	// AuthMethods are client authentication methods the proxy adds for the
+	// CIBA grant and the backchannel endpoint (private_key_jwt), with
+	// AuthSigningAlgs their algorithms.
+	AuthMethods     []string
+	AuthSigningAlgs []string
 }
 
 // Augment returns the upstream's document with the omitted lists filled
@@ -299,5 +308,36 @@ func (m *Metadata) Augment(f CIBAFields) ([]byte, error) {
 	out["backchannel_authentication_endpoint"] = f.BackchannelEndpoint
 	out["backchannel_token_delivery_modes_supported"] = f.DeliveryModes
 	out["backchannel_user_code_parameter_supported"] = f.UserCodeSupported
+	if len(f.RequestSigningAlgs) > 0 {
+		out["backchannel_authentication_request_signing_alg_values_supported"] = f.RequestSigningAlgs
+	}
+	if len(f.AuthMethods) > 0 {
+		var err error
+		if out["token_endpoint_auth_methods_supported"], err = mergeList(m.Fields, "token_endpoint_auth_methods_supported", f.AuthMethods); err != nil {
+			return nil, err
+		}
+		if out["token_endpoint_auth_signing_alg_values_supported"], err = mergeList(m.Fields, "token_endpoint_auth_signing_alg_values_supported", f.AuthSigningAlgs); err != nil {
+			return nil, err
+		}
+	}
 	return json.Marshal(out)
+}
+
+// mergeList returns the upstream's list name (or its default) with add
+// appended, without duplicates.
+func mergeList(fields map[string]json.RawMessage, name string, add []string) ([]string, error) {
+	var list []string
+	if raw, ok := fields[name]; ok {
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return nil, fmt.Errorf("upstream %s is not a list of strings: %w", name, err)
+		}
+	} else {
+		list = append(list, discoveryDefaults[name]...)
+	}
+	for _, a := range add {
+		if !slices.Contains(list, a) {
+			list = append(list, a)
+		}
+	}
+	return list, nil
 }

@@ -6,6 +6,9 @@ import (
 	"net/http"
 )
 
+// userCodeSupported: the user_code parameter is checked.
+const userCodeSupported = false
+
 // resolveUser finds the user a backchannel request names by its hint
 // (CIBA Core §7.1, §7.2 step 4). phantom is set when the hint names nobody
 // and hide_unknown_users answers as for a known user.

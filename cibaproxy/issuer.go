@@ -491,6 +491,10 @@ func (i *Issuer) SubjectToken(ctx context.Context, g *Grant, audience string) (s
 	if acr == "" {
 		acr = DefaultACR
 	}
+	amr := g.AMR
+	if len(amr) == 0 {
+		amr = []string{"email"}
+	}
 	authTime := g.AuthTime
 	if authTime.IsZero() {
 		authTime = now
@@ -504,7 +508,7 @@ func (i *Issuer) SubjectToken(ctx context.Context, g *Grant, audience string) (s
 		Name:              g.User.DisplayName(),
 		PreferredUsername: g.User.Username,
 		AuthTime:          authTime.Unix(),
-		AMR:               []string{"email"},
+		AMR:               amr,
 		ACR:               acr,
 		IssuedAt:          now.Unix(),
 		NotBefore:         now.Unix(),

@@ -1,5 +1,8 @@
 package cibaproxy
 
+// pingSupported: ping notifications are sent (discovery advertises ping).
+const pingSupported = false
+
 // preparePing keeps, for a ping client, what its notification will need.
 // Notifications are not sent yet: ping clients poll.
 func (s *Server) preparePing(cl *Client, req *AuthRequest, authReqID, notificationToken string) error {

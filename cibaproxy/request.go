@@ -15,6 +15,9 @@ import (
 	"unicode/utf8"
 )
 
+// requestObjectsSupported: signed authentication requests are accepted.
+const requestObjectsSupported = false
+
 // MaxBodyBytes bounds the body of a backchannel authentication request and
 // the part of a token request the proxy reads to recognise the CIBA grant.
 const MaxBodyBytes = 64 << 10

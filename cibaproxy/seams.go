@@ -39,7 +39,8 @@ type Grant struct {
 	Client   *Client
 	User     User
 	Scopes   []string
-	ACR      string
+	ACR      string    // the acr the authenticator satisfied
+	AMR      []string  // the methods it used
 	AuthTime time.Time // when the user approved
 }
 

@@ -602,6 +602,8 @@ func (s *Server) mint(ctx context.Context, cl *Client, req *AuthRequest) (*Token
 		Client:   cl,
 		User:     req.User,
 		Scopes:   req.Scopes,
+		ACR:      req.ACR,
+		AMR:      req.AMR,
 		AuthTime: req.Decided,
 	})
 	var me *MintError
@@ -730,11 +732,7 @@ func (s *Server) discoveryDoc(meta *Metadata) ([]byte, error) {
 	if s.docFor == meta {
 		return s.doc, nil
 	}
-	doc, err := meta.Augment(CIBAFields{
-		BackchannelEndpoint: s.bcURL,
-		DeliveryModes:       []DeliveryMode{ModePoll},
-		UserCodeSupported:   false,
-	})
+	doc, err := meta.Augment(s.cibaFields())
 	if err != nil {
 		return nil, err
 	}
@@ -742,6 +740,39 @@ func (s *Server) discoveryDoc(meta *Metadata) ([]byte, error) {
 	s.docFor, s.doc = meta, doc
 	return doc, nil
 }
+
+// cibaFields is what discovery advertises: only what is implemented.
+func (s *Server) cibaFields() CIBAFields {
+	f := CIBAFields{
+		BackchannelEndpoint: s.bcURL,
+		DeliveryModes:       []DeliveryMode{ModePoll},
+		UserCodeSupported:   userCodeSupported,
+	}
+	if pingSupported {
+		f.DeliveryModes = append(f.DeliveryModes, ModePing)
+	}
+	if requestObjectsSupported {
+		f.RequestSigningAlgs = s.assertionAlgs()
+	}
+	if privateKeyJWTSupported {
+		f.AuthMethods = []string{"private_key_jwt"}
+		f.AuthSigningAlgs = s.assertionAlgs()
+	}
+	return f
+}
+
+// assertionAlgs are the algorithms accepted for client assertions and
+// signed requests.
+func (s *Server) assertionAlgs() []string {
+	if len(s.cfg.AssertionAlgs) > 0 {
+		return s.cfg.AssertionAlgs
+	}
+	return DefaultAssertionAlgs
+}
+
+// DefaultAssertionAlgs are the algorithms accepted by default for client
+// assertions and signed requests (FAPI-CIBA's).
+var DefaultAssertionAlgs = []string{"ES256", "PS256"}
 
 // ---- helpers ----
 

@@ -78,6 +78,8 @@ type AuthRequest struct {
 	// ACR is the authentication context class of the authenticator that
 	// reaches the user (CIBA Core §7.1 acr_values).
 	ACR string `json:"acr,omitempty"`
+	// AMR are the authentication methods of that authenticator.
+	AMR []string `json:"amr,omitempty"`
 	// Ping holds what a ping notification needs (the auth_req_id and the
 	// client_notification_token), sealed with Config.SealKey: neither is
 	// stored readable.
