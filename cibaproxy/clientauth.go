@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,6 +12,22 @@ import (
 
 // privateKeyJWTSupported: clients may authenticate with private_key_jwt.
 const privateKeyJWTSupported = false
+
+// validateAuth checks how the client authenticates.
+func (cl *Client) validateAuth() error {
+	switch cl.AuthMethod {
+	case "", "client_secret_basic", "client_secret_post":
+	default:
+		return fmt.Errorf("client %q: auth_method %s is not supported by this release", cl.ID, cl.AuthMethod)
+	}
+	if cl.Keys != nil || cl.RequestSigningAlg != "" || cl.RequireSignedRequests {
+		return fmt.Errorf("client %q: client keys and signed requests are not supported by this release", cl.ID)
+	}
+	if len(cl.SecretHashes) == 0 {
+		return fmt.Errorf("client %q: a secret or secret_sha256 is required", cl.ID)
+	}
+	return nil
+}
 
 // authenticateClient authenticates the client of a token-endpoint style
 // request by client_secret_basic or client_secret_post (RFC 6749 §2.3.1),

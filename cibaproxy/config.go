@@ -282,8 +282,8 @@ func (cl *Client) validate() error {
 	if cl.ID == "" {
 		return errors.New("client: an id is required")
 	}
-	if len(cl.SecretHashes) == 0 {
-		return fmt.Errorf("client %q: a secret or secret_sha256 is required", cl.ID)
+	if err := cl.validateAuth(); err != nil {
+		return err
 	}
 	if !cl.allowsScope("openid") {
 		return fmt.Errorf("client %q: scopes must include openid", cl.ID)
@@ -293,22 +293,7 @@ func (cl *Client) validate() error {
 			return fmt.Errorf("client %q: invalid scope %q", cl.ID, s)
 		}
 	}
-	switch cl.Mode {
-	case ModePoll:
-	case ModePing:
-		if cl.NotificationEndpoint == "" {
-			return fmt.Errorf("client %q: mode ping needs a notification_endpoint", cl.ID)
-		}
-	default:
-		return fmt.Errorf("client %q: mode %q must be poll or ping", cl.ID, cl.Mode)
-	}
-	if cl.NotificationEndpoint != "" {
-		u, err := url.Parse(cl.NotificationEndpoint)
-		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-			return fmt.Errorf("client %q: notification_endpoint must be an absolute https URL", cl.ID)
-		}
-	}
-	return nil
+	return cl.validateDelivery()
 }
 
 // validScopeToken reports whether s is a scope-token of RFC 6749 §3.3:
