@@ -14,7 +14,7 @@ type AuthenticatorEntry struct {
 }
 
 // chooseAuthenticator picks the authenticator that reaches the user of a
-// request, and the acr it satisfies.
-func (s *Server) chooseAuthenticator(cl *Client, p *backchannelParams) (Authenticator, string, error) {
-	return s.cfg.Authenticator, "", nil
+// request, with the acr it satisfies and the methods it uses.
+func (s *Server) chooseAuthenticator(cl *Client, p *backchannelParams) (auth Authenticator, acr string, amr []string, err error) {
+	return s.cfg.Authenticator, "", nil, nil
 }

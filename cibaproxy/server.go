@@ -49,7 +49,7 @@ type Server struct {
 	discoveryPath string
 
 	backend       *Backend
-	pages         PageServer
+	pages         []PageServer
 	ipLimiter     *RateLimiter // nil: off
 	clientLimiter *RateLimiter
 
@@ -91,7 +91,14 @@ func NewServer(cfg Config) *Server {
 	if cfg.Backend != nil {
 		s.backend, s.store, s.polls = cfg.Backend, cfg.Backend.Store, cfg.Backend.Polls
 	}
-	s.pages, _ = cfg.Authenticator.(PageServer)
+	if ps, ok := cfg.Authenticator.(PageServer); ok {
+		s.pages = append(s.pages, ps)
+	}
+	for _, e := range cfg.Authenticators {
+		if ps, ok := e.Authenticator.(PageServer); ok && e.Authenticator != cfg.Authenticator {
+			s.pages = append(s.pages, ps)
+		}
+	}
 	if s.backend != nil {
 		// The limiters live in the backend, so a reload keeps their counts.
 		s.ipLimiter = s.backend.Limiter(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate)
@@ -149,7 +156,12 @@ func (s *Server) serveCIBAPath(w http.ResponseWriter, r *http.Request) bool {
 	if s.cfg.SubjectIssuer != nil && s.cfg.SubjectIssuer.Serve(w, r) {
 		return true
 	}
-	return s.pages != nil && s.pages.ServePage(w, r, s)
+	for _, ps := range s.pages {
+		if ps.ServePage(w, r, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // Request returns the stored request under key (for the approval page).
@@ -221,7 +233,7 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	if err != nil {
 		return nil, err
 	}
-	auth, acr, err := s.chooseAuthenticator(cl, p)
+	auth, acr, amr, err := s.chooseAuthenticator(cl, p)
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +265,7 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 		Interval:       s.cfg.Interval,
 		Status:         StatusPending,
 		ACR:            acr,
+		AMR:            amr,
 	}
 	if err := s.preparePing(cl, req, id, p.NotificationToken); err != nil {
 		return nil, err
