@@ -615,7 +615,7 @@ func (a *EmailAuthenticator) decide(w http.ResponseWriter, r *http.Request, reqs
 	decided, err := reqs.Decide(r.Context(), key, d)
 	switch {
 	case err == nil:
-		a.audit(r, decided, outcome)
+		a.audit(r, key, decided, outcome)
 	case errors.Is(err, ErrDecided):
 		outcome = "decided"
 	case errors.Is(err, ErrExpired):
@@ -632,7 +632,7 @@ func (a *EmailAuthenticator) decide(w http.ResponseWriter, r *http.Request, reqs
 // audit writes the audit line of a decision: who asked, for whom, what the
 // user saw, what they decided, from where, and how long it took. The
 // address is masked; no token is written.
-func (a *EmailAuthenticator) audit(r *http.Request, req *AuthRequest, outcome string) {
+func (a *EmailAuthenticator) audit(r *http.Request, key RequestKey, req *AuthRequest, outcome string) {
 	ip := ""
 	if a.cfg.ClientIP != nil {
 		ip = a.cfg.ClientIP(r)
@@ -646,6 +646,7 @@ func (a *EmailAuthenticator) audit(r *http.Request, req *AuthRequest, outcome st
 	a.log.Info("decision",
 		zap.String("audit", "decision"),
 		zap.String("client_id", req.ClientID),
+		zap.String("request", shortKey(key)),
 		zap.String("user", MaskEmail(req.User.Email)),
 		zap.String("binding_message", req.BindingMessage),
 		zap.String("decision", outcome),

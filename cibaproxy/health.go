@@ -61,8 +61,7 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		rep.Status = "failing"
 	}
 
-	if _, err := s.disc.Check(ctx); err != nil {
-		s.log.Warn("health: upstream discovery failed", zap.Error(err))
+	if err := s.checkUpstream(ctx); err != nil {
 		if rep.Status == "ok" {
 			rep.Status = "degraded"
 		}
@@ -79,12 +78,9 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		if !h.LastFailure.IsZero() {
 			sm.LastFailure = &h.LastFailure
 		}
-		_ = s.store.ScanOutbox(ctx, func(it *OutboxItem) bool {
-			if it.ID.Kind == KindMail {
-				sm.Queue++
-			}
-			return true
-		})
+		if counts, err := s.store.OutboxCounts(ctx); err == nil {
+			sm.Queue = counts[KindMail]
+		}
 		if !sm.OK && rep.Status == "ok" {
 			rep.Status = "degraded"
 		}
@@ -104,5 +100,22 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(body)
 	}
-	s.logOutcome("health", nil, nil, nil)
+	s.cfg.Metrics.Request("health", rep.Status, "")
+}
+
+// checkUpstream fetches the upstream's discovery document; a change from
+// working to failing (or back) is logged once, not on every probe.
+func (s *Server) checkUpstream(ctx context.Context) error {
+	_, err := s.disc.Check(ctx)
+	s.healthMu.Lock()
+	failing, was := err != nil, s.healthFailing
+	s.healthFailing = failing
+	s.healthMu.Unlock()
+	switch {
+	case failing && !was:
+		s.log.Warn("health: upstream discovery fails", zap.Error(err))
+	case !failing && was:
+		s.log.Info("health: upstream discovery works again")
+	}
+	return err
 }

@@ -196,10 +196,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if n, err := b.Store.PendingCount(ctx); err == nil {
 			pending += n
 		}
-		_ = b.Store.ScanOutbox(ctx, func(it *OutboxItem) bool {
-			queued[it.ID.Kind]++
-			return true
-		})
+		if counts, err := b.Store.OutboxCounts(ctx); err == nil {
+			for k, n := range counts {
+				queued[k] += n
+			}
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(pending))
 	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(queued[KindMail]), "mail")

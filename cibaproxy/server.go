@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -53,11 +54,13 @@ type Server struct {
 	ipLimiter     *RateLimiter // nil: off
 	clientLimiter *RateLimiter
 
-	tokenPath atomic.Pointer[string] // learned from discovery or the store
-	learning  atomic.Bool            // a background discovery fetch runs
-	docMu     sync.Mutex
-	docFor    *Metadata // the metadata doc was built from
-	doc       []byte
+	tokenPath     atomic.Pointer[string] // learned from discovery or the store
+	learning      atomic.Bool            // a background discovery fetch runs
+	healthMu      sync.Mutex
+	healthFailing bool // the last health check found the upstream failing
+	docMu         sync.Mutex
+	docFor        *Metadata // the metadata doc was built from
+	doc           []byte
 }
 
 // New validates cfg and returns a Server.
@@ -179,24 +182,25 @@ type bcResponse struct {
 
 func (s *Server) serveBackchannel(w http.ResponseWriter, r *http.Request) {
 	var cl *Client
-	resp, err := s.backchannel(w, r, &cl)
+	var key *RequestKey
+	resp, err := s.backchannel(w, r, &cl, &key)
 	if err != nil {
 		e := WriteError(w, err)
 		s.logOutcome("backchannel", cl, nil, e)
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
-	s.logOutcome("backchannel", cl, nil, nil)
+	s.logOutcome("backchannel", cl, key, nil)
 }
 
-func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Client) (*bcResponse, error) {
+func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Client, keyp **RequestKey) (*bcResponse, error) {
 	// CIBA Core §7.2: authenticate the client, then validate the request.
 	form, err := readForm(w, r)
 	if err != nil {
 		return nil, err
 	}
 	now := s.now()
-	if err := s.limit(s.ipLimiter, "ip_rate", s.clientIP(r), now); err != nil {
+	if err := s.limit(s.ipLimiter, "ip_rate", rateKeyIP(s.clientIP(r)), now); err != nil {
 		return nil, err
 	}
 	cl, err := s.authenticateClient(r, form)
@@ -232,6 +236,15 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 	user, phantom, err := s.resolveUser(r.Context(), cl, p)
 	if err != nil {
 		return nil, err
+	}
+	if phantom {
+		// An unknown hint (hide_unknown_users) must be answered exactly
+		// like a known one, limits included: it counts against a user
+		// key derived from the hint, and the authenticator checks it (its
+		// outbound is discarded below).
+		hint := p.LoginHint + "\x00" + p.IDTokenHint + "\x00" + p.LoginHintToken
+		sum := sha256.Sum256([]byte(normalizeHint(hint)))
+		user = &User{Subject: "unknown:" + hex.EncodeToString(sum[:16])}
 	}
 	auth, acr, amr, err := s.chooseAuthenticator(cl, p)
 	if err != nil {
@@ -271,7 +284,7 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 		return nil, err
 	}
 	var out *Outbound
-	if auth != nil && !phantom {
+	if auth != nil {
 		out, err = auth.Start(r.Context(), key, req)
 		var e *Error
 		if errors.As(err, &e) {
@@ -279,6 +292,9 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 		}
 		if err != nil {
 			return nil, errUnavailable("the user cannot be reached now", 5, err)
+		}
+		if phantom {
+			out = nil // nobody to reach: the request simply expires
 		}
 	}
 	limit := UserLimit{Max: s.cfg.Limits.UserPending, ReplaceOldest: s.cfg.Limits.UserPendingReplace}
@@ -294,6 +310,7 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request, clp **Clien
 		s.backend.Outbox.Wake()
 	}
 	s.learnTokenPathSoon()
+	*keyp = &key
 	return &bcResponse{AuthReqID: id, ExpiresIn: expiresIn, Interval: int64(s.cfg.Interval / time.Second)}, nil
 }
 
@@ -323,6 +340,17 @@ func (s *Server) clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// rateKeyIP is the ip_rate key of an address: the address itself for IPv4,
+// its /64 for IPv6 (one subscriber's network, whose addresses are free to
+// rotate).
+func rateKeyIP(addr string) string {
+	ip := net.ParseIP(addr)
+	if ip == nil || ip.To4() != nil {
+		return addr
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // NewAuthReqID returns a fresh auth_req_id: 256 random bits, unpadded
@@ -551,12 +579,15 @@ func (s *Server) redeem(ctx context.Context, key RequestKey, cl *Client, now tim
 			return newError(http.StatusBadRequest, CodeExpiredToken, "auth_req_id has expired")
 		case r.Claim != "" && now.Before(r.ClaimUntil):
 			// Another poll is minting: this one overlaps it.
-			s.cfg.Metrics.SlowDown(SlowDownOverlap)
 			return errSlowDown()
 		}
 		r.Claim, r.ClaimUntil = claim, now.Add(ClaimLease)
 		return nil
 	})
+	if errors.Is(err, ErrSlowDown) {
+		// Counted here, once: the store may run the function again.
+		s.cfg.Metrics.SlowDown(SlowDownOverlap)
+	}
 	if err != nil {
 		return nil, storeError(err)
 	}

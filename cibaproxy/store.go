@@ -200,6 +200,10 @@ type Store interface {
 	// Enqueue adds an item to the outbox, replacing one with the same ID.
 	Enqueue(ctx context.Context, it *OutboxItem) error
 
+	// OutboxCounts returns the number of queued items of each kind, without
+	// reading their payloads.
+	OutboxCounts(ctx context.Context) (map[byte]int, error)
+
 	// ScanOutbox calls fn for every queued item until fn returns false.
 	ScanOutbox(ctx context.Context, fn func(*OutboxItem) bool) error
 

@@ -116,6 +116,22 @@ func (s *BadgerStore) ScanOutbox(ctx context.Context, fn func(*OutboxItem) bool)
 	})
 }
 
+// OutboxCounts implements Store.
+func (s *BadgerStore) OutboxCounts(ctx context.Context) (map[byte]int, error) {
+	counts := make(map[byte]int)
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindOutbox}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if k := it.Item().Key(); len(k) == 2+len(RequestKey{}) {
+				counts[k[1]]++
+			}
+		}
+		return nil
+	})
+	return counts, err
+}
+
 // updateItem is Update for outbox items.
 func (s *BadgerStore) updateItem(ctx context.Context, id ItemID, fn func(*OutboxItem) error) (*OutboxItem, error) {
 	var it *OutboxItem
