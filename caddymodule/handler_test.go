@@ -51,6 +51,11 @@ func validHandler(t *testing.T) *Handler {
 // Provision, or else that of Validate.
 func provision(t *testing.T, h *Handler) error {
 	t.Helper()
+	// Caddy's storage (the ping seal key) goes to a temporary data
+	// directory, never the user's, unless the test chose one.
+	if !strings.HasPrefix(os.Getenv("XDG_DATA_HOME"), os.TempDir()) {
+		t.Setenv("XDG_DATA_HOME", t.TempDir())
+	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
 	// Registered after the TempDirs, so it runs before they are removed.

@@ -1,13 +1,126 @@
 package caddymodule
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy"
 )
 
-// provisionPing sets up the ping notifications of the configuration.
-// Notifications are not sent by this release: ping clients poll.
+// sealKeyName is where the seal key of ping notifications is kept in
+// Caddy's storage (not in the request store: a copy of the request store
+// alone then reveals no auth_req_id nor client_notification_token). Every
+// instance and configuration on one storage shares it.
+const sealKeyName = "ciba/seal.key"
+
+// provisionPing sets up the ping notifications of the configuration, when
+// a client uses ping mode: it loads (or creates, once) the seal key from
+// Caddy's storage into cfg.SealKey, and registers the site's notifier with
+// the store's outbox (unregistered by Cleanup).
 func (h *Handler) provisionPing(ctx caddy.Context, backend *cibaproxy.Backend, cfg *cibaproxy.Config) error {
+	ping := false
+	for _, cl := range cfg.Clients {
+		ping = ping || cl.Mode == cibaproxy.ModePing
+	}
+	if !ping {
+		return nil
+	}
+	key, err := loadSealKey(ctx, caddyStorage(ctx))
+	if err != nil {
+		return fmt.Errorf("ping notifications: %w", err)
+	}
+	cfg.SealKey = key
+	n, err := cibaproxy.NewPingNotifier(cibaproxy.PingConfig{
+		Clients: cfg.Clients,
+		SealKey: key,
+		Logger:  h.logger,
+	})
+	if err != nil {
+		return fmt.Errorf("ping notifications: %w", err)
+	}
+	unregister := backend.Outbox.Register(cibaproxy.KindPing, cibaproxy.PingSenderName(cfg.PublicURL), n)
+	h.unregister = append(h.unregister, func() {
+		unregister()
+		n.Close()
+	})
 	return nil
+}
+
+// sealStorage is the part of Caddy's storage (certmagic.Storage) the seal
+// key needs.
+type sealStorage interface {
+	Lock(ctx context.Context, name string) error
+	Unlock(ctx context.Context, name string) error
+	Load(ctx context.Context, key string) ([]byte, error)
+	Store(ctx context.Context, key string, value []byte) error
+}
+
+// caddyStorage returns the storage of the running configuration. Outside
+// one (a module provisioned in a unit test) it is Caddy's default storage,
+// in the data directory the environment names now.
+func caddyStorage(ctx caddy.Context) sealStorage {
+	if st := configStorage(ctx); st != nil {
+		return st
+	}
+	def := *caddy.DefaultStorage
+	def.Path = caddy.AppDataDir()
+	return &def
+}
+
+// configStorage returns the configuration's storage, or nil when the
+// Context has no configuration (its Storage method then panics).
+func configStorage(ctx caddy.Context) (st sealStorage) {
+	defer func() { _ = recover() }()
+	return ctx.Storage()
+}
+
+// loadSealKey returns the seal key in st, creating it first if there is
+// none. Creation holds the storage's lock, so that instances (and
+// configurations) sharing the storage all end up with the same key. The
+// key is stored as base64 text; one that does not decode to 32 bytes is an
+// error, never replaced: pings sealed with it would be lost.
+func loadSealKey(ctx context.Context, st sealStorage) ([]byte, error) {
+	key, err := readSealKey(ctx, st)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	if err := st.Lock(ctx, sealKeyName); err != nil {
+		return nil, fmt.Errorf("locking %s in Caddy's storage: %w", sealKeyName, err)
+	}
+	defer func() { _ = st.Unlock(context.Background(), sealKeyName) }()
+	// Another instance may have created it while this one waited.
+	key, err = readSealKey(ctx, st)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	key = make([]byte, cibaproxy.SealKeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := st.Store(ctx, sealKeyName, []byte(base64.StdEncoding.EncodeToString(key)+"\n")); err != nil {
+		return nil, fmt.Errorf("storing %s in Caddy's storage: %w", sealKeyName, err)
+	}
+	return key, nil
+}
+
+func readSealKey(ctx context.Context, st sealStorage) ([]byte, error) {
+	b, err := st.Load(ctx, sealKeyName)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("loading %s from Caddy's storage: %w", sealKeyName, err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != cibaproxy.SealKeySize {
+		return nil, fmt.Errorf("%s in Caddy's storage is not a base64 key of %d bytes; remove it to create a new one (queued ping notifications are then lost)", sealKeyName, cibaproxy.SealKeySize)
+	}
+	return key, nil
 }

@@ -262,6 +262,9 @@ func (c *Config) validate() error {
 	if c.Discovery == nil {
 		errs = append(errs, errors.New("upstream discovery is required"))
 	}
+	if err := c.validateHintSettings(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(c.Clients) == 0 {
 		errs = append(errs, errors.New("at least one client is required"))
 	}

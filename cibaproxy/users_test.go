@@ -81,6 +81,26 @@ func TestParseUsers(t *testing.T) {
 		{name: "trailing garbage", wantErr: anyError,
 			json: `{"users":[{"username":"alice","email":"alice@example.com"}]} ]`},
 		{name: "wrong type", wantErr: "decoding", json: `{"users":{"alice":"alice@example.com"}}`},
+
+		{name: "user_code_hash",
+			json: `{"users":[{"username":"alice","email":"alice@example.com","user_code_hash":"` + testCodeHash + `"}]}`,
+			want: []User{{Username: "alice", Email: "alice@example.com", Subject: "alice", UserCodeHash: testCodeHash}}},
+		{name: "plain user_code", wantErr: "must not be stored in plain text",
+			json: `{"users":[{"username":"alice","email":"alice@example.com","user_code":"4711"}]}`},
+		{name: "plain user_code beside its hash", wantErr: "must not be stored in plain text",
+			json: `{"users":[{"username":"alice","email":"alice@example.com","user_code":"4711","user_code_hash":"` + testCodeHash + `"}]}`},
+		{name: "user_code_hash not bcrypt", wantErr: "not a bcrypt hash",
+			json: `{"users":[{"username":"alice","email":"alice@example.com","user_code_hash":"4711"}]}`},
+		{name: "user_code_hash sha256", wantErr: "not a bcrypt hash",
+			json: `{"users":[{"username":"alice","email":"alice@example.com","user_code_hash":"` + strings.Repeat("ab", 32) + `"}]}`},
+		{name: "user_code_hash truncated", wantErr: "not a valid bcrypt hash",
+			json: `{"users":[{"username":"alice","email":"alice@example.com","user_code_hash":"` + testCodeHash[:50] + `"}]}`},
+		{name: "user_code_hash with a bad cost", wantErr: "not a valid bcrypt hash",
+			json: `{"users":[{"username":"alice","email":"alice@example.com","user_code_hash":"$2a$99` + testCodeHash[6:] + `"}]}`},
+		{name: "user_code_hash of too high a cost", wantErr: "cost 15 is above 14",
+			json: `{"users":[{"username":"alice","email":"alice@example.com","user_code_hash":"$2a$15` + testCodeHash[6:] + `"}]}`},
+		{name: "user_code_hash of the wrong type", wantErr: "decoding",
+			json: `{"users":[{"username":"alice","email":"alice@example.com","user_code_hash":4711}]}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,6 +189,61 @@ func TestLookupHint(t *testing.T) {
 			t.Errorf("directory changed through a returned user: %q", u2.Subject)
 		}
 	})
+}
+
+// testCodeHash is the bcrypt hash (cost 4) of the user_code "4711".
+const testCodeHash = "$2a$04$IhTyoEJGYJkpDRLSEzGCPurBcVnC786U.BmaLSBXuet.Vq2fxz5Ai"
+
+func TestLookupSubjectAndEmail(t *testing.T) {
+	d, err := ParseUsers([]byte(`{"users":[
+		{"username":"alice","email":"alice@example.com"},
+		{"username":"Bob","email":"Bob.Smith@Example.org","subject":"b-1"},
+		{"username":"carol@example.net","email":"c@example.net","subject":"C-1"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		lookup func(context.Context, string) (*User, error)
+		arg    string
+		want   string // username; "" means ErrNotFound
+	}{
+		{name: "subject defaulted from username", lookup: d.LookupSubject, arg: "alice", want: "alice"},
+		{name: "subject", lookup: d.LookupSubject, arg: "b-1", want: "Bob"},
+		{name: "subject is case-sensitive", lookup: d.LookupSubject, arg: "c-1"},
+		{name: "subject exact", lookup: d.LookupSubject, arg: "C-1", want: "carol@example.net"},
+		{name: "username is not a subject", lookup: d.LookupSubject, arg: "Bob"},
+		{name: "email is not a subject", lookup: d.LookupSubject, arg: "alice@example.com"},
+		{name: "empty subject", lookup: d.LookupSubject, arg: ""},
+		{name: "email", lookup: d.LookupEmail, arg: "alice@example.com", want: "alice"},
+		{name: "email in other case", lookup: d.LookupEmail, arg: "bob.smith@EXAMPLE.org", want: "Bob"},
+		{name: "username is not an email", lookup: d.LookupEmail, arg: "alice"},
+		{name: "address-like username is not an email", lookup: d.LookupEmail, arg: "carol@example.net"},
+		{name: "own email of that user", lookup: d.LookupEmail, arg: "c@example.net", want: "carol@example.net"},
+		{name: "empty email", lookup: d.LookupEmail, arg: ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := tc.lookup(ctx, tc.arg)
+			if tc.want == "" {
+				if !errors.Is(err, ErrNotFound) || u != nil {
+					t.Fatalf("got %v, %v; want ErrNotFound", u, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.Username != tc.want {
+				t.Errorf("got user %q, want %q", u.Username, tc.want)
+			}
+			u.Email = "changed@example.com"
+			if again, _ := tc.lookup(ctx, tc.arg); again == nil || again.Email == "changed@example.com" {
+				t.Error("the directory changed through a returned user")
+			}
+		})
+	}
 }
 
 func TestUserDisplayName(t *testing.T) {

@@ -32,10 +32,12 @@ Commands that act as a CIBA consumption device against a provider that offers
 OpenID Connect CIBA (Client Initiated Backchannel Authentication), such as
 cibaproxy itself.
 
-  login   start a backchannel login and poll until the user decides
+  login            start a backchannel login and poll until the user decides
+  hash-user-code   print the bcrypt hash of a user_code, for users.json
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(loginCommand())
+			cmd.AddCommand(hashUserCodeCommand())
 		},
 	})
 }

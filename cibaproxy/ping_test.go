@@ -1,0 +1,755 @@
+package cibaproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// testSealKey is the seal key of the ping tests (also shared with the
+// child process of TestPingSIGKILL).
+var testSealKey = bytes.Repeat([]byte{0x5e}, SealKeySize)
+
+// pingCall is a notification the test endpoint received.
+type pingCall struct {
+	Method, Path, ContentType, Auth, Cookie string
+	Body                                    []byte
+}
+
+// pingEndpoint is a client's notification endpoint: an https listener in
+// the test that records what it receives and answers as answer says (204
+// when nil). n counts the calls, from 1.
+type pingEndpoint struct {
+	srv    *httptest.Server
+	URL    string
+	answer func(n int, w http.ResponseWriter)
+
+	mu    sync.Mutex
+	calls []pingCall
+}
+
+func newPingEndpoint(t *testing.T, answer func(n int, w http.ResponseWriter)) *pingEndpoint {
+	t.Helper()
+	e := &pingEndpoint{answer: answer}
+	e.srv = httptest.NewTLSServer(e)
+	t.Cleanup(e.srv.Close)
+	e.URL = e.srv.URL + "/ciba/cb?tenant=7"
+	return e
+}
+
+func (e *pingEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	e.mu.Lock()
+	e.calls = append(e.calls, pingCall{
+		Method: r.Method, Path: r.URL.RequestURI(), ContentType: r.Header.Get("Content-Type"),
+		Auth: r.Header.Get("Authorization"), Cookie: r.Header.Get("Cookie"), Body: body,
+	})
+	n := len(e.calls)
+	e.mu.Unlock()
+	if e.answer == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	e.answer(n, w)
+}
+
+func (e *pingEndpoint) Calls() []pingCall {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]pingCall(nil), e.calls...)
+}
+
+// testRoots trusts the certificate of httptest's TLS servers (one for all).
+func testRoots(t *testing.T) *x509.CertPool {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	return pool
+}
+
+// pingEvents records the outbox's outcomes of ping deliveries.
+type pingEvents struct {
+	mu  sync.Mutex
+	evs []OutboxEvent
+}
+
+func (p *pingEvents) record(ev OutboxEvent) {
+	if ev.Kind != KindPing {
+		return
+	}
+	p.mu.Lock()
+	p.evs = append(p.evs, ev)
+	p.mu.Unlock()
+}
+
+func (p *pingEvents) count(outcome string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, ev := range p.evs {
+		if ev.Outcome == outcome {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *pingEvents) all() []OutboxEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]OutboxEvent(nil), p.evs...)
+}
+
+// pingRig is the harness with the ping client "pinger" notified at an
+// endpoint, a seal key, and the site's PingNotifier.
+type pingRig struct {
+	*harness
+	events *pingEvents
+	logs   *observer.ObservedLogs
+	roots  *x509.CertPool
+}
+
+// withPing gives the harness the seal key and points pinger at endpoint.
+func withPing(endpoint string, logger *zap.Logger) harnessOption {
+	return func(c *Config) {
+		c.SealKey = testSealKey
+		c.Logger = logger
+		for _, cl := range c.Clients {
+			if cl.ID == "pinger" {
+				cl.NotificationEndpoint = endpoint
+			}
+		}
+	}
+}
+
+// newPingRig builds the harness in dir; register says whether the site's
+// notifier is registered with the outbox at once.
+func newPingRig(t *testing.T, dir, endpoint string, register bool) *pingRig {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	r := &pingRig{events: &pingEvents{}, logs: logs, roots: testRoots(t)}
+	r.harness = newHarnessIn(t, dir, withPing(endpoint, zap.New(core)))
+	r.backend.Outbox.Observe(r.events.record)
+	if register {
+		r.register(endpoint)
+	}
+	return r
+}
+
+// register registers a PingNotifier for the site, as Provision does, until
+// the test ends or the returned function is called.
+func (r *pingRig) register(endpoint string) func() {
+	r.t.Helper()
+	n := r.notifier(PingConfig{})
+	unregister := r.backend.Outbox.Register(KindPing, PingSenderName(testPublic), n)
+	stop := func() { unregister(); n.Close() }
+	r.t.Cleanup(stop)
+	return stop
+}
+
+func (r *pingRig) notifier(cfg PingConfig) *PingNotifier {
+	r.t.Helper()
+	cfg.Clients = r.cfg.Clients
+	cfg.SealKey = testSealKey
+	cfg.TLSConfig = &tls.Config{RootCAs: r.roots}
+	cfg.Logger = zap.New(zapcore.NewNopCore())
+	n, err := NewPingNotifier(cfg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return n
+}
+
+// start makes a ping request with a fresh notification token.
+func (r *pingRig) start() (id, token string) {
+	r.t.Helper()
+	token, err := randomToken(24)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	token = "cnt." + token + "~+/=" // the whole b64token alphabet of RFC 6750
+	return r.authorize("pinger", "client_notification_token", token), token
+}
+
+func (r *pingRig) decide(id string, d Decision) {
+	r.t.Helper()
+	if _, err := r.srv.Decide(context.Background(), KeyOf(id), d); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// advance moves the clock on (retries come due) and wakes the outbox.
+func (r *pingRig) advance(d time.Duration) {
+	r.clock.Advance(d)
+	r.backend.Outbox.Wake()
+}
+
+// quiet waits a moment and checks that the endpoint saw want calls, not
+// more: nothing else was sent.
+func quiet(t *testing.T, e *pingEndpoint, want int) {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond)
+	if n := len(e.Calls()); n != want {
+		t.Fatalf("the endpoint received %d notifications, want %d", n, want)
+	}
+}
+
+// wantNotification checks a call: exactly the CIBA Core §10.2 request.
+func wantNotification(t *testing.T, c pingCall, id, token string) {
+	t.Helper()
+	if c.Method != http.MethodPost || c.Path != "/ciba/cb?tenant=7" {
+		t.Errorf("notification %s %s, want POST /ciba/cb?tenant=7", c.Method, c.Path)
+	}
+	if c.ContentType != "application/json" {
+		t.Errorf("Content-Type %q, want application/json", c.ContentType)
+	}
+	if c.Auth != "Bearer "+token {
+		t.Errorf("Authorization %q, want Bearer and the client_notification_token", c.Auth)
+	}
+	if c.Cookie != "" {
+		t.Errorf("the notification carries cookies: %q", c.Cookie)
+	}
+	if want := `{"auth_req_id":"` + id + `"}`; string(c.Body) != want {
+		t.Errorf("body %s, want exactly %s", c.Body, want)
+	}
+}
+
+// wantTokens polls and checks the answer is the minted tokens.
+func (r *pingRig) wantTokens(id string) {
+	r.t.Helper()
+	rec := r.poll("pinger", id)
+	if rec.Code != http.StatusOK {
+		r.t.Fatalf("poll after the notification: %d %s", rec.Code, rec.Body)
+	}
+	var tok tokenResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &tok); err != nil || !strings.HasPrefix(tok.AccessToken, "at-alice-") {
+		r.t.Fatalf("poll answer %s: %v", rec.Body, err)
+	}
+}
+
+// checkNothingLeaks fails if the store holds the auth_req_id or the token
+// in readable form, or if a log entry or delivery error holds either.
+func (r *pingRig) checkNothingLeaks(secrets ...string) {
+	r.t.Helper()
+	for _, s := range secrets {
+		if storeHolds(r.t, r.store, []byte(s)) {
+			r.t.Errorf("the store holds %q readable", s)
+		}
+		for _, e := range r.logs.All() {
+			line := e.Message
+			for k, v := range e.ContextMap() {
+				line += fmt.Sprintf(" %s=%v", k, v)
+			}
+			if strings.Contains(line, s) {
+				r.t.Errorf("the log holds %q: %s", s, line)
+			}
+		}
+		for _, ev := range r.events.all() {
+			if (ev.Err != nil && strings.Contains(ev.Err.Error(), s)) || (ev.Item != nil && strings.Contains(ev.Item.LastError, s)) {
+				r.t.Errorf("a delivery error holds %q: %v", s, ev.Err)
+			}
+		}
+	}
+}
+
+// TestPingApproved: after approval the endpoint receives exactly
+// {"auth_req_id"} with the bearer token, once; the poll then returns the
+// tokens. Neither the auth_req_id nor the token is readable in the store
+// at any point: pending, queued, delivered.
+func TestPingApproved(t *testing.T) {
+	ep := newPingEndpoint(t, nil)
+	r := newPingRig(t, t.TempDir(), ep.URL, false)
+	id, token := r.start()
+
+	// Ping clients may poll as well (CIBA Core §10.2, MOB#80).
+	wantOAuthError(t, r.poll("pinger", id), 400, CodeAuthorizationPending)
+	if sealed := r.get(id).Ping; len(sealed) == 0 {
+		t.Fatal("the request keeps nothing for its notification")
+	}
+	r.checkNothingLeaks(id, token)
+
+	r.decide(id, Approve)
+	items := outboxItems(t, r.store)
+	if len(items) != 1 || items[0].ID.Kind != KindPing || items[0].ID.Request != KeyOf(id) ||
+		items[0].Sender != PingSenderName(testPublic) || !items[0].NotAfter.Equal(r.get(id).Expires) {
+		t.Fatalf("queued with the decision: %+v", items)
+	}
+	r.checkNothingLeaks(id, token)
+	if len(ep.Calls()) != 0 {
+		t.Fatal("notified before a notifier was registered")
+	}
+
+	r.register(ep.URL)
+	waitFor(t, 5*time.Second, "the notification", func() bool { return len(ep.Calls()) == 1 })
+	wantNotification(t, ep.Calls()[0], id, token)
+	waitFor(t, 5*time.Second, "the delivery to be recorded", func() bool { return r.events.count("delivered") == 1 })
+	if n := len(outboxItems(t, r.store)); n != 0 {
+		t.Errorf("%d items left in the outbox", n)
+	}
+
+	r.clock.Advance(5 * time.Second) // the interval since the poll above
+	r.wantTokens(id)
+	quiet(t, ep, 1)
+	r.checkNothingLeaks(id, token)
+}
+
+// TestPingDenied: a denial is notified too; the poll answers access_denied.
+func TestPingDenied(t *testing.T) {
+	ep := newPingEndpoint(t, nil)
+	r := newPingRig(t, t.TempDir(), ep.URL, true)
+	id, token := r.start()
+	r.decide(id, Deny)
+	waitFor(t, 5*time.Second, "the notification", func() bool { return len(ep.Calls()) == 1 })
+	wantNotification(t, ep.Calls()[0], id, token)
+	wantOAuthError(t, r.poll("pinger", id), 400, CodeAccessDenied)
+	quiet(t, ep, 1)
+	r.checkNothingLeaks(id, token)
+}
+
+// TestPingPollClientNotNotified: a poll client's decision queues nothing.
+func TestPingPollClientNotNotified(t *testing.T) {
+	ep := newPingEndpoint(t, nil)
+	r := newPingRig(t, t.TempDir(), ep.URL, true)
+	id := r.authorize("cc")
+	if len(r.get(id).Ping) != 0 {
+		t.Error("a poll client's request keeps a notification")
+	}
+	r.approve(id)
+	if n := len(outboxItems(t, r.store)); n != 0 {
+		t.Errorf("%d items queued for a poll client", n)
+	}
+	quiet(t, ep, 0)
+}
+
+// TestPingEndpointAnswers: what the endpoint answers decides whether the
+// notification is retried; the flow always completes by polling
+// (conformance suite: ping-…-response-401, -403, -has-body,
+// -return-redirect-request, …-401-and-require-server-does-not-retry).
+func TestPingEndpointAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		answers []int // by call; the last repeats
+		body    string
+		calls   int    // calls in the end
+		outcome string // the last outcome
+	}{
+		{"204", []int{204}, "", 1, "delivered"},
+		{"200 with a body", []int{200}, `{"ok":true,"note":"ignored"}`, 1, "delivered"},
+		{"401 is not retried", []int{401}, `{"error":"invalid_token"}`, 1, "failed"},
+		{"403 is not retried", []int{403}, "", 1, "failed"},
+		{"400 is not retried", []int{400}, "", 1, "failed"},
+		{"5xx then 204 is retried and delivered once", []int{503, 500, 204}, "", 3, "delivered"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep := newPingEndpoint(t, func(n int, w http.ResponseWriter) {
+				code := tc.answers[min(n, len(tc.answers))-1]
+				// A cookie the notifier must neither keep nor send back.
+				http.SetCookie(w, &http.Cookie{Name: "session", Value: fmt.Sprint(n)})
+				if tc.body != "" {
+					w.Header().Set("Content-Type", "application/json")
+				}
+				w.WriteHeader(code)
+				_, _ = io.WriteString(w, tc.body)
+			})
+			r := newPingRig(t, t.TempDir(), ep.URL, true)
+			id, token := r.start()
+			r.approve(id)
+			for n := 1; n <= tc.calls; n++ {
+				waitFor(t, 5*time.Second, fmt.Sprintf("call %d", n), func() bool { return len(ep.Calls()) >= n })
+				wantNotification(t, ep.Calls()[n-1], id, token)
+				if n < tc.calls {
+					waitFor(t, 5*time.Second, "the retry to be scheduled", func() bool { return r.events.count("retry") == n })
+					// Not before the backoff: 1 s, then 2 s.
+					quiet(t, ep, n)
+					r.advance(retryDelay(n))
+				}
+			}
+			waitFor(t, 5*time.Second, tc.outcome, func() bool { return r.events.count(tc.outcome) == 1 })
+			// Nothing more, however long the request lives.
+			r.advance(time.Minute)
+			quiet(t, ep, tc.calls)
+			if n := len(outboxItems(t, r.store)); n != 0 {
+				t.Errorf("%d items left in the outbox", n)
+			}
+			r.wantTokens(id)
+			r.checkNothingLeaks(id, token)
+		})
+	}
+}
+
+// TestPingRedirectNotFollowed: a 301 is neither followed (its target
+// receives nothing) nor retried (CIBA Core §10.2: the OP MUST NOT follow
+// redirects).
+func TestPingRedirectNotFollowed(t *testing.T) {
+	target := newPingEndpoint(t, nil)
+	ep := newPingEndpoint(t, func(_ int, w http.ResponseWriter) {
+		w.Header().Set("Location", target.URL)
+		http.SetCookie(w, &http.Cookie{Name: "session", Value: "x"})
+		w.WriteHeader(http.StatusMovedPermanently)
+	})
+	r := newPingRig(t, t.TempDir(), ep.URL, true)
+	id, token := r.start()
+	r.approve(id)
+	waitFor(t, 5*time.Second, "the failure", func() bool { return r.events.count("failed") == 1 })
+	r.advance(time.Minute)
+	quiet(t, ep, 1)
+	if n := len(target.Calls()); n != 0 {
+		t.Fatalf("the redirect was followed: its target received %d requests", n)
+	}
+	wantNotification(t, ep.Calls()[0], id, token)
+	r.wantTokens(id)
+}
+
+// TestPingEndpointDown: a network error is retried; once the endpoint is
+// up the notification arrives, once.
+func TestPingEndpointDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: connection refused
+	endpoint := "https://" + addr + "/ciba/cb?tenant=7"
+	r := newPingRig(t, t.TempDir(), endpoint, true)
+	id, token := r.start()
+	r.approve(id)
+	waitFor(t, 5*time.Second, "a failed attempt", func() bool { return r.events.count("retry") == 1 })
+	if ev := r.events.all()[0]; ev.Err == nil || !strings.Contains(ev.Err.Error(), "pinger") {
+		t.Errorf("retry reason %v: should name the client", ev.Err)
+	}
+
+	ep := &pingEndpoint{}
+	srv := httptest.NewUnstartedServer(ep)
+	if srv.Listener, err = net.Listen("tcp", addr); err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	r.advance(retryDelay(1))
+	waitFor(t, 5*time.Second, "the notification", func() bool { return len(ep.Calls()) == 1 })
+	wantNotification(t, ep.Calls()[0], id, token)
+	waitFor(t, 5*time.Second, "the delivery", func() bool { return r.events.count("delivered") == 1 })
+	r.advance(time.Minute)
+	quiet(t, ep, 1)
+	r.checkNothingLeaks(id, token)
+}
+
+// TestPingTimeout: an endpoint that does not answer in time is retried.
+func TestPingTimeout(t *testing.T) {
+	release := make(chan struct{})
+	ep := newPingEndpoint(t, func(n int, w http.ResponseWriter) {
+		if n == 1 {
+			<-release
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	defer close(release)
+	r := newPingRig(t, t.TempDir(), ep.URL, false)
+	n := r.notifier(PingConfig{Timeout: 200 * time.Millisecond})
+	defer r.backend.Outbox.Register(KindPing, PingSenderName(testPublic), n)()
+	id, _ := r.start()
+	r.approve(id)
+	waitFor(t, 5*time.Second, "the timeout", func() bool { return r.events.count("retry") == 1 })
+	r.advance(retryDelay(1))
+	waitFor(t, 5*time.Second, "the delivery", func() bool { return r.events.count("delivered") == 1 })
+	if got := len(ep.Calls()); got != 2 {
+		t.Errorf("%d calls, want 2", got)
+	}
+}
+
+// TestPingExpiredNotSent: a notification that could not be delivered
+// before its request expired is dropped (the client knows expires_in).
+func TestPingExpiredNotSent(t *testing.T) {
+	ep := newPingEndpoint(t, func(int, http.ResponseWriter) {})
+	r := newPingRig(t, t.TempDir(), ep.URL, false)
+	id, _ := r.start()
+	r.approve(id)
+	r.clock.Advance(DefaultRequestTTL)
+	r.register(ep.URL)
+	waitFor(t, 5*time.Second, "the item to be dropped", func() bool { return r.events.count("expired") == 1 })
+	quiet(t, ep, 0)
+}
+
+// TestPingReloadAndTwoSites: during a reload two notifiers of one site are
+// registered, and two sites share the store; each notification is still
+// delivered once, by its own site, to its own client's endpoint.
+func TestPingReloadAndTwoSites(t *testing.T) {
+	epA := newPingEndpoint(t, nil)
+	epB := newPingEndpoint(t, nil)
+	r := newPingRig(t, t.TempDir(), epA.URL, true)
+	r.register(epA.URL) // the reloaded configuration, before the old one is cleaned up
+
+	// Site B on the same store.
+	cfgB := r.cfg
+	cfgB.PublicURL, cfgB.Issuer = "https://login.example.com", "https://login.example.com/realms/main"
+	cfgB.Clients = []*Client{{ID: "pinger", Mode: ModePing, NotificationEndpoint: epB.URL, SecretHashes: [][32]byte{HashSecret("pinger-secret")}}}
+	cfgB.Logger = zap.NewNop()
+	if err := cfgB.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srvB := NewServer(cfgB)
+	nB, err := NewPingNotifier(PingConfig{Clients: cfgB.Clients, SealKey: testSealKey, TLSConfig: &tls.Config{RootCAs: r.roots}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.backend.Outbox.Register(KindPing, PingSenderName(cfgB.PublicURL), nB)()
+
+	idA, tokenA := r.start()
+	saved := r.srv
+	r.srv = srvB
+	idB, tokenB := r.start()
+	r.srv = saved
+	r.decide(idA, Approve)
+	if _, err := srvB.Decide(context.Background(), KeyOf(idB), Deny); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "both notifications", func() bool { return len(epA.Calls()) == 1 && len(epB.Calls()) == 1 })
+	wantNotification(t, epA.Calls()[0], idA, tokenA)
+	wantNotification(t, epB.Calls()[0], idB, tokenB)
+	r.advance(time.Minute)
+	quiet(t, epA, 1)
+	quiet(t, epB, 1)
+}
+
+// TestPingKillHelper is not a test: TestPingSIGKILL runs the test binary
+// with it as a child process, which it then kills with SIGKILL.
+func TestPingKillHelper(t *testing.T) {
+	dir := os.Getenv("CIBAPROXY_PING_KILL_DIR")
+	if dir == "" {
+		t.Skip("helper process for TestPingSIGKILL")
+	}
+	r := newPingRig(t, dir, "https://127.0.0.1:1/unused", false)
+	// The first notification's delivery hangs: the process dies holding
+	// its lease.
+	delivering := make(chan struct{}, 1)
+	unregister := r.backend.Outbox.Register(KindPing, PingSenderName(testPublic), DelivererFunc(func(ctx context.Context, _ *OutboxItem) error {
+		delivering <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	leased, _ := r.start()
+	queued, _ := r.start()
+	r.decide(leased, Approve)
+	<-delivering
+	unregister()
+	// The second is decided after its site's notifier is gone: it dies
+	// queued, never attempted.
+	r.decide(queued, Deny)
+	fmt.Printf("ping-ids %s %s\n", leased, queued)
+	select {}
+}
+
+// TestPingSIGKILL: a process killed between a decision and its
+// notification's delivery (one in flight, one queued) delivers each
+// exactly once after the restart; the one in flight once its lease ran
+// out.
+func TestPingSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPingKillHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), "CIBAPROXY_PING_KILL_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	sc := bufio.NewScanner(out)
+	deadline := time.AfterFunc(time.Minute, func() { _ = cmd.Process.Kill() })
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "ping-ids" {
+			ids = f[1:]
+			break
+		}
+	}
+	deadline.Stop()
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if len(ids) != 2 {
+		t.Fatal("the helper did not report its requests")
+	}
+	leased, queued := ids[0], ids[1]
+
+	ep := newPingEndpoint(t, nil)
+	r := newPingRig(t, dir, ep.URL, true)
+	// The queued one goes at once; the leased one waits for its lease.
+	waitFor(t, 5*time.Second, "the queued notification", func() bool { return len(ep.Calls()) == 1 })
+	quiet(t, ep, 1)
+	if got := string(ep.Calls()[0].Body); got != `{"auth_req_id":"`+queued+`"}` {
+		t.Fatalf("first notification %s, want the queued request's", got)
+	}
+	r.advance(ItemLease)
+	waitFor(t, 5*time.Second, "the notification in flight at the kill", func() bool { return len(ep.Calls()) == 2 })
+	if got := string(ep.Calls()[1].Body); got != `{"auth_req_id":"`+leased+`"}` {
+		t.Fatalf("second notification %s, want the leased request's", got)
+	}
+	r.advance(time.Minute)
+	quiet(t, ep, 2)
+	r.wantTokens(leased)
+	wantOAuthError(t, r.poll("pinger", queued), 400, CodeAccessDenied)
+}
+
+// TestPingWrongSealKey: a notification sealed with another key (the key
+// was replaced) is dropped as permanent, never sent.
+func TestPingWrongSealKey(t *testing.T) {
+	ep := newPingEndpoint(t, nil)
+	r := newPingRig(t, t.TempDir(), ep.URL, false)
+	other := bytes.Repeat([]byte{1}, SealKeySize)
+	n, err := NewPingNotifier(PingConfig{Clients: r.cfg.Clients, SealKey: other, TLSConfig: &tls.Config{RootCAs: r.roots}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.backend.Outbox.Register(KindPing, PingSenderName(testPublic), n)()
+	id, _ := r.start()
+	r.approve(id)
+	waitFor(t, 5*time.Second, "the failure", func() bool { return r.events.count("failed") == 1 })
+	quiet(t, ep, 0)
+}
+
+// TestPingWithoutSealKey: a server without a seal key cannot accept ping
+// requests (a configuration error: server_error), poll clients work.
+func TestPingWithoutSealKey(t *testing.T) {
+	h := newHarness(t)
+	wantOAuthError(t, h.post(DefaultEndpoint, "pinger", hForm("client_notification_token", "tok")), 500, CodeServerError)
+	h.authorize("cc")
+	if _, err := NewPingNotifier(PingConfig{}); err == nil {
+		t.Error("a notifier without a seal key was built")
+	}
+}
+
+// TestPingDiscovery: discovery advertises poll and ping, never push.
+func TestPingDiscovery(t *testing.T) {
+	h := newHarness(t)
+	rec := h.serve(httptest.NewRequest(http.MethodGet, testIssuer+"/.well-known/openid-configuration", nil))
+	var doc struct {
+		Modes []string `json:"backchannel_token_delivery_modes_supported"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(doc.Modes, " ") != "poll ping" {
+		t.Errorf("backchannel_token_delivery_modes_supported = %q, want [poll ping]", doc.Modes)
+	}
+}
+
+// TestPingValidation: the rules of a client's mode and notification
+// endpoint.
+func TestPingValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		mode     DeliveryMode
+		endpoint string
+		insecure bool
+		want     string // a substring of the error; "" accepted
+	}{
+		{"https", ModePing, "https://cd.example.com/cb", false, ""},
+		{"https with a port and a query", ModePing, "https://cd.example.com:8443/cb?x=1", false, ""},
+		{"https to loopback (no address range is refused)", ModePing, "https://127.0.0.1:9443/cb", false, ""},
+		{"https to a private address", ModePing, "https://10.1.2.3/cb", false, ""},
+		{"https with insecure_notification", ModePing, "https://cd.example.com/cb", true, ""},
+		{"http to 127.0.0.1 with insecure_notification", ModePing, "http://127.0.0.1:8080/cb", true, ""},
+		{"http to localhost with insecure_notification", ModePing, "http://localhost:8080/cb", true, ""},
+		{"http to ::1 with insecure_notification", ModePing, "http://[::1]:8080/cb", true, ""},
+		{"http to loopback without insecure_notification", ModePing, "http://127.0.0.1:8080/cb", false, "must be https"},
+		{"http to a remote host", ModePing, "http://cd.example.com/cb", false, "must be https"},
+		{"http to a remote host with insecure_notification", ModePing, "http://cd.example.com/cb", true, "only to a loopback host"},
+		{"http to a private address with insecure_notification", ModePing, "http://192.168.1.1/cb", true, "only to a loopback host"},
+		{"ping without notification_endpoint", ModePing, "", false, "needs a notification_endpoint"},
+		{"not absolute", ModePing, "cd.example.com/cb", false, "absolute https URL"},
+		{"another scheme", ModePing, "ftp://cd.example.com/cb", false, "absolute https URL"},
+		{"no host", ModePing, "https:///cb", false, "absolute https URL"},
+		{"user info", ModePing, "https://u:p@cd.example.com/cb", false, "user info"},
+		{"fragment", ModePing, "https://cd.example.com/cb#x", false, "fragment"},
+		{"poll", ModePoll, "", false, ""},
+		{"push", "push", "https://cd.example.com/cb", false, "must be poll or ping"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := &Client{ID: "c", Mode: tc.mode, NotificationEndpoint: tc.endpoint, InsecureNotification: tc.insecure}
+			err := cl.validateDelivery()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatal("accepted")
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q, want it to say %q", err, tc.want)
+			}
+		})
+	}
+	// Through the whole configuration.
+	h := newHarness(t)
+	cfg := h.cfg
+	cfg.Clients = []*Client{{ID: "p", Mode: ModePing, SecretHashes: [][32]byte{HashSecret("s")}}}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "notification_endpoint") {
+		t.Errorf("a ping client without notification_endpoint: %v", err)
+	}
+}
+
+// TestSeal: sealed values open only with their key, purpose and request.
+func TestSeal(t *testing.T) {
+	key := KeyOf("req-1")
+	sealed, err := seal(testSealKey, sealPurposePing, key, []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte("secret")) {
+		t.Fatal("sealed value holds the plaintext")
+	}
+	again, _ := seal(testSealKey, sealPurposePing, key, []byte("secret"))
+	if bytes.Equal(sealed, again) {
+		t.Error("two seals are equal: the nonce is not fresh")
+	}
+	if got, err := unseal(testSealKey, sealPurposePing, key, sealed); err != nil || string(got) != "secret" {
+		t.Fatalf("unseal = %q, %v", got, err)
+	}
+	tampered := bytes.Clone(sealed)
+	tampered[len(tampered)-1] ^= 1
+	version := bytes.Clone(sealed)
+	version[0] = 2
+	for name, try := range map[string]func() ([]byte, error){
+		"another key":     func() ([]byte, error) { return unseal(bytes.Repeat([]byte{1}, 32), sealPurposePing, key, sealed) },
+		"another request": func() ([]byte, error) { return unseal(testSealKey, sealPurposePing, KeyOf("req-2"), sealed) },
+		"another purpose": func() ([]byte, error) { return unseal(testSealKey, "other", key, sealed) },
+		"tampered":        func() ([]byte, error) { return unseal(testSealKey, sealPurposePing, key, tampered) },
+		"another version": func() ([]byte, error) { return unseal(testSealKey, sealPurposePing, key, version) },
+		"truncated":       func() ([]byte, error) { return unseal(testSealKey, sealPurposePing, key, sealed[:10]) },
+		"empty":           func() ([]byte, error) { return unseal(testSealKey, sealPurposePing, key, nil) },
+	} {
+		if got, err := try(); !errors.Is(err, errUnseal) || got != nil {
+			t.Errorf("%s: %q, %v; want errUnseal", name, got, err)
+		}
+	}
+	for _, n := range []int{0, 16, 31, 33} {
+		if _, err := seal(make([]byte, n), sealPurposePing, key, nil); err == nil {
+			t.Errorf("a %d-byte seal key was accepted", n)
+		}
+	}
+}
