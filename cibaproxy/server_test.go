@@ -595,7 +595,7 @@ func TestDiscoveryDocument(t *testing.T) {
 	want := map[string]any{
 		"issuer":                                    testIssuer,
 		"backchannel_authentication_endpoint":       testPublic + DefaultEndpoint,
-		"backchannel_user_code_parameter_supported": false,
+		"backchannel_user_code_parameter_supported": true,
 		"token_endpoint":                            testIssuer + "/protocol/openid-connect/token",
 	}
 	for k, v := range want {
@@ -619,7 +619,7 @@ func TestDiscoveryDocument(t *testing.T) {
 	if got := list("token_endpoint_auth_methods_supported"); got != "client_secret_basic" {
 		t.Errorf("token_endpoint_auth_methods_supported = %s", got)
 	}
-	if got := list("backchannel_token_delivery_modes_supported"); got != "poll" {
+	if got := list("backchannel_token_delivery_modes_supported"); got != "poll ping" {
 		t.Errorf("delivery modes = %s", got)
 	}
 	if _, ok := doc["backchannel_authentication_request_signing_alg_values_supported"]; ok {

@@ -66,11 +66,11 @@ func TestDiscovery(t *testing.T) {
 		t.Errorf("backchannel_authentication_endpoint = %v, want %s", got, want)
 	}
 	modes := stringList(t, doc, "backchannel_token_delivery_modes_supported")
-	if !slices.Contains(modes, "poll") || slices.Contains(modes, "push") {
-		t.Errorf("backchannel_token_delivery_modes_supported = %v, want poll (and ping), never push", modes)
+	if !slices.Equal(modes, []string{"poll", "ping"}) {
+		t.Errorf("backchannel_token_delivery_modes_supported = %v, want poll and ping, never push", modes)
 	}
-	if got, ok := doc["backchannel_user_code_parameter_supported"].(bool); !ok || got {
-		t.Errorf("backchannel_user_code_parameter_supported = %v, want false", doc["backchannel_user_code_parameter_supported"])
+	if got, ok := doc["backchannel_user_code_parameter_supported"].(bool); !ok || !got {
+		t.Errorf("backchannel_user_code_parameter_supported = %v, want true", doc["backchannel_user_code_parameter_supported"])
 	}
 	grants := stringList(t, doc, "grant_types_supported")
 	want := append(up.discoveryDocument()["grant_types_supported"].([]string), "urn:openid:params:grant-type:ciba")
