@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -110,6 +111,9 @@ func TestAuthenticateClient(t *testing.T) {
 		{ID: "odd:id", SecretHashes: hashes("p:w+x")},
 		{ID: "nosecret"},
 		{ID: "off", SecretHashes: hashes("s"), Disabled: true},
+		{ID: "basic-only", AuthMethod: AuthClientSecretBasic, SecretHashes: hashes("b")},
+		{ID: "post-only", AuthMethod: AuthClientSecretPost, SecretHashes: hashes("p")},
+		{ID: "pkjwt", AuthMethod: AuthPrivateKeyJWT, SecretHashes: hashes("k"), UpstreamSecret: "k"},
 	}})
 	tests := []struct {
 		name       string
@@ -128,6 +132,8 @@ func TestAuthenticateClient(t *testing.T) {
 		{name: "hashed secret", auth: basicHeader("hashed:from-digest"), wantID: "hashed"},
 		{name: "encoded id and secret", auth: basicHeader("odd%3Aid:p%3Aw%2Bx"), wantID: "odd:id"},
 		{name: "disabled client still authenticates", auth: basicHeader("off:s"), wantID: "off"},
+		{name: "client_secret_basic client with basic", auth: basicHeader("basic-only:b"), wantID: "basic-only"},
+		{name: "client_secret_post client with post", form: url.Values{"client_id": {"post-only"}, "client_secret": {"p"}}, wantID: "post-only"},
 
 		{name: "both methods", auth: basicHeader("cc:s3cret"),
 			form:     url.Values{"client_id": {"cc"}, "client_secret": {"s3cret"}},
@@ -162,6 +168,21 @@ func TestAuthenticateClient(t *testing.T) {
 			wantCode: CodeInvalidClient, wantStatus: http.StatusUnauthorized},
 		{name: "non-Basic scheme", auth: "Bearer abc",
 			wantCode: CodeInvalidClient, wantStatus: http.StatusUnauthorized},
+		{name: "client_secret_basic client with post", form: url.Values{"client_id": {"basic-only"}, "client_secret": {"b"}},
+			wantCode: CodeInvalidClient, wantStatus: http.StatusUnauthorized},
+		{name: "client_secret_post client with basic", auth: basicHeader("post-only:p"),
+			wantCode: CodeInvalidClient, wantStatus: http.StatusUnauthorized},
+		{name: "private_key_jwt client with its secret", auth: basicHeader("pkjwt:k"),
+			wantCode: CodeInvalidClient, wantStatus: http.StatusUnauthorized},
+		{name: "private_key_jwt client with client_id only", form: url.Values{"client_id": {"pkjwt"}},
+			wantCode: CodeInvalidClient, wantStatus: http.StatusUnauthorized},
+		{name: "client_assertion without its type", form: url.Values{"client_assertion": {"a.b.c"}},
+			wantCode: CodeInvalidRequest, wantStatus: http.StatusBadRequest},
+		{name: "client_assertion_type without an assertion", form: url.Values{"client_assertion_type": {ClientAssertionType}},
+			wantCode: CodeInvalidRequest, wantStatus: http.StatusBadRequest},
+		{name: "client_assertion and basic", auth: basicHeader("cc:s3cret"),
+			form:     url.Values{"client_assertion_type": {ClientAssertionType}, "client_assertion": {"a.b.c"}},
+			wantCode: CodeInvalidRequest, wantStatus: http.StatusBadRequest},
 		{name: "malformed basic with post credentials", auth: "Basic %%%",
 			form:     url.Values{"client_id": {"cc"}, "client_secret": {"s3cret"}},
 			wantCode: CodeInvalidClient, wantStatus: http.StatusUnauthorized},
@@ -189,6 +210,75 @@ func TestAuthenticateClient(t *testing.T) {
 			}
 			if cl == nil || cl.ID != tc.wantID {
 				t.Fatalf("got client %v, want %q", cl, tc.wantID)
+			}
+		})
+	}
+}
+
+func TestValidateAuth(t *testing.T) {
+	keys := staticKeys(t, tKey("es1"))
+	secret := [][sha256.Size]byte{HashSecret("s")}
+	for _, tc := range []struct {
+		name string
+		cl   Client
+		want string // a substring of the error; "" for none
+	}{
+		{"secret client", Client{ID: "a", SecretHashes: secret}, ""},
+		{"client_secret_basic", Client{ID: "a", AuthMethod: AuthClientSecretBasic, SecretHashes: secret}, ""},
+		{"client_secret_post", Client{ID: "a", AuthMethod: AuthClientSecretPost, SecretHashes: secret}, ""},
+		{"secret client without secret", Client{ID: "a"}, "secret"},
+		{"unknown auth_method", Client{ID: "a", AuthMethod: "tls_client_auth", SecretHashes: secret}, "auth_method"},
+		{"private_key_jwt", Client{ID: "a", AuthMethod: AuthPrivateKeyJWT, Keys: keys, UpstreamSecret: "u"}, ""},
+		{"private_key_jwt without keys", Client{ID: "a", AuthMethod: AuthPrivateKeyJWT, UpstreamSecret: "u"}, "jwks"},
+		{"private_key_jwt without upstream_secret", Client{ID: "a", AuthMethod: AuthPrivateKeyJWT, Keys: keys}, "upstream_secret"},
+		{"signed requests", Client{ID: "a", SecretHashes: secret, Keys: keys, RequestSigningAlg: "ES256", RequireSignedRequests: true}, ""},
+		{"keys only", Client{ID: "a", SecretHashes: secret, Keys: keys}, ""},
+		{"request_signing_alg without keys", Client{ID: "a", SecretHashes: secret, RequestSigningAlg: "ES256"}, "jwks"},
+		{"request_signing_alg none", Client{ID: "a", SecretHashes: secret, Keys: keys, RequestSigningAlg: "none"}, "asymmetric"},
+		{"request_signing_alg HS256", Client{ID: "a", SecretHashes: secret, Keys: keys, RequestSigningAlg: "HS256"}, "asymmetric"},
+		{"require_signed_requests without request_signing_alg", Client{ID: "a", SecretHashes: secret, Keys: keys, RequireSignedRequests: true}, "request_signing_alg"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cl.validateAuth()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatal("accepted")
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateSigning(t *testing.T) {
+	signer := func(id, alg string) *Client { return &Client{ID: id, RequestSigningAlg: alg} }
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string // a substring of the error; "" for none
+	}{
+		{"defaults", Config{Clients: []*Client{signer("a", "ES256"), signer("b", "PS256"), {ID: "c"}}}, ""},
+		{"configured", Config{AssertionAlgs: []string{"RS256"}, Clients: []*Client{signer("a", "RS256")}}, ""},
+		{"alg not configured", Config{Clients: []*Client{signer("a", "RS256")}}, `client "a": request_signing_alg RS256`},
+		{"HS256 configured", Config{AssertionAlgs: []string{"ES256", "HS256"}}, "HS256"},
+		{"none configured", Config{AssertionAlgs: []string{"none"}}, "none"},
+		{"required for all, all sign", Config{RequireSignedRequests: true, Clients: []*Client{signer("a", "ES256")}}, ""},
+		{"required for all, a disabled client does not sign", Config{RequireSignedRequests: true,
+			Clients: []*Client{signer("a", "ES256"), {ID: "off", Disabled: true}}}, ""},
+		{"required for all, one does not sign", Config{RequireSignedRequests: true,
+			Clients: []*Client{signer("a", "ES256"), {ID: "b"}}}, `client "b": require_signed_requests`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.validateSigning()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatal("accepted")
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
 	}

@@ -265,6 +265,9 @@ func (c *Config) validate() error {
 	if err := c.validateHintSettings(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.validateSigning(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(c.Clients) == 0 {
 		errs = append(errs, errors.New("at least one client is required"))
 	}

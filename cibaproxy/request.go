@@ -16,7 +16,7 @@ import (
 )
 
 // requestObjectsSupported: signed authentication requests are accepted.
-const requestObjectsSupported = false
+const requestObjectsSupported = true
 
 // MaxBodyBytes bounds the body of a backchannel authentication request and
 // the part of a token request the proxy reads to recognise the CIBA grant.
@@ -120,9 +120,32 @@ func parseForm(body []byte) (url.Values, error) {
 }
 
 // backchannelParams reads the parameters of a backchannel authentication
-// request of client cl from its form.
+// request of the authenticated client cl: from its signed request (CIBA
+// Core §7.1.1) when there is one, else from the form. The parameters of a
+// signed request go through the same checks as form parameters; its jti
+// is recorded only once they passed, and a replayed one is refused.
 func (s *Server) backchannelParams(ctx context.Context, cl *Client, form url.Values) (*backchannelParams, error) {
-	return parseBackchannelParams(form, s.cfg.BindingMessageMax)
+	if !form.Has(paramRequest) {
+		if s.cfg.RequireSignedRequests || cl.RequireSignedRequests {
+			return nil, errInvalidRequest("this client must send a signed authentication request (the request parameter)")
+		}
+		return parseBackchannelParams(form, s.cfg.BindingMessageMax)
+	}
+	ro, err := s.parseRequestObject(ctx, cl, form)
+	if err != nil {
+		return nil, err
+	}
+	p, err := parseBackchannelParams(ro.values, s.cfg.BindingMessageMax)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.remember(ctx, replayRequestObject, cl.ID, ro.jti, ro.until); err != nil {
+		if errors.Is(err, errReplayed) {
+			return nil, errInvalidRequest("the signed request was used before (jti)")
+		}
+		return nil, err
+	}
+	return p, nil
 }
 
 // backchannelParams are the syntactically valid parameters of a backchannel
@@ -144,7 +167,9 @@ type backchannelParams struct {
 // backchannel authentication request.
 func parseBackchannelParams(form url.Values, bindingMessageMax int) (*backchannelParams, error) {
 	if form.Has(paramRequest) {
-		return nil, errInvalidRequest("signed authentication requests (request) are not supported; send the parameters as form fields")
+		// Signed requests are verified by backchannelParams, which passes
+		// their parameters here without the request parameter.
+		return nil, errInvalidRequest("a signed request (request) cannot be read here")
 	}
 	if form.Has(paramRequestURI) {
 		return nil, errInvalidRequest("request_uri is not defined for CIBA")

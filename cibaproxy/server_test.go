@@ -616,14 +616,18 @@ func TestDiscoveryDocument(t *testing.T) {
 	if got := list("response_modes_supported"); got != "query fragment" {
 		t.Errorf("response_modes_supported = %s", got)
 	}
-	if got := list("token_endpoint_auth_methods_supported"); got != "client_secret_basic" {
+	if got := list("token_endpoint_auth_methods_supported"); got != "client_secret_basic private_key_jwt" {
 		t.Errorf("token_endpoint_auth_methods_supported = %s", got)
 	}
 	if got := list("backchannel_token_delivery_modes_supported"); got != "poll ping" {
 		t.Errorf("delivery modes = %s", got)
 	}
-	if _, ok := doc["backchannel_authentication_request_signing_alg_values_supported"]; ok {
-		t.Error("the upstream's signing algorithms are advertised though signed requests are not supported")
+	// The proxy's own algorithms replace the upstream's RS256.
+	if got := list("backchannel_authentication_request_signing_alg_values_supported"); got != "ES256 PS256" {
+		t.Errorf("request signing algorithms = %s", got)
+	}
+	if got := list("token_endpoint_auth_signing_alg_values_supported"); got != "ES256 PS256" {
+		t.Errorf("client assertion algorithms = %s", got)
 	}
 	// The upstream was called through upstream_via with the public Host.
 	h.upstream.mu.Lock()

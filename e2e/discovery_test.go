@@ -78,8 +78,8 @@ func TestDiscovery(t *testing.T) {
 		t.Errorf("grant_types_supported = %v, want %v", grants, want)
 	}
 	// Lists the upstream omits, filled with their OIDC Discovery defaults.
-	if got := stringList(t, doc, "token_endpoint_auth_methods_supported"); !reflect.DeepEqual(got, []string{"client_secret_basic"}) {
-		t.Errorf("token_endpoint_auth_methods_supported = %v, want the default [client_secret_basic]", got)
+	if got := stringList(t, doc, "token_endpoint_auth_methods_supported"); !reflect.DeepEqual(got, []string{"client_secret_basic", "private_key_jwt"}) {
+		t.Errorf("token_endpoint_auth_methods_supported = %v, want the default [client_secret_basic] and private_key_jwt", got)
 	}
 	if got := stringList(t, doc, "response_modes_supported"); !reflect.DeepEqual(got, []string{"query", "fragment"}) {
 		t.Errorf("response_modes_supported = %v, want the default [query fragment]", got)

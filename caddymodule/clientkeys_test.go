@@ -1,0 +1,234 @@
+package caddymodule
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy"
+)
+
+// clientKey is a test client's signing key.
+type clientKey struct {
+	priv *ecdsa.PrivateKey
+	kid  string
+}
+
+func newClientKey(t *testing.T, kid string) clientKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clientKey{priv: k, kid: kid}
+}
+
+func (k clientKey) jwks(t *testing.T) []byte {
+	t.Helper()
+	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.priv.PublicKey, KeyID: k.kid, Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (k clientKey) writeJWKS(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(path, k.jwks(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func (k clientKey) sign(t *testing.T, claims map[string]any) string {
+	t.Helper()
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.priv},
+		(&jose.SignerOptions{}).WithHeader(jose.HeaderKey("kid"), k.kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(claims)
+	obj, err := sig.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (k clientKey) assertion(t *testing.T, client string) string {
+	now := time.Now()
+	return k.sign(t, map[string]any{
+		"iss": client, "sub": client, "aud": "https://idp.example.com/realms/main",
+		"exp": now.Add(time.Minute).Unix(), "iat": now.Unix(),
+		"jti": rand.Text(),
+	})
+}
+
+// serveForm posts form to the handler's backchannel endpoint, with Basic
+// credentials when id is not empty.
+func serveForm(t *testing.T, h *Handler, form url.Values, id, secret string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, "https://idp.example.com/bc-authorize", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if id != "" {
+		req.SetBasicAuth(id, secret)
+	}
+	rec := httptest.NewRecorder()
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		t.Error("the request reached the next handler")
+		return nil
+	})
+	if err := h.ServeHTTP(rec, req, next); err != nil {
+		t.Fatalf("ServeHTTP: %v", err)
+	}
+	return rec
+}
+
+func assertionForm(assertion string) url.Values {
+	return url.Values{
+		"scope": {"openid"}, "login_hint": {"alice"},
+		"client_assertion_type": {cibaproxy.ClientAssertionType}, "client_assertion": {assertion},
+	}
+}
+
+// TestClientJWKSFile: a private_key_jwt client with a jwks file
+// authenticates with an assertion signed by its key, and no other.
+func TestClientJWKSFile(t *testing.T) {
+	key, other := newClientKey(t, "k1"), newClientKey(t, "k1")
+	h := validHandler(t)
+	h.Clients = append(h.Clients, &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: key.writeJWKS(t), UpstreamSecret: "up"})
+	if err := provision(t, h); err != nil {
+		t.Fatal(err)
+	}
+	if rec := serveForm(t, h, assertionForm(key.assertion(t, "pk")), "", ""); rec.Code != http.StatusOK {
+		t.Fatalf("with the client's key: %d %s", rec.Code, rec.Body)
+	}
+	if rec := serveForm(t, h, assertionForm(other.assertion(t, "pk")), "", ""); rec.Code != http.StatusUnauthorized {
+		t.Errorf("with another key: %d %s, want 401", rec.Code, rec.Body)
+	}
+}
+
+// TestClientJWKSURI: the keys of a jwks_uri client are fetched on first
+// use, not at provisioning, and its signed requests are accepted.
+func TestClientJWKSURI(t *testing.T) {
+	key := newClientKey(t, "k1")
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(key.jwks(t))
+	}))
+	defer srv.Close()
+	h := validHandler(t)
+	h.Clients = append(h.Clients, &Client{ID: "signer", Secrets: []string{"signer-secret"}, JWKSURI: srv.URL + "/jwks", RequestSigningAlg: "ES256", RequireSignedRequests: true})
+	if err := provision(t, h); err != nil {
+		t.Fatal(err)
+	}
+	if n := fetches.Load(); n != 0 {
+		t.Errorf("fetched %d times while provisioning", n)
+	}
+	if rec := serveForm(t, h, url.Values{"scope": {"openid"}, "login_hint": {"alice"}}, "signer", "signer-secret"); rec.Code != http.StatusBadRequest {
+		t.Errorf("unsigned request: %d %s, want 400", rec.Code, rec.Body)
+	}
+	now := time.Now()
+	req := key.sign(t, map[string]any{
+		"iss": "signer", "aud": "https://idp.example.com/realms/main", "exp": now.Add(5 * time.Minute).Unix(),
+		"iat": now.Unix(), "nbf": now.Unix(), "jti": "r1", "scope": "openid", "login_hint": "alice", "requested_expiry": "60",
+	})
+	rec := serveForm(t, h, url.Values{"request": {req}}, "signer", "signer-secret")
+	if rec.Code != http.StatusOK {
+		t.Fatalf("signed request: %d %s", rec.Code, rec.Body)
+	}
+	if !strings.Contains(rec.Body.String(), `"expires_in":60`) {
+		t.Errorf("answer %s, want expires_in 60", rec.Body)
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("fetched %d times, want 1", n)
+	}
+}
+
+func TestClientKeysRefused(t *testing.T) {
+	key := newClientKey(t, "k1")
+	for _, tc := range []struct {
+		name   string
+		client func(t *testing.T) *Client
+		want   string
+	}{
+		{"jwks and jwks_uri", func(t *testing.T) *Client {
+			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: key.writeJWKS(t), JWKSURI: "https://pk.example.com/jwks", UpstreamSecret: "u"}
+		}, "mutually exclusive"},
+		{"jwks file missing", func(t *testing.T) *Client {
+			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: filepath.Join(t.TempDir(), "nope.json"), UpstreamSecret: "u"}
+		}, "jwks"},
+		{"jwks file with a private key", func(t *testing.T) *Client {
+			b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.priv, KeyID: "k1"}}})
+			path := filepath.Join(t.TempDir(), "jwks.json")
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: path, UpstreamSecret: "u"}
+		}, "private"},
+		{"jwks_uri plain http off loopback", func(t *testing.T) *Client {
+			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKSURI: "http://pk.example.com/jwks", UpstreamSecret: "u"}
+		}, "jwks_uri"},
+		{"private_key_jwt without keys", func(t *testing.T) *Client {
+			return &Client{ID: "pk", AuthMethod: "private_key_jwt", UpstreamSecret: "u"}
+		}, "jwks"},
+		{"private_key_jwt without upstream_secret", func(t *testing.T) *Client {
+			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: key.writeJWKS(t)}
+		}, "upstream_secret"},
+		{"request_signing_alg HS256", func(t *testing.T) *Client {
+			return &Client{ID: "pk", Secrets: []string{"s"}, JWKS: key.writeJWKS(t), RequestSigningAlg: "HS256"}
+		}, "request_signing_alg"},
+		{"require_signed_requests without request_signing_alg", func(t *testing.T) *Client {
+			return &Client{ID: "pk", Secrets: []string{"s"}, JWKS: key.writeJWKS(t), RequireSignedRequests: true}
+		}, "request_signing_alg"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := validHandler(t)
+			h.Clients = append(h.Clients, tc.client(t))
+			err := provision(t, h)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPrivateKeyJWTSecretIsUpstreamSecret: a private_key_jwt client's
+// secret serves as its upstream secret; it does not authenticate it here.
+func TestPrivateKeyJWTSecretIsUpstreamSecret(t *testing.T) {
+	key := newClientKey(t, "k1")
+	h := validHandler(t)
+	h.Clients = append(h.Clients, &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: key.writeJWKS(t), Secrets: []string{"pk-secret"}})
+	if err := provision(t, h); err != nil {
+		t.Fatal(err)
+	}
+	if rec := serveForm(t, h, url.Values{"scope": {"openid"}, "login_hint": {"alice"}}, "pk", "pk-secret"); rec.Code != http.StatusUnauthorized {
+		t.Errorf("with the secret: %d %s, want 401", rec.Code, rec.Body)
+	}
+	if rec := serveForm(t, h, assertionForm(key.assertion(t, "pk")), "", ""); rec.Code != http.StatusOK {
+		t.Errorf("with an assertion: %d %s", rec.Code, rec.Body)
+	}
+}
