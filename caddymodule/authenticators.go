@@ -1,47 +1,285 @@
 package caddymodule
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy"
 )
 
-// unmarshalAuthenticator parses an `authenticator <name> { … }` block.
+func init() {
+	caddy.RegisterModule(EmailAuthenticator{})
+	caddy.RegisterModule(HTTPAuthenticator{})
+}
+
+// authenticatorsNamespace is the module namespace of the authenticators.
+const authenticatorsNamespace = "ciba.authenticators"
+
+// Authenticators configures the authenticators that reach users, and how
+// a request's acr_values choose among them. It is embedded in Handler, so
+// its fields are the handler's.
+type Authenticators struct {
+	// AuthenticatorsRaw are the authenticators, modules of the
+	// ciba.authenticators namespace (email, http), in order. A request's
+	// acr_values choose the first acr value, in the request's order of
+	// preference, that one of them satisfies; a request without acr_values
+	// goes to the first. The top-level email block, when present, is an
+	// e-mail authenticator before these.
+	AuthenticatorsRaw []json.RawMessage `json:"authenticators,omitempty" caddy:"namespace=ciba.authenticators inline_key=authenticator"`
+
+	// ACRFallback is the acr of the authenticator that reaches the user
+	// when acr_values names none that is configured. Default: none, and
+	// such requests are refused with invalid_request.
+	ACRFallback string `json:"acr_fallback,omitempty"`
+}
+
+// AuthenticatorModule is a module of the ciba.authenticators namespace: a
+// thin wrapper that builds an authenticator of the core for the handler.
+type AuthenticatorModule interface {
+	caddy.Module
+	// NewAuthenticator builds the authenticator, registering the
+	// deliverers of what it queues with env.Register.
+	NewAuthenticator(env *AuthenticatorEnv) (*cibaproxy.AuthenticatorEntry, error)
+}
+
+// AuthenticatorEnv is what the handler gives its authenticators.
+type AuthenticatorEnv struct {
+	// Context is the handler's.
+	Context caddy.Context
+	// Replacer expands placeholders such as {env.NAME} in secrets.
+	Replacer *caddy.Replacer
+	// PublicURL is the handler's public_url: the base of the pages and
+	// callbacks the authenticators serve under /ciba/.
+	PublicURL string
+	// Store is the handler's store.
+	Store cibaproxy.Store
+	// ClientName returns a client's display name.
+	ClientName func(id string) string
+	// Logger is the handler's.
+	Logger *zap.Logger
+
+	register func(kind byte, sender string, d cibaproxy.Deliverer)
+}
+
+// Register makes d the deliverer of the outbox items of kind queued for
+// sender, until the handler is cleaned up.
+func (e *AuthenticatorEnv) Register(kind byte, sender string, d cibaproxy.Deliverer) {
+	e.register(kind, sender, d)
+}
+
+// unmarshalAuthenticator parses an `authenticator <name> { … }` block into
+// a module of the ciba.authenticators namespace.
 func (h *Handler) unmarshalAuthenticator(d *caddyfile.Dispenser) error {
-	return d.Err("authenticator blocks are not supported by this release; use the email block")
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	name := d.Val()
+	if _, err := caddy.GetModule(authenticatorsNamespace + "." + name); err != nil {
+		return d.Errf("unknown authenticator '%s' (email, http)", name)
+	}
+	unm, err := caddyfile.UnmarshalModule(d, authenticatorsNamespace+"."+name)
+	if err != nil {
+		return err
+	}
+	h.AuthenticatorsRaw = append(h.AuthenticatorsRaw, caddyconfig.JSONModuleObject(unm, "authenticator", name, nil))
+	return nil
+}
+
+// unmarshalACRFallback parses the top-level `acr_fallback <acr>`.
+func (h *Handler) unmarshalACRFallback(d *caddyfile.Dispenser) error {
+	if h.ACRFallback != "" {
+		return d.Err("acr_fallback is already set")
+	}
+	return oneArg(d, &h.ACRFallback)
 }
 
 // provisionAuthenticators builds the authenticators that reach users and
 // registers their senders with the store's outbox (unregistered in
-// Cleanup). It returns the single authenticator of a configuration with
-// one, and the entries chosen by acr_values.
+// Cleanup). It returns the e-mail authenticator when there is one (else the
+// first), and the entries chosen by acr_values.
 func (h *Handler) provisionAuthenticators(ctx caddy.Context, repl *caddy.Replacer, backend *cibaproxy.Backend, clients []*cibaproxy.Client) (cibaproxy.Authenticator, []*cibaproxy.AuthenticatorEntry, error) {
-	if h.Email == nil {
-		h.logger.Warn("no email block: requests are accepted but no user is asked to approve them")
+	var mods []AuthenticatorModule
+	if h.Email != nil {
+		mods = append(mods, &EmailAuthenticator{Email: *h.Email})
+	}
+	if len(h.AuthenticatorsRaw) > 0 {
+		vals, err := ctx.LoadModule(&h.Authenticators, "AuthenticatorsRaw")
+		if err != nil {
+			return nil, nil, fmt.Errorf("loading authenticators: %w", err)
+		}
+		for _, v := range vals.([]any) {
+			m, ok := v.(AuthenticatorModule)
+			if !ok {
+				return nil, nil, fmt.Errorf("module %T is no authenticator", v)
+			}
+			mods = append(mods, m)
+		}
+	}
+	if len(mods) == 0 {
+		if h.ACRFallback != "" {
+			return nil, nil, errors.New("acr_fallback names an authenticator, but none is configured")
+		}
+		h.logger.Warn("no authenticator (email block or authenticator block): requests are accepted but no user is asked to approve them")
 		return nil, nil, nil
 	}
-	email, err := h.provisionEmail(ctx, repl, backend, clients)
-	if err != nil {
-		return nil, nil, err
+
+	names := make(map[string]string, len(clients))
+	for _, c := range clients {
+		names[c.ID] = c.DisplayName()
 	}
-	h.unregister = append(h.unregister, backend.Outbox.Register(cibaproxy.KindMail, email.SenderName(), email))
-	return email, nil, nil
+	env := &AuthenticatorEnv{
+		Context:    ctx,
+		Replacer:   repl,
+		PublicURL:  h.PublicURL,
+		Store:      backend.Store,
+		ClientName: func(id string) string { return names[id] },
+		Logger:     h.logger,
+		register: func(kind byte, sender string, d cibaproxy.Deliverer) {
+			h.unregister = append(h.unregister, backend.Outbox.Register(kind, sender, d))
+		},
+	}
+	var (
+		errs    []error
+		entries []*cibaproxy.AuthenticatorEntry
+		emails  int
+		auth    cibaproxy.Authenticator
+	)
+	for _, m := range mods {
+		if _, ok := m.(*EmailAuthenticator); ok {
+			// Every e-mail authenticator would serve the approval links
+			// under /ciba/approve/; one is all a site can have.
+			if emails++; emails == 2 {
+				errs = append(errs, errors.New("only one e-mail authenticator is possible (the top-level email block is one)"))
+				continue
+			}
+		}
+		e, err := m.NewAuthenticator(env)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, ok := e.Authenticator.(*cibaproxy.EmailAuthenticator); ok || auth == nil {
+			auth = e.Authenticator // the health report looks at the e-mail one
+		}
+		entries = append(entries, e)
+	}
+	if h.ACRFallback != "" {
+		found := false
+		for _, e := range entries {
+			if e.ACR == h.ACRFallback {
+				e.Fallback, found = true, true
+			}
+		}
+		if !found && len(errs) == 0 {
+			errs = append(errs, fmt.Errorf("acr_fallback %s is not the acr of a configured authenticator", h.ACRFallback))
+		}
+	}
+	if err := cibaproxy.CheckAuthenticators(entries); err != nil {
+		errs = append(errs, err)
+	}
+	return auth, entries, errors.Join(errs...)
 }
 
-// provisionEmail builds the e-mail link authenticator.
-func (h *Handler) provisionEmail(ctx caddy.Context, repl *caddy.Replacer, backend *cibaproxy.Backend, clients []*cibaproxy.Client) (*cibaproxy.EmailAuthenticator, error) {
-	e := h.Email
+// ---- ciba.authenticators.email ----
+
+// EmailAuthenticator is the e-mail link authenticator: it mails the user a
+// link to an approval page. The top-level email block is shorthand for it.
+type EmailAuthenticator struct {
+	// ACR is the acr value it satisfies, chosen by acr_values. Default:
+	// urn:cibaproxy:acr:email-link.
+	ACR string `json:"acr,omitempty"`
+	// AMR are the authentication methods the subject token names.
+	// Default: ["email"].
+	AMR []string `json:"amr,omitempty"`
+	// Email holds the SMTP settings, as in the email block.
+	Email
+}
+
+// CaddyModule returns the Caddy module information.
+func (EmailAuthenticator) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  authenticatorsNamespace + ".email",
+		New: func() caddy.Module { return new(EmailAuthenticator) },
+	}
+}
+
+// UnmarshalCaddyfile sets up the authenticator from Caddyfile tokens.
+// Syntax:
+//
+//	authenticator email {
+//		acr <acr>
+//		amr <method...>
+//		<the subdirectives of the email block>
+//	}
+func (m *EmailAuthenticator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seg := d.NextSegment() // name { … }
+	if len(seg) < 3 {
+		return nil // no block
+	}
+	// acr and amr are the authenticator's; the rest goes to the email
+	// block's parser, as a block of its own.
+	inner := caddyfile.NewDispenser(seg)
+	inner.Next()
+	kept := caddyfile.Segment{seg[0], seg[1]}
+	for nesting := inner.Nesting(); inner.NextBlock(nesting); {
+		line := inner.NextSegment()
+		ld := caddyfile.NewDispenser(line)
+		ld.Next()
+		switch line[0].Text {
+		case "acr":
+			if err := unmarshalACR(ld, &m.ACR); err != nil {
+				return err
+			}
+		case "amr":
+			if err := unmarshalAMR(ld, &m.AMR); err != nil {
+				return err
+			}
+		default:
+			kept = append(kept, line...)
+		}
+	}
+	kept = append(kept, seg[len(seg)-1])
+	ed := caddyfile.NewDispenser(kept)
+	ed.Next()
+	return m.Email.unmarshal(ed)
+}
+
+// NewAuthenticator implements AuthenticatorModule.
+func (m *EmailAuthenticator) NewAuthenticator(env *AuthenticatorEnv) (*cibaproxy.AuthenticatorEntry, error) {
+	auth, err := newEmailAuthenticator(env, &m.Email)
+	if err != nil {
+		return nil, err
+	}
+	env.Register(cibaproxy.KindMail, auth.SenderName(), auth)
+	return &cibaproxy.AuthenticatorEntry{
+		Name:          "email",
+		ACR:           withDefault(m.ACR, cibaproxy.DefaultACR),
+		AMR:           withDefaults(m.AMR, cibaproxy.EmailAMR),
+		Authenticator: auth,
+	}, nil
+}
+
+// newEmailAuthenticator builds the e-mail link authenticator.
+func newEmailAuthenticator(env *AuthenticatorEnv, e *Email) (*cibaproxy.EmailAuthenticator, error) {
 	if err := e.validate(); err != nil {
 		return nil, err
 	}
-	user, err := expandOptional(repl, e.Username)
+	user, err := expandOptional(env.Replacer, e.Username)
 	if err != nil {
 		return nil, fmt.Errorf("email: username: %w", err)
 	}
-	pass, err := expandOptional(repl, e.Password)
+	pass, err := expandOptional(env.Replacer, e.Password)
 	if err != nil {
 		return nil, fmt.Errorf("email: password: %w", err)
 	}
@@ -51,24 +289,170 @@ func (h *Handler) provisionEmail(ctx caddy.Context, repl *caddy.Replacer, backen
 	if err != nil {
 		return nil, fmt.Errorf("email: %w", err)
 	}
-	names := make(map[string]string, len(clients))
-	for _, c := range clients {
-		names[c.ID] = c.DisplayName()
-	}
-	auth, err := cibaproxy.NewEmailAuthenticator(ctx, cibaproxy.EmailConfig{
-		PublicURL:           h.PublicURL,
+	auth, err := cibaproxy.NewEmailAuthenticator(env.Context, cibaproxy.EmailConfig{
+		PublicURL:           env.PublicURL,
 		Sender:              sender,
 		Subject:             e.Subject,
 		TemplatesDir:        e.Templates,
 		MatchBindingMessage: e.MatchBindingMessage,
-		Store:               backend.Store,
-		ClientName:          func(id string) string { return names[id] },
+		Store:               env.Store,
+		ClientName:          env.ClientName,
 		ClientIP:            clientIP,
 		Metrics:             processMetrics(),
-		Logger:              h.logger,
+		Logger:              env.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("email: %w", err)
 	}
 	return auth, nil
 }
+
+// ---- ciba.authenticators.http ----
+
+// HTTPAuthenticator is the HTTP authentication channel: the proxy POSTs
+// each request as JSON to an authentication-device service, which POSTs the
+// user's decision to a one-time callback URL with a bearer token. See the
+// README for the JSON.
+type HTTPAuthenticator struct {
+	// Endpoint is the device service's URL: https, or http to a loopback
+	// host only. Required.
+	Endpoint string `json:"endpoint,omitempty"`
+	// Token is sent as "Authorization: Bearer <token>" with each POST, so
+	// the service can tell the proxy's requests. Placeholders such as
+	// {env.CHANNEL_TOKEN} are expanded when the configuration is loaded.
+	// Optional, recommended.
+	Token string `json:"token,omitempty"`
+	// ACR is the acr value it satisfies, chosen by acr_values. Default:
+	// urn:cibaproxy:acr:device.
+	ACR string `json:"acr,omitempty"`
+	// AMR are the authentication methods the subject token names: what the
+	// device proves (RFC 8176 values, e.g. hwk user). Default: ["user"],
+	// all the proxy itself knows.
+	AMR []string `json:"amr,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (HTTPAuthenticator) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  authenticatorsNamespace + ".http",
+		New: func() caddy.Module { return new(HTTPAuthenticator) },
+	}
+}
+
+// UnmarshalCaddyfile sets up the authenticator from Caddyfile tokens.
+// Syntax:
+//
+//	authenticator http {
+//		endpoint <url>
+//		token    <bearer token>
+//		acr      <acr>
+//		amr      <method...>
+//	}
+func (m *HTTPAuthenticator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "endpoint":
+			err = oneArg(d, &m.Endpoint)
+		case "token":
+			err = oneArg(d, &m.Token)
+		case "acr":
+			err = unmarshalACR(d, &m.ACR)
+		case "amr":
+			err = unmarshalAMR(d, &m.AMR)
+		default:
+			err = d.Errf("unrecognized http authenticator subdirective '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewAuthenticator implements AuthenticatorModule.
+func (m *HTTPAuthenticator) NewAuthenticator(env *AuthenticatorEnv) (*cibaproxy.AuthenticatorEntry, error) {
+	if err := cibaproxy.CheckChannelEndpoint(m.Endpoint); err != nil {
+		return nil, err
+	}
+	token, err := expandOptional(env.Replacer, m.Token)
+	if err != nil {
+		return nil, fmt.Errorf("http channel: token: %w", err)
+	}
+	if token == "" {
+		env.Logger.Warn("http channel without a token: the device service cannot tell the proxy's requests from others")
+	}
+	acr := withDefault(m.ACR, cibaproxy.DefaultChannelACR)
+	ch, err := cibaproxy.NewHTTPChannel(cibaproxy.HTTPChannelConfig{
+		PublicURL: env.PublicURL,
+		Endpoint:  m.Endpoint,
+		Token:     token,
+		// One sender per authenticator of a site, kept across reloads
+		// and endpoint changes.
+		SenderName: env.PublicURL + " http " + acr,
+		Store:      env.Store,
+		ClientName: env.ClientName,
+		ClientIP:   clientIP,
+		Metrics:    processMetrics(),
+		Logger:     env.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	env.Register(cibaproxy.KindChannel, ch.SenderName(), ch)
+	return &cibaproxy.AuthenticatorEntry{
+		Name:          "http",
+		ACR:           acr,
+		AMR:           withDefaults(m.AMR, cibaproxy.DefaultChannelAMR),
+		Authenticator: ch,
+	}, nil
+}
+
+// ---- helpers ----
+
+// unmarshalACR reads one acr value.
+func unmarshalACR(d *caddyfile.Dispenser, dst *string) error {
+	if err := oneArg(d, dst); err != nil {
+		return err
+	}
+	if strings.ContainsAny(*dst, "\"\\") {
+		return d.Errf("acr '%s' must not hold quotes or backslashes", *dst)
+	}
+	return nil
+}
+
+// unmarshalAMR reads one or more amr values.
+func unmarshalAMR(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	*dst = args
+	return nil
+}
+
+func withDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func withDefaults(v, def []string) []string {
+	if len(v) == 0 {
+		return append([]string(nil), def...)
+	}
+	return append([]string(nil), v...)
+}
+
+// Interface guards
+var (
+	_ AuthenticatorModule   = (*EmailAuthenticator)(nil)
+	_ AuthenticatorModule   = (*HTTPAuthenticator)(nil)
+	_ caddyfile.Unmarshaler = (*EmailAuthenticator)(nil)
+	_ caddyfile.Unmarshaler = (*HTTPAuthenticator)(nil)
+)

@@ -82,7 +82,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		assertion_algs <alg...>
 //		login_hint_token_issuer <issuer-url>
 //		id_token_hint_max_age <duration>
-//		authenticator <name> { … }
+//		authenticator email {
+//			acr <acr>
+//			amr <method...>
+//			<the subdirectives of email>
+//		}
+//		authenticator http {
+//			endpoint <url>
+//			token    <bearer-token>
+//			acr      <acr>
+//			amr      <method...>
+//		}
+//		acr_fallback <acr>
 //	}
 //
 // secret and secret_sha256 may be repeated (rotation); client may be
@@ -215,6 +226,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "authenticator":
 			if err := h.unmarshalAuthenticator(d); err != nil {
+				return err
+			}
+		case "acr_fallback":
+			if err := h.unmarshalACRFallback(d); err != nil {
 				return err
 			}
 		case "metrics_client_label":

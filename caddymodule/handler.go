@@ -85,6 +85,11 @@ type Handler struct {
 	// Email configures the e-mail link authenticator.
 	Email *Email `json:"email,omitempty"`
 
+	// Authenticators holds the authenticators (modules of the
+	// ciba.authenticators namespace) and acr_fallback, as fields of the
+	// handler; see authenticators.go.
+	Authenticators
+
 	// Exchange configures how tokens are minted at the upstream (RFC 8693
 	// token exchange). Default: credentials client, subject_token_type
 	// id_token, no extra parameters.

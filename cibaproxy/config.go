@@ -268,6 +268,9 @@ func (c *Config) validate() error {
 	if err := c.validateSigning(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := CheckAuthenticators(c.Authenticators); err != nil {
+		errs = append(errs, err)
+	}
 	if len(c.Clients) == 0 {
 		errs = append(errs, errors.New("at least one client is required"))
 	}

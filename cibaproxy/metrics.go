@@ -19,6 +19,7 @@ type Metrics struct {
 	decisionSeconds *prometheus.HistogramVec
 	mails           *prometheus.CounterVec
 	notifications   *prometheus.CounterVec
+	channel         *prometheus.CounterVec
 	exchanges       *prometheus.CounterVec
 	exchangeSeconds prometheus.Histogram
 	slowDowns       *prometheus.CounterVec
@@ -58,6 +59,10 @@ func NewMetrics() *Metrics {
 			Namespace: ns, Subsystem: sub, Name: "notifications_total",
 			Help: "Ping notifications by result of each attempt: sent, retry, failed, expired.",
 		}, []string{"result"}),
+		channel: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "channel_requests_total",
+			Help: "Requests posted to the HTTP authentication channel, by result of each attempt: sent, retry, failed, expired.",
+		}, []string{"result"}),
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "upstream_exchanges_total",
 			Help: "Token mints at the upstream by result: ok, refused (the upstream answered 4xx), failed (down, 5xx, timeout).",
@@ -80,7 +85,7 @@ func NewMetrics() *Metrics {
 			pending: prometheus.NewDesc("caddy_ciba_pending_requests",
 				"Requests created and not yet decided or expired (kept exact in the store, across restarts).", nil, nil),
 			queued: prometheus.NewDesc("caddy_ciba_outbox_queued",
-				"Mails and notifications waiting in the outbox, by kind.", []string{"kind"}, nil),
+				"Mails, notifications and channel requests waiting in the outbox, by kind: mail, ping, channel.", []string{"kind"}, nil),
 		},
 	}
 	return m
@@ -88,7 +93,7 @@ func NewMetrics() *Metrics {
 
 // Collectors returns the collectors to register.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.decisions, m.decisionSeconds, m.mails, m.notifications,
+	return []prometheus.Collector{m.requests, m.decisions, m.decisionSeconds, m.mails, m.notifications, m.channel,
 		m.exchanges, m.exchangeSeconds, m.slowDowns, m.limitRefusals, m.state}
 }
 
@@ -149,6 +154,8 @@ func (m *Metrics) Outbox(ev OutboxEvent) {
 		m.mails.WithLabelValues(result).Inc()
 	case KindPing:
 		m.notifications.WithLabelValues(result).Inc()
+	case KindChannel:
+		m.channel.WithLabelValues(result).Inc()
 	}
 }
 
@@ -191,7 +198,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var pending int64
-	queued := map[byte]int{KindMail: 0, KindPing: 0}
+	queued := map[byte]int{KindMail: 0, KindPing: 0, KindChannel: 0}
 	for _, b := range backends {
 		if n, err := b.Store.PendingCount(ctx); err == nil {
 			pending += n
@@ -205,4 +212,5 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(pending))
 	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(queued[KindMail]), "mail")
 	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(queued[KindPing]), "ping")
+	ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(queued[KindChannel]), "channel")
 }

@@ -195,7 +195,7 @@ func mxAllowed(clients ...string) map[string][]string {
 		"result":   {"ok", "refused", "failed", "sent", "retry", "expired"},
 		"reason":   {SlowDownEarly, SlowDownOverlap, SlowDownUpstream},
 		"limit":    {"client_rate", "ip_rate", "user_pending"},
-		"kind":     {"mail", "ping"},
+		"kind":     {"mail", "ping", "channel"},
 	}
 }
 

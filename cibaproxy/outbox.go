@@ -380,6 +380,8 @@ func kindName(k byte) string {
 		return "mail"
 	case KindPing:
 		return "ping"
+	case KindChannel:
+		return "channel"
 	}
 	return "unknown"
 }

@@ -358,7 +358,13 @@ func (s *BadgerStore) replaceOldest(txn *badger.Txn, user [userKeyLen]byte, now 
 	if err := txn.SetEntry(badger.NewEntry(requestKey(old), val).WithTTL(s.ttl(now))); err != nil {
 		return err
 	}
-	return txn.Delete(outboxKey(ItemID{Kind: KindMail, Request: old}))
+	// Nobody is to be asked about it any more.
+	for _, kind := range []byte{KindMail, KindChannel} {
+		if err := txn.Delete(outboxKey(ItemID{Kind: kind, Request: old})); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // uncount takes a request that stops being pending out of the indexes and
