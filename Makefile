@@ -21,7 +21,7 @@ all: build
 build:
 	$(GO) build -o $(CIBAPROXY) ./cmd/cibaproxy
 
-## tools: pinned Dex (bin/dex), MailDev (tools/maildev), Debian's Chromium
+## tools: pinned Dex (bin/dex), MailDev (scripts/maildev), Debian's Chromium
 tools: dex maildev chromium
 
 dex:
@@ -71,4 +71,4 @@ bench: build
 	scripts/bench.sh
 
 clean:
-	rm -rf $(BIN) tools/maildev/node_modules
+	rm -rf $(BIN) scripts/maildev/node_modules

@@ -4,9 +4,9 @@
 # Starts, in a fresh temporary directory and on free 127.0.0.1 ports:
 #   cibaproxy (bin/cibaproxy)  the ciba handler in front of Dex, from a Caddyfile
 #                              shaped like Caddyfile.example
-#   Dex       (bin/dex)        the upstream OpenID provider (tools/dex/dex.yaml.tmpl),
+#   Dex       (bin/dex)        the upstream OpenID provider (scripts/dex/dex.yaml.tmpl),
 #                              issuer on cibaproxy's origin: http://127.0.0.1:<proxy>/dex
-#   MailDev   (tools/maildev)  catches the approval mail and shows it on a web page
+#   MailDev   (scripts/maildev)  catches the approval mail and shows it on a web page
 # then runs `cibaproxy ciba login ... --claims` as the consumption device and
 # waits for it. Without AUTO=1 it tells you where to click (MailDev's page,
 # the mail's link, Approve). With AUTO=1 it approves by itself through
@@ -31,8 +31,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CIBAPROXY="${ROOT}/bin/cibaproxy"
 DEX="${ROOT}/bin/dex"
-MAILDEV="${ROOT}/tools/maildev/node_modules/.bin/maildev"
-DEX_TEMPLATE="${ROOT}/tools/dex/dex.yaml.tmpl"
+MAILDEV="${ROOT}/scripts/maildev/node_modules/.bin/maildev"
+DEX_TEMPLATE="${ROOT}/scripts/dex/dex.yaml.tmpl"
 
 AUTO="${AUTO:-}"
 [[ "${AUTO}" == 0 ]] && AUTO=""

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Builds the Dex OpenID provider (v2.45.1, with RFC 8693 token exchange) into
-# bin/dex from the pinned wrapper module tools/dex (go.mod + go.sum).
+# bin/dex from the pinned wrapper module scripts/dex (go.mod + go.sum).
 #
 # Idempotent: does nothing when bin/dex exists and bin/.dex-version
 # holds the pinned version. Set DEX_FORCE=1 to rebuild anyway.
 #
 # Needs: go (the toolchain of go.mod) and the Go module proxy, or a module cache that already holds the modules of
-# tools/dex/go.sum (then GOPROXY=off works).
+# scripts/dex/go.sum (then GOPROXY=off works).
 #
 # GOFLAGS from the environment is passed through (e.g. -mod=mod lets go repair
-# a go.sum that misses entries); only -mod=vendor is dropped, since tools/dex
+# a go.sum that misses entries); only -mod=vendor is dropped, since scripts/dex
 # has no vendor directory. Without a -mod flag the build is -mod=readonly, so
 # go.mod and go.sum are used as committed.
 set -euo pipefail
 
-# Pinned version: keep in step with tools/dex/go.mod.
+# Pinned version: keep in step with scripts/dex/go.mod.
 DEX_MODULE=github.com/dexidp/dex
 DEX_PSEUDO=v0.0.0-20260303133905-11d2eeb52b42 # commit 11d2eeb52b42 = tag v2.45.1
 DEX_RELEASE=v2.45.1
@@ -22,7 +22,7 @@ DEX_API_VERSION=v2.4.0 # github.com/dexidp/dex/api/v2
 STAMP_TEXT="${DEX_MODULE} ${DEX_PSEUDO} (${DEX_RELEASE}) api/v2 ${DEX_API_VERSION} cgo=0"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MOD_DIR="${ROOT}/tools/dex"
+MOD_DIR="${ROOT}/scripts/dex"
 BIN_DIR="${ROOT}/bin"
 BIN="${BIN_DIR}/dex"
 STAMP="${BIN_DIR}/.dex-version"
@@ -54,7 +54,7 @@ for f in ${GOFLAGS:-}; do
 	goflags+=("${f}")
 done
 export GOFLAGS="${goflags[*]:-}"
-# tools/dex is its own module: never let a go.work at the repo root take over.
+# scripts/dex is its own module: never let a go.work at the repo root take over.
 export GOWORK=off
 export CGO_ENABLED=0
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs MailDev 3.0.0 (the demo's mail catcher, with a web page) into
-# tools/maildev/node_modules from the committed package-lock.json, with
+# scripts/maildev/node_modules from the committed package-lock.json, with
 # `npm ci`. Start it with:
-#   tools/maildev/node_modules/.bin/maildev --ip 127.0.0.1 --web-ip 127.0.0.1 -s <smtp-port> -w <web-port>
+#   scripts/maildev/node_modules/.bin/maildev --ip 127.0.0.1 --web-ip 127.0.0.1 -s <smtp-port> -w <web-port>
 #
 # Idempotent: does nothing when node_modules/.bin/maildev exists and the stamp
 # node_modules/.cibaproxy-lock.sha256 holds the SHA-256 of package-lock.json
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DIR="${ROOT}/tools/maildev"
+DIR="${ROOT}/scripts/maildev"
 LOCK="${DIR}/package-lock.json"
 BIN="${DIR}/node_modules/.bin/maildev"
 STAMP="${DIR}/node_modules/.cibaproxy-lock.sha256"

@@ -1,4 +1,4 @@
-module github.com/cibaproxy/cibaproxy/tools/dex
+module github.com/cibaproxy/cibaproxy/scripts/dex
 
 go 1.26.0
 
