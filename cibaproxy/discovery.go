@@ -178,14 +178,7 @@ func (d *Discovery) Metadata(ctx context.Context) (*Metadata, error) {
 		// fetch for the others.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discoveryTimeout)
 		defer cancel()
-		m, err := d.fetch(fctx)
-		if err != nil {
-			return nil, err
-		}
-		d.mu.Lock()
-		d.meta, d.at = m, d.now()
-		d.mu.Unlock()
-		return m, nil
+		return d.Check(fctx)
 	})
 	select {
 	case res := <-ch:

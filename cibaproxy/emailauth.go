@@ -16,7 +16,6 @@ import (
 	"io"
 	"io/fs"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -615,7 +614,7 @@ func (a *EmailAuthenticator) decide(w http.ResponseWriter, r *http.Request, reqs
 	decided, err := reqs.Decide(r.Context(), key, d)
 	switch {
 	case err == nil:
-		a.audit(r, key, decided, outcome)
+		auditDecision(a.log, r, a.cfg.ClientIP, key, decided, outcome)
 	case errors.Is(err, ErrDecided):
 		outcome = "decided"
 	case errors.Is(err, ErrExpired):
@@ -627,33 +626,6 @@ func (a *EmailAuthenticator) decide(w http.ResponseWriter, r *http.Request, reqs
 		outcome = "error"
 	}
 	a.writeOutcome(w, r, outcome)
-}
-
-// audit writes the audit line of a decision: who asked, for whom, what the
-// user saw, what they decided, from where, and how long it took. The
-// address is masked; no token is written.
-func (a *EmailAuthenticator) audit(r *http.Request, key RequestKey, req *AuthRequest, outcome string) {
-	ip := ""
-	if a.cfg.ClientIP != nil {
-		ip = a.cfg.ClientIP(r)
-	}
-	if ip == "" {
-		ip = r.RemoteAddr
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			ip = host
-		}
-	}
-	a.log.Info("decision",
-		zap.String("audit", "decision"),
-		zap.String("client_id", req.ClientID),
-		zap.String("request", shortKey(key)),
-		zap.String("user", MaskEmail(req.User.Email)),
-		zap.String("binding_message", req.BindingMessage),
-		zap.String("decision", outcome),
-		zap.String("remote_ip", ip),
-		zap.String("user_agent", r.UserAgent()),
-		zap.Duration("time_to_decision", req.Decided.Sub(req.Created)),
-	)
 }
 
 // newCSRF returns a fresh token bound to link: nonce "." HMAC(nonce, link).

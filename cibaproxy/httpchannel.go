@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -509,7 +508,7 @@ func (c *HTTPChannel) serveCallback(w http.ResponseWriter, r *http.Request, reqs
 	}
 	switch {
 	case err == nil:
-		c.audit(r, key, decided, outcome)
+		auditDecision(c.log, r, c.cfg.ClientIP, key, decided, outcome, zap.String("authenticator", "http"), zap.String("acr", decided.ACR))
 	case errors.Is(err, ErrDecided):
 		outcome = "decided"
 	case errors.Is(err, ErrExpired):
@@ -545,31 +544,4 @@ func readDecision(body io.Reader) (Decision, bool) {
 		return Deny, true
 	}
 	return Deny, false
-}
-
-// audit writes the audit line of a decision made through the channel; the
-// address is masked, no token is written.
-func (c *HTTPChannel) audit(r *http.Request, key RequestKey, req *AuthRequest, outcome string) {
-	ip := ""
-	if c.cfg.ClientIP != nil {
-		ip = c.cfg.ClientIP(r)
-	}
-	if ip == "" {
-		ip = r.RemoteAddr
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			ip = host
-		}
-	}
-	c.log.Info("decision",
-		zap.String("audit", "decision"),
-		zap.String("authenticator", "http"),
-		zap.String("client_id", req.ClientID),
-		zap.String("request", shortKey(key)),
-		zap.String("user", MaskEmail(req.User.Email)),
-		zap.String("binding_message", req.BindingMessage),
-		zap.String("acr", req.ACR),
-		zap.String("decision", outcome),
-		zap.String("remote_ip", ip),
-		zap.Duration("time_to_decision", req.Decided.Sub(req.Created)),
-	)
 }

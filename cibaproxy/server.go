@@ -329,18 +329,7 @@ func (s *Server) limit(l *RateLimiter, name, key string, now time.Time) error {
 
 // clientIP returns the client's IP address as the configuration determines
 // it (Caddy's client_ip, which honours trusted_proxies), else the peer's.
-func (s *Server) clientIP(r *http.Request) string {
-	if s.cfg.ClientIP != nil {
-		if ip := s.cfg.ClientIP(r); ip != "" {
-			return ip
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+func (s *Server) clientIP(r *http.Request) string { return requestIP(r, s.cfg.ClientIP) }
 
 // rateKeyIP is the ip_rate key of an address: the address itself for IPv4,
 // its /64 for IPv6 (one subscriber's network, whose addresses are free to
