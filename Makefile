@@ -11,7 +11,7 @@ export GOFLAGS := -buildvcs=false
 ROOT := $(abspath .)
 BIN := $(ROOT)/bin
 CIBAPROXY := $(BIN)/cibaproxy
-FUZZTIME ?= 10s
+FUZZTIME ?= 8s
 
 .PHONY: all build tools dex maildev chromium test check unit caddy e2e fuzz demo bench clean
 
@@ -56,8 +56,9 @@ e2e: build
 		CIBAPROXY_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 ./e2e/...
 
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzBackchannelRequest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./cibaproxy
-	$(GO) test -run='^$$' -fuzz='^FuzzTokenRequest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./cibaproxy
+	for f in FuzzBackchannelRequest FuzzTokenRequest FuzzRequestObject FuzzClientAssertion; do \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./cibaproxy || exit 1; \
+	done
 
 ## demo: start cibaproxy, Dex and MailDev on loopback and log in with the
 ## CLI; AUTO=1 approves by itself and exits 0 when the tokens verify.
