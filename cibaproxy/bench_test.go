@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +24,9 @@ import (
 // options (BadgerOptions: SyncWrites on), so a write costs what it costs in
 // production. They print figures; none asserts a timing. A wrong answer
 // (not the status the benchmark is about) fails it, as a broken test would.
+// The variants named -nosync, -groupsync and -cached run prototypes defined
+// in this file (SyncWrites off, a group commit, a read cache): yardsticks
+// of what a change would gain, not what production runs.
 //
 //	go test -run '^$' -bench . -benchtime=1s ./cibaproxy/
 
@@ -53,6 +57,128 @@ type benchOptions struct {
 	// fill creates this many pending requests before the Server starts,
 	// with SyncWrites off, then reopens the store with BadgerOptions.
 	fill int
+	// noSync opens the store with SyncWrites off: not what production
+	// runs, a yardstick of what the fsync of every commit costs.
+	noSync bool
+	// groupSync opens the store with SyncWrites off and has every write
+	// the backchannel flow makes wait for a shared db.Sync() that started
+	// after it committed: a prototype of group commit, the same
+	// acknowledgement rule as SyncWrites with one fsync for many writes.
+	groupSync bool
+	// cache puts a prototype read cache in front of the store: Get answers
+	// decoded requests from memory, every write through the store drops
+	// the entry. Exact for one process owning a Badger directory.
+	cache bool
+}
+
+// cachedStore is the read-cache prototype of benchOptions.cache.
+type cachedStore struct {
+	Store
+	mu sync.RWMutex
+	m  map[RequestKey]*AuthRequest
+}
+
+func (c *cachedStore) Get(ctx context.Context, key RequestKey) (*AuthRequest, error) {
+	c.mu.RLock()
+	r, ok := c.m[key]
+	c.mu.RUnlock()
+	if ok {
+		cp := *r
+		return &cp, nil
+	}
+	r, err := c.Store.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	cp := *r
+	c.mu.Lock()
+	c.m[key] = &cp
+	c.mu.Unlock()
+	return r, nil
+}
+
+func (c *cachedStore) drop(key RequestKey) {
+	c.mu.Lock()
+	delete(c.m, key)
+	c.mu.Unlock()
+}
+
+func (c *cachedStore) Create(ctx context.Context, key RequestKey, r *AuthRequest, out *Outbound, limit UserLimit) error {
+	defer c.drop(key)
+	return c.Store.Create(ctx, key, r, out, limit)
+}
+
+func (c *cachedStore) Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error) {
+	defer c.drop(key)
+	return c.Store.Update(ctx, key, fn)
+}
+
+// groupSyncStore is the group-commit prototype of benchOptions.groupSync.
+type groupSyncStore struct {
+	*BadgerStore
+	mu      sync.Mutex
+	cond    *sync.Cond
+	started uint64 // syncs started
+	done    uint64 // the highest sync finished
+	running bool
+	syncs   atomic.Int64
+	syncNS  atomic.Int64
+}
+
+func newGroupSyncStore(s *BadgerStore) *groupSyncStore {
+	g := &groupSyncStore{BadgerStore: s}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+// wait returns once a db.Sync() that started after the call has ended.
+func (g *groupSyncStore) wait(err error) error {
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	need := g.started + 1
+	for g.done < need {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		n := g.started
+		g.mu.Unlock()
+		t0 := time.Now()
+		serr := g.DB().Sync()
+		g.syncNS.Add(int64(time.Since(t0)))
+		g.syncs.Add(1)
+		g.mu.Lock()
+		g.running = false
+		g.done = n
+		g.cond.Broadcast()
+		if serr != nil {
+			return serr
+		}
+	}
+	return nil
+}
+
+func (g *groupSyncStore) Create(ctx context.Context, key RequestKey, r *AuthRequest, out *Outbound, limit UserLimit) error {
+	return g.wait(g.BadgerStore.Create(ctx, key, r, out, limit))
+}
+
+func (g *groupSyncStore) Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error) {
+	r, err := g.BadgerStore.Update(ctx, key, fn)
+	return r, g.wait(err)
+}
+
+func (g *groupSyncStore) LeaseItem(ctx context.Context, id ItemID, now, until time.Time) (*OutboxItem, error) {
+	it, err := g.BadgerStore.LeaseItem(ctx, id, now, until)
+	return it, g.wait(err)
+}
+
+func (g *groupSyncStore) DeleteItem(ctx context.Context, id ItemID) error {
+	return g.wait(g.BadgerStore.DeleteItem(ctx, id))
 }
 
 // instantMinter mints constant tokens at once: the upstream exchange costs
@@ -104,11 +230,22 @@ func newBenchEnv(b *testing.B, o benchOptions) (*benchEnv, []string) {
 			b.Fatal(err)
 		}
 	}
-	e.store, err = OpenBadger(e.dir, nil, e.clock.Now)
+	if o.noSync || o.groupSync {
+		e.store, err = OpenBadgerWithOptions(BadgerOptions(e.dir).WithSyncWrites(false), nil, e.clock.Now)
+	} else {
+		e.store, err = OpenBadger(e.dir, nil, e.clock.Now)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
-	e.backend = NewBackend(e.store, nil, e.clock.Now)
+	var st Store = e.store
+	if o.groupSync {
+		st = newGroupSyncStore(e.store)
+	}
+	if o.cache {
+		st = &cachedStore{Store: st, m: make(map[RequestKey]*AuthRequest)}
+	}
+	e.backend = NewBackend(st, nil, e.clock.Now)
 	b.Cleanup(func() { _ = e.backend.Close() })
 	disc, err := NewDiscovery(testIssuer, "http://127.0.0.1:9", nil, e.clock.Now)
 	if err != nil {
@@ -121,7 +258,7 @@ func newBenchEnv(b *testing.B, o benchOptions) (*benchEnv, []string) {
 			b.Fatal(err)
 		}
 		ea, err := NewEmailAuthenticator(context.Background(), EmailConfig{
-			PublicURL: testPublic, Sender: sender, Store: e.store, Now: e.clock.Now,
+			PublicURL: testPublic, Sender: sender, Store: st, Now: e.clock.Now,
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -278,17 +415,48 @@ func (d durations) report(b *testing.B) {
 // round-robin; limits are off. "link" stores one approval link; "email"
 // renders and queues the approval mail in the same transaction and has the
 // outbox deliver it (to a deliverer that accepts at once).
+// "email-parallel" is "email" from 32 goroutines, as the load run's 32
+// connections: what Badger's commits make of concurrent requests (it
+// syncs its WAL once per transaction, in its one writer goroutine);
+// "email-parallel-nosync" the same with SyncWrites off (not production: a
+// yardstick of the fsync's share); "email-parallel-groupsync" a group
+// commit prototyped in this file (SyncWrites off, every write of the flow
+// acknowledged after a shared db.Sync() that began after it).
 func BenchmarkBackchannel(b *testing.B) {
-	for _, email := range []bool{false, true} {
-		name := "link"
-		if email {
-			name = "email"
-		}
+	for _, name := range []string{"link", "email", "email-parallel", "email-parallel-nosync", "email-parallel-groupsync"} {
 		b.Run(name, func(b *testing.B) {
-			e, _ := newBenchEnv(b, benchOptions{email: email})
+			e, _ := newBenchEnv(b, benchOptions{
+				email:     name != "link",
+				noSync:    strings.HasSuffix(name, "-nosync"),
+				groupSync: strings.HasSuffix(name, "-groupsync"),
+			})
 			bodies := make([][]byte, len(e.users))
 			for i, u := range e.users {
 				bodies[i] = []byte("scope=openid%20email&login_hint=" + u.Username + "&binding_message=bench")
+			}
+			if strings.HasPrefix(name, "email-parallel") {
+				var next atomic.Int64
+				var failed atomic.Int64
+				b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					w := newBenchWriter()
+					for pb.Next() {
+						w.reset()
+						e.srv.Handle(w, e.formRequest(DefaultEndpoint, bodies[next.Add(1)%int64(len(bodies))]))
+						if w.code != http.StatusOK {
+							failed.Add(1)
+						}
+					}
+				})
+				if n := failed.Load(); n > 0 {
+					b.Fatalf("%d backchannel requests were not answered 200", n)
+				}
+				if g, ok := e.backend.Store.(*groupSyncStore); ok && g.syncs.Load() > 0 {
+					b.ReportMetric(float64(g.syncs.Load())/float64(b.N), "syncs/op")
+					b.ReportMetric(float64(g.syncNS.Load())/float64(g.syncs.Load()), "ns/sync")
+				}
+				return
 			}
 			w := newBenchWriter()
 			var d durations
@@ -316,11 +484,13 @@ func BenchmarkBackchannel(b *testing.B) {
 // still, so every repeat is early and answered slow_down (raising the
 // interval, as the tracker enforces). "parallel": pending polls from
 // GOMAXPROCS goroutines, the clock advancing as in "pending".
+// "pending-cached": "pending" with the read-cache prototype (cachedStore),
+// a yardstick of what a cache of decoded requests would save.
 func BenchmarkPendingPoll(b *testing.B) {
 	const pending = 10000
-	for _, mode := range []string{"pending", "slow_down", "parallel"} {
+	for _, mode := range []string{"pending", "slow_down", "parallel", "pending-cached"} {
 		b.Run(mode, func(b *testing.B) {
-			e, ids := newBenchEnv(b, benchOptions{fill: pending})
+			e, ids := newBenchEnv(b, benchOptions{fill: pending, cache: mode == "pending-cached"})
 			bodies := make([][]byte, len(ids))
 			for i, id := range ids {
 				bodies[i] = pollBody(id)
@@ -328,6 +498,7 @@ func BenchmarkPendingPoll(b *testing.B) {
 			if mode == "parallel" {
 				var next atomic.Int64
 				var other atomic.Int64
+				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					w := newBenchWriter()
 					for pb.Next() {
@@ -350,7 +521,7 @@ func BenchmarkPendingPoll(b *testing.B) {
 			counts := map[string]int{}
 			i := 0
 			for b.Loop() {
-				if mode == "pending" {
+				if mode != "slow_down" {
 					e.clock.Advance(time.Millisecond)
 				}
 				w.reset()
@@ -460,6 +631,7 @@ func BenchmarkStoreCreate(b *testing.B) {
 		now := e.clock.Now()
 		var next atomic.Int64
 		b.SetParallelism(8)
+		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				i := next.Add(1)

@@ -26,6 +26,8 @@ const (
 	idleScan = 30 * time.Second
 	// maxConcurrentDeliveries bounds the deliveries in flight.
 	maxConcurrentDeliveries = 8
+	// dueBatch bounds the items one pass reads.
+	dueBatch = 64
 )
 
 // Deliverer delivers the outbox items of one sender: the SMTP settings of
@@ -255,23 +257,27 @@ func (o *Outbox) pass() time.Duration {
 			wait = max(d, 10*time.Millisecond)
 		}
 	}
-	var due []*OutboxItem
-	err := o.store.ScanOutbox(ctx, func(it *OutboxItem) bool {
-		switch {
-		case !now.Before(it.NotAfter):
-			due = append(due, it) // dropped below
-		case it.Due(now):
-			due = append(due, it)
-		default:
-			soon(maxTime(it.Next, it.LeaseUntil))
+	// Items no configuration delivers for (one is being loaded) are left
+	// due, and skipped so they hold up none behind them.
+	orphans := false
+	due, next, err := o.store.DueItems(ctx, now, dueBatch, func(it *OutboxItem) bool {
+		if !now.Before(it.NotAfter) || o.deliverer(it.ID.Kind, it.Sender) != nil {
+			return true
 		}
-		return true
+		orphans = true
+		return false
 	})
 	if err != nil {
 		if !errors.Is(err, ErrClosed) {
-			o.log.Warn("scanning the outbox failed", zap.Error(err))
+			o.log.Warn("reading the outbox failed", zap.Error(err))
 		}
 		return noSenderDelay
+	}
+	if !next.IsZero() {
+		soon(next)
+	}
+	if orphans {
+		soon(now.Add(noSenderDelay))
 	}
 	for _, it := range due {
 		if !now.Before(it.NotAfter) {
@@ -283,7 +289,7 @@ func (o *Outbox) pass() time.Duration {
 		}
 		d := o.deliverer(it.ID.Kind, it.Sender)
 		if d == nil {
-			soon(now.Add(noSenderDelay))
+			soon(now.Add(noSenderDelay)) // unregistered since
 			continue
 		}
 		select {

@@ -204,6 +204,12 @@ type Store interface {
 	// reading their payloads.
 	OutboxCounts(ctx context.Context) (map[byte]int, error)
 
+	// DueItems returns up to limit items due at now (not leased, next
+	// attempt come) that accept (nil: any) takes, earliest first, and when
+	// the next one falls due (now when more are due; zero when no other
+	// item waits).
+	DueItems(ctx context.Context, now time.Time, limit int, accept func(*OutboxItem) bool) ([]*OutboxItem, time.Time, error)
+
 	// ScanOutbox calls fn for every queued item until fn returns false.
 	ScanOutbox(ctx context.Context, fn func(*OutboxItem) bool) error
 

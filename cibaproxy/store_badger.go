@@ -49,6 +49,7 @@ func BadgerOptions(dir string) badger.Options {
 //	'c' user key                            → the user's pending count
 //	'p' shard                               → a shard of the pending count
 //	'j' hash of namespace and id            → empty: a seen jti, until it expires
+//	'q' due (ns), item kind, request key    → empty: the outbox by due time
 //
 // Pending requests are counted in the transaction that changes them, so the
 // count is exact across restarts without a scan: created +1, decided,
@@ -63,6 +64,7 @@ const (
 	kindUserCnt byte = 'c'
 	kindPending byte = 'p'
 	kindReplay  byte = 'j'
+	kindDue     byte = 'q'
 )
 
 const (
@@ -360,7 +362,7 @@ func (s *BadgerStore) replaceOldest(txn *badger.Txn, user [userKeyLen]byte, now 
 	}
 	// Nobody is to be asked about it any more.
 	for _, kind := range []byte{KindMail, KindChannel} {
-		if err := txn.Delete(outboxKey(ItemID{Kind: kind, Request: old})); err != nil {
+		if err := s.deleteItem(txn, ItemID{Kind: kind, Request: old}); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package cibaproxy
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,12 +62,93 @@ func (s *BadgerStore) AddLink(ctx context.Context, link LinkKey, key RequestKey,
 	})
 }
 
+// dueKey indexes the outbox by the time a worker must next look at an
+// item, so it reads only those: when it is next due, or when its request
+// expires if that comes first (it is then dropped). 'q', time (ns), kind,
+// request key.
+func dueKey(it *OutboxItem) []byte {
+	at := maxTime(it.Next, it.LeaseUntil)
+	if !it.NotAfter.IsZero() && it.NotAfter.Before(at) {
+		at = it.NotAfter
+	}
+	b := make([]byte, 1+8+1+len(it.ID.Request))
+	b[0] = kindDue
+	binary.BigEndian.PutUint64(b[1:], uint64(max(at.UnixNano(), 0)))
+	b[9] = it.ID.Kind
+	copy(b[10:], it.ID.Request[:])
+	return b
+}
+
+// putItem stores an item and its due-index entry, replacing an earlier
+// version of it.
 func (s *BadgerStore) putItem(txn *badger.Txn, it *OutboxItem) error {
+	if err := s.deleteItem(txn, it.ID); err != nil {
+		return err
+	}
 	val, err := json.Marshal(it)
 	if err != nil {
 		return fmt.Errorf("encoding outbox item: %w", err)
 	}
-	return txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(s.ttl(it.NotAfter)))
+	ttl := s.ttl(it.NotAfter)
+	if err := txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(ttl)); err != nil {
+		return err
+	}
+	return txn.SetEntry(badger.NewEntry(dueKey(it), nil).WithTTL(ttl))
+}
+
+// deleteItem removes an item and its due-index entry, if it is there.
+func (s *BadgerStore) deleteItem(txn *badger.Txn, id ItemID) error {
+	old, err := getItem(txn, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := txn.Delete(dueKey(old)); err != nil {
+		return err
+	}
+	return txn.Delete(outboxKey(id))
+}
+
+// DueItems implements Store.
+func (s *BadgerStore) DueItems(ctx context.Context, now time.Time, limit int, accept func(*OutboxItem) bool) ([]*OutboxItem, time.Time, error) {
+	var items []*OutboxItem
+	var next time.Time
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindDue}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 1+8+1+len(RequestKey{}) {
+				continue
+			}
+			due := time.Unix(0, int64(binary.BigEndian.Uint64(k[1:9])))
+			if due.After(now) {
+				next = due
+				return nil
+			}
+			if len(items) == limit {
+				next = now // more are due
+				return nil
+			}
+			id := ItemID{Kind: k[9]}
+			copy(id.Request[:], k[10:])
+			item, err := getItem(txn, id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if accept != nil && !accept(item) {
+				continue
+			}
+			items = append(items, item)
+		}
+		return nil
+	})
+	return items, next, err
 }
 
 func getItem(txn *badger.Txn, id ItemID) (*OutboxItem, error) {
@@ -174,7 +256,7 @@ func (s *BadgerStore) RetryItem(ctx context.Context, id ItemID, next time.Time, 
 
 // DeleteItem implements Store.
 func (s *BadgerStore) DeleteItem(ctx context.Context, id ItemID) error {
-	return s.update(ctx, func(txn *badger.Txn) error { return txn.Delete(outboxKey(id)) })
+	return s.update(ctx, func(txn *badger.Txn) error { return s.deleteItem(txn, id) })
 }
 
 // UpdateSetting implements Store.

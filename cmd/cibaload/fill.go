@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy"
+)
+
+// FillResult is what fill writes as JSON.
+type FillResult struct {
+	Dir           string  `json:"dir"`
+	Seed          string  `json:"seed"`
+	Start         uint64  `json:"start"`
+	Created       int64   `json:"created"`
+	Existed       int64   `json:"existed"`
+	Conflicts     int64   `json:"conflict_retries"`
+	PendingBefore int64   `json:"pending_before"`
+	PendingAfter  int64   `json:"pending_after"`
+	Seconds       float64 `json:"seconds"` // open to closed, sync included
+	CreateSeconds float64 `json:"create_seconds"`
+	Rate          float64 `json:"rate"` // created per second of Seconds
+	Workers       int     `json:"workers"`
+	Users         int     `json:"users"`
+	Lifetime      string  `json:"lifetime"`
+	Options       string  `json:"badger_options"`
+	// DroppedMails are queued mails (of earlier bench phases) removed with
+	// --drop-outbox before the fill.
+	DroppedMails int64 `json:"dropped_outbox_items,omitempty"`
+	// FlattenSeconds is the time of the compaction --flatten ran after
+	// the fill (included in Seconds).
+	FlattenSeconds float64 `json:"flatten_seconds,omitempty"`
+	// PeakRSSMiB is the loader's own peak RSS.
+	PeakRSSMiB float64 `json:"loader_peak_rss_mib"`
+}
+
+func cmdFill(args []string) error {
+	fs := flag.NewFlagSet("fill", flag.ExitOnError)
+	dir := fs.String("dir", "", "the proxy's Badger directory (the proxy must be stopped)")
+	usersFile := fs.String("users", "", "the users.json the proxy uses; requests go to its users round-robin")
+	client := fs.String("client", "cc", "client_id of the requests")
+	seed := fs.String("seed", "bench", "seed of the auth_req_ids (run --seed regenerates them)")
+	start := fs.Uint64("start", 0, "index of the first id")
+	count := fs.Int64("count", 0, "requests to create")
+	target := fs.Int64("target-pending", 0, "instead of --count: create as many as bring the store's pending count to this")
+	lifetime := fs.Duration("lifetime", time.Hour, "lifetime of each request (request_ttl caps only new requests)")
+	interval := fs.Duration("interval", 5*time.Second, "the requests' polling interval (the proxy's interval)")
+	scope := fs.String("scope", "openid email", "the requests' scope")
+	workers := fs.Int("workers", 8, "goroutines calling Store.Create")
+	dropOutbox := fs.Bool("drop-outbox", false, "first delete every queued outbox item (bench mails not yet delivered), so the next run does not spend time on them")
+	out := fs.String("out", "", "write the JSON result here (default: stdout)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the fill here")
+	flatten := fs.Bool("flatten", false, "compact the LSM tree after the fill (DB.Flatten), so the proxy starts on a settled store instead of compacting the bulk load itself")
+	_ = fs.Parse(args)
+	if *dir == "" || *usersFile == "" {
+		return errors.New("--dir and --users are required")
+	}
+	users, err := readUsers(*usersFile)
+	if err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	began := time.Now()
+	opts := cibaproxy.BadgerOptions(*dir).WithSyncWrites(false)
+	st, err := cibaproxy.OpenBadgerWithOptions(opts, nil, nil)
+	if err != nil {
+		return err
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			_ = st.Close()
+		}
+	}()
+	ctx := context.Background()
+	res := &FillResult{
+		Dir: *dir, Seed: *seed, Start: *start, Workers: *workers, Users: len(users), Lifetime: lifetime.String(),
+		Options: "cibaproxy.BadgerOptions(dir).WithSyncWrites(false), synced once at the end",
+	}
+	if *dropOutbox {
+		if res.DroppedMails, err = dropItems(ctx, st); err != nil {
+			return err
+		}
+	}
+	if res.PendingBefore, err = st.PendingCount(ctx); err != nil {
+		return err
+	}
+	n := *count
+	if *target > 0 {
+		n = max(0, *target-res.PendingBefore)
+	}
+	scopes := strings.Fields(*scope)
+	now := time.Now()
+	var next, created, existed, conflicts atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, *workers)
+	stopProgress := make(chan struct{})
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				c := created.Load()
+				fmt.Fprintf(os.Stderr, "fill: %d/%d created (%.0f/s)\n", c, n, float64(c)/time.Since(began).Seconds())
+			}
+		}
+	}()
+	for range *workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= n {
+					return
+				}
+				idx := *start + uint64(i)
+				req := &cibaproxy.AuthRequest{
+					ClientID:       *client,
+					User:           users[idx%uint64(len(users))],
+					Scopes:         scopes,
+					BindingMessage: "bench",
+					Created:        now,
+					Expires:        now.Add(*lifetime),
+					Interval:       *interval,
+					Status:         cibaproxy.StatusPending,
+				}
+				key := cibaproxy.KeyOf(authReqID(*seed, idx))
+				for {
+					err := st.Create(ctx, key, req, nil, cibaproxy.UserLimit{})
+					switch {
+					case err == nil:
+						created.Add(1)
+					case errors.Is(err, cibaproxy.ErrExists):
+						existed.Add(1)
+					case errors.Is(err, cibaproxy.ErrConflict):
+						conflicts.Add(1)
+						continue
+					default:
+						errc <- err
+						return
+					}
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stopProgress)
+	close(errc)
+	if err := <-errc; err != nil {
+		return err
+	}
+	res.CreateSeconds = time.Since(began).Seconds()
+	res.Created, res.Existed, res.Conflicts = created.Load(), existed.Load(), conflicts.Load()
+	if res.PendingAfter, err = st.PendingCount(ctx); err != nil {
+		return err
+	}
+	if err := st.DB().Sync(); err != nil {
+		return err
+	}
+	if *flatten {
+		t := time.Now()
+		if err := st.DB().Flatten(2); err != nil {
+			return fmt.Errorf("flattening: %w", err)
+		}
+		res.FlattenSeconds = time.Since(t).Seconds()
+	}
+	closed = true
+	if err := st.Close(); err != nil {
+		return err
+	}
+	res.Seconds = time.Since(began).Seconds()
+	if hwm, _, err := procMemory(os.Getpid()); err == nil {
+		res.PeakRSSMiB = hwm
+	}
+	if res.Seconds > 0 {
+		res.Rate = float64(res.Created) / res.Seconds
+	}
+	fmt.Fprintf(os.Stderr, "fill: %d created, %d existed in %.1f s (%.0f/s, flatten %.1f s); pending %d → %d\n",
+		res.Created, res.Existed, res.Seconds, res.Rate, res.FlattenSeconds, res.PendingBefore, res.PendingAfter)
+	return writeJSON(*out, res)
+}
+
+// readUsers reads a users.json as the proxy does (ParseUsers checks it) and
+// returns its users as the directory resolves them: the subject defaults
+// to the username, and the subject is what the store indexes.
+func readUsers(path string) ([]cibaproxy.User, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cibaproxy.ParseUsers(data); err != nil {
+		return nil, fmt.Errorf("users file %s: %w", path, err)
+	}
+	var doc struct {
+		Users []cibaproxy.User `json:"users"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	if len(doc.Users) == 0 {
+		return nil, fmt.Errorf("users file %s has no users", path)
+	}
+	for i := range doc.Users {
+		if doc.Users[i].Subject == "" {
+			doc.Users[i].Subject = doc.Users[i].Username
+		}
+	}
+	return doc.Users, nil
+}
+
+// dropItems deletes every queued outbox item.
+func dropItems(ctx context.Context, st cibaproxy.Store) (int64, error) {
+	var ids []cibaproxy.ItemID
+	err := st.ScanOutbox(ctx, func(it *cibaproxy.OutboxItem) bool {
+		ids = append(ids, it.ID)
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		if err := st.DeleteItem(ctx, id); err != nil {
+			return 0, err
+		}
+	}
+	return int64(len(ids)), nil
+}

@@ -1,0 +1,490 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The files scripts/bench.sh leaves in its results directory, read by
+// report. A missing file leaves its part of the report empty.
+const (
+	fileRespond      = "respond.json"
+	filePollShape    = "poll-shape.json"
+	filePoll1k       = "poll-1k.json"
+	fileBackchannel  = "backchannel.json"
+	filePoll1M       = "poll-1m.json"
+	fileFill1k       = "fill-1k.json"
+	fileFill1M       = "fill-1m.json"
+	fileStartup1k    = "startup-1k.json"
+	fileStartup1M    = "startup-1m.json"
+	fileMailDrain    = "backchannel-mail.json"
+	fileMailBefore   = "mails-before.json"
+	fileMailPhase    = "backchannel-mail-phase.json"
+	fileDurPoll      = "durability-poll.txt"
+	fileDurMail      = "durability-mail.json"
+	fileDurStartup   = "durability-startup.json"
+	fileGoBench      = "gobench.txt"
+	fileLoadStart    = "loadavg-start.txt"
+	fileBadgerOption = "badger-options.txt"
+)
+
+// Report is bin/bench.json.
+type Report struct {
+	When       string                  `json:"when"`
+	Machine    Machine                 `json:"machine"`
+	Phases     []PhaseRow              `json:"phases"`
+	OneMillion *OneMillion             `json:"one_million,omitempty"`
+	Durability *Durability             `json:"durability,omitempty"`
+	Mail       *MailFigures            `json:"backchannel_mail,omitempty"`
+	Startup1k  *WaitResult             `json:"startup_1k,omitempty"`
+	GoBench    map[string]GoBenchmark  `json:"go_benchmarks,omitempty"`
+	Approved   *float64                `json:"approved_poll_p50_ms,omitempty"`
+	Targets    []Target                `json:"targets"`
+	Raw        map[string]*PhaseResult `json:"raw_phases"`
+}
+
+// Machine describes where the figures were taken.
+type Machine struct {
+	Cores       int    `json:"nproc"`
+	CPU         string `json:"cpu_model"`
+	LoadStart   string `json:"loadavg_before"`
+	LoadEnd     string `json:"loadavg_after"`
+	GoVersion   string `json:"go_version"`
+	LoadGenNote string `json:"load_generator"`
+}
+
+// PhaseRow is one line of the table. Ratio is to the respond route
+// measured interleaved with the phase (RefRPS), else to the respond phase.
+type PhaseRow struct {
+	Phase      string           `json:"phase"`
+	RPS        float64          `json:"rps"`
+	RefRPS     float64          `json:"ref_rps,omitempty"`
+	Ratio      float64          `json:"ratio_to_respond"`
+	RatioAlone float64          `json:"ratio_to_respond_phase"`
+	P50        float64          `json:"p50_ms"`
+	P99        float64          `json:"p99_ms"`
+	Statuses   map[string]int64 `json:"statuses"`
+	Errors     map[string]int64 `json:"errors,omitempty"`
+	PeakRSSMiB float64          `json:"peak_rss_mib"`
+	CPU        *CPUUse          `json:"cpu,omitempty"`
+	// ProxyUS is the proxy's CPU time per answer, in microseconds: unlike
+	// req/s it hardly depends on what else runs on the cores.
+	ProxyUS float64 `json:"proxy_cpu_us_per_answer,omitempty"`
+}
+
+// MailFigures are the approval mails of the backchannel phase as the SMTP
+// sink counted them.
+type MailFigures struct {
+	Requests     int64   `json:"requests"`      // backchannel 200s, warm-up included
+	DuringPhase  int64   `json:"during_phase"`  // mails received while the phase ran
+	AfterDrain   int64   `json:"after_drain"`   // and by the end of the wait after it
+	DrainSeconds float64 `json:"drain_seconds"` // the wait
+	Complete     bool    `json:"complete"`      // every mail arrived
+	PhaseSeconds float64 `json:"phase_seconds"` // wall time of the phase, warm-up and reference windows included
+	PhaseRate    float64 `json:"phase_rate"`    // DuringPhase / PhaseSeconds
+}
+
+// OneMillion are the figures at a million pending requests.
+type OneMillion struct {
+	Fill          *FillResult `json:"fill,omitempty"`
+	Pending       int64       `json:"pending"`
+	StartupS      float64     `json:"startup_s"`
+	PollRPS       float64     `json:"poll_rps"`
+	PollRatio1k   float64     `json:"poll_ratio_to_1k"`     // of the ratios to their interleaved references
+	PollRawRatio  float64     `json:"poll_raw_ratio_to_1k"` // of the plain req/s
+	PollCPURatio  float64     `json:"poll_cpu_ratio_to_1k"` // proxy CPU per poll at 1k over at 1M
+	PeakRSSMiB    float64     `json:"peak_rss_mib"`
+	BadgerOptions string      `json:"badger_options"`
+}
+
+// Durability is the kill -9 check of a backchannel request.
+type Durability struct {
+	Poll     string          `json:"poll_after_restart"`
+	Mail     *SinkWaitResult `json:"mail,omitempty"`
+	StartupS float64         `json:"restart_s"`
+	OK       bool            `json:"ok"`
+}
+
+// GoBenchmark is one line of go test -bench output.
+type GoBenchmark struct {
+	Iterations int64              `json:"iterations"`
+	Metrics    map[string]float64 `json:"metrics"`
+}
+
+// Target is one target of issue 7.
+type Target struct {
+	Name  string  `json:"name"`
+	Want  string  `json:"want"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+	Met   bool    `json:"met"`
+	Known bool    `json:"known"`
+}
+
+func cmdReport(args []string) error {
+	fs := flag.NewFlagSet("report", flag.ExitOnError)
+	dir := fs.String("dir", "", "the bench results directory")
+	out := fs.String("out", "", "write bench.json here")
+	_ = fs.Parse(args)
+	if *dir == "" {
+		return fmt.Errorf("--dir is required")
+	}
+	r := buildReport(*dir)
+	printReport(os.Stdout, r)
+	if *out != "" {
+		return writeJSON(*out, r)
+	}
+	return nil
+}
+
+func readPhase(dir, name string) *PhaseResult {
+	var p PhaseResult
+	if err := readJSON(filepath.Join(dir, name), &p); err != nil {
+		return nil
+	}
+	return &p
+}
+
+func readText(dir, name string) string {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func buildReport(dir string) *Report {
+	r := &Report{
+		When: time.Now().UTC().Format(time.RFC3339),
+		Machine: Machine{
+			Cores: runtime.NumCPU(), CPU: cpuModel(), LoadStart: readText(dir, fileLoadStart),
+			LoadEnd: loadAvg(), GoVersion: runtime.Version(),
+			LoadGenNote: "cibaload run: Go, raw HTTP/1.1 keep-alive, one request in flight per connection, on the same cores as the proxy",
+		},
+		Raw: map[string]*PhaseResult{},
+	}
+	respond := readPhase(dir, fileRespond)
+	shape := readPhase(dir, filePollShape)
+	poll1k := readPhase(dir, filePoll1k)
+	bc := readPhase(dir, fileBackchannel)
+	poll1M := readPhase(dir, filePoll1M)
+	for _, ph := range []struct {
+		label string
+		p     *PhaseResult
+	}{
+		{"respond (Caddy)", respond},
+		{"poll-shaped POST→respond", shape},
+		{"poll, ~1k pending", poll1k},
+		{"backchannel, mail on", bc},
+		{"poll, 1M pending", poll1M},
+	} {
+		if ph.p == nil {
+			continue
+		}
+		r.Raw[ph.p.Name] = ph.p
+		row := PhaseRow{
+			Phase: ph.label, RPS: ph.p.RPS, Ratio: ratioToRespond(ph.p, respond), RatioAlone: ratioAlone(ph.p, respond),
+			P50: ph.p.Latency.P50, P99: ph.p.Latency.P99,
+			Statuses: ph.p.Statuses, Errors: ph.p.Errors, PeakRSSMiB: ph.p.PeakRSSMiB, CPU: ph.p.CPU,
+		}
+		if ph.p.Ref != nil {
+			row.RefRPS = ph.p.Ref.RPS
+		}
+		row.ProxyUS = proxyUS(ph.p)
+		r.Phases = append(r.Phases, row)
+	}
+
+	var fill1M FillResult
+	var st1M, st1k, durStart WaitResult
+	om := &OneMillion{BadgerOptions: readText(dir, fileBadgerOption)}
+	haveOM := false
+	if readJSON(filepath.Join(dir, fileFill1M), &fill1M) == nil {
+		om.Fill, om.Pending, haveOM = &fill1M, fill1M.PendingAfter, true
+	}
+	if readJSON(filepath.Join(dir, fileStartup1M), &st1M) == nil {
+		om.StartupS, haveOM = st1M.Seconds, true
+		if st1M.Pending > 0 {
+			om.Pending = st1M.Pending
+		}
+	}
+	if poll1M != nil {
+		om.PollRPS, om.PeakRSSMiB, haveOM = poll1M.RPS, poll1M.PeakRSSMiB, true
+		if poll1k != nil && poll1k.RPS > 0 {
+			om.PollRawRatio = poll1M.RPS / poll1k.RPS
+			om.PollRatio1k = om.PollRawRatio
+			if a, b := ratioToRespond(poll1M, respond), ratioToRespond(poll1k, respond); a > 0 && b > 0 {
+				om.PollRatio1k = a / b
+			}
+			if a, b := proxyUS(poll1M), proxyUS(poll1k); a > 0 && b > 0 {
+				om.PollCPURatio = b / a
+			}
+		}
+	}
+	if haveOM {
+		r.OneMillion = om
+	}
+	if readJSON(filepath.Join(dir, fileStartup1k), &st1k) == nil {
+		r.Startup1k = &st1k
+	}
+	var drain, before, during SinkWaitResult
+	if bc != nil && readJSON(filepath.Join(dir, fileMailDrain), &drain) == nil {
+		_ = readJSON(filepath.Join(dir, fileMailBefore), &before)
+		_ = readJSON(filepath.Join(dir, fileMailPhase), &during)
+		m := &MailFigures{
+			Requests: bc.ValidAll, DuringPhase: during.Mails - before.Mails, AfterDrain: drain.Mails - before.Mails,
+			DrainSeconds: drain.Seconds, Complete: drain.OK,
+			PhaseSeconds: bc.Warmup + bc.Seconds + 0.1*float64(2*bc.Rounds),
+		}
+		if bc.Ref != nil {
+			m.PhaseSeconds += bc.Ref.Seconds
+		}
+		if m.PhaseSeconds > 0 {
+			m.PhaseRate = float64(m.DuringPhase) / m.PhaseSeconds
+		}
+		r.Mail = m
+	}
+	if poll := readText(dir, fileDurPoll); poll != "" {
+		d := &Durability{Poll: poll}
+		var m SinkWaitResult
+		if readJSON(filepath.Join(dir, fileDurMail), &m) == nil {
+			d.Mail = &m
+		}
+		if readJSON(filepath.Join(dir, fileDurStartup), &durStart) == nil {
+			d.StartupS = durStart.Seconds
+		}
+		d.OK = strings.HasSuffix(poll, "authorization_pending") && d.Mail != nil && d.Mail.OK
+		r.Durability = d
+	}
+	if f, err := os.Open(filepath.Join(dir, fileGoBench)); err == nil {
+		r.GoBench = parseGoBench(f)
+		f.Close()
+		if b, ok := r.GoBench["BenchmarkApprovedPoll"]; ok {
+			if v, ok := b.Metrics["p50-ns"]; ok {
+				ms := v / 1e6
+				r.Approved = &ms
+			}
+		}
+	}
+	r.Targets = targets(r, respond, poll1k, bc)
+	return r
+}
+
+// ratioToRespond is p's req/s over its interleaved respond reference, or
+// over the respond phase when it has none.
+func ratioToRespond(p, respond *PhaseResult) float64 {
+	if p == nil {
+		return 0
+	}
+	if p.Ref != nil && p.Ref.RPS > 0 {
+		return p.RPS / p.Ref.RPS
+	}
+	return ratioAlone(p, respond)
+}
+
+// proxyUS is the proxy's CPU time per answer of p, in microseconds.
+func proxyUS(p *PhaseResult) float64 {
+	if p == nil || p.CPU == nil || p.AllRPS == 0 {
+		return 0
+	}
+	return p.CPU.Proxy / p.AllRPS * 1e6
+}
+
+// ratioAlone is p's req/s over the respond phase's.
+func ratioAlone(p, respond *PhaseResult) float64 {
+	if p == nil || respond == nil || respond.RPS == 0 {
+		return 0
+	}
+	return p.RPS / respond.RPS
+}
+
+func targets(r *Report, respond, poll1k, bc *PhaseResult) []Target {
+	var ts []Target
+	add := func(name, want string, value float64, unit string, known, met bool) {
+		ts = append(ts, Target{Name: name, Want: want, Value: value, Unit: unit, Known: known, Met: known && met})
+	}
+	slowDown := poll1k != nil && countCode(poll1k.Statuses, "slow_down") > 0
+	rp := func(p *PhaseResult) float64 { return ratioToRespond(p, respond) }
+	add("pending poll / respond (slow_down enforced)", "≥ 0.80", rp(poll1k), "×", poll1k != nil && respond != nil, rp(poll1k) >= 0.8 && slowDown)
+	add("backchannel / respond (mail on)", "≥ 0.40", rp(bc), "×", bc != nil && respond != nil, rp(bc) >= 0.4)
+	if d := r.Durability; d != nil {
+		v := 0.0
+		if d.OK {
+			v = 1
+		}
+		add("backchannel request and mail survive kill -9", "yes", v, "", true, d.OK)
+	} else {
+		add("backchannel request and mail survive kill -9", "yes", 0, "", false, false)
+	}
+	om := r.OneMillion
+	if om == nil {
+		om = &OneMillion{}
+	}
+	add("poll at 1M / poll at 1k (req/s, ref-normalised)", "≥ 0.90", om.PollRatio1k, "×", om.PollRatio1k > 0, om.PollRatio1k >= 0.9)
+	add("poll at 1M / poll at 1k (proxy CPU per poll)", "≥ 0.90", om.PollCPURatio, "×", om.PollCPURatio > 0, om.PollCPURatio >= 0.9)
+	add("peak RSS at 1M pending", "≤ 512", om.PeakRSSMiB, "MiB", om.PeakRSSMiB > 0, om.PeakRSSMiB <= 512)
+	add("start-up at 1M pending", "≤ 2", om.StartupS, "s", om.StartupS > 0, om.StartupS <= 2)
+	if r.Approved != nil {
+		add("approved poll, own time p50", "≤ 1", *r.Approved, "ms", true, *r.Approved <= 1)
+	} else {
+		add("approved poll, own time p50", "≤ 1", 0, "ms", false, false)
+	}
+	return ts
+}
+
+func countCode(statuses map[string]int64, code string) int64 {
+	var n int64
+	for k, v := range statuses {
+		if strings.HasSuffix(k, " "+code) {
+			n += v
+		}
+	}
+	return n
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
+
+func parseGoBench(rd io.Reader) map[string]GoBenchmark {
+	out := map[string]GoBenchmark{}
+	sc := bufio.NewScanner(rd)
+	for sc.Scan() {
+		m := benchLine.FindStringSubmatch(strings.TrimSpace(sc.Text()))
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.ParseInt(m[3], 10, 64)
+		b := GoBenchmark{Iterations: n, Metrics: map[string]float64{}}
+		f := strings.Fields(m[4])
+		for i := 0; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+				b.Metrics[f[i+1]] = v
+			}
+		}
+		out[m[1]] = b
+	}
+	return out
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// statusSummary renders a histogram as "400 authorization_pending 71%, …".
+func statusSummary(s map[string]int64, errs map[string]int64) string {
+	var total int64
+	keys := make([]string, 0, len(s))
+	for k, v := range s {
+		total += v
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return s[keys[i]] > s[keys[j]] })
+	parts := make([]string, 0, len(keys)+len(errs))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.1f%%", k, 100*float64(s[k])/float64(max(total, 1))))
+	}
+	for k, v := range errs {
+		parts = append(parts, fmt.Sprintf("%s errors %d", k, v))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func printReport(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "\ncibaproxy bench — %s, %d cores (%s), load before %s, after %s\n",
+		r.When, r.Machine.Cores, r.Machine.CPU, r.Machine.LoadStart, r.Machine.LoadEnd)
+	fmt.Fprintf(w, "load generator: %s\n\n", r.Machine.LoadGenNote)
+	fmt.Fprintf(w, "%-25s %8s %8s %8s %7s %7s %9s %6s %-14s  %s\n", "phase", "req/s", "ref r/s", "×respond", "p50 ms", "p99 ms", "peak RSS", "µs/req", "CPU prx/gen/rst", "statuses")
+	for _, p := range r.Phases {
+		cpu, ref := "", "-"
+		if p.CPU != nil {
+			cpu = fmt.Sprintf("%.2f/%.2f/%.2f", p.CPU.Proxy, p.CPU.LoadGen+p.CPU.Helpers, p.CPU.Rest)
+		}
+		if p.RefRPS > 0 {
+			ref = fmt.Sprintf("%.0f", p.RefRPS)
+		}
+		fmt.Fprintf(w, "%-25s %8.0f %8s %8.2f %7.2f %7.2f %5.0f MiB %6.0f %-14s  %s\n",
+			p.Phase, p.RPS, ref, p.Ratio, p.P50, p.P99, p.PeakRSSMiB, p.ProxyUS, cpu, statusSummary(p.Statuses, p.Errors))
+	}
+	fmt.Fprintln(w, "×respond: over the respond route measured in rounds alternating with the phase (ref r/s); µs/req: the proxy's CPU per answer;")
+	fmt.Fprintln(w, "CPU in cores: proxy / load generator and SMTP sink / rest of the machine (other work, softirq)")
+	fmt.Fprintln(w)
+	if om := r.OneMillion; om != nil {
+		if om.Fill != nil {
+			fmt.Fprintf(w, "1M: fill created %d requests in %.1f s (%.0f/s; of it compaction %.1f s; loader peak RSS %.0f MiB); pending %d\n",
+				om.Fill.Created, om.Fill.Seconds, om.Fill.Rate, om.Fill.FlattenSeconds, om.Fill.PeakRSSMiB, om.Pending)
+		}
+		fmt.Fprintf(w, "1M: start-up (launch → first poll answer) %.2f s; poll %.0f req/s = %.2f × its value at 1k (%.2f in plain req/s, %.2f by proxy CPU per poll); peak RSS %.0f MiB\n",
+			om.StartupS, om.PollRPS, om.PollRatio1k, om.PollRawRatio, om.PollCPURatio, om.PeakRSSMiB)
+		if om.BadgerOptions != "" {
+			fmt.Fprintf(w, "1M: Badger options: %s\n", om.BadgerOptions)
+		}
+	}
+	if r.Startup1k != nil {
+		fmt.Fprintf(w, "start-up at ~1k pending: %.2f s\n", r.Startup1k.Seconds)
+	}
+	if m := r.Mail; m != nil {
+		fmt.Fprintf(w, "backchannel mails: %d requests; the sink received %d during the phase (%.0f/s) and %d by %.1f s after it (complete: %v)\n",
+			m.Requests, m.DuringPhase, m.PhaseRate, m.AfterDrain, m.DrainSeconds, m.Complete)
+	}
+	if d := r.Durability; d != nil {
+		mail := "no mail"
+		if d.Mail != nil && d.Mail.OK {
+			mail = fmt.Sprintf("mail delivered %.2f s after the restart answered", d.Mail.Seconds)
+		}
+		fmt.Fprintf(w, "kill -9 right after a 200: poll after restart → %s; %s; ok %v\n", d.Poll, mail, d.OK)
+	}
+	if r.Approved != nil {
+		fmt.Fprintf(w, "approved poll, cibaproxy's own time (Go benchmark, instant minter): p50 %.3f ms\n", *r.Approved)
+	}
+	if len(r.GoBench) > 0 {
+		names := make([]string, 0, len(r.GoBench))
+		for n := range r.GoBench {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintln(w, "\nGo benchmarks:")
+		for _, n := range names {
+			b := r.GoBench[n]
+			units := make([]string, 0, len(b.Metrics))
+			for u := range b.Metrics {
+				units = append(units, u)
+			}
+			sort.Strings(units)
+			parts := make([]string, 0, len(units))
+			for _, u := range units {
+				parts = append(parts, fmt.Sprintf("%.4g %s", b.Metrics[u], u))
+			}
+			fmt.Fprintf(w, "  %-36s %s\n", n, strings.Join(parts, ", "))
+		}
+	}
+	fmt.Fprintln(w, "\ntargets (issue 7):")
+	for _, t := range r.Targets {
+		state := "MISSED"
+		switch {
+		case !t.Known:
+			state = "not measured"
+		case t.Met:
+			state = "met"
+		}
+		fmt.Fprintf(w, "  %-50s %-8s %10.3f %-4s %s\n", t.Name, t.Want, t.Value, t.Unit, state)
+	}
+}
