@@ -2,7 +2,9 @@ package cibaproxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -347,5 +349,42 @@ func TestBadgerRemember(t *testing.T) {
 	wg.Wait()
 	if fresh != 1 {
 		t.Errorf("%d callers saw a fresh id, want 1", fresh)
+	}
+}
+
+// TestRequestRecord: the stored form keeps every field, reads the JSON of
+// earlier versions, and refuses a damaged record without panicking.
+func TestRequestRecord(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 123, time.UTC)
+	r := &AuthRequest{
+		ClientID: "cc", User: User{Username: "alice", Email: "alice@example.com", Subject: "s-1", Name: "Alice É"},
+		Scopes: []string{"openid", "email"}, BindingMessage: "W4-9X ✓", ACRValues: []string{"a", "b"},
+		Created: now, Expires: now.Add(5 * time.Minute), Interval: 5 * time.Second, Status: StatusApproved,
+		Decided: now.Add(time.Minute), Claim: "c", ClaimUntil: now.Add(2 * time.Minute),
+		ACR: "urn:x", AMR: []string{"email"}, Ping: []byte{0, 1, 2, 255},
+	}
+	b := encodeRequest(r)
+	var got AuthRequest
+	if err := decodeRequest(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(&got, r) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, *r)
+	}
+	empty := &AuthRequest{ClientID: "cc", Status: StatusPending}
+	var gotEmpty AuthRequest
+	if err := decodeRequest(encodeRequest(empty), &gotEmpty); err != nil || !reflect.DeepEqual(&gotEmpty, empty) {
+		t.Fatalf("empty round trip: %+v, %v", gotEmpty, err)
+	}
+	js, _ := json.Marshal(r)
+	var fromJSON AuthRequest
+	if err := decodeRequest(js, &fromJSON); err != nil || fromJSON.ClientID != "cc" || !fromJSON.Expires.Equal(r.Expires) {
+		t.Fatalf("JSON record: %+v, %v", fromJSON, err)
+	}
+	for i := range b {
+		var x AuthRequest
+		if err := decodeRequest(b[:i], &x); err == nil {
+			t.Fatalf("a record cut to %d bytes decoded", i)
+		}
 	}
 }

@@ -1,0 +1,184 @@
+package cibaproxy
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// The stored form of a request: a version byte, then the fields in a fixed
+// order, strings and byte strings length-prefixed (uvarint), times as
+// Unix nanoseconds (zero for the zero time). Every poll reads a request, so
+// this is an order of magnitude cheaper to decode than JSON. Records that
+// start with '{' are the JSON of earlier versions and still read.
+const recordV1 byte = 1
+
+var errCorruptRecord = errors.New("corrupt request record")
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendString(b, s)
+	}
+	return b
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	var n int64
+	if !t.IsZero() {
+		n = t.UnixNano()
+	}
+	return binary.AppendVarint(b, n)
+}
+
+// encodeRequest returns the stored form of r.
+func encodeRequest(r *AuthRequest) []byte {
+	b := make([]byte, 0, 256+len(r.Ping))
+	b = append(b, recordV1)
+	b = appendString(b, r.ClientID)
+	b = appendString(b, r.User.Username)
+	b = appendString(b, r.User.Email)
+	b = appendString(b, r.User.Subject)
+	b = appendString(b, r.User.Name)
+	b = appendStrings(b, r.Scopes)
+	b = appendString(b, r.BindingMessage)
+	b = appendStrings(b, r.ACRValues)
+	b = appendTime(b, r.Created)
+	b = appendTime(b, r.Expires)
+	b = binary.AppendVarint(b, int64(r.Interval))
+	b = append(b, byte(r.Status))
+	b = appendTime(b, r.Decided)
+	b = appendString(b, r.Claim)
+	b = appendTime(b, r.ClaimUntil)
+	b = appendString(b, r.ACR)
+	b = appendStrings(b, r.AMR)
+	b = appendString(b, string(r.Ping))
+	return b
+}
+
+// recordReader reads the fields of a stored request in order; the first
+// error sticks.
+type recordReader struct {
+	b   []byte
+	err error
+}
+
+func (d *recordReader) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errCorruptRecord
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *recordReader) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errCorruptRecord
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *recordReader) string() string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errCorruptRecord
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *recordReader) strings() []string {
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.b)) { // each string takes a byte at least
+		if d.err == nil {
+			d.err = errCorruptRecord
+		}
+		return nil
+	}
+	if n == 0 {
+		return nil
+	}
+	ss := make([]string, n)
+	for i := range ss {
+		ss[i] = d.string()
+	}
+	return ss
+}
+
+func (d *recordReader) time() time.Time {
+	n := d.varint()
+	if n == 0 || d.err != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func (d *recordReader) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.err = errCorruptRecord
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+// decodeRequest reads a stored request into r.
+func decodeRequest(b []byte, r *AuthRequest) error {
+	if len(b) > 0 && b[0] == '{' {
+		return json.Unmarshal(b, r)
+	}
+	if len(b) == 0 || b[0] != recordV1 {
+		return errCorruptRecord
+	}
+	d := recordReader{b: b[1:]}
+	r.ClientID = d.string()
+	r.User.Username = d.string()
+	r.User.Email = d.string()
+	r.User.Subject = d.string()
+	r.User.Name = d.string()
+	r.Scopes = d.strings()
+	r.BindingMessage = d.string()
+	r.ACRValues = d.strings()
+	r.Created = d.time()
+	r.Expires = d.time()
+	r.Interval = time.Duration(d.varint())
+	r.Status = Status(d.byte())
+	r.Decided = d.time()
+	r.Claim = d.string()
+	r.ClaimUntil = d.time()
+	r.ACR = d.string()
+	r.AMR = d.strings()
+	if ping := d.string(); ping != "" {
+		r.Ping = []byte(ping)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errCorruptRecord
+	}
+	return d.err
+}
