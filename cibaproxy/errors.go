@@ -1,6 +1,7 @@
 package cibaproxy
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -15,6 +16,7 @@ type Error struct {
 	Status      int    // 400 unless the specifications say otherwise
 	RetryAfter  int    // seconds, for 503 temporarily_unavailable
 	cause       error
+	body        []byte // the JSON body, prebuilt for the answers of every poll
 }
 
 func (e *Error) Error() string {
@@ -114,6 +116,21 @@ func errSlowDown() *Error {
 		"polling too fast or overlapping; add 5 seconds to the interval for this and all later requests")
 }
 
+// prebuilt returns e with its body built once, for errors answered at the
+// rate of polls; it must not be changed afterwards.
+func prebuilt(e *Error) *Error {
+	b, _ := json.Marshal(map[string]string{"error": e.Code, "error_description": e.Description})
+	e.body = b
+	return e
+}
+
+// Shared answers of the poll path: pending, and slow_down the client
+// caused (one with a cause is built fresh).
+var (
+	pollPending  = prebuilt(errPending())
+	pollSlowDown = prebuilt(errSlowDown())
+)
+
 func errPending() *Error {
 	return newError(http.StatusBadRequest, CodeAuthorizationPending,
 		"the user has not yet decided")
@@ -149,6 +166,10 @@ func WriteError(w http.ResponseWriter, err error) *Error {
 		h.Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	}
 	w.WriteHeader(status)
+	if e.body != nil {
+		_, _ = w.Write(e.body)
+		return e
+	}
 	var b strings.Builder
 	b.Grow(48 + len(e.Description))
 	b.WriteString(`{"error":"`)

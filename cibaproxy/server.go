@@ -541,11 +541,11 @@ func (s *Server) token(r *http.Request, body []byte, clp **Client, keyp **Reques
 	why, done := s.polls.PollWhy(key, now, req.Interval, req.Expires)
 	if why != "" {
 		s.cfg.Metrics.SlowDown(why)
-		return nil, errSlowDown()
+		return nil, pollSlowDown
 	}
 	defer done()
 	if req.Status != StatusApproved {
-		return nil, errPending()
+		return nil, pollPending
 	}
 	return s.redeem(ctx, key, cl, now)
 }

@@ -21,7 +21,8 @@ import (
 // request answered with 200 survives a power loss too. Memory is bounded
 // for small records: two 16 MiB memtables, a 32 MiB block cache, table
 // indexes and bloom filters held in memory (a few MiB per million
-// requests), values kept in the LSM tree (they are small).
+// requests), values kept in the LSM tree (they are small) and blocks
+// uncompressed.
 func BadgerOptions(dir string) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithSyncWrites(false).
@@ -34,7 +35,9 @@ func BadgerOptions(dir string) badger.Options {
 		WithIndexCacheSize(0).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
-		WithCompression(options.Snappy).
+		// No compression: a poll of a request not in the block cache
+		// would decompress a whole block; records are small and few.
+		WithCompression(options.None).
 		WithMetricsEnabled(false).
 		WithLogger(nil)
 }
@@ -98,9 +101,9 @@ type BadgerStore struct {
 	started   uint64 // fsyncs started
 	finished  uint64 // fsyncs finished
 	syncErr   error  // of the last finished fsync
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
+	stop      chan struct{}
+	done      chan struct{}
+	once      sync.Once
 }
 
 // OpenBadger opens (creating if needed) the Badger database in dir with
