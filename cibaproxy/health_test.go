@@ -168,6 +168,8 @@ func TestHealthSMTP(t *testing.T) {
 	sink := startMailSink(t, addr)
 	sink.wait(t, 2, 15*time.Second)
 	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
+	// The outcome is counted just after the item leaves the outbox.
+	waitFor(t, 5*time.Second, "the deliveries to be counted", func() bool { return mxValue(t, s.reg, mxMails, "result", "sent") == 2 })
 	rep, _ = hlGet(t, s.harness, http.StatusOK, addr)
 	if rep.Status != "ok" || !*rep.SMTP.OK || *rep.SMTP.Queue != 0 || rep.SMTP.LastSuccess == nil || rep.SMTP.LastFailure == nil {
 		t.Fatalf("SMTP back: %q smtp %+v; want ok, queue 0, both times", rep.Status, *rep.SMTP)

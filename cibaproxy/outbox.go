@@ -260,7 +260,13 @@ func (o *Outbox) pass() time.Duration {
 	// Items no configuration delivers for (one is being loaded) are left
 	// due, and skipped so they hold up none behind them.
 	orphans := false
-	due, next, err := o.store.DueItems(ctx, now, dueBatch, func(it *OutboxItem) bool {
+	// Read no more items than can be delivered now: a delivery that ends
+	// wakes the worker for the next ones.
+	limit := min(dueBatch, cap(o.sem)-len(o.sem))
+	if limit == 0 {
+		return idleScan
+	}
+	due, next, err := o.store.DueItems(ctx, now, limit, func(it *OutboxItem) bool {
 		if !now.Before(it.NotAfter) || o.deliverer(it.ID.Kind, it.Sender) != nil {
 			return true
 		}

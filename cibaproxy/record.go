@@ -182,3 +182,41 @@ func decodeRequest(b []byte, r *AuthRequest) error {
 	}
 	return d.err
 }
+
+// encodeItem returns the stored form of an outbox item (its ID is the key).
+func encodeItem(it *OutboxItem) []byte {
+	b := make([]byte, 0, 64+len(it.Payload)+len(it.Sender)+len(it.LastError))
+	b = append(b, recordV1)
+	b = appendString(b, it.Sender)
+	b = appendString(b, string(it.Payload))
+	b = appendTime(b, it.NotAfter)
+	b = appendTime(b, it.Next)
+	b = binary.AppendVarint(b, int64(it.Attempts))
+	b = appendTime(b, it.LeaseUntil)
+	b = appendString(b, it.LastError)
+	return b
+}
+
+// decodeItem reads a stored outbox item into it (whose ID is set).
+func decodeItem(b []byte, it *OutboxItem) error {
+	if len(b) > 0 && b[0] == '{' {
+		return json.Unmarshal(b, it)
+	}
+	if len(b) == 0 || b[0] != recordV1 {
+		return errCorruptRecord
+	}
+	d := recordReader{b: b[1:]}
+	it.Sender = d.string()
+	if p := d.string(); p != "" {
+		it.Payload = []byte(p)
+	}
+	it.NotAfter = d.time()
+	it.Next = d.time()
+	it.Attempts = int(d.varint())
+	it.LeaseUntil = d.time()
+	it.LastError = d.string()
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errCorruptRecord
+	}
+	return d.err
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -85,10 +84,7 @@ func (s *BadgerStore) putItem(txn *badger.Txn, it *OutboxItem) error {
 	if err := s.deleteItem(txn, it.ID); err != nil {
 		return err
 	}
-	val, err := json.Marshal(it)
-	if err != nil {
-		return fmt.Errorf("encoding outbox item: %w", err)
-	}
+	val := encodeItem(it)
 	ttl := s.ttl(it.NotAfter)
 	if err := txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(ttl)); err != nil {
 		return err
@@ -160,7 +156,7 @@ func getItem(txn *badger.Txn, id ItemID) (*OutboxItem, error) {
 		return nil, err
 	}
 	it := &OutboxItem{ID: id}
-	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, it) }); err != nil {
+	if err := item.Value(func(v []byte) error { return decodeItem(v, it) }); err != nil {
 		return nil, fmt.Errorf("decoding outbox item: %w", err)
 	}
 	return it, nil
@@ -186,7 +182,7 @@ func (s *BadgerStore) ScanOutbox(ctx context.Context, fn func(*OutboxItem) bool)
 			}
 			item := &OutboxItem{ID: ItemID{Kind: k[1]}}
 			copy(item.ID.Request[:], k[2:])
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, item) }); err != nil {
+			if err := it.Item().Value(func(v []byte) error { return decodeItem(v, item) }); err != nil {
 				s.logger.Warn("skipping an undecodable outbox item", zap.Error(err))
 				continue
 			}

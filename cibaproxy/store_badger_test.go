@@ -388,3 +388,26 @@ func TestRequestRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestItemRecord: the stored form of an outbox item keeps every field.
+func TestItemRecord(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 7, time.UTC)
+	it := &OutboxItem{Sender: "https://idp.example.com", Payload: []byte("{\"mail\":1}\x00\xff"),
+		NotAfter: now.Add(time.Minute), Next: now, Attempts: 3, LeaseUntil: now.Add(15 * time.Second), LastError: "421 later"}
+	var got OutboxItem
+	if err := decodeItem(encodeItem(it), &got); err != nil || !reflect.DeepEqual(&got, it) {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	js, _ := json.Marshal(it)
+	var fromJSON OutboxItem
+	if err := decodeItem(js, &fromJSON); err != nil || fromJSON.Attempts != 3 {
+		t.Fatalf("JSON item: %+v, %v", fromJSON, err)
+	}
+	b := encodeItem(it)
+	for i := range b {
+		var x OutboxItem
+		if decodeItem(b[:i], &x) == nil {
+			t.Fatalf("an item cut to %d bytes decoded", i)
+		}
+	}
+}
