@@ -172,7 +172,7 @@ log "work directory ${WORK}; proxy ${PROXY_PORT}, admin ${ADMIN_PORT}, smtp ${SM
 "${CIBALOAD}" users --count "${USERS}" --extra durable --out "${WORK}/users.json"
 FLATTEN_NOTE=", then DB.Flatten"
 [[ "${FLATTEN}" == 1 ]] || FLATTEN_NOTE=" (not flattened: the proxy compacts it)"
-printf '%s\n' "cibaproxy.BadgerOptions (SyncWrites on, 2×16 MiB memtables, 32 MiB block cache, table indexes and bloom filters in memory, Snappy); the bulk loader: the same with SyncWrites off, synced once at the end${FLATTEN_NOTE}" >"${RES}/badger-options.txt"
+printf '%s\n' "cibaproxy.BadgerOptions (group-committed fsync of every write, 2×16 MiB memtables, 32 MiB block cache, table indexes and bloom filters in memory, no compression); the bulk loader: the same without the per-write fsync, synced once at the end${FLATTEN_NOTE}" >"${RES}/badger-options.txt"
 
 # caddyfile MAIL writes the Caddyfile, with the email block when MAIL is 1.
 caddyfile() {
