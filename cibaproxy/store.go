@@ -223,7 +223,10 @@ type Store interface {
 	// next attempt is not before next. ErrNotFound if the item is gone.
 	RetryItem(ctx context.Context, id ItemID, next time.Time, lastErr string) error
 
-	// DeleteItem removes an item (delivered, or abandoned).
+	// DeleteItem removes an item (delivered, or abandoned). LeaseItem,
+	// RetryItem and DeleteItem need not be durable against a power loss
+	// (kill -9 must never undo them): at worst an item is delivered again.
+	// Every other write is durable when it returns.
 	DeleteItem(ctx context.Context, id ItemID) error
 
 	// Setting returns a small durable value stored by PutSetting, or

@@ -214,6 +214,18 @@ func (s *BadgerStore) ttl(expires time.Time) time.Duration {
 // (a bounded number of times, then ErrConflict), honouring ctx; it returns
 // ErrClosed after Close.
 func (s *BadgerStore) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	return s.write(ctx, true, fn)
+}
+
+// updateNoSync is update without waiting for the fsync, for bookkeeping a
+// power loss may undo harmlessly (an outbox lease, a retry time, a
+// delivered item's removal: at worst a mail is sent again). kill -9 never
+// loses it.
+func (s *BadgerStore) updateNoSync(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	return s.write(ctx, false, fn)
+}
+
+func (s *BadgerStore) write(ctx context.Context, durable bool, fn func(txn *badger.Txn) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -224,7 +236,7 @@ func (s *BadgerStore) update(ctx context.Context, fn func(txn *badger.Txn) error
 			return err
 		}
 		err := s.db.Update(fn)
-		if err == nil && s.groupSync {
+		if err == nil && durable && s.groupSync {
 			return s.sync()
 		}
 		if !errors.Is(err, badger.ErrConflict) {

@@ -213,7 +213,7 @@ func (s *BadgerStore) OutboxCounts(ctx context.Context) (map[byte]int, error) {
 // updateItem is Update for outbox items.
 func (s *BadgerStore) updateItem(ctx context.Context, id ItemID, fn func(*OutboxItem) error) (*OutboxItem, error) {
 	var it *OutboxItem
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.updateNoSync(ctx, func(txn *badger.Txn) error {
 		var err error
 		if it, err = getItem(txn, id); err != nil {
 			return err
@@ -252,7 +252,7 @@ func (s *BadgerStore) RetryItem(ctx context.Context, id ItemID, next time.Time, 
 
 // DeleteItem implements Store.
 func (s *BadgerStore) DeleteItem(ctx context.Context, id ItemID) error {
-	return s.update(ctx, func(txn *badger.Txn) error { return s.deleteItem(txn, id) })
+	return s.updateNoSync(ctx, func(txn *badger.Txn) error { return s.deleteItem(txn, id) })
 }
 
 // UpdateSetting implements Store.
