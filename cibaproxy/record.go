@@ -220,3 +220,67 @@ func decodeItem(b []byte, it *OutboxItem) error {
 	}
 	return d.err
 }
+
+// skip passes over a length-prefixed string.
+func (d *recordReader) skip() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errCorruptRecord
+		return nil
+	}
+	s := d.b[:n:n]
+	d.b = d.b[n:]
+	return s
+}
+
+// skipStrings passes over a list of strings.
+func (d *recordReader) skipStrings() {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)) {
+		d.err = errCorruptRecord
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		d.skip()
+	}
+}
+
+// requestSummary is what the scan at open reads of a stored request,
+// without decoding (or allocating) the rest. client aliases b.
+type requestSummary struct {
+	client   []byte
+	expires  int64 // Unix ns
+	interval time.Duration
+	status   Status
+}
+
+// decodeSummary reads the summary of a request record. Records in the
+// JSON of earlier versions are decoded whole.
+func decodeSummary(b []byte) (requestSummary, error) {
+	if len(b) > 0 && b[0] == '{' {
+		var r AuthRequest
+		if err := json.Unmarshal(b, &r); err != nil {
+			return requestSummary{}, err
+		}
+		return requestSummary{client: []byte(r.ClientID), expires: r.Expires.UnixNano(), interval: r.Interval, status: r.Status}, nil
+	}
+	if len(b) == 0 || b[0] != recordV1 {
+		return requestSummary{}, errCorruptRecord
+	}
+	d := recordReader{b: b[1:]}
+	var s requestSummary
+	s.client = d.skip()
+	for range 4 { // username, e-mail, subject, name
+		d.skip()
+	}
+	d.skipStrings() // scopes
+	d.skip()        // binding message
+	d.skipStrings() // acr_values
+	d.varint()      // created
+	s.expires = d.varint()
+	s.interval = time.Duration(d.varint())
+	s.status = Status(d.byte())
+	return s, d.err
+}

@@ -92,6 +92,11 @@ type BadgerStore struct {
 	mu     sync.RWMutex // held for reading by operations, for writing by Close
 	closed bool
 
+	// hot holds the pending requests' poll state (nil: not kept); warmed
+	// by a scan at open, which warmed closes when done.
+	hot    *hotIndex
+	warmed chan struct{}
+
 	// Group commit: every write waits for an fsync that started after it
 	// committed; one fsync serves all the writes waiting for it.
 	groupSync bool
@@ -119,6 +124,8 @@ func OpenBadger(dir string, logger *zap.Logger, now func() time.Time) (*BadgerSt
 		return nil, err
 	}
 	s.groupSync = true
+	s.hot = newHotIndex()
+	go s.warm()
 	return s, nil
 }
 
@@ -146,6 +153,7 @@ func openBadger(opts badger.Options, logger *zap.Logger, now func() time.Time) (
 		now:    now,
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
+		warmed: make(chan struct{}),
 	}
 	s.syncCond = sync.NewCond(&s.syncMu)
 	go s.gcLoop()
@@ -326,7 +334,18 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 	val := encodeRequest(r)
 	ttl := s.ttl(r.Expires)
 	k := requestKey(key)
-	return s.update(ctx, func(txn *badger.Txn) error {
+	var gen uint64
+	var replaced []RequestKey
+	if s.hot != nil {
+		gen = s.hot.gen(key)
+		defer func() {
+			for _, old := range replaced {
+				s.hot.drop(old)
+			}
+		}()
+	}
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		replaced = replaced[:0]
 		if _, err := txn.Get(k); err == nil {
 			return ErrExists
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
@@ -336,8 +355,12 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 			return err
 		}
 		if r.Status == StatusPending {
-			if err := s.countNew(txn, key, r, limit); err != nil {
+			old, err := s.countNew(txn, key, r, limit)
+			if err != nil {
 				return err
+			}
+			if old != nil {
+				replaced = append(replaced, *old)
 			}
 		}
 		if out == nil {
@@ -356,51 +379,58 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 		}
 		return nil
 	})
+	if err == nil && s.hot != nil {
+		if e, ok := s.hot.entryOf(r); ok {
+			s.hot.put(key, e, gen, s.now().UnixNano())
+		}
+	}
+	return err
 }
 
 // countNew enters a new pending request in the indexes and counts, within
-// the user's limit.
-func (s *BadgerStore) countNew(txn *badger.Txn, key RequestKey, r *AuthRequest, limit UserLimit) error {
+// the user's limit. It returns the key of the request it replaced, if any.
+func (s *BadgerStore) countNew(txn *badger.Txn, key RequestKey, r *AuthRequest, limit UserLimit) (*RequestKey, error) {
 	user, hasUser := userKeyOf(r)
 	xv := make([]byte, userKeyLen+8)
+	var replaced *RequestKey
 	if hasUser {
 		n, err := getInt(txn, userCntKey(user))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if limit.Max > 0 && n >= int64(limit.Max) {
 			if !limit.ReplaceOldest {
-				return ErrUserLimit
+				return nil, ErrUserLimit
 			}
-			if err := s.replaceOldest(txn, user, r.Created); err != nil {
-				return err
+			if replaced, err = s.replaceOldest(txn, user, r.Created); err != nil {
+				return nil, err
 			}
 		}
 		if _, err := addInt(txn, userCntKey(user), 1); err != nil {
-			return err
+			return nil, err
 		}
 		if err := txn.Set(userIdxKey(user, r.Created, key), nil); err != nil {
-			return err
+			return nil, err
 		}
 		copy(xv, user[:])
 	}
 	binary.BigEndian.PutUint64(xv[userKeyLen:], uint64(r.Created.UnixNano()))
 	if err := txn.Set(expiryKey(r.Expires, key), xv); err != nil {
-		return err
+		return nil, err
 	}
 	_, err := addInt(txn, pendingKey(key), 1)
-	return err
+	return replaced, err
 }
 
 // replaceOldest expires the user's oldest pending request at now, drops its
-// queued mail, and takes it out of the counts.
-func (s *BadgerStore) replaceOldest(txn *badger.Txn, user [userKeyLen]byte, now time.Time) error {
+// queued mail, and takes it out of the counts. It returns its key.
+func (s *BadgerStore) replaceOldest(txn *badger.Txn, user [userKeyLen]byte, now time.Time) (*RequestKey, error) {
 	prefix := append([]byte{kindUserIdx}, user[:]...)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 	it.Rewind()
 	if !it.Valid() {
 		it.Close()
-		return ErrUserLimit // counted but not indexed: refuse rather than guess
+		return nil, ErrUserLimit // counted but not indexed: refuse rather than guess
 	}
 	idx := it.Item().KeyCopy(nil)
 	it.Close()
@@ -408,22 +438,22 @@ func (s *BadgerStore) replaceOldest(txn *badger.Txn, user [userKeyLen]byte, now 
 	copy(old[:], idx[1+userKeyLen+8:])
 	r, err := getRequest(txn, requestKey(old))
 	if err != nil {
-		return fmt.Errorf("the oldest pending request: %w", err)
+		return nil, fmt.Errorf("the oldest pending request: %w", err)
 	}
 	if err := s.uncount(txn, old, r); err != nil {
-		return err
+		return nil, err
 	}
 	r.Expires = now
 	if err := txn.SetEntry(badger.NewEntry(requestKey(old), encodeRequest(r)).WithTTL(s.ttl(now))); err != nil {
-		return err
+		return nil, err
 	}
 	// Nobody is to be asked about it any more.
 	for _, kind := range []byte{KindMail, KindChannel} {
 		if err := s.deleteItem(txn, ItemID{Kind: kind, Request: old}); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return &old, nil
 }
 
 // uncount takes a request that stops being pending out of the indexes and
@@ -452,13 +482,34 @@ func (s *BadgerStore) uncount(txn *badger.Txn, key RequestKey, r *AuthRequest) e
 
 // Get implements Store.
 func (s *BadgerStore) Get(ctx context.Context, key RequestKey) (*AuthRequest, error) {
+	var gen uint64
+	if s.hot != nil {
+		gen = s.hot.gen(key)
+	}
 	var r *AuthRequest
 	err := s.view(func(txn *badger.Txn) error {
 		var err error
 		r, err = getRequest(txn, requestKey(key))
 		return err
 	})
+	if err == nil && s.hot != nil {
+		if e, ok := s.hot.entryOf(r); ok {
+			s.hot.put(key, e, gen, s.now().UnixNano())
+		}
+	}
 	return r, err
+}
+
+// PeekPending implements PendingPeeker.
+func (s *BadgerStore) PeekPending(key RequestKey, now time.Time) (PendingState, bool) {
+	if s.hot == nil {
+		return PendingState{}, false
+	}
+	e, ok := s.hot.peek(key, now.UnixNano())
+	if !ok {
+		return PendingState{}, false
+	}
+	return PendingState{ClientID: e.client, Expires: time.Unix(0, e.expires).UTC(), Interval: e.interval}, true
 }
 
 func getRequest(txn *badger.Txn, k []byte) (*AuthRequest, error) {
@@ -486,6 +537,10 @@ func (s *BadgerStore) Update(ctx context.Context, key RequestKey, fn func(*AuthR
 func (s *BadgerStore) UpdateQueue(ctx context.Context, key RequestKey, fn func(*AuthRequest) ([]*OutboxItem, error)) (*AuthRequest, error) {
 	k := requestKey(key)
 	var r *AuthRequest
+	if s.hot != nil {
+		// Whatever the outcome: a write that failed may have committed.
+		defer s.hot.drop(key)
+	}
 	err := s.update(ctx, func(txn *badger.Txn) error {
 		var err error
 		if r, err = getRequest(txn, k); err != nil {
@@ -539,6 +594,9 @@ const sweepBatch = 256
 
 // SweepExpired implements Store.
 func (s *BadgerStore) SweepExpired(ctx context.Context, now time.Time) (int, error) {
+	if s.hot != nil {
+		s.hot.sweep(now.UnixNano())
+	}
 	swept := 0
 	for {
 		var keys [][]byte
@@ -632,12 +690,87 @@ func (s *BadgerStore) Close() error {
 	s.once.Do(func() {
 		close(s.stop)
 		<-s.done
+		if s.hot != nil {
+			<-s.warmed
+		}
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
 		err = s.db.Close()
 	})
 	return err
+}
+
+// warmBatch bounds the records one transaction of the scan at open reads.
+const warmBatch = 4096
+
+// warm enters the pending requests in the hot index, in the background,
+// batch by batch: the first polls after a restart read their requests
+// (and enter them) as before, and none waits for the scan. An entry is
+// entered only if its shard saw no write since its batch began.
+func (s *BadgerStore) warm() {
+	defer close(s.warmed)
+	t0 := time.Now()
+	entered, seen := 0, 0
+	var gens [hotShards]uint64
+	next := []byte{kindRequest}
+	for next != nil {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		for i := range gens {
+			gens[i] = s.hot.shards[i].gen.Load()
+		}
+		now := s.now().UnixNano()
+		var after []byte
+		err := s.view(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindRequest}, PrefetchValues: false})
+			defer it.Close()
+			n := 0
+			for it.Seek(next); it.Valid(); it.Next() {
+				item := it.Item()
+				k := item.Key()
+				if len(k) != 1+len(RequestKey{}) {
+					continue
+				}
+				if n == warmBatch {
+					after = item.KeyCopy(nil)
+					return nil
+				}
+				n++
+				seen++
+				err := item.Value(func(v []byte) error {
+					sum, err := decodeSummary(v)
+					if err != nil || sum.status != StatusPending {
+						return nil // a corrupt record is the reader's to report
+					}
+					var key RequestKey
+					copy(key[:], k[1:])
+					e := hotEntry{client: s.hot.intern(sum.client), expires: sum.expires, interval: sum.interval}
+					if now < e.expires {
+						s.hot.put(key, e, gens[key[0]], now)
+						entered++
+					}
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			if !errors.Is(err, ErrClosed) {
+				s.logger.Warn("scanning the pending requests at open", zap.Error(err))
+			}
+			return
+		}
+		next = after
+	}
+	s.logger.Debug("pending requests held in memory", zap.Int("requests", seen), zap.Int("pending", entered),
+		zap.Duration("took", time.Since(t0)))
 }
 
 // gcLoop runs Badger's value-log garbage collection, in the manner of
