@@ -139,6 +139,9 @@ func errPending() *Error {
 // asError turns any error into an *Error; unknown errors become a generic
 // server_error whose cause is kept for the log.
 func asError(err error) *Error {
+	if e, ok := err.(*Error); ok {
+		return e // the common case, without errors.As's reflection
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e
@@ -146,14 +149,23 @@ func asError(err error) *Error {
 	return errServer("internal error", err)
 }
 
+// Header values of every JSON answer.
+var (
+	hdrJSON    = []string{"application/json"}[:1:1]
+	hdrNoStore = []string{"no-store"}[:1:1]
+	hdrNoCache = []string{"no-cache"}[:1:1]
+)
+
 // WriteError writes err as an RFC 6749 JSON error response with
 // Cache-Control: no-store. It returns the *Error written.
 func WriteError(w http.ResponseWriter, err error) *Error {
 	e := asError(err)
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
+	// Assigned, not Set: the names are canonical and the values shared
+	// (capacity = length, so a later Add copies rather than writes them).
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
+	h["Pragma"] = hdrNoCache
 	status := e.Status
 	if status == 0 {
 		status = http.StatusBadRequest

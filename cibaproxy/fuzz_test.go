@@ -193,3 +193,27 @@ func FuzzTokenRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestFormEqual(t *testing.T) {
+	for _, c := range []struct {
+		raw, want string
+		eq        bool
+	}{
+		{"grant_type", "grant_type", true},
+		{"urn%3Aopenid%3Aparams%3Agrant-type%3Aciba", GrantTypeCIBA, true},
+		{"urn%3aopenid%3aparams%3agrant-type%3aciba", GrantTypeCIBA, true},
+		{"urn:openid:params:grant-type:ciba", GrantTypeCIBA, true},
+		{"a+b", "a b", true},
+		{"a%20b", "a b", true},
+		{"a%2", "a\x02", false},
+		{"a%zz", "a", false},
+		{"urn:openid:params:grant-type:cib", GrantTypeCIBA, false},
+		{"urn:openid:params:grant-type:cibaa", GrantTypeCIBA, false},
+		{"", "", true},
+		{"", "x", false},
+	} {
+		if got := formEqual([]byte(c.raw), c.want); got != c.eq {
+			t.Errorf("formEqual(%q, %q) = %v, want %v", c.raw, c.want, got, c.eq)
+		}
+	}
+}

@@ -63,6 +63,9 @@ func isFormRequest(r *http.Request) bool {
 	if ct == "" {
 		return false
 	}
+	if ct == "application/x-www-form-urlencoded" {
+		return true // the common case, without ParseMediaType's allocations
+	}
 	mt, _, err := mime.ParseMediaType(ct)
 	return err == nil && mt == "application/x-www-form-urlencoded"
 }
@@ -369,21 +372,51 @@ func peekGrantType(body []byte) bool {
 			pair, body = body, nil
 		}
 		k, v, _ := bytes.Cut(pair, []byte{'='})
-		if formValue(k) == paramGrantType && formValue(v) == GrantTypeCIBA {
+		if formEqual(k, paramGrantType) && formEqual(v, GrantTypeCIBA) {
 			return true
 		}
 	}
 	return false
 }
 
-// formValue decodes one form-encoded key or value; malformed ones decode to "".
-func formValue(b []byte) string {
-	if bytes.IndexByte(b, '%') < 0 && bytes.IndexByte(b, '+') < 0 {
-		return string(b)
+// formEqual reports whether the form-encoded b decodes to want, decoding
+// as it compares (no allocation); a malformed escape is unequal.
+func formEqual(b []byte, want string) bool {
+	j := 0
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch c {
+		case '+':
+			c = ' '
+		case '%':
+			if i+2 >= len(b) {
+				return false
+			}
+			hi, ok1 := unhex(b[i+1])
+			lo, ok2 := unhex(b[i+2])
+			if !ok1 || !ok2 {
+				return false
+			}
+			c = hi<<4 | lo
+			i += 2
+		}
+		if j >= len(want) || want[j] != c {
+			return false
+		}
+		j++
 	}
-	s, err := url.QueryUnescape(string(b))
-	if err != nil {
-		return ""
-	}
-	return s
+	return j == len(want)
 }
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+

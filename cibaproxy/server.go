@@ -367,7 +367,7 @@ func (s *Server) maybeServeToken(w http.ResponseWriter, r *http.Request) bool {
 	if tp != "" && r.URL.Path != tp {
 		return false
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	body, err := readBody(r)
 	if err != nil || len(body) > MaxBodyBytes || !peekGrantType(body) {
 		r.Body = replayBody{Reader: io.MultiReader(bytes.NewReader(body), r.Body), Closer: r.Body}
 		return false
@@ -423,6 +423,18 @@ func (s *Server) learnTokenPathSoon() {
 }
 
 // replayBody puts back the part of a body that was read.
+// readBody reads a body of at most MaxBodyBytes+1 bytes: when its length
+// is declared, in one read of exactly that many (the server holds the
+// client to it). On an error it returns what it read.
+func readBody(r *http.Request) ([]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= MaxBodyBytes {
+		body := make([]byte, n)
+		k, err := io.ReadFull(r.Body, body)
+		return body[:k], err
+	}
+	return io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+}
+
 type replayBody struct {
 	io.Reader
 	io.Closer
