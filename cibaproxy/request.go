@@ -419,4 +419,3 @@ func unhex(c byte) (byte, bool) {
 	}
 	return 0, false
 }
-

@@ -509,7 +509,8 @@ func (s *BadgerStore) PeekPending(key RequestKey, now time.Time) (PendingState, 
 	if !ok {
 		return PendingState{}, false
 	}
-	return PendingState{ClientID: e.client, Expires: time.Unix(0, e.expires).UTC(), Interval: e.interval}, true
+	return PendingState{ClientID: s.hot.clientID(e.client), Expires: time.Unix(0, e.expires).UTC(),
+		Interval: time.Duration(e.interval) * time.Millisecond}, true
 }
 
 func getRequest(txn *badger.Txn, k []byte) (*AuthRequest, error) {
@@ -748,7 +749,7 @@ func (s *BadgerStore) warm() {
 					}
 					var key RequestKey
 					copy(key[:], k[1:])
-					e := hotEntry{client: s.hot.intern(sum.client), expires: sum.expires, interval: sum.interval}
+					e := s.hot.entry(sum.client, sum.expires, sum.interval)
 					if now < e.expires {
 						s.hot.put(key, e, gens[key[0]], now)
 						entered++

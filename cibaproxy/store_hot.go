@@ -32,11 +32,16 @@ type PendingPeeker interface {
 // such drop happened in its shard since before the read began (the shard's
 // generation is unchanged). Entries are made by Create, by reads of pending
 // requests, and by the scan at open; they go when the request is written or
-// expires. About 80 bytes a request.
+// expires. An entry takes 32 bytes (about 70 MB of heap a million pending
+// requests): it is keyed by the first 128 bits of the request key (random
+// auth_req_ids collide there with probability ~n²/2¹²⁹, and finding one
+// that does is a second preimage of SHA-256 on 128 bits) and names its
+// client by number.
 type hotIndex struct {
 	shards    [hotShards]hotShard
 	clientsMu sync.RWMutex
-	clients   map[string]string // client ID → the same string: one copy per client
+	clientNum map[string]uint32        // client ID → its number
+	clients   atomic.Pointer[[]string] // number → client ID; copied on append
 }
 
 const hotShards = 256
@@ -44,20 +49,26 @@ const hotShards = 256
 type hotShard struct {
 	mu      sync.RWMutex
 	gen     atomic.Uint64 // bumped by every drop, under mu
-	entries map[RequestKey]hotEntry
+	entries map[hotKey]hotEntry
 	swept   int64 // Unix ns of the last sweep of expired entries
 }
 
+// hotKey is the first half of a RequestKey.
+type hotKey [16]byte
+
+func hotKeyOf(key RequestKey) hotKey { return hotKey(key[:16]) }
+
 type hotEntry struct {
-	client   string
-	expires  int64 // Unix ns
-	interval time.Duration
+	expires  int64  // Unix ns
+	interval int32  // ms
+	client   uint32 // the client's number (hotIndex.clientID)
 }
 
 func newHotIndex() *hotIndex {
-	h := &hotIndex{clients: make(map[string]string)}
+	h := &hotIndex{clientNum: make(map[string]uint32)}
+	h.clients.Store(new([]string))
 	for i := range h.shards {
-		h.shards[i].entries = make(map[RequestKey]hotEntry)
+		h.shards[i].entries = make(map[hotKey]hotEntry)
 	}
 	return h
 }
@@ -67,40 +78,35 @@ func (h *hotIndex) shard(key RequestKey) *hotShard { return &h.shards[key[0]] }
 // gen returns the generation of key's shard: what put must find unchanged.
 func (h *hotIndex) gen(key RequestKey) uint64 { return h.shard(key).gen.Load() }
 
-// intern returns the one copy of a client ID the index keeps.
-func (h *hotIndex) intern(id []byte) string {
+// clientNumber returns the number of a client ID, giving it one if new.
+func (h *hotIndex) clientNumber(id []byte) uint32 {
 	h.clientsMu.RLock()
-	s, ok := h.clients[string(id)]
+	n, ok := h.clientNum[string(id)]
 	h.clientsMu.RUnlock()
 	if ok {
-		return s
+		return n
 	}
 	h.clientsMu.Lock()
 	defer h.clientsMu.Unlock()
-	if s, ok := h.clients[string(id)]; ok {
-		return s
+	if n, ok := h.clientNum[string(id)]; ok {
+		return n
 	}
-	s = string(id)
-	h.clients[s] = s
-	return s
+	old := *h.clients.Load()
+	n = uint32(len(old))
+	names := append(old[:len(old):len(old)], string(id))
+	h.clientNum[names[n]] = n
+	h.clients.Store(&names)
+	return n
 }
 
-// internString is intern of a string.
-func (h *hotIndex) internString(id string) string {
-	h.clientsMu.RLock()
-	s, ok := h.clients[id]
-	h.clientsMu.RUnlock()
-	if ok {
-		return s
-	}
-	return h.intern([]byte(id))
-}
+// clientID returns the client ID of a number.
+func (h *hotIndex) clientID(n uint32) string { return (*h.clients.Load())[n] }
 
 // peek returns the entry of a request pending and unexpired at now.
 func (h *hotIndex) peek(key RequestKey, now int64) (hotEntry, bool) {
 	sh := h.shard(key)
 	sh.mu.RLock()
-	e, ok := sh.entries[key]
+	e, ok := sh.entries[hotKeyOf(key)]
 	sh.mu.RUnlock()
 	if !ok || now >= e.expires {
 		return hotEntry{}, false
@@ -121,7 +127,7 @@ func (h *hotIndex) put(key RequestKey, e hotEntry, gen uint64, now int64) {
 	if sh.gen.Load() != gen {
 		return
 	}
-	sh.entries[key] = e
+	sh.entries[hotKeyOf(key)] = e
 	if now-sh.swept >= int64(time.Minute) {
 		sh.sweep(now)
 	}
@@ -133,7 +139,7 @@ func (h *hotIndex) drop(key RequestKey) {
 	sh := h.shard(key)
 	sh.mu.Lock()
 	sh.gen.Add(1)
-	delete(sh.entries, key)
+	delete(sh.entries, hotKeyOf(key))
 	sh.mu.Unlock()
 }
 
@@ -174,5 +180,10 @@ func (h *hotIndex) entryOf(r *AuthRequest) (hotEntry, bool) {
 	if r.Status != StatusPending {
 		return hotEntry{}, false
 	}
-	return hotEntry{client: h.internString(r.ClientID), expires: r.Expires.UnixNano(), interval: r.Interval}, true
+	return h.entry([]byte(r.ClientID), r.Expires.UnixNano(), r.Interval), true
+}
+
+// entry makes the entry of a pending request.
+func (h *hotIndex) entry(client []byte, expires int64, interval time.Duration) hotEntry {
+	return hotEntry{expires: expires, interval: int32(interval / time.Millisecond), client: h.clientNumber(client)}
 }

@@ -12,7 +12,7 @@ func TestHotIndexRefusesStaleEntries(t *testing.T) {
 	h := newHotIndex()
 	now := time.Unix(1000, 0).UnixNano()
 	key := KeyOf("a")
-	e := hotEntry{client: "cc", expires: now + int64(time.Minute), interval: 5 * time.Second}
+	e := h.entry([]byte("cc"), now+int64(time.Minute), 5*time.Second)
 
 	// A read that began before a write of its shard enters nothing.
 	gen := h.gen(key)
@@ -45,7 +45,7 @@ func TestHotIndexRefusesStaleEntries(t *testing.T) {
 	if _, ok := h.peek(key, e.expires); ok {
 		t.Fatal("an entry answered at its expiry")
 	}
-	h.put(KeyOf("late"), hotEntry{client: "cc", expires: now}, h.gen(KeyOf("late")), now)
+	h.put(KeyOf("late"), h.entry([]byte("cc"), now, time.Second), h.gen(KeyOf("late")), now)
 	if h.len() != 1 {
 		t.Fatalf("%d entries, want 1 (an expired one was entered)", h.len())
 	}
