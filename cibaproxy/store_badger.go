@@ -92,6 +92,12 @@ type BadgerStore struct {
 	mu     sync.RWMutex // held for reading by operations, for writing by Close
 	closed bool
 
+	// Where DueItems seeks, and when it last read the index from its start
+	// (monotonic).
+	dueMu   sync.Mutex
+	dueFrom []byte
+	dueFull time.Time
+
 	// hot holds the pending requests' poll state (nil: not kept); warmed
 	// by a scan at open, which warmed closes when done.
 	hot    *hotIndex

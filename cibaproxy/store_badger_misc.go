@@ -1,6 +1,7 @@
 package cibaproxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -107,14 +108,33 @@ func (s *BadgerStore) deleteItem(txn *badger.Txn, id ItemID) error {
 	return txn.Delete(outboxKey(id))
 }
 
-// DueItems implements Store.
+// dueRescan is how often DueItems reads the due index from its start
+// rather than from where the previous call left it: a backstop for entries
+// written behind that point by a clock that went back.
+const dueRescan = 10 * time.Second
+
+// DueItems implements Store. It seeks from where the previous call left
+// the index (dueFrom) rather than from its start: entries taken are moved
+// (leased) or deleted, and a queue's head is a run of their tombstones that
+// every read from the start would step over again. dueFrom is never past
+// an entry the previous call returned or left, nor later than a second
+// before its now, so entries written since (due at their writer's now, or
+// later) lie after it.
 func (s *BadgerStore) DueItems(ctx context.Context, now time.Time, limit int, accept func(*OutboxItem) bool) ([]*OutboxItem, time.Time, error) {
 	var items []*OutboxItem
 	var next time.Time
+	prefix := []byte{kindDue}
+	s.dueMu.Lock()
+	start, full := s.dueFrom, s.dueFrom == nil || time.Since(s.dueFull) >= dueRescan
+	s.dueMu.Unlock()
+	if full {
+		start = prefix
+	}
+	var left []byte // the first entry returned or left due
 	err := s.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindDue}})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		for it.Seek(start); it.Valid(); it.Next() {
 			k := it.Item().Key()
 			if len(k) != 1+8+1+len(RequestKey{}) {
 				continue
@@ -123,6 +143,9 @@ func (s *BadgerStore) DueItems(ctx context.Context, now time.Time, limit int, ac
 			if due.After(now) {
 				next = due
 				return nil
+			}
+			if left == nil {
+				left = it.Item().KeyCopy(nil)
 			}
 			if len(items) == limit {
 				next = now // more are due
@@ -144,7 +167,22 @@ func (s *BadgerStore) DueItems(ctx context.Context, now time.Time, limit int, ac
 		}
 		return nil
 	})
-	return items, next, err
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	from := make([]byte, 9)
+	from[0] = kindDue
+	binary.BigEndian.PutUint64(from[1:], uint64(max(now.Add(-time.Second).UnixNano(), 0)))
+	if left != nil && bytes.Compare(left, from) < 0 {
+		from = left
+	}
+	s.dueMu.Lock()
+	s.dueFrom = from
+	if full {
+		s.dueFull = time.Now()
+	}
+	s.dueMu.Unlock()
+	return items, next, nil
 }
 
 func getItem(txn *badger.Txn, id ItemID) (*OutboxItem, error) {
