@@ -1,6 +1,7 @@
 package cibaproxy
 
 import (
+	"fmt"
 	"context"
 	"encoding/json"
 	"errors"
@@ -409,5 +410,95 @@ func TestItemRecord(t *testing.T) {
 		if decodeItem(b[:i], &x) == nil {
 			t.Fatalf("an item cut to %d bytes decoded", i)
 		}
+	}
+}
+
+// TestDueItemsFromWhereItLeft checks that DueItems, which seeks from where
+// its previous call left the due index, still returns every due item:
+// those it returned but that were not leased, those its accept refused,
+// those written since, and (at the next read from the start) one written
+// behind that point by a clock that went back.
+func TestDueItemsFromWhereItLeft(t *testing.T) {
+	ctx := context.Background()
+	clock := newHClock()
+	s := openTestStore(t, t.TempDir(), clock.Now)
+	t0 := clock.Now()
+	enqueue := func(name string, due time.Time) ItemID {
+		t.Helper()
+		id := ItemID{Kind: KindMail, Request: KeyOf(name)}
+		if err := s.Enqueue(ctx, &OutboxItem{ID: id, Sender: "site", NotAfter: t0.Add(time.Hour), Next: due}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	for i := range 30 {
+		enqueue(fmt.Sprint(i), t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	clock.Advance(time.Second)
+	seen := map[ItemID]int{}
+	take := func(limit int, accept func(*OutboxItem) bool) []*OutboxItem {
+		t.Helper()
+		items, _, err := s.DueItems(ctx, clock.Now(), limit, accept)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return items
+	}
+	// Taken and leased in batches of 10: each batch the next 10.
+	for range 3 {
+		for _, it := range take(10, nil) {
+			seen[it.ID]++
+			if _, err := s.LeaseItem(ctx, it.ID, clock.Now(), clock.Now().Add(ItemLease)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(seen) != 30 {
+		t.Fatalf("%d distinct items in three batches, want 30", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("item %x returned %d times", id.Request[:4], n)
+		}
+	}
+	// Returned but not leased (a lease failed): returned again.
+	a := enqueue("a", clock.Now())
+	if got := take(10, nil); len(got) != 1 || got[0].ID != a {
+		t.Fatalf("first read: %d items", len(got))
+	}
+	if got := take(10, nil); len(got) != 1 || got[0].ID != a {
+		t.Fatalf("an item returned but not leased was not returned again: %d items", len(got))
+	}
+	// Refused by accept (no sender yet): returned once accepted.
+	if got := take(10, func(*OutboxItem) bool { return false }); len(got) != 0 {
+		t.Fatalf("accept refused all, got %d", len(got))
+	}
+	if got := take(10, nil); len(got) != 1 || got[0].ID != a {
+		t.Fatal("an item accept refused was skipped for good")
+	}
+	if err := s.DeleteItem(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	for id := range seen { // delivered
+		if err := s.DeleteItem(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Written behind the point the index is read from (a clock that went
+	// back 5 s): found at the next read from the start.
+	clock.Advance(time.Minute)
+	if got := take(10, nil); len(got) != 0 {
+		t.Fatalf("%d items due, want none", len(got))
+	}
+	b := enqueue("b", clock.Now().Add(-5*time.Second))
+	if got := take(10, nil); len(got) != 0 {
+		t.Fatal("read from the start: the index is not read from where it was left")
+	}
+	s.dueMu.Lock()
+	s.dueFull = time.Time{} // as if dueRescan had passed
+	s.dueMu.Unlock()
+	got := take(10, nil)
+	if len(got) != 1 || got[0].ID != b {
+		t.Fatalf("an item written behind the read point: %d items after a read from the start", len(got))
 	}
 }
