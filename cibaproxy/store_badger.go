@@ -327,12 +327,17 @@ func addInt(txn *badger.Txn, k []byte, d int64) (int64, error) {
 		return 0, err
 	}
 	n += d
+	return n, setInt(txn, k, n)
+}
+
+// setInt sets the counter k to n, deleting it at zero.
+func setInt(txn *badger.Txn, k []byte, n int64) error {
 	if n == 0 {
-		return 0, txn.Delete(k)
+		return txn.Delete(k)
 	}
 	v := make([]byte, 8)
 	binary.BigEndian.PutUint64(v, uint64(n))
-	return n, txn.Set(k, v)
+	return txn.Set(k, v)
 }
 
 // Create implements Store.
@@ -411,8 +416,11 @@ func (s *BadgerStore) countNew(txn *badger.Txn, key RequestKey, r *AuthRequest, 
 			if replaced, err = s.replaceOldest(txn, user, r.Created); err != nil {
 				return nil, err
 			}
+			if n, err = getInt(txn, userCntKey(user)); err != nil { // as replaceOldest left it
+				return nil, err
+			}
 		}
-		if _, err := addInt(txn, userCntKey(user), 1); err != nil {
+		if err := setInt(txn, userCntKey(user), n+1); err != nil { // n as read above
 			return nil, err
 		}
 		if err := txn.Set(userIdxKey(user, r.Created, key), nil); err != nil {
