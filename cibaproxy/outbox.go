@@ -94,6 +94,13 @@ type registration struct{ d Deliverer }
 
 // NewOutbox starts the worker of a store. now nil means time.Now.
 func NewOutbox(s Store, logger *zap.Logger, now func() time.Time) *Outbox {
+	o := newOutbox(s, logger, now)
+	go o.run()
+	return o
+}
+
+// newOutbox is NewOutbox without its worker.
+func newOutbox(s Store, logger *zap.Logger, now func() time.Time) *Outbox {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -112,7 +119,6 @@ func NewOutbox(s Store, logger *zap.Logger, now func() time.Time) *Outbox {
 		sem:     make(chan struct{}, maxConcurrentDeliveries),
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
-	go o.run()
 	return o
 }
 
@@ -235,7 +241,7 @@ func (o *Outbox) run() {
 		case <-o.wake:
 		case <-timer.C:
 		}
-		wait := o.pass()
+		wait := o.passes()
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -246,9 +252,32 @@ func (o *Outbox) run() {
 	}
 }
 
+// maxExpiredPerPass bounds the expired items passes drops before the worker
+// looks at its wake-ups again.
+const maxExpiredPerPass = 1024
+
+// passes runs passes while the last one dropped expired items (which take
+// no delivery slot, so the next items may be deliverable now: a backlog
+// that outlived its requests, after an outage of the mail server, must not
+// hold up the mails behind it), and returns how long to wait.
+func (o *Outbox) passes() time.Duration {
+	for dropped := 0; ; {
+		wait, expired := o.pass()
+		dropped += expired
+		if expired == 0 || dropped >= maxExpiredPerPass {
+			return wait
+		}
+		select {
+		case <-o.stop:
+			return wait
+		default:
+		}
+	}
+}
+
 // pass starts the delivery of every due item and returns how long to wait
-// before the next pass.
-func (o *Outbox) pass() time.Duration {
+// before the next pass, and how many expired items it dropped.
+func (o *Outbox) pass() (time.Duration, int) {
 	ctx := context.Background()
 	now := o.now()
 	wait := idleScan
@@ -264,7 +293,7 @@ func (o *Outbox) pass() time.Duration {
 	// wakes the worker for the next ones.
 	limit := min(dueBatch, cap(o.sem)-len(o.sem))
 	if limit == 0 {
-		return idleScan
+		return idleScan, 0
 	}
 	due, next, err := o.store.DueItems(ctx, now, limit, func(it *OutboxItem) bool {
 		if !now.Before(it.NotAfter) || o.deliverer(it.ID.Kind, it.Sender) != nil {
@@ -277,7 +306,7 @@ func (o *Outbox) pass() time.Duration {
 		if !errors.Is(err, ErrClosed) {
 			o.log.Warn("reading the outbox failed", zap.Error(err))
 		}
-		return noSenderDelay
+		return noSenderDelay, 0
 	}
 	if !next.IsZero() {
 		soon(next)
@@ -285,12 +314,14 @@ func (o *Outbox) pass() time.Duration {
 	if orphans {
 		soon(now.Add(noSenderDelay))
 	}
+	expired := 0
 	for _, it := range due {
 		if !now.Before(it.NotAfter) {
 			if it.LeaseUntil.After(now) {
 				continue // being delivered right now
 			}
 			o.abandon(ctx, it, "expired", "its request expired before it could be delivered")
+			expired++
 			continue
 		}
 		d := o.deliverer(it.ID.Kind, it.Sender)
@@ -323,7 +354,7 @@ func (o *Outbox) pass() time.Duration {
 		o.wg.Add(1)
 		go o.deliver(d, leased)
 	}
-	return wait
+	return wait, expired
 }
 
 func (o *Outbox) deliver(d Deliverer, it *OutboxItem) {

@@ -339,3 +339,35 @@ func TestOutboxCloseWaits(t *testing.T) {
 	}
 	o.Close() // idempotent
 }
+
+// TestOutboxExpiredBacklogHoldsUpNothing: a backlog of items whose requests
+// expired (an outage of the mail server outlived them) is dropped in one
+// go, and the mail queued behind it is sent in the same run of the worker,
+// not a delivery slot's worth of drops later.
+func TestOutboxExpiredBacklogHoldsUpNothing(t *testing.T) {
+	r := newOutboxRig(t)
+	o := newOutbox(r.store, nil, nil) // no worker: the test runs its passes
+	o.Observe(func(ev OutboxEvent) {
+		r.mu.Lock()
+		r.evs = append(r.evs, ev)
+		r.mu.Unlock()
+	})
+	c := &counter{}
+	o.Register(KindMail, "site", c)
+	const stale = 5 * maxConcurrentDeliveries
+	for i := range stale {
+		r.enqueue("site", i, time.Now().Add(-time.Minute))
+	}
+	fresh := r.enqueue("site", stale, time.Now().Add(time.Minute))
+	o.passes()
+	o.wg.Wait()
+	if n := r.events("expired"); n != stale {
+		t.Errorf("%d expired items dropped, want %d", n, stale)
+	}
+	c.mu.Lock()
+	sent := c.per[fresh]
+	c.mu.Unlock()
+	if sent != 1 {
+		t.Fatalf("the mail behind the backlog was sent %d times in the worker's run, want 1", sent)
+	}
+}
