@@ -371,3 +371,37 @@ func TestOutboxExpiredBacklogHoldsUpNothing(t *testing.T) {
 		t.Fatalf("the mail behind the backlog was sent %d times in the worker's run, want 1", sent)
 	}
 }
+
+// TestOutboxLeasesOfAPreviousProcess: leases held when the store was last
+// closed (the process was killed mid-delivery) are void at open, so the
+// item is delivered at once rather than when the lease runs out.
+func TestOutboxLeasesOfAPreviousProcess(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenBadger(dir, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ItemID{Kind: KindMail, Request: KeyOf("req")}
+	now := time.Now()
+	if err := st.Enqueue(context.Background(), &OutboxItem{ID: id, Sender: "site", NotAfter: now.Add(time.Minute), Next: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.LeaseItem(context.Background(), id, now, now.Add(ItemLease)); err != nil {
+		t.Fatal(err)
+	}
+	other := ItemID{Kind: KindMail, Request: KeyOf("retry")} // due later, not leased: left alone
+	if err := st.Enqueue(context.Background(), &OutboxItem{ID: other, Sender: "site", NotAfter: now.Add(time.Minute), Next: now.Add(5 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st = openTestStore(t, dir, nil)
+	due, _, err := st.DueItems(context.Background(), time.Now(), 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(due) != 1 || due[0].ID != id || !due[0].LeaseUntil.IsZero() || due[0].Attempts != 1 {
+		t.Fatalf("due after reopening: %+v", due)
+	}
+}

@@ -130,10 +130,64 @@ func OpenBadger(dir string, logger *zap.Logger, now func() time.Time) (*BadgerSt
 		return nil, err
 	}
 	s.groupSync = true
+	if err := s.releaseLeases(s.now()); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("opening badger store %s: %w", dir, err)
+	}
 	s.hot = newHotIndex()
 	go s.warm()
 	return s, nil
 }
+
+// releaseLeases frees the outbox items a previous process held when it
+// stopped (kill -9, a crash, a power loss). Badger lets one process at a
+// time open a directory, so at open no lease belongs to a live worker: the
+// mail of a request answered just before a crash goes out at once rather
+// than when the dead worker's lease would have run out. Leased items are
+// indexed at the end of their lease (or their expiry, if sooner), so only
+// the next ItemLease of the due index is read.
+func (s *BadgerStore) releaseLeases(now time.Time) error {
+	from := make([]byte, 9)
+	from[0] = kindDue
+	binary.BigEndian.PutUint64(from[1:], uint64(max(now.UnixNano(), 0)))
+	until := now.Add(ItemLease).UnixNano()
+	var ids []ItemID
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindDue}})
+		defer it.Close()
+		for it.Seek(from); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 1+8+1+len(RequestKey{}) {
+				continue
+			}
+			if int64(binary.BigEndian.Uint64(k[1:9])) > until {
+				break
+			}
+			id := ItemID{Kind: k[9]}
+			copy(id.Request[:], k[10:])
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		_, err := s.updateItem(context.Background(), id, func(it *OutboxItem) error {
+			if !it.LeaseUntil.After(now) {
+				return errNotLeased
+			}
+			it.LeaseUntil = time.Time{}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errNotLeased) && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("releasing the leases of a previous process: %w", err)
+		}
+	}
+	return nil
+}
+
+var errNotLeased = errors.New("not leased")
 
 // OpenBadgerWithOptions is OpenBadger with other Badger options, for tools
 // such as the benchmark's bulk loader (which turns SyncWrites off and
