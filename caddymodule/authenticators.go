@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -143,6 +144,9 @@ func (h *Handler) provisionAuthenticators(ctx caddy.Context, repl *caddy.Replace
 		Logger:     h.logger,
 		register: func(kind byte, sender string, d cibaproxy.Deliverer) {
 			h.unregister = append(h.unregister, backend.Outbox.Register(kind, sender, d))
+			if c, ok := d.(io.Closer); ok { // after its unregistration
+				h.unregister = append(h.unregister, func() { _ = c.Close() })
+			}
 		},
 	}
 	var (

@@ -161,6 +161,10 @@ func NewEmailAuthenticator(ctx context.Context, cfg EmailConfig) (*EmailAuthenti
 // SenderName returns the outbox sender name the mails are queued for.
 func (a *EmailAuthenticator) SenderName() string { return a.cfg.SenderName }
 
+// Close closes the connections its sender keeps open (the configuration
+// that made it is being unloaded); mails being sent finish.
+func (a *EmailAuthenticator) Close() error { return a.cfg.Sender.Close() }
+
 func (a *EmailAuthenticator) loadTemplates() error {
 	read := func(name string) ([]byte, error) {
 		if a.cfg.TemplatesDir != "" {

@@ -154,6 +154,8 @@ func TestHealthSMTP(t *testing.T) {
 	waitFor(t, 10*time.Second, "a failed delivery", func() bool {
 		return !s.mb.Outbox.Health(KindMail).LastFailure.IsZero()
 	})
+	// Both mails must have failed once before the server comes up.
+	waitFor(t, 10*time.Second, "both deliveries to fail", func() bool { return mxValue(t, s.reg, mxMails, "result", "retry") >= 2 })
 	rep, _ = hlGet(t, s.harness, http.StatusOK, addr)
 	if rep.Status != "degraded" || *rep.SMTP.OK || *rep.SMTP.Queue != 2 || rep.SMTP.LastFailure == nil || rep.SMTP.LastSuccess != nil {
 		t.Errorf("SMTP down: %q smtp %+v; want degraded, ok false, queue 2, a last_failure only", rep.Status, *rep.SMTP)

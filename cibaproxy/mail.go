@@ -10,9 +10,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	gomail "github.com/wneessen/go-mail"
+	"github.com/wneessen/go-mail/smtp"
 )
 
 // SMTP TLS modes.
@@ -33,7 +35,8 @@ type SMTPConfig struct {
 	Username, Password string
 	// From is the sender address, e.g. "Example Login <login@example.com>".
 	From string
-	// Timeout bounds one delivery (connect to QUIT); default 10 s.
+	// Timeout bounds one delivery (connect, or reuse, to the reply to the
+	// message); default 10 s.
 	Timeout time.Duration
 	// TLSConfig overrides the TLS settings (tests); nil uses the system's
 	// trust store, so SSL_CERT_FILE works.
@@ -50,13 +53,35 @@ type MailMessage struct {
 	Date      time.Time `json:"date"`
 }
 
-// SMTPSender sends mails through one SMTP server with go-mail.
+// SMTPSender sends mails through one SMTP server with go-mail. It keeps
+// the connections it opened for the next mails (up to smtpMaxIdle of them,
+// each for smtpIdle after its last mail), so a busy outbox does not pay a
+// TCP and TLS handshake, EHLO and AUTH for every mail.
 type SMTPSender struct {
-	cfg  SMTPConfig
-	host string
-	port int
-	from *mail.Address
+	cfg    SMTPConfig
+	host   string
+	port   int
+	from   *mail.Address
+	client *gomail.Client // its settings; a connection per delivery in flight
+
+	mu     sync.Mutex
+	idle   []idleConn // most recently used last
+	reaper *time.Timer
+	closed bool
 }
+
+type idleConn struct {
+	c     *smtp.Client
+	since time.Time
+}
+
+const (
+	// smtpIdle is how long a connection is kept after its last mail: well
+	// under the 5 minutes servers wait for a client (RFC 5321 §4.5.3.2.7).
+	smtpIdle = 15 * time.Second
+	// smtpMaxIdle bounds the connections kept: one per delivery in flight.
+	smtpMaxIdle = maxConcurrentDeliveries
+)
 
 // NewSMTPSender checks cfg and returns a sender. Nothing is dialled yet.
 func NewSMTPSender(cfg SMTPConfig) (*SMTPSender, error) {
@@ -87,7 +112,30 @@ func NewSMTPSender(cfg SMTPConfig) (*SMTPSender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("from %q is not a mail address: %w", cfg.From, err)
 	}
-	return &SMTPSender{cfg: cfg, host: host, port: port, from: from}, nil
+	s := &SMTPSender{cfg: cfg, host: host, port: port, from: from}
+	opts := []gomail.Option{
+		gomail.WithPort(s.port),
+		gomail.WithTimeout(s.cfg.Timeout),
+	}
+	switch s.cfg.TLS {
+	case TLSStartTLS:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
+	case TLSImplicit:
+		opts = append(opts, gomail.WithSSL())
+	case TLSNone:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
+	}
+	if s.cfg.TLSConfig != nil {
+		opts = append(opts, gomail.WithTLSConfig(s.cfg.TLSConfig))
+	}
+	if s.cfg.Username != "" || s.cfg.Password != "" {
+		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(s.cfg.Username), gomail.WithPassword(s.cfg.Password))
+	}
+	if s.client, err = gomail.NewClient(s.host, opts...); err != nil {
+		return nil, fmt.Errorf("smtp client: %s", maskAddresses(err.Error()))
+	}
+	return s, nil
 }
 
 // IsLoopbackHost reports whether host names the loopback interface.
@@ -115,41 +163,108 @@ func (s *SMTPSender) Send(ctx context.Context, m *MailMessage) error {
 	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
 	msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
 
-	opts := []gomail.Option{
-		gomail.WithPort(s.port),
-		gomail.WithTimeout(s.cfg.Timeout),
-	}
-	switch s.cfg.TLS {
-	case TLSStartTLS:
-		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
-	case TLSImplicit:
-		opts = append(opts, gomail.WithSSL())
-	case TLSNone:
-		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
-	}
-	if s.cfg.TLSConfig != nil {
-		opts = append(opts, gomail.WithTLSConfig(s.cfg.TLSConfig))
-	}
-	if s.cfg.Username != "" || s.cfg.Password != "" {
-		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
-			gomail.WithUsername(s.cfg.Username), gomail.WithPassword(s.cfg.Password))
-	}
-	c, err := gomail.NewClient(s.host, opts...)
-	if err != nil {
-		return &PermanentError{Err: fmt.Errorf("smtp client: %s", maskAddresses(err.Error()))}
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
+	for {
+		conn, reused := s.take()
+		if conn == nil {
+			var err error
+			if conn, err = s.client.DialToSMTPClientWithContext(ctx); err != nil {
+				return classifySMTPError(fmt.Errorf("dial failed: %w", err))
+			}
+		}
+		err := s.client.SendWithSMTPClient(conn, msg)
+		if err == nil {
+			s.keep(conn)
+			return nil
+		}
+		_ = conn.Close()
 		if msg.IsDelivered() {
 			// The server accepted the message (250 after DATA); only the
-			// RSET or QUIT after it failed. Retrying would send the mail,
-			// with a second working link, twice.
+			// RSET after it failed. Retrying would send the mail, with a
+			// second working link, twice.
 			return nil
+		}
+		var se *gomail.SendError
+		if reused && errors.As(err, &se) && se.Reason == gomail.ErrConnCheck {
+			continue // the server closed the idle connection: dial afresh
 		}
 		return classifySMTPError(err)
 	}
+}
+
+// take returns a kept connection (and true), or nil when there is none
+// young enough.
+func (s *SMTPSender) take() (*smtp.Client, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.idle) > 0 {
+		ic := s.idle[len(s.idle)-1]
+		s.idle = s.idle[:len(s.idle)-1]
+		if time.Since(ic.since) < smtpIdle && ic.c.UpdateDeadline(s.cfg.Timeout) == nil {
+			return ic.c, true
+		}
+		go quit(ic.c)
+	}
+	return nil, false
+}
+
+// keep keeps a connection for the next mail, or closes it.
+func (s *SMTPSender) keep(c *smtp.Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.idle) >= smtpMaxIdle {
+		go quit(c)
+		return
+	}
+	s.idle = append(s.idle, idleConn{c: c, since: time.Now()})
+	if s.reaper == nil {
+		s.reaper = time.AfterFunc(smtpIdle, s.reap)
+	}
+}
+
+// reap closes the connections idle for smtpIdle.
+func (s *SMTPSender) reap() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reaper = nil
+	kept := s.idle[:0]
+	for _, ic := range s.idle {
+		if time.Since(ic.since) >= smtpIdle {
+			go quit(ic.c)
+		} else {
+			kept = append(kept, ic)
+		}
+	}
+	clear(s.idle[len(kept):])
+	s.idle = kept
+	if len(s.idle) > 0 && !s.closed {
+		s.reaper = time.AfterFunc(smtpIdle-time.Since(s.idle[0].since), s.reap)
+	}
+}
+
+// Close closes the kept connections; mails still being sent close theirs
+// when done. The sender stays usable, without keeping connections.
+func (s *SMTPSender) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.reaper != nil {
+		s.reaper.Stop()
+		s.reaper = nil
+	}
+	for _, ic := range s.idle {
+		go quit(ic.c)
+	}
+	s.idle = nil
 	return nil
+}
+
+// quit ends a connection politely (QUIT), within 2 s.
+func quit(c *smtp.Client) {
+	if err := c.UpdateDeadline(2 * time.Second); err != nil || c.Quit() != nil {
+		_ = c.Close()
+	}
 }
 
 // classifySMTPError keeps the SMTP reply code and masks addresses; a 5xx

@@ -264,3 +264,83 @@ func TestSMTPSenderDeliveredThenHangUp(t *testing.T) {
 		t.Errorf("accepted %d mails", raw.accepted)
 	}
 }
+
+// TestSMTPSenderReusesConnections: mails go out on kept connections (one
+// per delivery in flight), a connection the server dropped is replaced
+// without failing the mail, and Close stops the keeping.
+func TestSMTPSenderReusesConnections(t *testing.T) {
+	sink := startMailSink(t, "127.0.0.1:0")
+	s := testSender(t, sink.addr)
+	t.Cleanup(func() { _ = s.Close() })
+	for range 5 {
+		if err := s.Send(context.Background(), testMessage()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, c := len(sink.received()), sink.connections(); n != 5 || c != 1 {
+		t.Fatalf("5 mails one after the other: %d received on %d connections, want 5 on 1", n, c)
+	}
+
+	// Concurrent mails: a connection each at most, all kept for the next.
+	send := func(n int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- s.Send(context.Background(), testMessage())
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(smtpMaxIdle)
+	conns := sink.connections()
+	if conns > smtpMaxIdle {
+		t.Fatalf("%d connections for %d concurrent mails", conns, smtpMaxIdle)
+	}
+	for range 3 {
+		for range smtpMaxIdle {
+			if err := s.Send(context.Background(), testMessage()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if c := sink.connections(); c != conns {
+		t.Fatalf("mails one after the other opened %d more connections", c-conns)
+	}
+
+	// The server goes away and comes back: the kept connections are dead;
+	// the next mail is sent all the same, on a new one.
+	addr := sink.addr
+	if err := sink.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sink = startMailSink(t, addr)
+	if err := s.Send(context.Background(), testMessage()); err != nil {
+		t.Fatalf("after the server dropped the kept connections: %v", err)
+	}
+	if n, c := len(sink.received()), sink.connections(); n != 1 || c != 1 {
+		t.Fatalf("after the restart: %d mails on %d connections, want 1 on 1", n, c)
+	}
+
+	// Close ends the keeping: the sender still works, a connection a mail.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := s.Send(context.Background(), testMessage()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, c := len(sink.received()), sink.connections(); n != 3 || c != 3 {
+		t.Fatalf("after Close: %d mails on %d connections, want 3 on 3", n, c)
+	}
+}

@@ -38,6 +38,7 @@ type mailSink struct {
 	mails   []*sinkMail
 	mailCmd int // MAIL commands seen
 	rcptCmd int // RCPT commands seen
+	conns   int // connections accepted
 	// mailErr, when set, answers the MAIL command; it is consulted with
 	// the number of the MAIL command (1-based) and may return nil.
 	mailErr func(n int) error
@@ -77,6 +78,9 @@ func startMailSink(t *testing.T, addr string) *mailSink {
 	}
 	s := &mailSink{addr: ln.Addr().String()}
 	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		s.mu.Lock()
+		s.conns++
+		s.mu.Unlock()
 		return &sinkSession{sink: s}, nil
 	}))
 	s.srv.Domain = "localhost"
@@ -106,6 +110,13 @@ func (s *mailSink) received() []*sinkMail {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]*sinkMail(nil), s.mails...)
+}
+
+// connections returns the number of connections accepted so far.
+func (s *mailSink) connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
 }
 
 func (s *mailSink) commands() (mailCmds, rcptCmds int) {
