@@ -687,54 +687,74 @@ func (s *BadgerStore) SweepExpired(ctx context.Context, now time.Time) (int, err
 		if err != nil || len(keys) == 0 {
 			return swept, err
 		}
-		n := 0
-		err = s.update(ctx, func(txn *badger.Txn) error {
-			n = 0
-			for _, xk := range keys {
-				item, err := txn.Get(xk)
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					continue // decided meanwhile
-				}
-				if err != nil {
-					return err
-				}
-				xv, err := item.ValueCopy(nil)
-				if err != nil {
-					return err
-				}
-				var key RequestKey
-				copy(key[:], xk[9:])
-				if err := txn.Delete(xk); err != nil {
-					return err
-				}
-				if len(xv) == userKeyLen+8 {
-					var user [userKeyLen]byte
-					copy(user[:], xv)
-					if user != ([userKeyLen]byte{}) {
-						created := time.Unix(0, int64(binary.BigEndian.Uint64(xv[userKeyLen:])))
-						if err := txn.Delete(userIdxKey(user, created, key)); err != nil {
-							return err
-						}
-						if _, err := addInt(txn, userCntKey(user), -1); err != nil {
-							return err
-						}
-					}
-				}
-				if _, err := addInt(txn, pendingKey(key), -1); err != nil {
-					return err
-				}
-				n++
-			}
-			return nil
-		})
+		n, err := s.sweepKeys(ctx, keys)
 		if err != nil {
-			return swept, err
+			return swept + n, err
 		}
 		swept += n
 		if len(keys) < sweepBatch {
 			return swept, nil
 		}
 	}
+}
+
+// sweepKeys takes the expired requests of the expiry-index keys out of the
+// counts in one transaction. Under load the pending counters it touches are
+// written by every new request, so a conflict splits the keys in halves,
+// down to one a transaction, rather than failing the sweep.
+func (s *BadgerStore) sweepKeys(ctx context.Context, keys [][]byte) (int, error) {
+	n := 0
+	err := s.update(ctx, func(txn *badger.Txn) error {
+		n = 0
+		for _, xk := range keys {
+			item, err := txn.Get(xk)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue // decided meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			xv, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			var key RequestKey
+			copy(key[:], xk[9:])
+			if err := txn.Delete(xk); err != nil {
+				return err
+			}
+			if len(xv) == userKeyLen+8 {
+				var user [userKeyLen]byte
+				copy(user[:], xv)
+				if user != ([userKeyLen]byte{}) {
+					created := time.Unix(0, int64(binary.BigEndian.Uint64(xv[userKeyLen:])))
+					if err := txn.Delete(userIdxKey(user, created, key)); err != nil {
+						return err
+					}
+					if _, err := addInt(txn, userCntKey(user), -1); err != nil {
+						return err
+					}
+				}
+			}
+			if _, err := addInt(txn, pendingKey(key), -1); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if errors.Is(err, ErrConflict) && len(keys) > 1 {
+		a, err := s.sweepKeys(ctx, keys[:len(keys)/2])
+		if err != nil {
+			return a, err
+		}
+		b, err := s.sweepKeys(ctx, keys[len(keys)/2:])
+		return a + b, err
+	}
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // UserPending implements Store.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -500,5 +501,63 @@ func TestDueItemsFromWhereItLeft(t *testing.T) {
 	got := take(10, nil)
 	if len(got) != 1 || got[0].ID != b {
 		t.Fatalf("an item written behind the read point: %d items after a read from the start", len(got))
+	}
+}
+
+// TestBadgerSweepUnderLoad: the sweep of expired requests succeeds while
+// new requests keep writing the pending counters it touches (its
+// transactions conflict with theirs), and the count stays exact.
+func TestBadgerSweepUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a load test")
+	}
+	ctx := context.Background()
+	clock := newHClock()
+	s := openTestStore(t, t.TempDir(), clock.Now)
+	const expired = 2 * sweepBatch
+	for i := range expired {
+		r := testRequest(clock.Now())
+		r.User.Subject = fmt.Sprint("old-", i%50)
+		r.Expires = clock.Now().Add(time.Minute)
+		if err := s.Create(ctx, KeyOf(fmt.Sprint("old-", i)), r, nil, UserLimit{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(2 * time.Minute)
+	stop := make(chan struct{})
+	var created atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := testRequest(clock.Now())
+				r.User.Subject = fmt.Sprint("new-", i%50)
+				if err := s.Create(ctx, KeyOf(fmt.Sprint("new-", g, "-", i)), r, nil, UserLimit{}); err != nil {
+					t.Error(err)
+					return
+				}
+				created.Add(1)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // the writers are busy
+	swept, err := s.SweepExpired(ctx, clock.Now())
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("SweepExpired under load: %v (swept %d)", err, swept)
+	}
+	if swept != expired {
+		t.Fatalf("swept %d, want %d", swept, expired)
+	}
+	if n, err := s.PendingCount(ctx); err != nil || n != created.Load() {
+		t.Fatalf("PendingCount = %d, %v; want the %d created under load", n, err, created.Load())
 	}
 }
