@@ -261,8 +261,8 @@ const maxExpiredPerPass = 1024
 // that outlived its requests, after an outage of the mail server, must not
 // hold up the mails behind it), and returns how long to wait.
 func (o *Outbox) passes() time.Duration {
-	for dropped := 0; ; {
-		wait, expired := o.pass()
+	for dropped, wide := 0, false; ; wide = true {
+		wait, expired := o.pass(wide)
 		dropped += expired
 		if expired == 0 || dropped >= maxExpiredPerPass {
 			return wait
@@ -276,8 +276,10 @@ func (o *Outbox) passes() time.Duration {
 }
 
 // pass starts the delivery of every due item and returns how long to wait
-// before the next pass, and how many expired items it dropped.
-func (o *Outbox) pass() (time.Duration, int) {
+// before the next pass, and how many expired items it dropped. A wide pass
+// (after one that dropped some) reads a whole batch whatever the free
+// delivery slots, so that expired items go a batch a transaction.
+func (o *Outbox) pass(wide bool) (time.Duration, int) {
 	ctx := context.Background()
 	now := o.now()
 	wait := idleScan
@@ -292,6 +294,9 @@ func (o *Outbox) pass() (time.Duration, int) {
 	// Read no more items than can be delivered now: a delivery that ends
 	// wakes the worker for the next ones.
 	limit := min(dueBatch, cap(o.sem)-len(o.sem))
+	if wide {
+		limit = dueBatch
+	}
 	if limit == 0 {
 		return idleScan, 0
 	}
@@ -314,14 +319,13 @@ func (o *Outbox) pass() (time.Duration, int) {
 	if orphans {
 		soon(now.Add(noSenderDelay))
 	}
-	expired := 0
+	var expired []*OutboxItem
 	for _, it := range due {
 		if !now.Before(it.NotAfter) {
 			if it.LeaseUntil.After(now) {
 				continue // being delivered right now
 			}
-			o.abandon(ctx, it, "expired", "its request expired before it could be delivered")
-			expired++
+			expired = append(expired, it)
 			continue
 		}
 		d := o.deliverer(it.ID.Kind, it.Sender)
@@ -354,7 +358,8 @@ func (o *Outbox) pass() (time.Duration, int) {
 		o.wg.Add(1)
 		go o.deliver(d, leased)
 	}
-	return wait, expired
+	o.abandon(ctx, "expired", "its request expired before it could be delivered", expired...)
+	return wait, len(expired)
 }
 
 func (o *Outbox) deliver(d Deliverer, it *OutboxItem) {
@@ -378,7 +383,7 @@ func (o *Outbox) deliver(d Deliverer, it *OutboxItem) {
 		}
 		o.event(OutboxEvent{Kind: it.ID.Kind, Outcome: "delivered", Item: it})
 	case errors.As(err, &perm):
-		o.abandon(context.Background(), it, "failed", err.Error())
+		o.abandon(context.Background(), "failed", err.Error(), it)
 	default:
 		next := o.now().Add(retryDelay(it.Attempts))
 		if rerr := o.store.RetryItem(context.Background(), it.ID, next, err.Error()); rerr != nil && !errors.Is(rerr, ErrNotFound) {
@@ -394,15 +399,26 @@ func (o *Outbox) deliver(d Deliverer, it *OutboxItem) {
 
 // abandon drops an item that can never be delivered, saying why; the reason
 // never holds an address or a secret (deliverers make sure of it).
-func (o *Outbox) abandon(ctx context.Context, it *OutboxItem, outcome, reason string) {
-	if err := o.store.DeleteItem(ctx, it.ID); err != nil && !errors.Is(err, ErrClosed) {
-		o.log.Warn("could not remove an outbox item", zap.Error(err))
+func (o *Outbox) abandon(ctx context.Context, outcome, reason string, items ...*OutboxItem) {
+	if len(items) == 0 {
 		return
 	}
-	o.log.Warn("delivery abandoned",
-		zap.String("kind", kindName(it.ID.Kind)), zap.String("request", shortKey(it.ID.Request)),
-		zap.Int("attempts", it.Attempts), zap.String("reason", reason), zap.String("last_error", it.LastError))
-	o.event(OutboxEvent{Kind: it.ID.Kind, Outcome: outcome, Err: errors.New(reason), Item: it})
+	ids := make([]ItemID, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
+	}
+	if err := o.store.DeleteItems(ctx, ids...); err != nil {
+		if !errors.Is(err, ErrClosed) {
+			o.log.Warn("could not remove outbox items", zap.Int("items", len(ids)), zap.Error(err))
+		}
+		return
+	}
+	for _, it := range items {
+		o.log.Warn("delivery abandoned",
+			zap.String("kind", kindName(it.ID.Kind)), zap.String("request", shortKey(it.ID.Request)),
+			zap.Int("attempts", it.Attempts), zap.String("reason", reason), zap.String("last_error", it.LastError))
+		o.event(OutboxEvent{Kind: it.ID.Kind, Outcome: outcome, Err: errors.New(reason), Item: it})
+	}
 }
 
 // retryDelay is the backoff after the n-th attempt: 1 s, 2 s, 4 s, 8 s,

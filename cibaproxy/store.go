@@ -232,6 +232,9 @@ type Store interface {
 	// Every other write is durable when it returns.
 	DeleteItem(ctx context.Context, id ItemID) error
 
+	// DeleteItems removes items in one transaction (expired ones, in bulk).
+	DeleteItems(ctx context.Context, ids ...ItemID) error
+
 	// Setting returns a small durable value stored by PutSetting, or
 	// ErrNotFound.
 	Setting(ctx context.Context, name string) ([]byte, error)

@@ -290,7 +290,19 @@ func (s *BadgerStore) RetryItem(ctx context.Context, id ItemID, next time.Time, 
 
 // DeleteItem implements Store.
 func (s *BadgerStore) DeleteItem(ctx context.Context, id ItemID) error {
-	return s.updateNoSync(ctx, func(txn *badger.Txn) error { return s.deleteItem(txn, id) })
+	return s.DeleteItems(ctx, id)
+}
+
+// DeleteItems implements Store.
+func (s *BadgerStore) DeleteItems(ctx context.Context, ids ...ItemID) error {
+	return s.updateNoSync(ctx, func(txn *badger.Txn) error {
+		for _, id := range ids {
+			if err := s.deleteItem(txn, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // UpdateSetting implements Store.
