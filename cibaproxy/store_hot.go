@@ -162,18 +162,6 @@ func (sh *hotShard) sweep(now int64) {
 	}
 }
 
-// len returns the number of entries.
-func (h *hotIndex) len() int {
-	n := 0
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		n += len(sh.entries)
-		sh.mu.RUnlock()
-	}
-	return n
-}
-
 // entryOf returns the entry of a request, and whether it has one: whether
 // it is pending.
 func (h *hotIndex) entryOf(r *AuthRequest) (hotEntry, bool) {
