@@ -858,8 +858,8 @@ func (s *BadgerStore) warm() {
 		}
 		next = after
 	}
-	s.logger.Debug("pending requests held in memory", zap.Int("requests", seen), zap.Int("pending", entered),
-		zap.Duration("took", time.Since(t0)))
+	s.logger.Info("pending requests held in memory", zap.Int("requests_read", seen), zap.Int("pending", entered),
+		zap.Float64("seconds", time.Since(t0).Seconds()))
 }
 
 // gcLoop runs Badger's value-log garbage collection, in the manner of

@@ -27,6 +27,7 @@ const (
 	fileFill1M       = "fill-1m.json"
 	fileStartup1k    = "startup-1k.json"
 	fileStartup1M    = "startup-1m.json"
+	fileWarm1M       = "warm-1m.json"
 	fileMailDrain    = "backchannel-mail.json"
 	fileMailBefore   = "mails-before.json"
 	fileMailPhase    = "backchannel-mail-phase.json"
@@ -99,6 +100,7 @@ type OneMillion struct {
 	Fill          *FillResult `json:"fill,omitempty"`
 	Pending       int64       `json:"pending"`
 	StartupS      float64     `json:"startup_s"`
+	WarmS         float64     `json:"warm_s"` // launch → the pending requests held in memory (the poll phase starts after)
 	PollRPS       float64     `json:"poll_rps"`
 	PollRatio1k   float64     `json:"poll_ratio_to_1k"`     // of the ratios to their interleaved references
 	PollRawRatio  float64     `json:"poll_raw_ratio_to_1k"` // of the plain req/s
@@ -216,6 +218,12 @@ func buildReport(dir string) *Report {
 		if st1M.Pending > 0 {
 			om.Pending = st1M.Pending
 		}
+	}
+	var warm1M struct {
+		Seconds float64 `json:"seconds"`
+	}
+	if readJSON(filepath.Join(dir, fileWarm1M), &warm1M) == nil {
+		om.WarmS = warm1M.Seconds
 	}
 	if poll1M != nil {
 		om.PollRPS, om.PeakRSSMiB, haveOM = poll1M.RPS, poll1M.PeakRSSMiB, true
@@ -434,6 +442,9 @@ func printReport(w io.Writer, r *Report) {
 		}
 		fmt.Fprintf(w, "1M: start-up (launch → first poll answer) %.2f s; poll %.0f req/s = %.2f × its value at 1k (%.2f in plain req/s, %.2f by proxy CPU per poll); peak RSS %.0f MiB\n",
 			om.StartupS, om.PollRPS, om.PollRatio1k, om.PollRawRatio, om.PollCPURatio, om.PeakRSSMiB)
+		if om.WarmS > 0 {
+			fmt.Fprintf(w, "1M: the pending requests held in memory %.1f s after the launch (read in the background; the poll phase starts after)\n", om.WarmS)
+		}
 		if om.BadgerOptions != "" {
 			fmt.Fprintf(w, "1M: Badger options: %s\n", om.BadgerOptions)
 		}
