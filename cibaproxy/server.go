@@ -422,7 +422,6 @@ func (s *Server) learnTokenPathSoon() {
 	}()
 }
 
-// replayBody puts back the part of a body that was read.
 // readBody reads a body of at most MaxBodyBytes+1 bytes: when its length
 // is declared, in one read of exactly that many (the server holds the
 // client to it). On an error it returns what it read.
@@ -435,6 +434,7 @@ func readBody(r *http.Request) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
 }
 
+// replayBody puts back the part of a body that was read.
 type replayBody struct {
 	io.Reader
 	io.Closer
@@ -528,8 +528,9 @@ func (s *Server) token(r *http.Request, body []byte, clp **Client, keyp **Reques
 	key := KeyOf(p.AuthReqID)
 	*keyp = &key
 	ctx := r.Context()
+	now := s.now()
 	var held AuthRequest
-	req, err := s.pollState(ctx, key, &held)
+	req, err := s.pollState(ctx, key, now, &held)
 	if errors.Is(err, ErrNotFound) {
 		return nil, errInvalidGrant("unknown auth_req_id")
 	}
@@ -542,7 +543,6 @@ func (s *Server) token(r *http.Request, body []byte, clp **Client, keyp **Reques
 	if req.ClientID != cl.ID {
 		return nil, errInvalidGrant("unknown auth_req_id")
 	}
-	now := s.now()
 	switch {
 	case req.Status == StatusConsumed:
 		return nil, errInvalidGrant("auth_req_id was already redeemed")
@@ -566,9 +566,9 @@ func (s *Server) token(r *http.Request, body []byte, clp **Client, keyp **Reques
 // pollState returns what token needs of the request under key: from the
 // store's memory while the store knows it to be pending (filled into held),
 // else read. Either way the answer is the same.
-func (s *Server) pollState(ctx context.Context, key RequestKey, held *AuthRequest) (*AuthRequest, error) {
+func (s *Server) pollState(ctx context.Context, key RequestKey, now time.Time, held *AuthRequest) (*AuthRequest, error) {
 	if p, ok := s.store.(PendingPeeker); ok {
-		if st, ok := p.PeekPending(key, s.now()); ok {
+		if st, ok := p.PeekPending(key, now); ok {
 			*held = AuthRequest{ClientID: st.ClientID, Expires: st.Expires, Interval: st.Interval, Status: StatusPending}
 			return held, nil
 		}
