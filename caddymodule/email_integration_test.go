@@ -18,9 +18,10 @@ import (
 
 // smtpRecorder is a real SMTP server on loopback recording what it receives.
 type smtpRecorder struct {
-	srv   *smtp.Server
-	mu    sync.Mutex
-	mails [][]byte
+	srv     *smtp.Server
+	mu      sync.Mutex
+	mails   [][]byte
+	logouts int // sessions ended (QUIT or the connection closed)
 }
 
 func (r *smtpRecorder) NewSession(*smtp.Conn) (smtp.Session, error) { return &recSession{r: r}, nil }
@@ -30,7 +31,12 @@ type recSession struct{ r *smtpRecorder }
 func (s *recSession) Mail(string, *smtp.MailOptions) error { return nil }
 func (s *recSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (s *recSession) Reset()                               {}
-func (s *recSession) Logout() error                        { return nil }
+func (s *recSession) Logout() error {
+	s.r.mu.Lock()
+	s.r.logouts++
+	s.r.mu.Unlock()
+	return nil
+}
 func (s *recSession) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
 	if err != nil {
@@ -134,6 +140,45 @@ func TestIntegrationReloadWithQueuedMails(t *testing.T) {
 	}
 	if rec.total() != n {
 		t.Errorf("%d mails delivered, want %d", rec.total(), n)
+	}
+}
+
+// TestIntegrationReloadClosesKeptSMTPConnections: the sender keeps its
+// connection to the mail server for the next mails; a reload that unloads
+// its configuration ends it (QUIT) rather than leaving it to the idle
+// timeout.
+func TestIntegrationReloadClosesKeptSMTPConnections(t *testing.T) {
+	e := newITEnv(t)
+	smtpAddr := unusedAddr(t)
+	rec := startSMTP(t, smtpAddr)
+	e.load(e.emailSite("5s", smtpAddr))
+	resp, body := e.postForm("/bc-authorize", url.Values{"scope": {"openid"}, "login_hint": {"alice"}}, "cc", "s3cret")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("backchannel: %d %s", resp.StatusCode, body)
+	}
+	logouts := func() int {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.logouts
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for rec.total() < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if rec.total() != 1 {
+		t.Fatalf("%d mails delivered, want 1", rec.total())
+	}
+	if n := logouts(); n != 0 {
+		t.Fatalf("the connection was ended after the mail (%d sessions ended); it is kept for the next", n)
+	}
+	e.load(e.emailSite("6s", smtpAddr))
+	// Well within the 15 s the connection would otherwise stay idle.
+	deadline = time.Now().Add(5 * time.Second)
+	for logouts() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := logouts(); n != 1 {
+		t.Fatalf("%d sessions ended after the reload, want the kept one", n)
 	}
 }
 
