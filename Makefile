@@ -11,7 +11,13 @@ export GOFLAGS := -buildvcs=false
 ROOT := $(abspath .)
 BIN := $(ROOT)/bin
 CIBAPROXY := $(BIN)/cibaproxy
-FUZZTIME ?= 8s
+# Fuzzing budgets are counts of executions, not durations: a duration
+# -fuzztime can fail with a bare "context deadline exceeded" and no crasher
+# when the deadline races a busy worker (golang/go#75804, unfixed in Go
+# 1.26). Each count is about 8 s on a 2-core VM; FUZZSCALE multiplies them.
+FUZZSCALE ?= 1
+FUZZ_TARGETS := FuzzBackchannelRequest:24000 FuzzTokenRequest:24000 \
+	FuzzRequestObject:8000 FuzzClientAssertion:8000
 
 .PHONY: all build tools dex maildev chromium test check unit caddy e2e fuzz demo bench clean
 
@@ -56,8 +62,9 @@ e2e: build
 		CIBAPROXY_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 ./e2e/...
 
 fuzz:
-	for f in FuzzBackchannelRequest FuzzTokenRequest FuzzRequestObject FuzzClientAssertion; do \
-		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s ./cibaproxy || exit 1; \
+	for t in $(FUZZ_TARGETS); do \
+		f=$${t%%:*}; n=$$(( $${t##*:} * $(FUZZSCALE) )); \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$${n}x -fuzzminimizetime=2000x ./cibaproxy || exit 1; \
 	done
 
 ## demo: start cibaproxy, Dex and MailDev on loopback and log in with the
