@@ -9,7 +9,6 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
@@ -325,10 +324,7 @@ func (a *EmailAuthenticator) Start(ctx context.Context, key RequestKey, req *Aut
 	if err != nil {
 		return nil, err
 	}
-	payload, err := json.Marshal(queuedMail{Mail: *m, Marker: marker})
-	if err != nil {
-		return nil, err
-	}
+	payload := encodeQueuedMail(&queuedMail{Mail: *m, Marker: marker})
 	now := a.now()
 	return &Outbound{Items: []*OutboxItem{{
 		ID:       ItemID{Kind: KindMail, Request: key},
@@ -346,8 +342,8 @@ func (a *EmailAuthenticator) linkURL(token string) string {
 // Deliver implements Deliverer for the mails this authenticator queued: it
 // makes the link token, stores its hash, and sends the mail with the link.
 func (a *EmailAuthenticator) Deliver(ctx context.Context, it *OutboxItem) error {
-	var q queuedMail
-	if err := json.Unmarshal(it.Payload, &q); err != nil {
+	q, err := decodeQueuedMail(it.Payload)
+	if err != nil {
 		return &PermanentError{Err: fmt.Errorf("undecodable mail: %w", err)}
 	}
 	token, err := randomToken(32)

@@ -1289,8 +1289,8 @@ func TestTemplatesDir(t *testing.T) {
 	if len(out.Items) != 1 || out.Items[0].ID.Kind != KindMail || out.Items[0].Sender != testPublic {
 		t.Fatalf("outbound %+v", out)
 	}
-	var q queuedMail
-	if err := json.Unmarshal(out.Items[0].Payload, &q); err != nil {
+	q, err := decodeQueuedMail(out.Items[0].Payload)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(q.Mail.Text, "CUSTOM cc BM-1\n"+testPublic+ApprovePath+q.Marker) {

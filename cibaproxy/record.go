@@ -284,3 +284,46 @@ func decodeSummary(b []byte) (requestSummary, error) {
 	s.status = Status(d.byte())
 	return s, d.err
 }
+
+// encodeQueuedMail returns the outbox payload of a mail. Payloads queued
+// by earlier versions are JSON; decodeQueuedMail reads both.
+func encodeQueuedMail(q *queuedMail) []byte {
+	m := &q.Mail
+	b := make([]byte, 0, 32+len(m.To)+len(m.Subject)+len(m.Text)+len(m.HTML)+len(m.MessageID)+len(q.Marker))
+	b = append(b, recordV1)
+	b = appendString(b, m.To)
+	b = appendString(b, m.Subject)
+	b = appendString(b, m.Text)
+	b = appendString(b, m.HTML)
+	b = appendString(b, m.MessageID)
+	b = appendTime(b, m.Date)
+	return appendString(b, q.Marker)
+}
+
+// decodeQueuedMail reads a payload of encodeQueuedMail, or the JSON of
+// earlier versions.
+func decodeQueuedMail(b []byte) (*queuedMail, error) {
+	q := new(queuedMail)
+	if len(b) > 0 && b[0] == '{' {
+		return q, json.Unmarshal(b, q)
+	}
+	if len(b) == 0 || b[0] != recordV1 {
+		return nil, errCorruptRecord
+	}
+	d := recordReader{b: b[1:]}
+	m := &q.Mail
+	m.To = d.string()
+	m.Subject = d.string()
+	m.Text = d.string()
+	m.HTML = d.string()
+	m.MessageID = d.string()
+	m.Date = d.time()
+	q.Marker = d.string()
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errCorruptRecord
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return q, nil
+}

@@ -98,6 +98,10 @@ type BadgerStore struct {
 	dueFrom []byte
 	dueFull time.Time
 
+	// counts holds the pending counts read or written lately, and the
+	// stripes their writers hold (store_counts.go).
+	counts *countCache
+
 	// hot holds the pending requests' poll state (nil: not kept); warmed
 	// by a scan at open, which warmed closes when done.
 	hot    *hotIndex
@@ -214,6 +218,7 @@ func openBadger(opts badger.Options, logger *zap.Logger, now func() time.Time) (
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		warmed: make(chan struct{}),
+		counts: newCountCache(),
 	}
 	s.syncCond = sync.NewCond(&s.syncMu)
 	go s.gcLoop()
@@ -261,10 +266,6 @@ func userIdxKey(user [userKeyLen]byte, created time.Time, key RequestKey) []byte
 
 func userCntKey(user [userKeyLen]byte) []byte {
 	return append([]byte{kindUserCnt}, user[:]...)
-}
-
-func pendingKey(key RequestKey) []byte {
-	return []byte{kindPending, key[0] % pendingShards}
 }
 
 // ttl is the Badger TTL of a record that expires at expires: a
@@ -374,16 +375,6 @@ func getInt(txn *badger.Txn, k []byte) (int64, error) {
 	return n, err
 }
 
-// addInt adds d to the counter k, deleting it at zero.
-func addInt(txn *badger.Txn, k []byte, d int64) (int64, error) {
-	n, err := getInt(txn, k)
-	if err != nil {
-		return 0, err
-	}
-	n += d
-	return n, setInt(txn, k, n)
-}
-
 // setInt sets the counter k to n, deleting it at zero.
 func setInt(txn *badger.Txn, k []byte, n int64) error {
 	if n == 0 {
@@ -409,7 +400,12 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 			}
 		}()
 	}
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	var stripes []int
+	if r.Status == StatusPending {
+		user, hasUser := userKeyOf(r)
+		stripes = []int{countStripeOf(key, user, hasUser)}
+	}
+	err := s.countedWrite(ctx, true, stripes, func(txn *badger.Txn, ct *countTxn) error {
 		replaced = replaced[:0]
 		if _, err := txn.Get(k); err == nil {
 			return ErrExists
@@ -420,7 +416,7 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 			return err
 		}
 		if r.Status == StatusPending {
-			old, err := s.countNew(txn, key, r, limit)
+			old, err := s.countNew(txn, ct, key, r, limit)
 			if err != nil {
 				return err
 			}
@@ -438,7 +434,10 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 		}
 		for _, it := range out.Items {
 			it.ID.Request = key
-			if err := s.putItem(txn, it); err != nil {
+			// The request is new (checked above), so are its items:
+			// request keys are hashes of random ids, and no item
+			// outlives its request (NotAfter is at most its expiry).
+			if err := s.putNewItem(txn, it); err != nil {
 				return err
 			}
 		}
@@ -454,12 +453,13 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 
 // countNew enters a new pending request in the indexes and counts, within
 // the user's limit. It returns the key of the request it replaced, if any.
-func (s *BadgerStore) countNew(txn *badger.Txn, key RequestKey, r *AuthRequest, limit UserLimit) (*RequestKey, error) {
+func (s *BadgerStore) countNew(txn *badger.Txn, ct *countTxn, key RequestKey, r *AuthRequest, limit UserLimit) (*RequestKey, error) {
 	user, hasUser := userKeyOf(r)
+	stripe := countStripeOf(key, user, hasUser)
 	xv := make([]byte, userKeyLen+8)
 	var replaced *RequestKey
 	if hasUser {
-		n, err := getInt(txn, userCntKey(user))
+		n, err := ct.get(txn, stripe, userCntKey(user))
 		if err != nil {
 			return nil, err
 		}
@@ -467,14 +467,14 @@ func (s *BadgerStore) countNew(txn *badger.Txn, key RequestKey, r *AuthRequest, 
 			if !limit.ReplaceOldest {
 				return nil, ErrUserLimit
 			}
-			if replaced, err = s.replaceOldest(txn, user, r.Created); err != nil {
+			if replaced, err = s.replaceOldest(txn, ct, user, r.Created); err != nil {
 				return nil, err
 			}
-			if n, err = getInt(txn, userCntKey(user)); err != nil { // as replaceOldest left it
+			if n, err = ct.get(txn, stripe, userCntKey(user)); err != nil { // as replaceOldest left it
 				return nil, err
 			}
 		}
-		if err := setInt(txn, userCntKey(user), n+1); err != nil { // n as read above
+		if err := ct.set(txn, stripe, userCntKey(user), n+1); err != nil { // n as read above
 			return nil, err
 		}
 		if err := txn.Set(userIdxKey(user, r.Created, key), nil); err != nil {
@@ -486,13 +486,13 @@ func (s *BadgerStore) countNew(txn *badger.Txn, key RequestKey, r *AuthRequest, 
 	if err := txn.Set(expiryKey(r.Expires, key), xv); err != nil {
 		return nil, err
 	}
-	_, err := addInt(txn, pendingKey(key), 1)
+	_, err := ct.add(txn, stripe, pendingShardKey(stripe), 1)
 	return replaced, err
 }
 
 // replaceOldest expires the user's oldest pending request at now, drops its
 // queued mail, and takes it out of the counts. It returns its key.
-func (s *BadgerStore) replaceOldest(txn *badger.Txn, user [userKeyLen]byte, now time.Time) (*RequestKey, error) {
+func (s *BadgerStore) replaceOldest(txn *badger.Txn, ct *countTxn, user [userKeyLen]byte, now time.Time) (*RequestKey, error) {
 	prefix := append([]byte{kindUserIdx}, user[:]...)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 	it.Rewind()
@@ -508,7 +508,7 @@ func (s *BadgerStore) replaceOldest(txn *badger.Txn, user [userKeyLen]byte, now 
 	if err != nil {
 		return nil, fmt.Errorf("the oldest pending request: %w", err)
 	}
-	if err := s.uncount(txn, old, r); err != nil {
+	if err := s.uncount(txn, ct, old, r); err != nil {
 		return nil, err
 	}
 	r.Expires = now
@@ -526,7 +526,7 @@ func (s *BadgerStore) replaceOldest(txn *badger.Txn, user [userKeyLen]byte, now 
 
 // uncount takes a request that stops being pending out of the indexes and
 // counts, once: the expiry entry is the proof it is still counted.
-func (s *BadgerStore) uncount(txn *badger.Txn, key RequestKey, r *AuthRequest) error {
+func (s *BadgerStore) uncount(txn *badger.Txn, ct *countTxn, key RequestKey, r *AuthRequest) error {
 	xk := expiryKey(r.Expires, key)
 	if _, err := txn.Get(xk); errors.Is(err, badger.ErrKeyNotFound) {
 		return nil // already swept
@@ -536,15 +536,17 @@ func (s *BadgerStore) uncount(txn *badger.Txn, key RequestKey, r *AuthRequest) e
 	if err := txn.Delete(xk); err != nil {
 		return err
 	}
-	if user, ok := userKeyOf(r); ok {
+	user, hasUser := userKeyOf(r)
+	stripe := countStripeOf(key, user, hasUser)
+	if hasUser {
 		if err := txn.Delete(userIdxKey(user, r.Created, key)); err != nil {
 			return err
 		}
-		if _, err := addInt(txn, userCntKey(user), -1); err != nil {
+		if _, err := ct.add(txn, stripe, userCntKey(user), -1); err != nil {
 			return err
 		}
 	}
-	_, err := addInt(txn, pendingKey(key), -1)
+	_, err := ct.add(txn, stripe, pendingShardKey(stripe), -1)
 	return err
 }
 
@@ -610,7 +612,7 @@ func (s *BadgerStore) UpdateQueue(ctx context.Context, key RequestKey, fn func(*
 		// Whatever the outcome: a write that failed may have committed.
 		defer s.hot.drop(key)
 	}
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.countedWrite(ctx, true, nil, func(txn *badger.Txn, ct *countTxn) error {
 		var err error
 		if r, err = getRequest(txn, k); err != nil {
 			return err
@@ -621,7 +623,7 @@ func (s *BadgerStore) UpdateQueue(ctx context.Context, key RequestKey, fn func(*
 			return err
 		}
 		if before.Status == StatusPending && r.Status != StatusPending {
-			if err := s.uncount(txn, key, &before); err != nil {
+			if err := s.uncount(txn, ct, key, &before); err != nil {
 				return err
 			}
 		}
@@ -704,7 +706,7 @@ func (s *BadgerStore) SweepExpired(ctx context.Context, now time.Time) (int, err
 // down to one a transaction, rather than failing the sweep.
 func (s *BadgerStore) sweepKeys(ctx context.Context, keys [][]byte) (int, error) {
 	n := 0
-	err := s.update(ctx, func(txn *badger.Txn) error {
+	err := s.countedWrite(ctx, true, nil, func(txn *badger.Txn, ct *countTxn) error {
 		n = 0
 		for _, xk := range keys {
 			item, err := txn.Get(xk)
@@ -723,20 +725,22 @@ func (s *BadgerStore) sweepKeys(ctx context.Context, keys [][]byte) (int, error)
 			if err := txn.Delete(xk); err != nil {
 				return err
 			}
+			var user [userKeyLen]byte
 			if len(xv) == userKeyLen+8 {
-				var user [userKeyLen]byte
 				copy(user[:], xv)
-				if user != ([userKeyLen]byte{}) {
-					created := time.Unix(0, int64(binary.BigEndian.Uint64(xv[userKeyLen:])))
-					if err := txn.Delete(userIdxKey(user, created, key)); err != nil {
-						return err
-					}
-					if _, err := addInt(txn, userCntKey(user), -1); err != nil {
-						return err
-					}
+			}
+			hasUser := user != [userKeyLen]byte{}
+			stripe := countStripeOf(key, user, hasUser)
+			if hasUser {
+				created := time.Unix(0, int64(binary.BigEndian.Uint64(xv[userKeyLen:])))
+				if err := txn.Delete(userIdxKey(user, created, key)); err != nil {
+					return err
+				}
+				if _, err := ct.add(txn, stripe, userCntKey(user), -1); err != nil {
+					return err
 				}
 			}
-			if _, err := addInt(txn, pendingKey(key), -1); err != nil {
+			if _, err := ct.add(txn, stripe, pendingShardKey(stripe), -1); err != nil {
 				return err
 			}
 			n++

@@ -85,6 +85,12 @@ func (s *BadgerStore) putItem(txn *badger.Txn, it *OutboxItem) error {
 	if err := s.deleteItem(txn, it.ID); err != nil {
 		return err
 	}
+	return s.putNewItem(txn, it)
+}
+
+// putNewItem stores an item and its due-index entry where no earlier
+// version of it can be: the items of a request Create makes.
+func (s *BadgerStore) putNewItem(txn *badger.Txn, it *OutboxItem) error {
 	val := encodeItem(it)
 	ttl := s.ttl(it.NotAfter)
 	if err := txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(ttl)); err != nil {
