@@ -96,18 +96,22 @@ type EmailConfig struct {
 // and the link, and the form carries the same value; the POST must present
 // both, equal, with a valid HMAC for that link.
 type EmailAuthenticator struct {
-	cfg       EmailConfig
-	base      *url.URL
-	secure    bool
-	mailText  *texttemplate.Template
-	mailHTML  *htmltemplate.Template
-	approve   *htmltemplate.Template
-	result    *htmltemplate.Template
-	style     []byte
-	secret    []byte
-	log       *zap.Logger
-	now       func() time.Time
-	messageID string // host part of Message-IDs
+	cfg      EmailConfig
+	base     *url.URL
+	secure   bool
+	mailText *texttemplate.Template
+	mailHTML *htmltemplate.Template
+	// The mail templates' skeletons (mailskeleton.go), for the embedded
+	// ones; nil for one read from templates_dir.
+	textSkeletons *mailSkeletons
+	htmlSkeletons *mailSkeletons
+	approve       *htmltemplate.Template
+	result        *htmltemplate.Template
+	style         []byte
+	secret        []byte
+	log           *zap.Logger
+	now           func() time.Time
+	messageID     string // host part of Message-IDs
 }
 
 // queuedMail is the outbox payload of a mail: the rendered message, in which
@@ -165,6 +169,7 @@ func (a *EmailAuthenticator) SenderName() string { return a.cfg.SenderName }
 func (a *EmailAuthenticator) Close() error { return a.cfg.Sender.Close() }
 
 func (a *EmailAuthenticator) loadTemplates() error {
+	embedded := make(map[string]bool)
 	read := func(name string) ([]byte, error) {
 		if a.cfg.TemplatesDir != "" {
 			b, err := os.ReadFile(filepath.Join(a.cfg.TemplatesDir, name))
@@ -175,6 +180,7 @@ func (a *EmailAuthenticator) loadTemplates() error {
 				return nil, fmt.Errorf("reading template: %w", err)
 			}
 		}
+		embedded[name] = true
 		return defaultTemplates.ReadFile("templates/" + name)
 	}
 	var err error
@@ -192,6 +198,12 @@ func (a *EmailAuthenticator) loadTemplates() error {
 	if a.mailHTML, err = htmltemplate.New(tmplMailHTML).Option("missingkey=error").Parse(src[tmplMailHTML]); err != nil {
 		return fmt.Errorf("template %s: %w", tmplMailHTML, err)
 	}
+	if embedded[tmplMailText] {
+		a.textSkeletons = newMailSkeletons(a.mailText.Execute, false, a.linkURL)
+	}
+	if embedded[tmplMailHTML] {
+		a.htmlSkeletons = newMailSkeletons(a.mailHTML.Execute, true, a.linkURL)
+	}
 	if a.approve, err = htmltemplate.New(tmplApprove).Option("missingkey=error").Parse(src[tmplApprove]); err != nil {
 		return fmt.Errorf("template %s: %w", tmplApprove, err)
 	}
@@ -203,7 +215,7 @@ func (a *EmailAuthenticator) loadTemplates() error {
 	// the configuration load rather than a user's request.
 	sample := &AuthRequest{ClientID: "sample", User: User{Username: "sample", Email: "sample@example.com"},
 		Scopes: []string{"openid", "email"}, BindingMessage: "A1-B2", Created: a.now(), Expires: a.now().Add(time.Minute)}
-	if _, err := a.render(sample, "https://example.com/ciba/approve/sample"); err != nil {
+	if _, err := a.render(sample, "CIBALINKsample"); err != nil {
 		return err
 	}
 	for _, t := range []*htmltemplate.Template{a.approve, a.result} {
@@ -254,13 +266,15 @@ type mailData struct {
 	ExpiresIn      string
 }
 
-func (a *EmailAuthenticator) render(req *AuthRequest, link string) (*MailMessage, error) {
+// mailData is what the mail templates show of req; its URL is the link
+// of marker.
+func (a *EmailAuthenticator) mailData(req *AuthRequest, marker string) mailData {
 	d := mailData{
 		ClientName:     a.cfg.ClientName(req.ClientID),
 		UserName:       req.User.DisplayName(),
 		BindingMessage: req.BindingMessage,
 		Match:          a.cfg.MatchBindingMessage,
-		URL:            link,
+		URL:            a.linkURL(marker),
 		Scopes:         describeScopes(req.Scopes),
 		ExpiresAt:      req.Expires.UTC().Format("15:04:05 MST on Mon 2 Jan 2006"),
 		ExpiresIn:      humanDuration(req.Expires.Sub(req.Created)),
@@ -268,11 +282,17 @@ func (a *EmailAuthenticator) render(req *AuthRequest, link string) (*MailMessage
 	if d.Match {
 		d.BindingMessage = ""
 	}
-	var text, html bytes.Buffer
-	if err := a.mailText.Execute(&text, d); err != nil {
+	return d
+}
+
+// render renders req's mail, whose approval URL is the link of marker.
+func (a *EmailAuthenticator) render(req *AuthRequest, marker string) (*MailMessage, error) {
+	d := a.mailData(req, marker)
+	var text, html strings.Builder
+	if err := renderMail(&text, a.textSkeletons, a.mailText.Execute, &d, marker); err != nil {
 		return nil, fmt.Errorf("template %s: %w", tmplMailText, err)
 	}
-	if err := a.mailHTML.Execute(&html, d); err != nil {
+	if err := renderMail(&html, a.htmlSkeletons, a.mailHTML.Execute, &d, marker); err != nil {
 		return nil, fmt.Errorf("template %s: %w", tmplMailHTML, err)
 	}
 	subject := a.cfg.Subject
@@ -320,7 +340,7 @@ func (a *EmailAuthenticator) Start(ctx context.Context, key RequestKey, req *Aut
 		return nil, err
 	}
 	marker := "CIBALINK" + base64.RawURLEncoding.EncodeToString(mb)
-	m, err := a.render(req, a.linkURL(marker))
+	m, err := a.render(req, marker)
 	if err != nil {
 		return nil, err
 	}

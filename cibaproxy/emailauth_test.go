@@ -47,7 +47,7 @@ type mailBackend struct {
 	log   *zap.Logger
 }
 
-func newMailBackend(t *testing.T, dir string) *mailBackend {
+func newMailBackend(t testing.TB, dir string) *mailBackend {
 	t.Helper()
 	clock := &liveClock{}
 	core, logs := observer.New(zapcore.DebugLevel)
@@ -1278,6 +1278,9 @@ func TestTemplatesDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if a.textSkeletons != nil || a.htmlSkeletons == nil {
+		t.Error("a template from the directory must be executed, the embedded one may use skeletons")
+	}
 	now := mb.clock.Now()
 	out, err := a.Start(context.Background(), KeyOf("x"), &AuthRequest{
 		ClientID: "cc", User: User{Username: "alice", Email: "alice@example.com"}, Scopes: []string{"openid"},
@@ -1336,5 +1339,116 @@ func TestTemplatesDir(t *testing.T) {
 	}
 	if _, err := newAuth(odd); err == nil {
 		t.Error("an unreadable mail.html was accepted")
+	}
+}
+
+// TestMailSkeletonsMatchTemplates: the embedded mail templates rendered
+// from their skeletons (mailskeleton.go) are byte for byte what executing
+// them writes, for requests of every shape with values full of what HTML
+// escaping changes, invalid UTF-8 and the skeletons' own sentinels.
+func TestMailSkeletonsMatchTemplates(t *testing.T) {
+	mb := newMailBackend(t, t.TempDir())
+	sender, err := NewSMTPSender(SMTPConfig{Addr: "127.0.0.1:25", TLS: TLSNone, From: "login@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(7, 11))
+	pieces := []string{"a", "Z", "0", " ", "<", ">", "&", "'", "\"", "+", "\x00", "é", "€", "💡", "\xff",
+		"{{.URL}}", "&amp;", "<script>", mailSentinel(0), mailSentinel(mailMarker), "\n", "%41", "javascript:"}
+	str := func(maxPieces int) string {
+		var b strings.Builder
+		for range rng.IntN(maxPieces + 1) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+	scopes := []string{"openid", "profile", "email", "offline_access", "custom:<x>", "a+b"}
+	for _, match := range []bool{false, true} {
+		a, err := NewEmailAuthenticator(context.Background(), EmailConfig{
+			PublicURL: testPublic, Sender: sender, Store: mb.Store, Now: mb.clock.Now,
+			MatchBindingMessage: match,
+			ClientName:          func(id string) string { return id },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.textSkeletons == nil || a.htmlSkeletons == nil {
+			t.Fatal("the embedded mail templates are executed, not rendered from skeletons")
+		}
+		now := mb.clock.Now()
+		for i := range 1500 {
+			req := &AuthRequest{
+				ClientID:       str(4),
+				User:           User{Username: str(3), Name: str(3), Email: "u@example.com"},
+				BindingMessage: str(4),
+				Created:        now,
+				Expires:        now.Add(time.Duration(rng.IntN(3600)+1) * time.Second),
+			}
+			for range rng.IntN(5) {
+				req.Scopes = append(req.Scopes, scopes[rng.IntN(len(scopes))])
+			}
+			if rng.IntN(3) == 0 {
+				req.Scopes = append(req.Scopes, str(3))
+			}
+			marker := "CIBALINK" + fmt.Sprint(i) + "-_x"
+			d := a.mailData(req, marker)
+			for _, c := range []struct {
+				name string
+				sk   *mailSkeletons
+				exec func(io.Writer, any) error
+			}{{"text", a.textSkeletons, a.mailText.Execute}, {"html", a.htmlSkeletons, a.mailHTML.Execute}} {
+				var want, got strings.Builder
+				if err := c.exec(&want, &d); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.sk.render(&got, &d, marker); err != nil {
+					t.Fatal(err)
+				}
+				if got.String() != want.String() {
+					t.Fatalf("match=%v, %s mail of %+v:\nskeleton: %q\ntemplate: %q", match, c.name, req, got.String(), want.String())
+				}
+			}
+		}
+		for _, sk := range []*mailSkeletons{a.textSkeletons, a.htmlSkeletons} {
+			executed := 0
+			for _, s := range sk.shapes {
+				if s == nil {
+					executed++
+				}
+			}
+			if len(sk.shapes) < 4 || executed > 0 {
+				t.Errorf("match=%v: %d shapes, %d of them executed: want several, none executed", match, len(sk.shapes), executed)
+			}
+		}
+	}
+}
+
+// BenchmarkMailRender: a mail (text and HTML) executed from the templates
+// and rendered from their skeletons.
+func BenchmarkMailRender(b *testing.B) {
+	mb := newMailBackend(b, b.TempDir())
+	sender, err := NewSMTPSender(SMTPConfig{Addr: "127.0.0.1:25", TLS: TLSNone, From: "login@example.com"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, err := NewEmailAuthenticator(context.Background(), EmailConfig{PublicURL: testPublic, Sender: sender, Store: mb.Store, Now: mb.clock.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := mb.clock.Now()
+	req := &AuthRequest{ClientID: "cc", User: User{Username: "alice", Name: "Alice Example", Email: "alice@example.com"},
+		Scopes: []string{"openid", "email"}, BindingMessage: "A1-B2", Created: now, Expires: now.Add(5 * time.Minute)}
+	for _, name := range []string{"executed", "skeleton"} {
+		b.Run(name, func(b *testing.B) {
+			c := *a
+			if name == "executed" {
+				c.textSkeletons, c.htmlSkeletons = nil, nil
+			}
+			for b.Loop() {
+				if _, err := c.render(req, "CIBALINKbench"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
