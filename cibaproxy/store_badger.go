@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -79,6 +80,13 @@ const (
 	userKeyLen     = 16
 )
 
+// syncGather bounds how long an fsync waits for the commits under way to
+// share it, checking every syncGatherStep.
+const (
+	syncGather     = 300 * time.Microsecond
+	syncGatherStep = 20 * time.Microsecond
+)
+
 // ErrUserLimit is returned by Create when the user has too many undecided
 // requests.
 var ErrUserLimit = errors.New("too many undecided requests for this user")
@@ -116,9 +124,12 @@ type BadgerStore struct {
 	started   uint64 // fsyncs started
 	finished  uint64 // fsyncs finished
 	syncErr   error  // of the last finished fsync
-	stop      chan struct{}
-	done      chan struct{}
-	once      sync.Once
+	// committing counts the transactions being committed (write).
+	committing atomic.Int64
+	fsync      func() error // DB.Sync; a test's recorder
+	stop       chan struct{}
+	done       chan struct{}
+	once       sync.Once
 }
 
 // OpenBadger opens (creating if needed) the Badger database in dir with
@@ -221,6 +232,7 @@ func openBadger(opts badger.Options, logger *zap.Logger, now func() time.Time) (
 		counts: newCountCache(),
 	}
 	s.syncCond = sync.NewCond(&s.syncMu)
+	s.fsync = db.Sync
 	go s.gcLoop()
 	return s, nil
 }
@@ -304,7 +316,9 @@ func (s *BadgerStore) write(ctx context.Context, durable bool, fn func(txn *badg
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		s.committing.Add(1)
 		err := s.db.Update(fn)
+		s.committing.Add(-1)
 		if err == nil && durable && s.groupSync {
 			return s.sync()
 		}
@@ -332,10 +346,19 @@ func (s *BadgerStore) sync() error {
 			continue
 		}
 		s.syncing = true
+		// Gather: writers whose commits are under way when this fsync is
+		// due share it rather than wait for the next (their transactions
+		// wait for Badger's writer, which waits for the previous fsync).
+		// Those that come while it gathers wait for it (started+1).
+		s.syncMu.Unlock()
+		for t0 := time.Now(); s.committing.Load() > 0 && time.Since(t0) < syncGather; {
+			time.Sleep(syncGatherStep)
+		}
+		s.syncMu.Lock()
 		s.started++
 		n := s.started
 		s.syncMu.Unlock()
-		err := s.db.Sync()
+		err := s.fsync()
 		s.syncMu.Lock()
 		s.syncing, s.finished, s.syncErr = false, n, err
 		s.syncCond.Broadcast()

@@ -781,3 +781,64 @@ func TestBadgerCountsOfEarlierShards(t *testing.T) {
 	s = openTestStore(t, dir, clock.Now)
 	checkCounts(t, s, []string{"alice"}, 0)
 }
+
+// TestBadgerGroupCommit: a durable write returns only after an fsync that
+// started after its transaction ran and finished before it returned, also
+// while fsyncs gather the commits under way; concurrent writers share
+// fsyncs.
+func TestBadgerGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir(), nil)
+	var seq atomic.Int64
+	type span struct{ start, end int64 }
+	var mu sync.Mutex
+	var spans []span
+	s.fsync = func() error {
+		start := seq.Add(1)
+		time.Sleep(300 * time.Microsecond)
+		err := s.db.Sync()
+		end := seq.Add(1)
+		mu.Lock()
+		spans = append(spans, span{start, end})
+		mu.Unlock()
+		return err
+	}
+	const writers, each = 16, 40
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				var ran int64
+				err := s.update(ctx, func(txn *badger.Txn) error {
+					ran = seq.Add(1)
+					return txn.Set([]byte(fmt.Sprint("k", g, "-", i)), []byte("v"))
+				})
+				back := seq.Add(1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				ok := false
+				for _, sp := range spans {
+					if sp.start > ran && sp.end < back {
+						ok = true
+						break
+					}
+				}
+				mu.Unlock()
+				if !ok {
+					t.Errorf("a write (ran at %d, back at %d) returned without an fsync in between", ran, back)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(spans); n == 0 || n >= writers*each {
+		t.Errorf("%d fsyncs for %d writes: want them shared", n, writers*each)
+	}
+	t.Logf("%d fsyncs for %d writes", len(spans), writers*each)
+}
