@@ -630,34 +630,6 @@ func TestBadgerCountsUnderConcurrency(t *testing.T) {
 	)
 	keys := make(chan RequestKey, creators*each)
 	var created, refused atomic.Int64
-	var wg sync.WaitGroup
-	for g := range creators {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				r := testRequest(clock.Now())
-				if i%7 != 0 { // every seventh without a user
-					r.User.Subject = subjects[(g+i)%len(subjects)]
-				}
-				if i%3 == 0 {
-					r.Expires = clock.Now().Add(time.Second) // for the sweeper
-				}
-				k := KeyOf(fmt.Sprint("c", g, "-", i))
-				err := s.Create(ctx, k, r, nil, UserLimit{Max: limit, ReplaceOldest: i%2 == 0})
-				switch {
-				case errors.Is(err, ErrUserLimit):
-					refused.Add(1)
-				case err != nil:
-					t.Error(err)
-					return
-				default:
-					created.Add(1)
-					keys <- k
-				}
-			}
-		}()
-	}
 	var deciders sync.WaitGroup
 	var decided atomic.Int64
 	for range 2 {
@@ -701,7 +673,29 @@ func TestBadgerCountsUnderConcurrency(t *testing.T) {
 			swept += n
 		}
 	}()
-	wg.Wait()
+	create := func(g, i int) bool {
+		r := testRequest(clock.Now())
+		if i%7 != 0 { // every seventh without a user
+			r.User.Subject = subjects[(g+i)%len(subjects)]
+		}
+		if i%3 == 0 {
+			r.Expires = clock.Now().Add(time.Second) // for the sweeper
+		}
+		k := KeyOf(fmt.Sprint("c", g, "-", i))
+		err := s.Create(ctx, k, r, nil, UserLimit{Max: limit, ReplaceOldest: i%2 == 0})
+		switch {
+		case errors.Is(err, ErrUserLimit):
+			refused.Add(1)
+		case err != nil:
+			t.Error(err)
+			return false
+		default:
+			created.Add(1)
+			keys <- k
+		}
+		return true
+	}
+	fanOut(creators, each, create)
 	close(keys)
 	deciders.Wait()
 	close(stop)
@@ -804,41 +798,52 @@ func TestBadgerGroupCommit(t *testing.T) {
 		return err
 	}
 	const writers, each = 16, 40
+	fanOut(writers, each, func(g, i int) bool {
+		var ran int64
+		err := s.update(ctx, func(txn *badger.Txn) error {
+			ran = seq.Add(1)
+			return txn.Set([]byte(fmt.Sprint("k", g, "-", i)), []byte("v"))
+		})
+		back := seq.Add(1)
+		if err != nil {
+			t.Error(err)
+			return false
+		}
+		mu.Lock()
+		ok := false
+		for _, sp := range spans {
+			if sp.start > ran && sp.end < back {
+				ok = true
+				break
+			}
+		}
+		mu.Unlock()
+		if !ok {
+			t.Errorf("a write (ran at %d, back at %d) returned without an fsync in between", ran, back)
+			return false
+		}
+		return true
+	})
+	if n := len(spans); n == 0 || n >= writers*each {
+		t.Errorf("%d fsyncs for %d writes: want them shared", n, writers*each)
+	}
+	t.Logf("%d fsyncs for %d writes", len(spans), writers*each)
+}
+
+// fanOut runs fn(g, i) for i < each in n goroutines g, a goroutine
+// stopping when fn returns false, and waits for them.
+func fanOut(n, each int, fn func(g, i int) bool) {
 	var wg sync.WaitGroup
-	for g := range writers {
+	for g := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				var ran int64
-				err := s.update(ctx, func(txn *badger.Txn) error {
-					ran = seq.Add(1)
-					return txn.Set([]byte(fmt.Sprint("k", g, "-", i)), []byte("v"))
-				})
-				back := seq.Add(1)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				ok := false
-				for _, sp := range spans {
-					if sp.start > ran && sp.end < back {
-						ok = true
-						break
-					}
-				}
-				mu.Unlock()
-				if !ok {
-					t.Errorf("a write (ran at %d, back at %d) returned without an fsync in between", ran, back)
+				if !fn(g, i) {
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if n := len(spans); n == 0 || n >= writers*each {
-		t.Errorf("%d fsyncs for %d writes: want them shared", n, writers*each)
-	}
-	t.Logf("%d fsyncs for %d writes", len(spans), writers*each)
 }
