@@ -423,9 +423,9 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 			}
 		}()
 	}
+	user, hasUser := userKeyOf(r)
 	var stripes []int
 	if r.Status == StatusPending {
-		user, hasUser := userKeyOf(r)
 		stripes = []int{countStripeOf(key, user, hasUser)}
 	}
 	err := s.countedWrite(ctx, true, stripes, func(txn *badger.Txn, ct *countTxn) error {
@@ -439,7 +439,7 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 			return err
 		}
 		if r.Status == StatusPending {
-			old, err := s.countNew(txn, ct, key, r, limit)
+			old, err := s.countNew(txn, ct, key, r, user, hasUser, limit)
 			if err != nil {
 				return err
 			}
@@ -474,10 +474,10 @@ func (s *BadgerStore) Create(ctx context.Context, key RequestKey, r *AuthRequest
 	return err
 }
 
-// countNew enters a new pending request in the indexes and counts, within
-// the user's limit. It returns the key of the request it replaced, if any.
-func (s *BadgerStore) countNew(txn *badger.Txn, ct *countTxn, key RequestKey, r *AuthRequest, limit UserLimit) (*RequestKey, error) {
-	user, hasUser := userKeyOf(r)
+// countNew enters a new pending request, whose user key is user when
+// hasUser, in the indexes and counts, within the user's limit. It returns
+// the key of the request it replaced, if any.
+func (s *BadgerStore) countNew(txn *badger.Txn, ct *countTxn, key RequestKey, r *AuthRequest, user [userKeyLen]byte, hasUser bool, limit UserLimit) (*RequestKey, error) {
 	stripe := countStripeOf(key, user, hasUser)
 	xv := make([]byte, userKeyLen+8)
 	var replaced *RequestKey
