@@ -288,11 +288,12 @@ func (a *EmailAuthenticator) mailData(req *AuthRequest, marker string) mailData 
 // render renders req's mail, whose approval URL is the link of marker.
 func (a *EmailAuthenticator) render(req *AuthRequest, marker string) (*MailMessage, error) {
 	d := a.mailData(req, marker)
+	fields := mailFields(&d, marker)
 	var text, html strings.Builder
-	if err := renderMail(&text, a.textSkeletons, a.mailText.Execute, &d, marker); err != nil {
+	if err := renderMail(&text, a.textSkeletons, a.mailText.Execute, &d, fields); err != nil {
 		return nil, fmt.Errorf("template %s: %w", tmplMailText, err)
 	}
-	if err := renderMail(&html, a.htmlSkeletons, a.mailHTML.Execute, &d, marker); err != nil {
+	if err := renderMail(&html, a.htmlSkeletons, a.mailHTML.Execute, &d, fields); err != nil {
 		return nil, fmt.Errorf("template %s: %w", tmplMailHTML, err)
 	}
 	subject := a.cfg.Subject

@@ -1401,7 +1401,7 @@ func TestMailSkeletonsMatchTemplates(t *testing.T) {
 				if err := c.exec(&want, &d); err != nil {
 					t.Fatal(err)
 				}
-				if err := c.sk.render(&got, &d, marker); err != nil {
+				if err := c.sk.render(&got, &d, mailFields(&d, marker)); err != nil {
 					t.Fatal(err)
 				}
 				if got.String() != want.String() {

@@ -112,18 +112,17 @@ func (m *mailSkeletons) dataOf(d *mailData, fields []string, value func(i int) s
 	return out
 }
 
-// renderMail writes d's mail, whose URL is the link of marker, with the
-// skeletons sk, or by executing the template when sk is nil.
-func renderMail(b *strings.Builder, sk *mailSkeletons, exec func(io.Writer, any) error, d *mailData, marker string) error {
+// renderMail writes d's mail, whose fields are fields (mailFields), with
+// the skeletons sk, or by executing the template when sk is nil.
+func renderMail(b *strings.Builder, sk *mailSkeletons, exec func(io.Writer, any) error, d *mailData, fields []string) error {
 	if sk == nil {
 		return exec(b, d)
 	}
-	return sk.render(b, d, marker)
+	return sk.render(b, d, fields)
 }
 
-// render writes d's mail, whose URL is the link of marker, to b.
-func (m *mailSkeletons) render(b *strings.Builder, d *mailData, marker string) error {
-	fields := mailFields(d, marker)
+// render writes d's mail, whose fields are fields (mailFields), to b.
+func (m *mailSkeletons) render(b *strings.Builder, d *mailData, fields []string) error {
 	sk, err := m.skeleton(d, fields)
 	if err != nil {
 		return err

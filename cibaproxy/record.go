@@ -82,6 +82,15 @@ func (d *recordReader) uvarint() uint64 {
 	return v
 }
 
+// end returns the first error of the reads, or errCorruptRecord if bytes
+// are left over.
+func (d *recordReader) end() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errCorruptRecord
+	}
+	return d.err
+}
+
 func (d *recordReader) varint() int64 {
 	if d.err != nil {
 		return 0
@@ -177,10 +186,7 @@ func decodeRequest(b []byte, r *AuthRequest) error {
 	if ping := d.string(); ping != "" {
 		r.Ping = []byte(ping)
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errCorruptRecord
-	}
-	return d.err
+	return d.end()
 }
 
 // encodeItem returns the stored form of an outbox item (its ID is the key).
@@ -215,10 +221,7 @@ func decodeItem(b []byte, it *OutboxItem) error {
 	it.Attempts = int(d.varint())
 	it.LeaseUntil = d.time()
 	it.LastError = d.string()
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errCorruptRecord
-	}
-	return d.err
+	return d.end()
 }
 
 // skip passes over a length-prefixed string.
@@ -319,11 +322,8 @@ func decodeQueuedMail(b []byte) (*queuedMail, error) {
 	m.MessageID = d.string()
 	m.Date = d.time()
 	q.Marker = d.string()
-	if d.err == nil && len(d.b) != 0 {
-		d.err = errCorruptRecord
-	}
-	if d.err != nil {
-		return nil, d.err
+	if err := d.end(); err != nil {
+		return nil, err
 	}
 	return q, nil
 }
