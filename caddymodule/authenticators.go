@@ -4,15 +4,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/email"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/httpchannel"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/mail"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"go.uber.org/zap"
-
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
 )
 
 func init() {
@@ -45,9 +48,9 @@ type Authenticators struct {
 // thin wrapper that builds an authenticator of the core for the handler.
 type AuthenticatorModule interface {
 	caddy.Module
-	// NewAuthenticator builds the authenticator, registering the
-	// deliverers of what it queues with env.Register.
-	NewAuthenticator(env *AuthenticatorEnv) (*cibaproxy.AuthenticatorEntry, error)
+	// NewAuthenticator builds the authenticator; the core's Server
+	// registers the deliverers of what it queues.
+	NewAuthenticator(env *AuthenticatorEnv) (*authn.Entry, error)
 }
 
 // AuthenticatorEnv is what the handler gives its authenticators.
@@ -60,19 +63,11 @@ type AuthenticatorEnv struct {
 	// callbacks the authenticators serve under /ciba/.
 	PublicURL string
 	// Store is the handler's store.
-	Store cibaproxy.Store
+	Store store.Store
 	// ClientName returns a client's display name.
 	ClientName func(id string) string
 	// Logger is the handler's.
 	Logger *zap.Logger
-
-	register func(kind byte, sender string, d cibaproxy.Deliverer)
-}
-
-// Register makes d the deliverer of the outbox items of kind queued for
-// sender, until the handler is cleaned up.
-func (e *AuthenticatorEnv) Register(kind byte, sender string, d cibaproxy.Deliverer) {
-	e.register(kind, sender, d)
 }
 
 // unmarshalAuthenticator parses an `authenticator <name> { … }` block into
@@ -101,11 +96,9 @@ func (h *Handler) unmarshalACRFallback(d *caddyfile.Dispenser) error {
 	return oneArg(d, &h.ACRFallback)
 }
 
-// provisionAuthenticators builds the authenticators that reach users and
-// registers their senders with the store's outbox (unregistered in
-// Cleanup). It returns the e-mail authenticator when there is one (else the
-// first), and the entries chosen by acr_values.
-func (h *Handler) provisionAuthenticators(ctx caddy.Context, repl *caddy.Replacer, backend *cibaproxy.Backend, clients []*cibaproxy.Client) (cibaproxy.Authenticator, []*cibaproxy.AuthenticatorEntry, error) {
+// provisionAuthenticators builds the authenticators that reach users: the
+// top-level email block first, then the authenticator blocks, in order.
+func (h *Handler) provisionAuthenticators(ctx caddy.Context, repl *caddy.Replacer, st store.Store, list []*clients.Client) ([]*authn.Entry, error) {
 	var mods []AuthenticatorModule
 	if h.Email != nil {
 		mods = append(mods, &EmailAuthenticator{Email: *h.Email})
@@ -113,82 +106,43 @@ func (h *Handler) provisionAuthenticators(ctx caddy.Context, repl *caddy.Replace
 	if len(h.AuthenticatorsRaw) > 0 {
 		vals, err := ctx.LoadModule(&h.Authenticators, "AuthenticatorsRaw")
 		if err != nil {
-			return nil, nil, fmt.Errorf("loading authenticators: %w", err)
+			return nil, fmt.Errorf("loading authenticators: %w", err)
 		}
 		for _, v := range vals.([]any) {
 			m, ok := v.(AuthenticatorModule)
 			if !ok {
-				return nil, nil, fmt.Errorf("module %T is no authenticator", v)
+				return nil, fmt.Errorf("module %T is no authenticator", v)
 			}
 			mods = append(mods, m)
 		}
 	}
 	if len(mods) == 0 {
-		if h.ACRFallback != "" {
-			return nil, nil, errors.New("acr_fallback names an authenticator, but none is configured")
-		}
 		h.logger.Warn("no authenticator (email block or authenticator block): requests are accepted but no user is asked to approve them")
-		return nil, nil, nil
+		return nil, nil
 	}
-
-	names := make(map[string]string, len(clients))
-	for _, c := range clients {
+	names := make(map[string]string, len(list))
+	for _, c := range list {
 		names[c.ID] = c.DisplayName()
 	}
 	env := &AuthenticatorEnv{
 		Context:    ctx,
 		Replacer:   repl,
 		PublicURL:  h.PublicURL,
-		Store:      backend.Store,
+		Store:      st,
 		ClientName: func(id string) string { return names[id] },
 		Logger:     h.logger,
-		register: func(kind byte, sender string, d cibaproxy.Deliverer) {
-			h.unregister = append(h.unregister, backend.Outbox.Register(kind, sender, d))
-			if c, ok := d.(io.Closer); ok { // after its unregistration
-				h.unregister = append(h.unregister, func() { _ = c.Close() })
-			}
-		},
 	}
-	var (
-		errs    []error
-		entries []*cibaproxy.AuthenticatorEntry
-		emails  int
-		auth    cibaproxy.Authenticator
-	)
+	var errs []error
+	var entries []*authn.Entry
 	for _, m := range mods {
-		if _, ok := m.(*EmailAuthenticator); ok {
-			// Every e-mail authenticator would serve the approval links
-			// under /ciba/approve/; one is all a site can have.
-			if emails++; emails == 2 {
-				errs = append(errs, errors.New("only one e-mail authenticator is possible (the top-level email block is one)"))
-				continue
-			}
-		}
 		e, err := m.NewAuthenticator(env)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if _, ok := e.Authenticator.(*cibaproxy.EmailAuthenticator); ok || auth == nil {
-			auth = e.Authenticator // the health report looks at the e-mail one
-		}
 		entries = append(entries, e)
 	}
-	if h.ACRFallback != "" {
-		found := false
-		for _, e := range entries {
-			if e.ACR == h.ACRFallback {
-				e.Fallback, found = true, true
-			}
-		}
-		if !found && len(errs) == 0 {
-			errs = append(errs, fmt.Errorf("acr_fallback %s is not the acr of a configured authenticator", h.ACRFallback))
-		}
-	}
-	if err := cibaproxy.CheckAuthenticators(entries); err != nil {
-		errs = append(errs, err)
-	}
-	return auth, entries, errors.Join(errs...)
+	return entries, errors.Join(errs...)
 }
 
 // ---- ciba.authenticators.email ----
@@ -260,25 +214,8 @@ func (m *EmailAuthenticator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // NewAuthenticator implements AuthenticatorModule.
-func (m *EmailAuthenticator) NewAuthenticator(env *AuthenticatorEnv) (*cibaproxy.AuthenticatorEntry, error) {
-	auth, err := newEmailAuthenticator(env, &m.Email)
-	if err != nil {
-		return nil, err
-	}
-	env.Register(cibaproxy.KindMail, auth.SenderName(), auth)
-	return &cibaproxy.AuthenticatorEntry{
-		Name:          "email",
-		ACR:           withDefault(m.ACR, cibaproxy.DefaultACR),
-		AMR:           withDefaults(m.AMR, cibaproxy.EmailAMR),
-		Authenticator: auth,
-	}, nil
-}
-
-// newEmailAuthenticator builds the e-mail link authenticator.
-func newEmailAuthenticator(env *AuthenticatorEnv, e *Email) (*cibaproxy.EmailAuthenticator, error) {
-	if err := e.validate(); err != nil {
-		return nil, err
-	}
+func (m *EmailAuthenticator) NewAuthenticator(env *AuthenticatorEnv) (*authn.Entry, error) {
+	e := &m.Email
 	user, err := expandOptional(env.Replacer, e.Username)
 	if err != nil {
 		return nil, fmt.Errorf("email: username: %w", err)
@@ -287,15 +224,11 @@ func newEmailAuthenticator(env *AuthenticatorEnv, e *Email) (*cibaproxy.EmailAut
 	if err != nil {
 		return nil, fmt.Errorf("email: password: %w", err)
 	}
-	sender, err := cibaproxy.NewSMTPSender(cibaproxy.SMTPConfig{
-		Addr: e.SMTP, TLS: e.TLS, Username: user, Password: pass, From: e.From,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("email: %w", err)
-	}
-	auth, err := cibaproxy.NewEmailAuthenticator(env.Context, cibaproxy.EmailConfig{
+	auth, err := email.New(env.Context, email.Config{
 		PublicURL:           env.PublicURL,
-		Sender:              sender,
+		SMTP:                mail.Config{Addr: e.SMTP, TLS: e.TLS, Username: user, Password: pass, From: e.From},
+		ACR:                 m.ACR,
+		AMR:                 m.AMR,
 		Subject:             e.Subject,
 		TemplatesDir:        e.Templates,
 		MatchBindingMessage: e.MatchBindingMessage,
@@ -306,9 +239,9 @@ func newEmailAuthenticator(env *AuthenticatorEnv, e *Email) (*cibaproxy.EmailAut
 		Logger:              env.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("email: %w", err)
+		return nil, err
 	}
-	return auth, nil
+	return auth.Entry(), nil
 }
 
 // ---- ciba.authenticators.http ----
@@ -379,25 +312,17 @@ func (m *HTTPAuthenticator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // NewAuthenticator implements AuthenticatorModule.
-func (m *HTTPAuthenticator) NewAuthenticator(env *AuthenticatorEnv) (*cibaproxy.AuthenticatorEntry, error) {
-	if err := cibaproxy.CheckChannelEndpoint(m.Endpoint); err != nil {
-		return nil, err
-	}
+func (m *HTTPAuthenticator) NewAuthenticator(env *AuthenticatorEnv) (*authn.Entry, error) {
 	token, err := expandOptional(env.Replacer, m.Token)
 	if err != nil {
 		return nil, fmt.Errorf("http channel: token: %w", err)
 	}
-	if token == "" {
-		env.Logger.Warn("http channel without a token: the device service cannot tell the proxy's requests from others")
-	}
-	acr := withDefault(m.ACR, cibaproxy.DefaultChannelACR)
-	ch, err := cibaproxy.NewHTTPChannel(cibaproxy.HTTPChannelConfig{
-		PublicURL: env.PublicURL,
-		Endpoint:  m.Endpoint,
-		Token:     token,
-		// One sender per authenticator of a site, kept across reloads
-		// and endpoint changes.
-		SenderName: env.PublicURL + " http " + acr,
+	ch, err := httpchannel.New(httpchannel.Config{
+		PublicURL:  env.PublicURL,
+		Endpoint:   m.Endpoint,
+		Token:      token,
+		ACR:        m.ACR,
+		AMR:        m.AMR,
 		Store:      env.Store,
 		ClientName: env.ClientName,
 		ClientIP:   clientIP,
@@ -407,13 +332,7 @@ func (m *HTTPAuthenticator) NewAuthenticator(env *AuthenticatorEnv) (*cibaproxy.
 	if err != nil {
 		return nil, err
 	}
-	env.Register(cibaproxy.KindChannel, ch.SenderName(), ch)
-	return &cibaproxy.AuthenticatorEntry{
-		Name:          "http",
-		ACR:           acr,
-		AMR:           withDefaults(m.AMR, cibaproxy.DefaultChannelAMR),
-		Authenticator: ch,
-	}, nil
+	return ch.Entry(), nil
 }
 
 // ---- helpers ----
@@ -437,20 +356,6 @@ func unmarshalAMR(d *caddyfile.Dispenser, dst *[]string) error {
 	}
 	*dst = args
 	return nil
-}
-
-func withDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}
-
-func withDefaults(v, def []string) []string {
-	if len(v) == 0 {
-		return append([]string(nil), def...)
-	}
-	return append([]string(nil), v...)
 }
 
 // Interface guards

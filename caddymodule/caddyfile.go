@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
 )
 
 func init() {
@@ -329,7 +330,7 @@ func (x *Exchange) unmarshal(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &x.SubjectTokenType); err != nil {
 				return err
 			}
-			if _, err := subjectTokenTypeURI(x.SubjectTokenType); err != nil {
+			if _, err := upstream.SubjectTokenType(x.SubjectTokenType); err != nil {
 				return d.Err(err.Error())
 			}
 		case "param":

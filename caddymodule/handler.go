@@ -4,16 +4,8 @@
 package caddymodule
 
 import (
-	"encoding/hex"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
-	"net/url"
-	"os"
-	"path/filepath"
-	"slices"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -137,12 +129,10 @@ type Handler struct {
 	// Clients are the consumption-device clients allowed to use CIBA.
 	Clients []*Client `json:"clients,omitempty"`
 
-	logger     *zap.Logger
-	srv        *cibaproxy.Server
-	cfg        cibaproxy.Config
-	poolKey    string   // the store pool entry this handler holds, if any
-	badCfg     error    // a configuration error found while provisioning, for Validate
-	unregister []func() // remove this handler's senders from the outbox
+	logger  *zap.Logger
+	srv     *cibaproxy.Server
+	poolKey string // the store pool entry this handler holds, if any
+	badCfg  error  // the configuration errors found while provisioning, for Validate
 }
 
 // Storage selects the store.
@@ -277,368 +267,27 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets defaults, expands placeholders, opens the store (shared
-// with every other handler and configuration on the same directory) and
-// loads the user directory. Configuration mistakes are reported by
-// Validate.
-func (h *Handler) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
-	repl := caddy.NewReplacer()
-
-	clients, err := h.provisionClients(repl)
-	if err != nil {
-		h.badCfg = err
-	}
-
-	dir, err := h.storageDir()
-	if err != nil {
-		return err
-	}
-	backend, err := loadBackend(dir)
-	if err != nil {
-		return err
-	}
-	h.poolKey = dir
-
-	var users cibaproxy.Directory
-	if h.Users != "" {
-		d, err := cibaproxy.LoadUsers(h.Users)
-		if err != nil {
-			return err
-		}
-		users = d
-	}
-
-	var disc *cibaproxy.Discovery
-	if h.Upstream != "" && h.UpstreamVia != "" {
-		disc, err = cibaproxy.NewDiscovery(h.Upstream, h.UpstreamVia, nil, nil)
-		if err != nil {
-			h.badCfg = errors.Join(h.badCfg, err)
-		}
-	}
-
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("registering metrics: %w", err)
-	}
-
-	auth, entries, err := h.provisionAuthenticators(ctx, repl, backend, clients)
-	if err != nil {
-		h.badCfg = errors.Join(h.badCfg, err)
-	}
-
-	issuer, minter, err := h.provisionMinting(ctx, repl, backend, disc)
-	if err != nil {
-		h.badCfg = errors.Join(h.badCfg, err)
-	}
-
-	h.cfg = cibaproxy.Config{
-		Issuer:                h.Upstream,
-		PublicURL:             h.PublicURL,
-		Endpoint:              h.Endpoint,
-		TokenPath:             h.TokenPath,
-		RequestTTL:            time.Duration(h.RequestTTL),
-		Interval:              time.Duration(h.Interval),
-		BindingMessageMax:     h.BindingMessageMax,
-		Clients:               clients,
-		Users:                 users,
-		Backend:               backend,
-		Discovery:             disc,
-		Authenticator:         auth,
-		Authenticators:        entries,
-		Minter:                minter,
-		SubjectIssuer:         issuer,
-		RequireSignedRequests: h.RequireSignedRequests,
-		AssertionAlgs:         h.AssertionAlgs,
-		LoginHintTokenIssuers: h.LoginHintTokenIssuers,
-		IDTokenHintMaxAge:     time.Duration(h.IDTokenHintMaxAge),
-		Limits:                h.Limits.resolve(),
-		ClientIP:              clientIP,
-		Metrics:               processMetrics(),
-		MetricsClientLabel:    h.MetricsClientLabel,
-		Logger:                h.logger,
-	}
-	if err := h.provisionPing(ctx, backend, &h.cfg); err != nil {
-		h.badCfg = errors.Join(h.badCfg, err)
-	}
-	h.srv = cibaproxy.NewServer(h.cfg)
-	return nil
-}
-
-// provisionMinting builds the subject-token issuer and the token exchange.
-func (h *Handler) provisionMinting(ctx caddy.Context, repl *caddy.Replacer, backend *cibaproxy.Backend, disc *cibaproxy.Discovery) (*cibaproxy.Issuer, cibaproxy.Minter, error) {
-	if h.PublicURL == "" || disc == nil {
-		return nil, nil, nil // Validate reports what is missing
-	}
-	issuer, err := cibaproxy.NewIssuer(ctx, cibaproxy.IssuerConfig{
-		PublicURL: h.PublicURL,
-		Alg:       h.SigningAlg,
-		KeyFile:   h.SigningKey,
-		Rotation:  time.Duration(h.KeyRotation),
-		Store:     backend.Store,
-		Logger:    h.logger,
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("subject-token issuer: %w", err)
-	}
-	x := h.Exchange
-	if x == nil {
-		x = new(Exchange)
-	}
-	if err := x.validate(); err != nil {
-		return issuer, nil, err
-	}
-	stt, _ := subjectTokenTypeURI(x.SubjectTokenType)
-	secret := ""
-	if x.Credentials == cibaproxy.CredentialsProxy {
-		if secret, err = expandSecret(repl, x.ClientSecret); err != nil {
-			return issuer, nil, fmt.Errorf("exchange: proxy client secret: %w", err)
-		}
-	}
-	exch, err := cibaproxy.NewExchanger(cibaproxy.ExchangeConfig{
-		Discovery:         disc,
-		Issuer:            issuer,
-		Credentials:       x.Credentials,
-		ProxyClientID:     x.ClientID,
-		ProxyClientSecret: secret,
-		SubjectTokenType:  stt,
-		Params:            x.Params,
-		Logger:            h.logger,
-	})
-	if err != nil {
-		return issuer, nil, fmt.Errorf("exchange: %w", err)
-	}
-	return issuer, exch, nil
-}
-
-// expandOptional expands placeholders in a value that may be empty.
-func expandOptional(repl *caddy.Replacer, s string) (string, error) {
-	if s == "" {
-		return "", nil
-	}
-	return expandSecret(repl, s)
-}
-
-// provisionClients expands the clients' placeholders and hashes their
-// secrets. Secrets are never echoed in errors.
-func (h *Handler) provisionClients(repl *caddy.Replacer) ([]*cibaproxy.Client, error) {
-	var errs []error
-	out := make([]*cibaproxy.Client, 0, len(h.Clients))
-	for _, c := range h.Clients {
-		cl := &cibaproxy.Client{
-			ID:                    c.ID,
-			Name:                  c.Name,
-			Mode:                  cibaproxy.DeliveryMode(c.Mode),
-			NotificationEndpoint:  c.NotificationEndpoint,
-			Scopes:                slices.Clone(c.Scopes),
-			Disabled:              c.Disabled,
-			AuthMethod:            c.AuthMethod,
-			RequestSigningAlg:     c.RequestSigningAlg,
-			RequireSignedRequests: c.RequireSignedRequests,
-			UserCodeRequired:      c.UserCodeRequired,
-			InsecureNotification:  c.InsecureNotification,
-		}
-		keys, err := h.clientKeys(c)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("client %q: %w", c.ID, err))
-		}
-		cl.Keys = keys
-		for i, s := range c.Secrets {
-			secret, err := expandSecret(repl, s)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("client %q: secret %d: %w", c.ID, i+1, err))
-				continue
-			}
-			cl.SecretHashes = append(cl.SecretHashes, cibaproxy.HashSecret(secret))
-			if cl.UpstreamSecret == "" {
-				cl.UpstreamSecret = secret
-			}
-		}
-		for i, hx := range c.SecretSHA256 {
-			b, err := hex.DecodeString(hx)
-			if err != nil || len(b) != 32 {
-				errs = append(errs, fmt.Errorf("client %q: secret_sha256 %d must be 64 hex digits", c.ID, i+1))
-				continue
-			}
-			cl.SecretHashes = append(cl.SecretHashes, [32]byte(b))
-		}
-		if c.UpstreamSecret != "" {
-			secret, err := expandSecret(repl, c.UpstreamSecret)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("client %q: upstream_secret: %w", c.ID, err))
-			}
-			cl.UpstreamSecret = secret
-		}
-		out = append(out, cl)
-	}
-	return out, errors.Join(errs...)
-}
-
-// expandSecret replaces placeholders such as {env.NAME}; an unknown or empty
-// placeholder, or an empty result, is an error that does not name the value.
-func expandSecret(repl *caddy.Replacer, s string) (string, error) {
-	v, err := repl.ReplaceOrErr(s, true, true)
-	if err != nil {
-		return "", errors.New("a placeholder in it is unknown or empty")
-	}
-	if v == "" {
-		return "", errors.New("it is empty")
-	}
-	return v, nil
-}
-
-func (h *Handler) storageDir() (string, error) {
-	dir := filepath.Join(caddy.AppDataDir(), "ciba")
-	if h.Storage != nil && h.Storage.Path != "" {
-		dir = h.Storage.Path
-	}
-	if h.Storage != nil && h.Storage.Type != "" && h.Storage.Type != "badger" {
-		return "", fmt.Errorf("storage type %q is not supported (badger)", h.Storage.Type)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("storage path %s: %w", dir, err)
-	}
-	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return "", fmt.Errorf("creating storage directory: %w", err)
-	}
-	// One open store per directory, however it is spelled.
-	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return "", fmt.Errorf("storage path %s: %w", dir, err)
-	}
-	return filepath.Clean(real), nil
-}
-
-// Validate checks the provisioned configuration.
+// Validate reports the configuration errors Provision found: those of the
+// settings the core checks (cibaproxy.New), and of the files and
+// placeholders read here.
 func (h *Handler) Validate() error {
-	errs := []error{h.badCfg}
+	var errs []error
 	if h.UpstreamVia == "" {
 		errs = append(errs, errors.New("upstream_via is required: the upstream's internal address"))
 	}
 	if h.Users == "" {
 		errs = append(errs, errors.New("users is required: the users.json file login hints are resolved in"))
 	}
-	if err := h.cfg.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if h.Email != nil {
-		errs = append(errs, h.Email.validate())
-	}
-	if h.Exchange != nil {
-		errs = append(errs, h.Exchange.validate())
-	}
-	if h.Limits != nil {
-		errs = append(errs, h.Limits.validate())
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, h.badCfg)...)
 }
 
-func (e *Email) validate() error {
-	if e.SMTP == "" {
-		return errors.New("email: smtp host:port is required")
-	}
-	host, port, err := net.SplitHostPort(e.SMTP)
-	if err != nil || host == "" || port == "" {
-		return fmt.Errorf("email: smtp %q must be host:port", e.SMTP)
-	}
-	switch e.TLS {
-	case "", "starttls", "implicit":
-	case "none":
-		if (e.Username != "" || e.Password != "") && !cibaproxy.IsLoopbackHost(host) {
-			return errors.New("email: credentials over tls none are refused unless the SMTP server is on loopback")
-		}
-	default:
-		return fmt.Errorf("email: tls %q must be starttls, implicit or none", e.TLS)
-	}
-	if e.From == "" {
-		return errors.New("email: from is required")
-	}
-	return nil
-}
-
-func (x *Exchange) validate() error {
-	switch x.Credentials {
-	case "", "client":
-		if x.ClientID != "" || x.ClientSecret != "" {
-			return errors.New("exchange: a client id and secret belong to credentials proxy")
-		}
-	case "proxy":
-		if x.ClientID == "" || x.ClientSecret == "" {
-			return errors.New("exchange: credentials proxy needs a client id and secret")
-		}
-	default:
-		return fmt.Errorf("exchange: credentials %q must be client or proxy", x.Credentials)
-	}
-	if _, err := subjectTokenTypeURI(x.SubjectTokenType); err != nil {
-		return err
-	}
-	return nil
-}
-
-// subjectTokenTypeURI maps the short token type names to RFC 8693 URIs.
-func subjectTokenTypeURI(t string) (string, error) {
-	switch t {
-	case "", "id_token":
-		return "urn:ietf:params:oauth:token-type:id_token", nil
-	case "access_token":
-		return "urn:ietf:params:oauth:token-type:access_token", nil
-	case "jwt":
-		return "urn:ietf:params:oauth:token-type:jwt", nil
-	}
-	if u, err := url.Parse(t); err == nil && u.Scheme != "" {
-		return t, nil
-	}
-	return "", fmt.Errorf("exchange: subject_token_type %q must be id_token, access_token, jwt or a URI", t)
-}
-
-func (l *Limits) validate() error {
-	for name, v := range map[string]*int{"client_rate": l.ClientRate, "ip_rate": l.IPRate, "user_pending": l.UserPending} {
-		if v != nil && *v < 0 {
-			return fmt.Errorf("limits: %s must not be negative", name)
-		}
-	}
-	return nil
-}
-
-// resolve applies the defaults: an absent limit takes its default, 0 turns
-// it off.
-func (l *Limits) resolve() cibaproxy.Limits {
-	out := cibaproxy.Limits{
-		ClientRate:  cibaproxy.DefaultClientRate,
-		IPRate:      cibaproxy.DefaultIPRate,
-		UserPending: cibaproxy.DefaultUserPending,
-	}
-	if l == nil {
-		return out
-	}
-	if l.ClientRate != nil {
-		out.ClientRate = *l.ClientRate
-	}
-	if l.IPRate != nil {
-		out.IPRate = *l.IPRate
-	}
-	if l.UserPending != nil {
-		out.UserPending = *l.UserPending
-	}
-	out.UserPendingReplace = l.UserPendingReplace
-	out.HideUnknownUsers = l.HideUnknownUsers
-	return out
-}
-
-// clientIP is Caddy's client_ip of the request, which honours the server's
-// trusted_proxies.
-func clientIP(r *http.Request) string {
-	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	return ip
-}
-
-// Cleanup unregisters this handler's mail sender and releases its hold on
-// the shared store.
+// Cleanup unregisters this handler's senders from the outbox and releases
+// its hold on the shared store.
 func (h *Handler) Cleanup() error {
-	for _, u := range h.unregister {
-		u()
+	if h.srv != nil {
+		h.srv.Close()
+		h.srv = nil
 	}
-	h.unregister = nil
 	if h.poolKey == "" {
 		return nil
 	}
@@ -649,10 +298,17 @@ func (h *Handler) Cleanup() error {
 
 // ServeHTTP serves the proxy's own requests and passes every other one on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if h.srv.Handle(w, r) {
+	if h.srv != nil && h.srv.Handle(w, r) {
 		return nil
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// clientIP is Caddy's client_ip of the request, which honours the server's
+// trusted_proxies.
+func clientIP(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	return ip
 }
 
 // Interface guards

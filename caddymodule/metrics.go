@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
 )
 
 // The collectors are built once per process and registered into every
@@ -14,12 +14,12 @@ import (
 // neither panics nor loses the series.
 var (
 	metricsOnce sync.Once
-	metrics     *cibaproxy.Metrics
+	collectors  *metrics.Metrics
 )
 
-func processMetrics() *cibaproxy.Metrics {
-	metricsOnce.Do(func() { metrics = cibaproxy.NewMetrics() })
-	return metrics
+func processMetrics() *metrics.Metrics {
+	metricsOnce.Do(func() { collectors = metrics.New() })
+	return collectors
 }
 
 // registerMetrics registers the collectors into reg, tolerating the ones

@@ -11,7 +11,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
 )
 
 // sealKeyName is where the seal key of ping notifications is kept in
@@ -20,37 +21,20 @@ import (
 // instance and configuration on one storage shares it.
 const sealKeyName = "ciba/seal.key"
 
-// provisionPing sets up the ping notifications of the configuration, when
-// a client uses ping mode: it loads (or creates, once) the seal key from
-// Caddy's storage into cfg.SealKey, and registers the site's notifier with
-// the store's outbox (unregistered by Cleanup).
-func (h *Handler) provisionPing(ctx caddy.Context, backend *cibaproxy.Backend, cfg *cibaproxy.Config) error {
-	ping := false
-	for _, cl := range cfg.Clients {
-		ping = ping || cl.Mode == cibaproxy.ModePing
+// provisionSealKey returns the key that seals what ping notifications
+// need in the store, when a client uses ping mode: loaded (or created,
+// once) from Caddy's storage.
+func (h *Handler) provisionSealKey(ctx caddy.Context, list []*clients.Client) ([]byte, error) {
+	for _, cl := range list {
+		if cl.Mode == clients.ModePing {
+			key, err := loadSealKey(ctx, caddyStorage(ctx))
+			if err != nil {
+				return nil, fmt.Errorf("ping notifications: %w", err)
+			}
+			return key, nil
+		}
 	}
-	if !ping {
-		return nil
-	}
-	key, err := loadSealKey(ctx, caddyStorage(ctx))
-	if err != nil {
-		return fmt.Errorf("ping notifications: %w", err)
-	}
-	cfg.SealKey = key
-	n, err := cibaproxy.NewPingNotifier(cibaproxy.PingConfig{
-		Clients: cfg.Clients,
-		SealKey: key,
-		Logger:  h.logger,
-	})
-	if err != nil {
-		return fmt.Errorf("ping notifications: %w", err)
-	}
-	unregister := backend.Outbox.Register(cibaproxy.KindPing, cibaproxy.PingSenderName(cfg.PublicURL), n)
-	h.unregister = append(h.unregister, func() {
-		unregister()
-		n.Close()
-	})
-	return nil
+	return nil, nil
 }
 
 // sealStorage is the part of Caddy's storage (certmagic.Storage) the seal
@@ -100,7 +84,7 @@ func loadSealKey(ctx context.Context, st sealStorage) ([]byte, error) {
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return key, err
 	}
-	key = make([]byte, cibaproxy.SealKeySize)
+	key = make([]byte, ping.SealKeySize)
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
@@ -119,8 +103,8 @@ func readSealKey(ctx context.Context, st sealStorage) ([]byte, error) {
 		return nil, fmt.Errorf("loading %s from Caddy's storage: %w", sealKeyName, err)
 	}
 	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != cibaproxy.SealKeySize {
-		return nil, fmt.Errorf("%s in Caddy's storage is not a base64 key of %d bytes; remove it to create a new one (queued ping notifications are then lost)", sealKeyName, cibaproxy.SealKeySize)
+	if err != nil || len(key) != ping.SealKeySize {
+		return nil, fmt.Errorf("%s in Caddy's storage is not a base64 key of %d bytes; remove it to create a new one (queued ping notifications are then lost)", sealKeyName, ping.SealKeySize)
 	}
 	return key, nil
 }

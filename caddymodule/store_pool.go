@@ -4,6 +4,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
 )
 
 // backends holds one open store per directory, shared by every handler and
@@ -29,13 +30,15 @@ func (p pooledBackend) Destruct() error {
 // backends.Delete(dir).
 func loadBackend(dir string) (*cibaproxy.Backend, error) {
 	v, _, err := backends.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		b, err := cibaproxy.OpenBadgerBackend(dir, caddy.Log().Named("ciba.store"))
+		log := caddy.Log().Named("ciba.store")
+		st, err := badgerstore.Open(dir, log, nil)
 		if err != nil {
 			return nil, err
 		}
+		b := cibaproxy.NewBackend(st, log, nil)
 		m := processMetrics()
 		b.Outbox.Observe(m.Outbox)
-		return pooledBackend{Backend: b, unwatch: m.Watch(b)}, nil
+		return pooledBackend{Backend: b, unwatch: m.Watch(b.Store)}, nil
 	})
 	if err != nil {
 		return nil, err

@@ -7,20 +7,23 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 // SweepInterval is how often expired requests stop being counted as pending.
 const SweepInterval = 10 * time.Second
 
-// Backend is what every handler on one store shares, and what outlives a
+// Backend is what every site on one store shares, and what outlives a
 // configuration reload: the store, the polling state of its requests, the
-// outbox worker that delivers its mails and notifications, and the sweeper
-// that keeps its pending count. The Caddy module keeps one Backend per
-// storage directory.
+// outbox worker that delivers its mails and notifications, the rate
+// limiters, and the sweeper that keeps the pending count. The Caddy module
+// keeps one Backend per store.
 type Backend struct {
-	Store  Store
+	Store  store.Store
 	Polls  *PollTracker
-	Outbox *Outbox
+	Outbox *outbox.Worker
 
 	log      *zap.Logger
 	now      func() time.Time
@@ -33,7 +36,7 @@ type Backend struct {
 
 // NewBackend wraps an open store and starts its outbox worker and sweeper.
 // now is the clock (nil means time.Now).
-func NewBackend(s Store, logger *zap.Logger, now func() time.Time) *Backend {
+func NewBackend(s store.Store, logger *zap.Logger, now func() time.Time) *Backend {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -43,7 +46,7 @@ func NewBackend(s Store, logger *zap.Logger, now func() time.Time) *Backend {
 	b := &Backend{
 		Store:  s,
 		Polls:  NewPollTracker(),
-		Outbox: NewOutbox(s, logger, now),
+		Outbox: outbox.New(s, logger, now),
 		log:    logger,
 		now:    now,
 		stop:   make(chan struct{}),
@@ -51,15 +54,6 @@ func NewBackend(s Store, logger *zap.Logger, now func() time.Time) *Backend {
 	}
 	go b.sweepLoop()
 	return b
-}
-
-// OpenBadgerBackend opens the Badger store in dir and wraps it.
-func OpenBadgerBackend(dir string, logger *zap.Logger) (*Backend, error) {
-	s, err := OpenBadger(dir, logger, nil)
-	if err != nil {
-		return nil, err
-	}
-	return NewBackend(s, logger, nil), nil
 }
 
 // Limiter returns the rate limiter named name allowing n events per key per
@@ -97,7 +91,7 @@ func (b *Backend) sweepLoop() {
 			return
 		case <-t.C:
 		}
-		if _, err := b.Sweep(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
+		if _, err := b.Sweep(context.Background()); err != nil && !errors.Is(err, store.ErrClosed) {
 			b.log.Warn("sweeping expired requests failed", zap.Error(err))
 		}
 		t.Reset(SweepInterval)

@@ -1,21 +1,26 @@
 package cibaproxy
 
 import (
-	"context"
-	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
-	"slices"
 	"strings"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
-// Defaults of the settings DESIGN.md lists.
+// Defaults of the settings.
 const (
 	DefaultEndpoint          = "/bc-authorize"
 	DefaultRequestTTL        = 5 * time.Minute
@@ -28,87 +33,9 @@ const (
 
 	// MaxInterval caps the polling interval slow_down raises.
 	MaxInterval = 60 * time.Second
-
-	// GrantTypeCIBA is the CIBA grant type (CIBA Core §10.1).
-	GrantTypeCIBA = "urn:openid:params:grant-type:ciba"
 )
 
-// DefaultScopes are the scopes a client may ask for unless configured.
-var DefaultScopes = []string{"openid", "profile", "email"}
-
-// DeliveryMode is how a client learns that the user decided (CIBA Core §5).
-type DeliveryMode string
-
-// The delivery modes offered. Push is not: it needs ID tokens only the
-// upstream could sign.
-const (
-	ModePoll DeliveryMode = "poll"
-	ModePing DeliveryMode = "ping"
-)
-
-// Client is a consumption-device client registered with the proxy.
-type Client struct {
-	// ID is the client_id, shared with the upstream.
-	ID string
-	// Name is shown to the user; it defaults to ID.
-	Name string
-	// SecretHashes are the SHA-256 digests of the accepted secrets (more
-	// than one while a secret is rotated).
-	SecretHashes [][sha256.Size]byte
-	// Mode is the token delivery mode.
-	Mode DeliveryMode
-	// NotificationEndpoint receives ping notifications.
-	NotificationEndpoint string
-	// Scopes are the scopes the client may request.
-	Scopes []string
-	// UpstreamSecret authenticates the client at the upstream's token
-	// endpoint for `credentials client`.
-	UpstreamSecret string
-	// Disabled clients authenticate but are refused with unauthorized_client.
-	Disabled bool
-
-	// AuthMethod restricts how the client authenticates at both endpoints:
-	// client_secret_basic, client_secret_post or private_key_jwt; empty
-	// means either secret method.
-	AuthMethod string
-	// Keys are the client's public keys, for private_key_jwt and signed
-	// authentication requests; nil when it has none.
-	Keys ClientKeys
-	// RequestSigningAlg is the algorithm of the client's signed
-	// authentication requests (CIBA Core §7.1.1); empty: it sends none.
-	RequestSigningAlg string
-	// RequireSignedRequests refuses the client's unsigned authentication
-	// requests.
-	RequireSignedRequests bool
-	// UserCodeRequired makes user_code mandatory for the client's requests
-	// (CIBA Core §7.1).
-	UserCodeRequired bool
-	// InsecureNotification allows a plain-http notification endpoint, on
-	// loopback only.
-	InsecureNotification bool
-}
-
-// ClientKeys gives a client's public keys (a JWKS file or jwks_uri).
-type ClientKeys interface {
-	// Keys returns the keys with this kid, or all keys when kid is empty.
-	Keys(ctx context.Context, kid string) ([]jose.JSONWebKey, error)
-}
-
-// DisplayName returns Name, or ID when there is none.
-func (c *Client) DisplayName() string {
-	if c.Name != "" {
-		return c.Name
-	}
-	return c.ID
-}
-
-// allowsScope reports whether the client may request scope.
-func (c *Client) allowsScope(scope string) bool { return slices.Contains(c.Scopes, scope) }
-
-// HashSecret returns the digest a secret is checked against.
-func HashSecret(secret string) [sha256.Size]byte { return sha256.Sum256([]byte(secret)) }
-
-// Config configures a Server.
+// Config configures a Server: one site.
 type Config struct {
 	// Issuer is the upstream issuer URL as clients see it.
 	Issuer string
@@ -126,23 +53,31 @@ type Config struct {
 	// BindingMessageMax is the longest binding message, in characters.
 	BindingMessageMax int
 
-	// Clients are the registered clients.
-	Clients []*Client
+	// Clients are the registered clients; the Server keeps copies with
+	// their defaults applied, and never changes these.
+	Clients []*clients.Client
 	// Users resolves login hints.
-	Users Directory
+	Users users.Directory
 	// Backend is the shared store and its companions.
 	Backend *Backend
 	// Discovery fetches the upstream's metadata.
-	Discovery *Discovery
-	// Authenticator reaches the user of a new request; nil means nobody is
-	// reached (requests then expire undecided).
-	Authenticator Authenticator
+	Discovery *upstream.Discovery
+	// Authenticators reach the users, chosen by a request's acr_values:
+	// the first reaches the users of requests without acr_values. With
+	// none, nobody is reached (requests then expire undecided). Those that
+	// deliver what they queue (authn.Deliverer) are registered with the
+	// backend's outbox while the Server lives.
+	Authenticators []*authn.Entry
+	// ACRFallback is the acr of the authenticator that reaches the user
+	// when acr_values names none that is configured; empty: none, and such
+	// requests are refused with invalid_request.
+	ACRFallback string
 	// Minter mints tokens for approved requests; nil means none can be
 	// minted, which polls see as a transient failure.
 	Minter Minter
 	// SubjectIssuer is the subject-token issuer whose discovery document and
 	// keys the server publishes under /ciba; nil means none.
-	SubjectIssuer *Issuer
+	SubjectIssuer *issuer.Issuer
 
 	// RequireSignedRequests refuses unsigned authentication requests from
 	// every client.
@@ -156,11 +91,13 @@ type Config struct {
 	// IDTokenHintMaxAge is how long after its expiry an id_token_hint is
 	// still accepted.
 	IDTokenHintMaxAge time.Duration
-	// SealKey (32 bytes) seals what a ping notification needs in the store.
+	// SealKey (ping.SealKeySize bytes) seals what a ping notification
+	// needs in the store; required when a client uses ping mode.
 	SealKey []byte
-	// Authenticators reach users, chosen by acr_values; when empty,
-	// Authenticator alone is used.
-	Authenticators []*AuthenticatorEntry
+	// PingTLSConfig replaces the TLS settings of ping notifications. Tests
+	// only: left nil, the system's trust store is used (SSL_CERT_FILE and
+	// SSL_CERT_DIR are honoured), which is what production wants.
+	PingTLSConfig *tls.Config
 
 	// Limits bounds the use of the backchannel endpoint; zero values are
 	// off (the Caddy module applies the defaults).
@@ -169,7 +106,7 @@ type Config struct {
 	// audit log (Caddy's client_ip); nil means the peer's address.
 	ClientIP func(*http.Request) string
 	// Metrics records the Prometheus metrics; nil records nothing.
-	Metrics *Metrics
+	Metrics *metrics.Metrics
 	// MetricsClientLabel fills the client label of the metrics with the
 	// client id (off by default: one series per client).
 	MetricsClientLabel bool
@@ -180,7 +117,8 @@ type Config struct {
 	Now func() time.Time
 }
 
-func (c *Config) setDefaults() {
+// withDefaults returns a copy of c with its defaults set.
+func (c Config) withDefaults() Config {
 	if c.Endpoint == "" {
 		c.Endpoint = DefaultEndpoint
 	}
@@ -199,31 +137,48 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	for _, cl := range c.Clients {
-		if cl.Mode == "" {
-			cl.Mode = ModePoll
-		}
-		if len(cl.Scopes) == 0 {
-			cl.Scopes = slices.Clone(DefaultScopes)
-		}
-	}
+	return c
+}
+
+// Validate checks the configuration as New would use it (with its
+// defaults), changing nothing.
+func (c *Config) Validate() error {
+	d := c.withDefaults()
+	return d.validate()
 }
 
 // validate checks the configuration after defaults are set.
 func (c *Config) validate() error {
+	errs := []error{c.validateURLs(), c.validateTiming(), c.Limits.validate()}
+	if c.Users == nil {
+		errs = append(errs, errors.New("users: a user directory is required"))
+	}
+	if c.Backend == nil {
+		errs = append(errs, errors.New("a store is required"))
+	}
+	if c.Discovery == nil {
+		errs = append(errs, errors.New("upstream discovery is required"))
+	}
+	errs = append(errs, c.validateHintSettings(), c.validateAuthenticators(),
+		clients.Validate(c.Clients, c.AssertionAlgs, c.RequireSignedRequests), c.validatePing())
+	return errors.Join(errs...)
+}
+
+// validateURLs checks the origin and the paths the site serves.
+func (c *Config) validateURLs() error {
 	var errs []error
-	iss, err := parseHTTPURL("upstream", c.Issuer)
+	iss, err := urls.Parse("upstream", c.Issuer)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	pub, err := parseHTTPURL("public_url", c.PublicURL)
+	pub, err := urls.Parse("public_url", c.PublicURL)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	if pub != nil && pub.Path != "" && pub.Path != "/" {
 		errs = append(errs, fmt.Errorf("public_url %s must be a base URL without a path: the endpoint, the approval links and /ciba are served from the root", c.PublicURL))
 	}
-	if iss != nil && pub != nil && !sameOrigin(iss, pub) {
+	if iss != nil && pub != nil && !urls.SameOrigin(iss, pub) {
 		errs = append(errs, fmt.Errorf("public_url %s must have the origin (scheme, host and port) of upstream %s: discovery is served on the upstream issuer's origin", c.PublicURL, c.Issuer))
 	}
 	if !strings.HasPrefix(c.Endpoint, "/") {
@@ -237,10 +192,16 @@ func (c *Config) validate() error {
 	}
 	if iss != nil {
 		wellKnown := strings.TrimSuffix(iss.Path, "/") + "/.well-known/openid-configuration"
-		if c.Endpoint == wellKnown || strings.HasPrefix(c.Endpoint, "/ciba/") || c.Endpoint == "/ciba" {
+		if c.Endpoint == wellKnown || strings.HasPrefix(c.Endpoint, issuer.Path+"/") || c.Endpoint == issuer.Path {
 			errs = append(errs, fmt.Errorf("endpoint %s collides with the discovery document or the /ciba paths", c.Endpoint))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// validateTiming checks the lifetime, interval and binding message bounds.
+func (c *Config) validateTiming() error {
+	var errs []error
 	if c.RequestTTL < MinRequestedExpiry {
 		errs = append(errs, fmt.Errorf("request_ttl %s must be at least %s", c.RequestTTL, MinRequestedExpiry))
 	}
@@ -253,100 +214,54 @@ func (c *Config) validate() error {
 	if c.BindingMessageMax < 1 {
 		errs = append(errs, fmt.Errorf("binding_message_max %d must be at least 1", c.BindingMessageMax))
 	}
-	if c.Users == nil {
-		errs = append(errs, errors.New("users: a user directory is required"))
-	}
-	if c.Backend == nil {
-		errs = append(errs, errors.New("a store is required"))
-	}
-	if c.Discovery == nil {
-		errs = append(errs, errors.New("upstream discovery is required"))
-	}
-	if err := c.validateHintSettings(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.validateSigning(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := CheckAuthenticators(c.Authenticators); err != nil {
-		errs = append(errs, err)
-	}
-	if len(c.Clients) == 0 {
-		errs = append(errs, errors.New("at least one client is required"))
-	}
-	seen := make(map[string]bool, len(c.Clients))
-	for _, cl := range c.Clients {
-		if err := cl.validate(); err != nil {
-			errs = append(errs, err)
-		}
-		if seen[cl.ID] {
-			errs = append(errs, fmt.Errorf("client %q is defined twice", cl.ID))
-		}
-		seen[cl.ID] = true
-	}
 	return errors.Join(errs...)
 }
 
-func (cl *Client) validate() error {
-	if cl.ID == "" {
-		return errors.New("client: an id is required")
+// validateAuthenticators checks the entries and the fallback, without
+// marking it (New does, on its copies).
+func (c *Config) validateAuthenticators() error {
+	entries := make([]*authn.Entry, len(c.Authenticators))
+	for i, e := range c.Authenticators {
+		cp := *e
+		entries[i] = &cp
 	}
-	if err := cl.validateAuth(); err != nil {
+	if err := authn.SetFallback(entries, c.ACRFallback); err != nil {
 		return err
 	}
-	if !cl.allowsScope("openid") {
-		return fmt.Errorf("client %q: scopes must include openid", cl.ID)
-	}
-	for _, s := range cl.Scopes {
-		if !validScopeToken(s) {
-			return fmt.Errorf("client %q: invalid scope %q", cl.ID, s)
+	return authn.CheckEntries(entries)
+}
+
+// validatePing checks the seal key when a client uses ping mode.
+func (c *Config) validatePing() error {
+	for _, cl := range c.Clients {
+		if cl.Mode == clients.ModePing && len(c.SealKey) != ping.SealKeySize {
+			return fmt.Errorf("ping notifications need a seal key of %d bytes", ping.SealKeySize)
 		}
 	}
-	return cl.validateDelivery()
+	return nil
 }
 
-// validScopeToken reports whether s is a scope-token of RFC 6749 §3.3:
-// 1*( %x21 / %x23-5B / %x5D-7E ).
-func validScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
+// validateHintSettings checks the login_hint_token issuers and
+// id_token_hint_max_age.
+func (c *Config) validateHintSettings() error {
+	var errs []error
+	seen := make(map[string]bool, len(c.LoginHintTokenIssuers))
+	for _, iss := range c.LoginHintTokenIssuers {
+		u, err := urls.Parse("login_hint_token_issuer", iss)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
-	}
-	return true
-}
-
-func parseHTTPURL(name, raw string) (*url.URL, error) {
-	if raw == "" {
-		return nil, fmt.Errorf("%s is required", name)
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%s %q must be an absolute http or https URL", name, raw)
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, fmt.Errorf("%s %q must not carry a query, fragment or user info", name, raw)
-	}
-	return u, nil
-}
-
-// Origin returns scheme://host:port of u with the default port made explicit.
-func Origin(u *url.URL) string {
-	port := u.Port()
-	if port == "" {
-		port = "443"
-		if u.Scheme == "http" {
-			port = "80"
+		if u.Scheme != "https" && !urls.IsLoopbackHost(u.Hostname()) {
+			errs = append(errs, fmt.Errorf("login_hint_token_issuer %s must be https (plain http only on loopback)", iss))
 		}
+		if seen[iss] {
+			errs = append(errs, fmt.Errorf("login_hint_token_issuer %s is listed twice", iss))
+		}
+		seen[iss] = true
 	}
-	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Hostname()) + ":" + port
+	if c.IDTokenHintMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("id_token_hint_max_age %s must not be negative", c.IDTokenHintMaxAge))
+	}
+	return errors.Join(errs...)
 }
-
-func sameOrigin(a, b *url.URL) bool { return Origin(a) == Origin(b) }

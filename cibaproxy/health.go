@@ -5,26 +5,35 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 // HealthPath is the health endpoint, under the public URL.
-const HealthPath = IssuerPath + "/health"
+const HealthPath = issuer.Path + "/health"
 
 // healthTimeout bounds the checks of one health request.
 const healthTimeout = 3 * time.Second
 
+// healthReport is the body of the health endpoint. It names no address,
+// host or error text: the endpoint is on the public origin. The reasons
+// are logged.
 type healthReport struct {
 	Status   string         `json:"status"` // ok, degraded or failing
 	Store    healthStore    `json:"store"`
 	Upstream healthUpstream `json:"upstream"`
-	SMTP     *healthSMTP    `json:"smtp,omitempty"`
+	// deliveries are the sections of the authenticators that report their
+	// deliveries ("smtp"), after the others.
+	deliveries []namedDeliveries
 }
 
-// The report names no address, host or error text: the endpoint is on the
-// public origin. The reasons are logged.
 type healthStore struct {
 	OK      bool  `json:"ok"`
 	Pending int64 `json:"pending"`
@@ -34,25 +43,59 @@ type healthUpstream struct {
 	OK bool `json:"ok"`
 }
 
-type healthSMTP struct {
+type namedDeliveries struct {
+	name string
+	d    *healthDeliveries
+}
+
+type healthDeliveries struct {
 	OK          bool       `json:"ok"`
 	Queue       int        `json:"queue"`
 	LastSuccess *time.Time `json:"last_success,omitempty"`
 	LastFailure *time.Time `json:"last_failure,omitempty"`
 }
 
+// MarshalJSON writes the fixed sections, then the deliveries' by name.
+func (r *healthReport) MarshalJSON() ([]byte, error) {
+	type fixed healthReport
+	b, err := json.Marshal((*fixed)(r))
+	if err != nil {
+		return nil, err
+	}
+	b = b[:len(b)-1]
+	for _, nd := range r.deliveries {
+		v, err := json.Marshal(nd.d)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, ',')
+		b = strconv.AppendQuote(b, nd.name)
+		b = append(b, ':')
+		b = append(b, v...)
+	}
+	return append(b, '}'), nil
+}
+
+// healthState remembers whether the upstream was failing at the last
+// check, so a change is logged once, not on every probe.
+type healthState struct {
+	mu      sync.Mutex
+	failing bool
+}
+
 // serveHealth answers GET /ciba/health: 200 with the state of the store,
-// the upstream's discovery and the mail delivery; 503 only when the store
-// is unusable (the proxy cannot answer anything then).
+// the upstream's discovery and the deliveries of the authenticators that
+// report them; 503 only when the store is unusable (the proxy cannot
+// answer anything then).
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		WriteError(w, newError(http.StatusMethodNotAllowed, CodeInvalidRequest, "use GET"))
+		oauth.WriteError(w, oauth.New(http.StatusMethodNotAllowed, oauth.CodeInvalidRequest, "use GET"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 	defer cancel()
-	rep := healthReport{Status: "ok"}
+	rep := &healthReport{Status: "ok"}
 
 	n, err := s.store.PendingCount(ctx)
 	rep.Store = healthStore{OK: err == nil, Pending: n}
@@ -60,34 +103,14 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("health: the store is unusable", zap.Error(err))
 		rep.Status = "failing"
 	}
-
 	if err := s.checkUpstream(ctx); err != nil {
-		if rep.Status == "ok" {
-			rep.Status = "degraded"
-		}
+		rep.degrade()
 	} else {
 		rep.Upstream.OK = true
 	}
+	s.reportDeliveries(ctx, rep)
 
-	if _, ok := s.cfg.Authenticator.(*EmailAuthenticator); ok && s.backend != nil {
-		h := s.backend.Outbox.Health(KindMail)
-		sm := &healthSMTP{OK: !h.Failing()}
-		if !h.LastSuccess.IsZero() {
-			sm.LastSuccess = &h.LastSuccess
-		}
-		if !h.LastFailure.IsZero() {
-			sm.LastFailure = &h.LastFailure
-		}
-		if counts, err := s.store.OutboxCounts(ctx); err == nil {
-			sm.Queue = counts[KindMail]
-		}
-		if !sm.OK && rep.Status == "ok" {
-			rep.Status = "degraded"
-		}
-		rep.SMTP = sm
-	}
-
-	body, _ := json.Marshal(&rep)
+	body, _ := json.Marshal(rep)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
@@ -103,14 +126,51 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	s.cfg.Metrics.Request("health", rep.Status, "")
 }
 
+// degrade marks the report degraded, unless it is failing.
+func (r *healthReport) degrade() {
+	if r.Status == "ok" {
+		r.Status = "degraded"
+	}
+}
+
+// reportDeliveries adds the sections of the authenticators that report
+// their deliveries: how the last attempts went, in this process, and how
+// many items wait.
+func (s *Server) reportDeliveries(ctx context.Context, rep *healthReport) {
+	var counts map[store.Kind]int
+	for _, e := range s.auth.entries {
+		hr, ok := e.Authenticator.(authn.HealthReporter)
+		if !ok {
+			continue
+		}
+		kind, _ := hr.Route()
+		h := s.outbox.Health(kind)
+		d := &healthDeliveries{OK: !h.Failing()}
+		if !h.LastSuccess.IsZero() {
+			d.LastSuccess = &h.LastSuccess
+		}
+		if !h.LastFailure.IsZero() {
+			d.LastFailure = &h.LastFailure
+		}
+		if counts == nil {
+			counts, _ = s.store.OutboxCounts(ctx)
+		}
+		d.Queue = counts[kind]
+		if !d.OK {
+			rep.degrade()
+		}
+		rep.deliveries = append(rep.deliveries, namedDeliveries{hr.HealthName(), d})
+	}
+}
+
 // checkUpstream fetches the upstream's discovery document; a change from
 // working to failing (or back) is logged once, not on every probe.
 func (s *Server) checkUpstream(ctx context.Context) error {
 	_, err := s.disc.Check(ctx)
-	s.healthMu.Lock()
-	failing, was := err != nil, s.healthFailing
-	s.healthFailing = failing
-	s.healthMu.Unlock()
+	s.health.mu.Lock()
+	failing, was := err != nil, s.health.failing
+	s.health.failing = failing
+	s.health.mu.Unlock()
 	switch {
 	case failing && !was:
 		s.log.Warn("health: upstream discovery fails", zap.Error(err))

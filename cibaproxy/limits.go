@@ -1,6 +1,8 @@
 package cibaproxy
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -21,6 +23,19 @@ type Limits struct {
 	// HideUnknownUsers answers an unknown login hint like a known one; the
 	// request expires without a mail, so hints cannot be enumerated.
 	HideUnknownUsers bool
+}
+
+func (l *Limits) validate() error {
+	var errs []error
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"client_rate", l.ClientRate}, {"ip_rate", l.IPRate}, {"user_pending", l.UserPending}} {
+		if v.n < 0 {
+			errs = append(errs, fmt.Errorf("limits: %s must not be negative", v.name))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Default limits.
@@ -102,4 +117,11 @@ func (l *RateLimiter) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.keys)
+}
+
+// limiters are the rate limits of a site's backchannel endpoint; nil is
+// off.
+type limiters struct {
+	ip     *RateLimiter
+	client *RateLimiter
 }

@@ -3,6 +3,9 @@ package cibaproxy
 import (
 	"sync"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 // SlowDownStep is what a slow_down adds to a request's interval
@@ -36,7 +39,7 @@ const pollShards = 64
 
 type pollShard struct {
 	mu      sync.Mutex
-	entries map[RequestKey]*pollEntry
+	entries map[store.RequestKey]*pollEntry
 	swept   time.Time
 }
 
@@ -51,7 +54,7 @@ type pollEntry struct {
 func NewPollTracker() *PollTracker {
 	t := new(PollTracker)
 	for i := range t.shards {
-		t.shards[i].entries = make(map[RequestKey]*pollEntry)
+		t.shards[i].entries = make(map[store.RequestKey]*pollEntry)
 	}
 	return t
 }
@@ -60,14 +63,14 @@ func NewPollTracker() *PollTracker {
 // starting interval and expires its expiry. It reports whether the poll
 // must be answered slow_down; if not, done must be called once the poll is
 // answered (it ends the poll's overlap window).
-func (t *PollTracker) Poll(key RequestKey, now time.Time, base time.Duration, expires time.Time) (slowDown bool, done func()) {
+func (t *PollTracker) Poll(key store.RequestKey, now time.Time, base time.Duration, expires time.Time) (slowDown bool, done func()) {
 	reason, done := t.PollWhy(key, now, base, expires)
 	return reason != "", done
 }
 
-// PollWhy is Poll, saying why a poll gets slow_down: SlowDownEarly or
-// SlowDownOverlap ("" when it does not).
-func (t *PollTracker) PollWhy(key RequestKey, now time.Time, base time.Duration, expires time.Time) (slowDown string, done func()) {
+// PollWhy is Poll, saying why a poll gets slow_down: metrics.SlowDownEarly or
+// metrics.SlowDownOverlap ("" when it does not).
+func (t *PollTracker) PollWhy(key store.RequestKey, now time.Time, base time.Duration, expires time.Time) (slowDown string, done func()) {
 	sh := &t.shards[key[0]%pollShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -83,9 +86,9 @@ func (t *PollTracker) PollWhy(key RequestKey, now time.Time, base time.Duration,
 	if e.inFlight > 0 || early {
 		e.interval = min(e.interval+SlowDownStep, MaxInterval)
 		if e.inFlight > 0 {
-			return SlowDownOverlap, nil
+			return metrics.SlowDownOverlap, nil
 		}
-		return SlowDownEarly, nil
+		return metrics.SlowDownEarly, nil
 	}
 	e.inFlight++
 	ended := false
@@ -102,7 +105,7 @@ func (t *PollTracker) PollWhy(key RequestKey, now time.Time, base time.Duration,
 // SlowDown raises the interval of a request as a slow_down answer does; the
 // proxy answers slow_down for reasons of its own too (an upstream failing
 // transiently), and the client then waits longer, as told.
-func (t *PollTracker) SlowDown(key RequestKey, now time.Time) {
+func (t *PollTracker) SlowDown(key store.RequestKey, now time.Time) {
 	sh := &t.shards[key[0]%pollShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -113,7 +116,7 @@ func (t *PollTracker) SlowDown(key RequestKey, now time.Time) {
 
 // Interval returns the current interval of a request, and whether it was
 // polled at all.
-func (t *PollTracker) Interval(key RequestKey) (time.Duration, bool) {
+func (t *PollTracker) Interval(key store.RequestKey) (time.Duration, bool) {
 	sh := &t.shards[key[0]%pollShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -124,7 +127,7 @@ func (t *PollTracker) Interval(key RequestKey) (time.Duration, bool) {
 }
 
 // Forget drops the state of a request that is over.
-func (t *PollTracker) Forget(key RequestKey) {
+func (t *PollTracker) Forget(key store.RequestKey) {
 	sh := &t.shards[key[0]%pollShards]
 	sh.mu.Lock()
 	delete(sh.entries, key)

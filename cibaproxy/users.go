@@ -1,228 +1,106 @@
 package cibaproxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net/mail"
-	"os"
-	"strings"
+	"net/http"
 
-	"golang.org/x/crypto/bcrypt"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
-// User is a person who can be asked to approve a request.
-type User struct {
-	// Username is the user's login name; a login_hint may name it.
-	Username string `json:"username"`
-	// Email is where the approval link is sent; a login_hint may name it.
-	Email string `json:"email"`
-	// Subject is the user's identifier in the subject token (sub); it
-	// defaults to Username.
-	Subject string `json:"subject,omitempty"`
-	// Name is the display name; the username is used when it is empty.
-	Name string `json:"name,omitempty"`
-	// UserCodeHash is the bcrypt hash of the user's user_code (CIBA Core
-	// §7.1), empty when the user has none. It is never serialised: a stored
-	// request, a log line or a message to an authentication device carries
-	// the user without it.
-	UserCodeHash string `json:"-"`
-}
-
-// DisplayName returns the name, or the username when there is none.
-func (u *User) DisplayName() string {
-	if u.Name != "" {
-		return u.Name
-	}
-	return u.Username
-}
-
-// Directory resolves hints to users. A file today; LDAP or an HTTP lookup
-// could implement it as well. Each method returns a copy the caller may
-// change, or ErrNotFound.
-type Directory interface {
-	// LookupHint returns the user a login_hint names (a username or an
-	// e-mail address, case-insensitively).
-	LookupHint(ctx context.Context, hint string) (*User, error)
-	// LookupSubject returns the user whose subject is sub, exactly (the
-	// sub of an id_token_hint or login_hint_token).
-	LookupSubject(ctx context.Context, sub string) (*User, error)
-	// LookupEmail returns the user whose e-mail address is email,
-	// case-insensitively; usernames are not matched (the email claim of an
-	// id_token_hint or login_hint_token).
-	LookupEmail(ctx context.Context, email string) (*User, error)
-}
-
-// FileDirectory is a Directory read from a users.json file:
-//
-//	{"users":[{"username":"alice","email":"alice@example.com","subject":"alice","name":"Alice Example",
-//	           "user_code_hash":"$2a$10$..."}]}
-//
-// user_code_hash, optional, is the bcrypt hash of the user's user_code, as
-// `cibaproxy ciba hash-user-code` prints it; the code itself is never
-// written in the file.
-type FileDirectory struct {
-	byHint    map[string]*User
-	bySubject map[string]*User
-	byEmail   map[string]*User
-	count     int
-	codeCost  int // highest bcrypt cost of the user_code hashes; 0: none
-}
-
-// LoadUsers reads and checks a users.json file.
-func LoadUsers(path string) (*FileDirectory, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading users: %w", err)
-	}
-	d, err := ParseUsers(data)
-	if err != nil {
-		return nil, fmt.Errorf("users file %s: %w", path, err)
-	}
-	return d, nil
-}
-
-// fileUser is one entry of users.json.
-type fileUser struct {
-	User
-	UserCodeHash string `json:"user_code_hash"`
-	// UserCode is only read to refuse it: the file keeps hashes only.
-	UserCode *string `json:"user_code"`
-}
-
-// ParseUsers parses the users.json format. Unknown fields, duplicate
-// usernames, e-mail addresses or subjects, a username that is also someone's
-// e-mail address, invalid e-mail addresses, a plain user_code and a
-// user_code_hash that is not a bcrypt hash are errors.
-func ParseUsers(data []byte) (*FileDirectory, error) {
-	var doc struct {
-		Users []*fileUser `json:"users"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("decoding: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("decoding: unexpected data after the users object")
-	}
-	d := &FileDirectory{
-		byHint:    make(map[string]*User, 2*len(doc.Users)),
-		bySubject: make(map[string]*User, len(doc.Users)),
-		byEmail:   make(map[string]*User, len(doc.Users)),
-	}
-	for i, fu := range doc.Users {
-		if fu == nil {
-			return nil, fmt.Errorf("user %d: username is required", i+1)
+// resolveUser finds the user a backchannel request names by its hint
+// (CIBA Core §7.1, §7.2 step 4), and checks the user_code of a client that
+// requires one. phantom is set when the hint names nobody and
+// hide_unknown_users answers as for a known user: the user is then a
+// stand-in (phantomUser).
+func (s *Server) resolveUser(ctx context.Context, cl *clients.Client, p *backchannelParams) (user *store.User, phantom bool, err error) {
+	var hint string // the parameter, for the descriptions
+	switch {
+	case p.IDTokenHint != "":
+		hint = oauth.ParamIDTokenHint
+		var id *identity
+		if id, err = s.hints.idTokenHint(ctx, cl.ID, p.IDTokenHint, s.now()); err == nil {
+			user, err = s.identityUser(ctx, id)
 		}
-		u := fu.User
-		if u.Username == "" {
-			return nil, fmt.Errorf("user %d: username is required", i+1)
+	case p.LoginHintToken != "":
+		hint = oauth.ParamLoginHintToken
+		var id *identity
+		if id, err = s.hints.loginHintToken(ctx, p.LoginHintToken, s.now()); err == nil {
+			user, err = s.identityUser(ctx, id)
 		}
-		if strings.TrimSpace(u.Username) != u.Username || strings.ContainsAny(u.Username, "\r\n\t") {
-			return nil, fmt.Errorf("user %q: username has surrounding or control whitespace", u.Username)
-		}
-		if u.Email == "" {
-			return nil, fmt.Errorf("user %q: email is required", u.Username)
-		}
-		addr, err := mail.ParseAddress(u.Email)
-		if err != nil || addr.Address != u.Email || addr.Name != "" {
-			return nil, fmt.Errorf("user %q: email is not a plain address", u.Username)
-		}
-		if u.Subject == "" {
-			u.Subject = u.Username
-		}
-		if fu.UserCode != nil {
-			return nil, fmt.Errorf("user %q: user_code must not be stored in plain text; store its bcrypt hash as user_code_hash (cibaproxy ciba hash-user-code prints it)", u.Username)
-		}
-		if fu.UserCodeHash != "" {
-			cost, err := userCodeHashCost(fu.UserCodeHash)
-			if err != nil {
-				return nil, fmt.Errorf("user %q: user_code_hash: %w", u.Username, err)
-			}
-			d.codeCost = max(d.codeCost, cost)
-			u.UserCodeHash = fu.UserCodeHash
-		}
-		user := &u
-		for _, hint := range []string{normalizeHint(u.Username), normalizeHint(u.Email)} {
-			if other, dup := d.byHint[hint]; dup && other != user {
-				return nil, fmt.Errorf("user %q: username or email %q is already used by user %q", u.Username, hint, other.Username)
-			}
-			d.byHint[hint] = user
-		}
-		if other, dup := d.bySubject[u.Subject]; dup {
-			return nil, fmt.Errorf("user %q: subject %q is already the subject of user %q", u.Username, u.Subject, other.Username)
-		}
-		d.bySubject[u.Subject] = user
-		d.byEmail[normalizeHint(u.Email)] = user
-		d.count++
+	default:
+		hint = oauth.ParamLoginHint
+		user, err = s.cfg.Users.LookupHint(ctx, p.LoginHint)
 	}
-	if d.codeCost > 0 {
-		// Made now rather than by the first request for a user without a
-		// code, which would take twice as long as the others.
-		dummyUserCodeHash(d.codeCost)
+	var e *oauth.Error
+	switch {
+	case errors.Is(err, store.ErrNotFound) && s.cfg.Limits.HideUnknownUsers:
+		// CIBA Core §7.2 allows answering as for a known user, so hints
+		// cannot be enumerated: the request is stored like any other and
+		// expires, with no mail and no user.
+		user, phantom = phantomUser(p), true
+	case errors.Is(err, store.ErrNotFound):
+		return nil, false, oauth.New(http.StatusBadRequest, oauth.CodeUnknownUserID, hint+" does not identify a known user")
+	case errors.As(err, &e):
+		return nil, false, e
+	case err != nil:
+		return nil, false, oauth.Unavailable("the user directory is unavailable", 5, err)
 	}
-	return d, nil
+	if cl.UserCodeRequired {
+		// A phantom is checked like a user without a code: its answer
+		// (invalid_user_code, after as long a comparison) is the same.
+		if err := s.checkUserCode(user, p.UserCode); err != nil {
+			return nil, false, err
+		}
+	}
+	// A client that does not require user_code ignores it (CIBA Core §7.1:
+	// the parameter is for clients registered to send it).
+	return user, phantom, nil
 }
 
-// Len returns the number of users.
-func (d *FileDirectory) Len() int { return d.count }
-
-// LookupHint implements Directory.
-func (d *FileDirectory) LookupHint(_ context.Context, hint string) (*User, error) {
-	return found(d.byHint[normalizeHint(hint)])
+// identityUser finds the user of a verified hint: by sub (the directory's
+// subject), else by email unless email_verified is false. An upstream's
+// sub often differs from the directory's subject (Dex encodes the
+// connector's subject with the connector id), hence the email.
+func (s *Server) identityUser(ctx context.Context, id *identity) (*store.User, error) {
+	if id.Subject != "" {
+		u, err := s.cfg.Users.LookupSubject(ctx, id.Subject)
+		if !errors.Is(err, store.ErrNotFound) {
+			return u, err
+		}
+	}
+	if id.Email != "" && !isFalse(id.EmailVerified) {
+		return s.cfg.Users.LookupEmail(ctx, id.Email)
+	}
+	return nil, store.ErrNotFound
 }
 
-// LookupSubject implements Directory.
-func (d *FileDirectory) LookupSubject(_ context.Context, sub string) (*User, error) {
-	return found(d.bySubject[sub])
+// isFalse reports whether a boolean claim is false (or "false", as some
+// providers send it).
+func isFalse(raw json.RawMessage) bool {
+	var b bool
+	if json.Unmarshal(raw, &b) == nil {
+		return !b
+	}
+	var str string
+	return json.Unmarshal(raw, &str) == nil && str == "false"
 }
 
-// LookupEmail implements Directory.
-func (d *FileDirectory) LookupEmail(_ context.Context, email string) (*User, error) {
-	return found(d.byEmail[normalizeHint(email)])
+// checkUserCode checks the user_code of a request of a client that
+// requires one: "missing_user_code: User code is required but was missing
+// from the request", "invalid_user_code: User code was invalid" (CIBA Core
+// §13). The comparison takes as long whoever the user is
+// (users.MatchUserCode).
+func (s *Server) checkUserCode(u *store.User, code string) error {
+	if code == "" {
+		return oauth.New(http.StatusBadRequest, oauth.CodeMissingUserCode, "user_code is required for this client")
+	}
+	if !users.MatchUserCode(u, code, users.CodeCost(s.cfg.Users)) {
+		return oauth.New(http.StatusBadRequest, oauth.CodeInvalidUserCode, "user_code is not the user's code")
+	}
+	return nil
 }
-
-// UserCodeCost returns the bcrypt cost of the users' user_code hashes (the
-// highest, when they differ), or bcrypt.DefaultCost when nobody has one. A
-// request for a user without a code is compared against a dummy hash of
-// this cost, so the time taken does not tell who has a code, or exists.
-func (d *FileDirectory) UserCodeCost() int {
-	if d.codeCost == 0 {
-		return bcrypt.DefaultCost
-	}
-	return d.codeCost
-}
-
-// found returns a copy of u, or ErrNotFound when u is nil.
-func found(u *User) (*User, error) {
-	if u == nil {
-		return nil, ErrNotFound
-	}
-	c := *u
-	return &c, nil
-}
-
-// userCodeHashCost checks a user_code_hash and returns its bcrypt cost.
-func userCodeHashCost(hash string) (int, error) {
-	if !strings.HasPrefix(hash, "$2a$") && !strings.HasPrefix(hash, "$2b$") && !strings.HasPrefix(hash, "$2y$") {
-		return 0, errors.New("not a bcrypt hash (want $2a$, $2b$ or $2y$…, as cibaproxy ciba hash-user-code prints it)")
-	}
-	cost, err := bcrypt.Cost([]byte(hash))
-	if err != nil {
-		return 0, fmt.Errorf("not a valid bcrypt hash: %w", err)
-	}
-	if cost > MaxUserCodeCost {
-		return 0, fmt.Errorf("cost %d is above %d: every request would take seconds to check", cost, MaxUserCodeCost)
-	}
-	// The rest of the hash: 22 characters of salt and 31 of digest.
-	if len(hash) != 60 {
-		return 0, errors.New("not a valid bcrypt hash: want 60 characters")
-	}
-	return cost, nil
-}
-
-func normalizeHint(s string) string { return strings.ToLower(strings.TrimSpace(s)) }

@@ -13,7 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
 // FillResult is what fill writes as JSON.
@@ -80,8 +82,8 @@ func cmdFill(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	began := time.Now()
-	opts := cibaproxy.BadgerOptions(*dir).WithSyncWrites(false)
-	st, err := cibaproxy.OpenBadgerWithOptions(opts, nil, nil)
+	opts := badgerstore.Options(*dir).WithSyncWrites(false)
+	st, err := badgerstore.OpenWithOptions(opts, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -94,7 +96,7 @@ func cmdFill(args []string) error {
 	ctx := context.Background()
 	res := &FillResult{
 		Dir: *dir, Seed: *seed, Start: *start, Workers: *workers, Users: len(users), Lifetime: lifetime.String(),
-		Options: "cibaproxy.BadgerOptions(dir).WithSyncWrites(false), synced once at the end",
+		Options: "badgerstore.Options(dir).WithSyncWrites(false), synced once at the end",
 	}
 	if *dropOutbox {
 		if res.DroppedMails, err = dropItems(ctx, st); err != nil {
@@ -137,7 +139,7 @@ func cmdFill(args []string) error {
 					return
 				}
 				idx := *start + uint64(i)
-				req := &cibaproxy.AuthRequest{
+				req := &store.AuthRequest{
 					ClientID:       *client,
 					User:           users[idx%uint64(len(users))],
 					Scopes:         scopes,
@@ -145,17 +147,17 @@ func cmdFill(args []string) error {
 					Created:        now,
 					Expires:        now.Add(*lifetime),
 					Interval:       *interval,
-					Status:         cibaproxy.StatusPending,
+					Status:         store.StatusPending,
 				}
-				key := cibaproxy.KeyOf(authReqID(*seed, idx))
+				key := store.KeyOf(authReqID(*seed, idx))
 				for {
-					err := st.Create(ctx, key, req, nil, cibaproxy.UserLimit{})
+					err := st.Create(ctx, key, req, nil, store.UserLimit{})
 					switch {
 					case err == nil:
 						created.Add(1)
-					case errors.Is(err, cibaproxy.ErrExists):
+					case errors.Is(err, store.ErrExists):
 						existed.Add(1)
-					case errors.Is(err, cibaproxy.ErrConflict):
+					case errors.Is(err, store.ErrConflict):
 						conflicts.Add(1)
 						continue
 					default:
@@ -207,16 +209,16 @@ func cmdFill(args []string) error {
 // readUsers reads a users.json as the proxy does (ParseUsers checks it) and
 // returns its users as the directory resolves them: the subject defaults
 // to the username, and the subject is what the store indexes.
-func readUsers(path string) ([]cibaproxy.User, error) {
+func readUsers(path string) ([]store.User, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := cibaproxy.ParseUsers(data); err != nil {
+	if _, err := users.ParseUsers(data); err != nil {
 		return nil, fmt.Errorf("users file %s: %w", path, err)
 	}
 	var doc struct {
-		Users []cibaproxy.User `json:"users"`
+		Users []store.User `json:"users"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, err
@@ -233,9 +235,9 @@ func readUsers(path string) ([]cibaproxy.User, error) {
 }
 
 // dropItems deletes every queued outbox item.
-func dropItems(ctx context.Context, st cibaproxy.Store) (int64, error) {
-	var ids []cibaproxy.ItemID
-	err := st.ScanOutbox(ctx, func(it *cibaproxy.OutboxItem) bool {
+func dropItems(ctx context.Context, st store.Store) (int64, error) {
+	var ids []store.ItemID
+	err := st.ScanOutbox(ctx, func(it *store.OutboxItem) bool {
 		ids = append(ids, it.ID)
 		return true
 	})

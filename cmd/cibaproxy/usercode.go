@@ -14,7 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/term"
 
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
 func hashUserCodeCommand() *cobra.Command {
@@ -56,7 +56,7 @@ code that cannot be used.
   $ printf '%s\n' "$CODE" | cibaproxy ciba hash-user-code --cost 12`,
 		Args: cobra.ArbitraryArgs, // checked in RunE, to exit 2
 	}
-	cmd.Flags().IntVar(&cost, "cost", bcrypt.DefaultCost, fmt.Sprintf("bcrypt cost, %d to %d", bcrypt.MinCost, cibaproxy.MaxUserCodeCost))
+	cmd.Flags().IntVar(&cost, "cost", bcrypt.DefaultCost, fmt.Sprintf("bcrypt cost, %d to %d", bcrypt.MinCost, users.MaxUserCodeCost))
 
 	prog := filepath.Base(os.Args[0]) + " ciba hash-user-code"
 	cmd.SilenceErrors = true
@@ -69,8 +69,8 @@ code that cannot be used.
 			fmt.Fprintf(os.Stderr, "%s: unexpected argument (the code is read from standard input; see --help)\n", prog)
 			return exitCode(cmd, 2)
 		}
-		if cost < bcrypt.MinCost || cost > cibaproxy.MaxUserCodeCost {
-			fmt.Fprintf(os.Stderr, "%s: --cost %d must be between %d and %d\n", prog, cost, bcrypt.MinCost, cibaproxy.MaxUserCodeCost)
+		if cost < bcrypt.MinCost || cost > users.MaxUserCodeCost {
+			fmt.Fprintf(os.Stderr, "%s: --cost %d must be between %d and %d\n", prog, cost, bcrypt.MinCost, users.MaxUserCodeCost)
 			return exitCode(cmd, 2)
 		}
 		code, err := readUserCode(os.Stdin, os.Stderr)
@@ -83,7 +83,7 @@ code that cannot be used.
 			fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
 			return exitCode(cmd, 1)
 		}
-		hash, err := cibaproxy.HashUserCode(code, cost)
+		hash, err := users.HashUserCode(code, cost)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
 			return exitCode(cmd, 2)
@@ -152,8 +152,8 @@ func checkUserCode(code string) (string, error) {
 		return "", badCodeError{"no code was given"}
 	case strings.TrimSpace(code) != code:
 		return "", badCodeError{"the code has surrounding white space"}
-	case len(code) > cibaproxy.MaxUserCodeBytes:
-		return "", badCodeError{fmt.Sprintf("the code is longer than %d bytes (bcrypt reads no more)", cibaproxy.MaxUserCodeBytes)}
+	case len(code) > users.MaxUserCodeBytes:
+		return "", badCodeError{fmt.Sprintf("the code is longer than %d bytes (bcrypt reads no more)", users.MaxUserCodeBytes)}
 	case strings.IndexFunc(code, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0:
 		return "", badCodeError{"the code holds control characters"}
 	}

@@ -1,0 +1,269 @@
+package caddymodule
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
+)
+
+// Provision expands placeholders, opens the store (shared with every other
+// handler and configuration on the same one), loads the user directory,
+// builds the core's configuration from the handler's and the core's
+// Server from it. Configuration mistakes are reported by Validate.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	var errs []error
+	note := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	defer func() { h.badCfg = errors.Join(errs...) }()
+
+	backend, err := h.openBackend()
+	if err != nil {
+		return err
+	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	cfg := cibaproxy.Config{
+		Issuer:                h.Upstream,
+		PublicURL:             h.PublicURL,
+		Endpoint:              h.Endpoint,
+		TokenPath:             h.TokenPath,
+		RequestTTL:            time.Duration(h.RequestTTL),
+		Interval:              time.Duration(h.Interval),
+		BindingMessageMax:     h.BindingMessageMax,
+		Backend:               backend,
+		ACRFallback:           h.ACRFallback,
+		RequireSignedRequests: h.RequireSignedRequests,
+		AssertionAlgs:         h.AssertionAlgs,
+		LoginHintTokenIssuers: h.LoginHintTokenIssuers,
+		IDTokenHintMaxAge:     time.Duration(h.IDTokenHintMaxAge),
+		Limits:                h.Limits.resolve(),
+		ClientIP:              clientIP,
+		Metrics:               processMetrics(),
+		MetricsClientLabel:    h.MetricsClientLabel,
+		Logger:                h.logger,
+	}
+	cfg.Clients, err = h.provisionClients(repl)
+	note(err)
+	if h.Users != "" {
+		d, err := users.LoadUsers(h.Users)
+		if err != nil {
+			return err
+		}
+		cfg.Users = d
+	}
+	if h.Upstream != "" && h.UpstreamVia != "" {
+		cfg.Discovery, err = upstream.NewDiscovery(h.Upstream, h.UpstreamVia, nil, nil)
+		note(err)
+	}
+	cfg.Authenticators, err = h.provisionAuthenticators(ctx, repl, backend.Store, cfg.Clients)
+	note(err)
+	cfg.SubjectIssuer, cfg.Minter, err = h.provisionMinting(ctx, repl, backend, cfg.Discovery)
+	note(err)
+	cfg.SealKey, err = h.provisionSealKey(ctx, cfg.Clients)
+	note(err)
+	if len(errs) > 0 {
+		note(cfg.Validate()) // Validate reports them all
+		return nil
+	}
+	h.srv, err = cibaproxy.New(cfg)
+	note(err)
+	return nil
+}
+
+// openBackend opens (or shares) the backend of the configured storage.
+func (h *Handler) openBackend() (*cibaproxy.Backend, error) {
+	dir, err := h.storageDir()
+	if err != nil {
+		return nil, err
+	}
+	backend, err := loadBackend(dir)
+	if err != nil {
+		return nil, err
+	}
+	h.poolKey = dir
+	return backend, nil
+}
+
+// provisionMinting builds the subject-token issuer and the token exchange.
+func (h *Handler) provisionMinting(ctx caddy.Context, repl *caddy.Replacer, backend *cibaproxy.Backend, disc *upstream.Discovery) (*issuer.Issuer, cibaproxy.Minter, error) {
+	if h.PublicURL == "" || disc == nil {
+		return nil, nil, nil // Validate reports what is missing
+	}
+	iss, err := issuer.New(ctx, issuer.Config{
+		PublicURL: h.PublicURL,
+		Alg:       h.SigningAlg,
+		KeyFile:   h.SigningKey,
+		Rotation:  time.Duration(h.KeyRotation),
+		Store:     backend.Store,
+		Logger:    h.logger,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("subject-token issuer: %w", err)
+	}
+	x := h.Exchange
+	if x == nil {
+		x = new(Exchange)
+	}
+	secret, err := expandOptional(repl, x.ClientSecret)
+	if err != nil {
+		return iss, nil, fmt.Errorf("exchange: proxy client secret: %w", err)
+	}
+	exch, err := upstream.NewExchanger(upstream.ExchangeConfig{
+		Discovery:         disc,
+		Issuer:            iss,
+		Credentials:       x.Credentials,
+		ProxyClientID:     x.ClientID,
+		ProxyClientSecret: secret,
+		SubjectTokenType:  x.SubjectTokenType,
+		Params:            x.Params,
+		Logger:            h.logger,
+	})
+	if err != nil {
+		return iss, nil, err
+	}
+	return iss, exch, nil
+}
+
+// provisionClients expands the clients' placeholders, hashes their
+// secrets and loads their keys. Secrets are never echoed in errors.
+func (h *Handler) provisionClients(repl *caddy.Replacer) ([]*clients.Client, error) {
+	var errs []error
+	out := make([]*clients.Client, 0, len(h.Clients))
+	for _, c := range h.Clients {
+		cl := &clients.Client{
+			ID:                    c.ID,
+			Name:                  c.Name,
+			Mode:                  clients.DeliveryMode(c.Mode),
+			NotificationEndpoint:  c.NotificationEndpoint,
+			Scopes:                slices.Clone(c.Scopes),
+			Disabled:              c.Disabled,
+			AuthMethod:            c.AuthMethod,
+			RequestSigningAlg:     c.RequestSigningAlg,
+			RequireSignedRequests: c.RequireSignedRequests,
+			UserCodeRequired:      c.UserCodeRequired,
+			InsecureNotification:  c.InsecureNotification,
+		}
+		keys, err := clients.LoadKeys(c.JWKS, c.JWKSURI)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("client %q: %w", c.ID, err))
+		}
+		cl.Keys = keys
+		for i, s := range c.Secrets {
+			secret, err := expandSecret(repl, s)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("client %q: secret %d: %w", c.ID, i+1, err))
+				continue
+			}
+			cl.SecretHashes = append(cl.SecretHashes, clients.HashSecret(secret))
+			if cl.UpstreamSecret == "" {
+				cl.UpstreamSecret = secret
+			}
+		}
+		for i, hx := range c.SecretSHA256 {
+			b, err := hex.DecodeString(hx)
+			if err != nil || len(b) != 32 {
+				errs = append(errs, fmt.Errorf("client %q: secret_sha256 %d must be 64 hex digits", c.ID, i+1))
+				continue
+			}
+			cl.SecretHashes = append(cl.SecretHashes, [32]byte(b))
+		}
+		if c.UpstreamSecret != "" {
+			secret, err := expandSecret(repl, c.UpstreamSecret)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("client %q: upstream_secret: %w", c.ID, err))
+			}
+			cl.UpstreamSecret = secret
+		}
+		out = append(out, cl)
+	}
+	return out, errors.Join(errs...)
+}
+
+// expandOptional expands placeholders in a value that may be empty.
+func expandOptional(repl *caddy.Replacer, s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	return expandSecret(repl, s)
+}
+
+// expandSecret replaces placeholders such as {env.NAME}; an unknown or empty
+// placeholder, or an empty result, is an error that does not name the value.
+func expandSecret(repl *caddy.Replacer, s string) (string, error) {
+	v, err := repl.ReplaceOrErr(s, true, true)
+	if err != nil {
+		return "", errors.New("a placeholder in it is unknown or empty")
+	}
+	if v == "" {
+		return "", errors.New("it is empty")
+	}
+	return v, nil
+}
+
+// storageDir returns the cleaned absolute Badger directory, created if
+// needed: "ciba" under Caddy's data directory unless configured.
+func (h *Handler) storageDir() (string, error) {
+	dir := filepath.Join(caddy.AppDataDir(), "ciba")
+	if h.Storage != nil && h.Storage.Path != "" {
+		dir = h.Storage.Path
+	}
+	if h.Storage != nil && h.Storage.Type != "" && h.Storage.Type != "badger" {
+		return "", fmt.Errorf("storage type %q is not supported (badger)", h.Storage.Type)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("storage path %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", fmt.Errorf("creating storage directory: %w", err)
+	}
+	// One open store per directory, however it is spelled.
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("storage path %s: %w", dir, err)
+	}
+	return filepath.Clean(real), nil
+}
+
+// resolve applies the defaults: an absent limit takes its default, 0 turns
+// it off.
+func (l *Limits) resolve() cibaproxy.Limits {
+	out := cibaproxy.Limits{
+		ClientRate:  cibaproxy.DefaultClientRate,
+		IPRate:      cibaproxy.DefaultIPRate,
+		UserPending: cibaproxy.DefaultUserPending,
+	}
+	if l == nil {
+		return out
+	}
+	if l.ClientRate != nil {
+		out.ClientRate = *l.ClientRate
+	}
+	if l.IPRate != nil {
+		out.IPRate = *l.IPRate
+	}
+	if l.UserPending != nil {
+		out.UserPending = *l.UserPending
+	}
+	out.UserPendingReplace = l.UserPendingReplace
+	out.HideUnknownUsers = l.HideUnknownUsers
+	return out
+}

@@ -1,0 +1,82 @@
+// Package authn is how the proxy reaches the user of a request, who then
+// decides: the Authenticator interface (the e-mail link in package
+// authn/email, the HTTP authentication channel in authn/httpchannel), the
+// pages they serve, and how a request's acr_values choose among them.
+package authn
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+)
+
+// Authenticator reaches the user of a new request so that they can decide.
+// Its page (or callback) later reports the decision with Requests.Decide.
+type Authenticator interface {
+	// Start is called for a validated request before it is stored, with the
+	// request's key. What it returns is stored in the same transaction as
+	// the request, so the user is reached if and only if the request exists.
+	Start(ctx context.Context, key store.RequestKey, req *store.AuthRequest) (*store.Outbound, error)
+}
+
+// AuthenticatorFunc adapts a function to Authenticator.
+type AuthenticatorFunc func(ctx context.Context, key store.RequestKey, req *store.AuthRequest) (*store.Outbound, error)
+
+// Start implements Authenticator.
+func (f AuthenticatorFunc) Start(ctx context.Context, key store.RequestKey, req *store.AuthRequest) (*store.Outbound, error) {
+	return f(ctx, key, req)
+}
+
+// PageServer is an Authenticator that also serves pages to the user (the
+// approval page of the e-mail link) or to a device service (the HTTP
+// channel's callbacks), under /ciba/.
+type PageServer interface {
+	// PagePath is the path prefix of its pages; two authenticators of a
+	// site cannot share one.
+	PagePath() string
+	// ServePage serves r if it is one of its pages, and reports whether it
+	// did.
+	ServePage(w http.ResponseWriter, r *http.Request, reqs Requests) bool
+}
+
+// Deliverer is an Authenticator that delivers what it queues in the
+// outbox: the site registers it with the store's outbox worker for the
+// items of its Route, and unregisters it when the site is unloaded.
+type Deliverer interface {
+	// Route returns the kind and the sender name of the items it queues.
+	Route() (store.Kind, string)
+	// Deliver makes one attempt at delivering an item (see the outbox
+	// package).
+	Deliver(ctx context.Context, it *store.OutboxItem) error
+}
+
+// HealthReporter is an Authenticator whose deliveries the health report
+// shows, under a name of its own ("smtp" for the e-mail link).
+type HealthReporter interface {
+	Deliverer
+	HealthName() string
+}
+
+// Requests is what the pages need of the site: its requests, and the
+// recording of a decision.
+type Requests interface {
+	Request(ctx context.Context, key store.RequestKey) (*store.AuthRequest, error)
+	Decide(ctx context.Context, key store.RequestKey, d Decision) (*store.AuthRequest, error)
+}
+
+// Decision is the user's answer to a request.
+type Decision bool
+
+// The two decisions.
+const (
+	Deny    Decision = false
+	Approve Decision = true
+)
+
+// Errors of Requests.Decide.
+var (
+	ErrDecided = errors.New("request already decided")
+	ErrExpired = errors.New("request expired")
+)

@@ -1,0 +1,228 @@
+package cibaproxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/clientip"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/random"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
+)
+
+// The backchannel authentication endpoint (CIBA Core §7).
+
+type bcResponse struct {
+	AuthReqID string `json:"auth_req_id"`
+	ExpiresIn int64  `json:"expires_in"`
+	Interval  int64  `json:"interval"`
+}
+
+// answered is what the log says of an answered request: its client and
+// request, when they are known.
+type answered struct {
+	client *clients.Client
+	key    *store.RequestKey
+}
+
+func (s *Server) serveBackchannel(w http.ResponseWriter, r *http.Request) {
+	resp, who, err := s.backchannel(w, r)
+	if err != nil {
+		s.logOutcome("backchannel", who, oauth.WriteError(w, err))
+		return
+	}
+	oauth.WriteJSON(w, http.StatusOK, resp)
+	s.logOutcome("backchannel", who, nil)
+}
+
+// backchannel answers a backchannel authentication request, in the order
+// of CIBA Core §7.2: authenticate the client, then validate the request,
+// resolve the user, store the request with what reaches the user.
+func (s *Server) backchannel(w http.ResponseWriter, r *http.Request) (*bcResponse, answered, error) {
+	var who answered
+	form, err := oauth.ReadForm(w, r)
+	if err != nil {
+		return nil, who, err
+	}
+	now := s.now()
+	cl, err := s.admit(r, form, now)
+	who.client = cl
+	if err != nil {
+		return nil, who, err
+	}
+	ctx := r.Context()
+	p, err := s.backchannelParams(ctx, cl, form)
+	if err != nil {
+		return nil, who, err
+	}
+	if err := checkRequestFor(cl, p); err != nil {
+		return nil, who, err
+	}
+	user, phantom, err := s.resolveUser(ctx, cl, p)
+	if err != nil {
+		return nil, who, err
+	}
+	entry, err := s.auth.choose(p.ACRValues)
+	if err != nil {
+		return nil, who, err
+	}
+	id, err := NewAuthReqID()
+	if err != nil {
+		return nil, who, oauth.ServerError("internal error", err)
+	}
+	key := store.KeyOf(id)
+	req := s.newRequest(cl, p, user, entry, now)
+	if cl.Mode == clients.ModePing {
+		if req.Ping, err = ping.Seal(s.cfg.SealKey, cl.ID, id, p.NotificationToken); err != nil {
+			return nil, who, oauth.ServerError("ping notifications are not available", err)
+		}
+	}
+	if err := s.storeRequest(ctx, entry.Authenticator, key, req, phantom); err != nil {
+		return nil, who, err
+	}
+	who.key = &key
+	s.tokenPath.learnSoon()
+	expiresIn := int64(req.Expires.Sub(req.Created) / time.Second)
+	return &bcResponse{AuthReqID: id, ExpiresIn: expiresIn, Interval: int64(s.cfg.Interval / time.Second)}, who, nil
+}
+
+// admit applies the ip_rate limit, authenticates the client, and applies
+// its own limit; the client is returned once it is authenticated.
+func (s *Server) admit(r *http.Request, form url.Values, now time.Time) (*clients.Client, error) {
+	if err := s.limit(s.limits.ip, "ip_rate", rateKeyIP(clientip.Of(r, s.cfg.ClientIP)), now); err != nil {
+		return nil, err
+	}
+	cl, err := s.clients.Authenticate(r, form)
+	if err != nil {
+		return nil, err
+	}
+	if cl.Disabled {
+		return cl, oauth.UnauthorizedClient("this client is disabled")
+	}
+	return cl, s.limit(s.limits.client, "client_rate", cl.ID, now)
+}
+
+// checkRequestFor checks a request's scopes and notification token against
+// its client.
+func checkRequestFor(cl *clients.Client, p *backchannelParams) error {
+	hasOpenID := false
+	for _, sc := range p.Scopes {
+		if sc == "openid" {
+			hasOpenID = true
+		}
+		if !cl.AllowsScope(sc) {
+			return oauth.InvalidScope("scope includes a value this client may not request")
+		}
+	}
+	if !hasOpenID {
+		return oauth.InvalidScope("scope must include openid")
+	}
+	if cl.Mode == clients.ModePing && p.NotificationToken == "" {
+		return oauth.InvalidRequest("client_notification_token is required for ping clients")
+	}
+	return nil
+}
+
+// newRequest returns the request to store: expires_in = min(requested_expiry,
+// request_ttl), requested_expiry raised to MinRequestedExpiry.
+func (s *Server) newRequest(cl *clients.Client, p *backchannelParams, user *store.User, entry *authn.Entry, now time.Time) *store.AuthRequest {
+	ttl := s.cfg.RequestTTL
+	if p.RequestedExpiry > 0 && p.RequestedExpiry < int64(ttl/time.Second) {
+		ttl = max(time.Duration(p.RequestedExpiry)*time.Second, MinRequestedExpiry)
+	}
+	ttl = ttl / time.Second * time.Second
+	return &store.AuthRequest{
+		ClientID:       cl.ID,
+		User:           *user,
+		Scopes:         p.Scopes,
+		BindingMessage: p.BindingMessage,
+		ACRValues:      p.ACRValues,
+		Created:        now,
+		Expires:        now.Add(ttl),
+		Interval:       s.cfg.Interval,
+		Status:         store.StatusPending,
+		ACR:            entry.ACR,
+		AMR:            entry.AMR,
+	}
+}
+
+// storeRequest stores a new request with what its authenticator (nil: none)
+// queues to reach the user; a phantom request (hide_unknown_users) reaches
+// nobody, but its authenticator checks it like any other.
+func (s *Server) storeRequest(ctx context.Context, auth authn.Authenticator, key store.RequestKey, req *store.AuthRequest, phantom bool) error {
+	var out *store.Outbound
+	if auth != nil {
+		var err error
+		out, err = auth.Start(ctx, key, req)
+		var e *oauth.Error
+		if errors.As(err, &e) {
+			return e
+		}
+		if err != nil {
+			return oauth.Unavailable("the user cannot be reached now", 5, err)
+		}
+		if phantom {
+			out = nil // nobody to reach: the request simply expires
+		}
+	}
+	limit := store.UserLimit{Max: s.cfg.Limits.UserPending, ReplaceOldest: s.cfg.Limits.UserPendingReplace}
+	if err := s.store.Create(ctx, key, req, out, limit); errors.Is(err, store.ErrUserLimit) {
+		s.cfg.Metrics.LimitRefusal("user_pending")
+		// CIBA Core §13: access_denied, 403, for a request the OP denies
+		// before any user interaction.
+		return oauth.New(http.StatusForbidden, oauth.CodeAccessDenied, "this user has too many undecided requests; let them decide or wait for them to expire")
+	} else if err != nil {
+		return oauth.Unavailable("the request could not be stored", 5, err)
+	}
+	if out != nil && len(out.Items) > 0 {
+		s.outbox.Wake()
+	}
+	return nil
+}
+
+// phantomUser is the stand-in of an unknown hint under hide_unknown_users:
+// it must be answered exactly like a known one, limits included, so it
+// counts against a user key derived from the hint.
+func phantomUser(p *backchannelParams) *store.User {
+	hint := p.LoginHint + "\x00" + p.IDTokenHint + "\x00" + p.LoginHintToken
+	sum := sha256.Sum256([]byte(users.NormalizeHint(hint)))
+	return &store.User{Subject: "unknown:" + hex.EncodeToString(sum[:16])}
+}
+
+// limit counts an event of the rate limit l (nil: off) for key, and refuses
+// it with 429 and Retry-After beyond the limit.
+func (s *Server) limit(l *RateLimiter, name, key string, now time.Time) error {
+	ok, wait := l.Allow(key, now)
+	if ok {
+		return nil
+	}
+	s.cfg.Metrics.LimitRefusal(name)
+	e := oauth.New(http.StatusTooManyRequests, oauth.CodeAccessDenied, "too many requests; retry after the time in Retry-After")
+	e.RetryAfter = int((wait + time.Second - 1) / time.Second)
+	return e
+}
+
+// rateKeyIP is the ip_rate key of an address: the address itself for IPv4,
+// its /64 for IPv6 (one subscriber's network, whose addresses are free to
+// rotate).
+func rateKeyIP(addr string) string {
+	ip := net.ParseIP(addr)
+	if ip == nil || ip.To4() != nil {
+		return addr
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// NewAuthReqID returns a fresh auth_req_id: 256 random bits, unpadded
+// base64url (CIBA Core §7.3 asks for at least 128).
+func NewAuthReqID() (string, error) { return random.Token(32) }

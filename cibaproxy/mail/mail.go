@@ -1,0 +1,280 @@
+// Package mail sends the proxy's mails through an SMTP server, keeping
+// connections for the next mails; addresses never appear in its errors.
+package mail
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"strconv"
+	"sync"
+	"time"
+
+	gomail "github.com/wneessen/go-mail"
+	"github.com/wneessen/go-mail/smtp"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/mask"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
+)
+
+// SMTP TLS modes.
+const (
+	TLSStartTLS = "starttls" // plain connection upgraded with STARTTLS, required
+	TLSImplicit = "implicit" // TLS from the first byte (SMTPS, usually port 465)
+	TLSNone     = "none"     // no TLS: only for a mail server on loopback
+)
+
+// Config configures a Sender.
+type Config struct {
+	// Addr is the server as host:port.
+	Addr string
+	// TLS is TLSStartTLS (default), TLSImplicit or TLSNone.
+	TLS string
+	// Username and Password authenticate to the server when set. They are
+	// refused over TLSNone unless the server is on loopback.
+	Username, Password string
+	// From is the sender address, e.g. "Example Login <login@example.com>".
+	From string
+	// Timeout bounds one delivery (connect, or reuse, to the reply to the
+	// message); default 10 s.
+	Timeout time.Duration
+	// TLSConfig overrides the TLS settings (tests); nil uses the system's
+	// trust store, so SSL_CERT_FILE works.
+	TLSConfig *tls.Config
+}
+
+// Message is a rendered mail, as queued in the outbox.
+type Message struct {
+	To        string    `json:"to"`
+	Subject   string    `json:"subject"`
+	Text      string    `json:"text"`
+	HTML      string    `json:"html"`
+	MessageID string    `json:"message_id"`
+	Date      time.Time `json:"date"`
+}
+
+// Sender sends mails through one SMTP server with go-mail. It keeps
+// the connections it opened for the next mails (up to smtpMaxIdle of them,
+// each for smtpIdle after its last mail), so a busy outbox does not pay a
+// TCP and TLS handshake, EHLO and AUTH for every mail.
+type Sender struct {
+	cfg    Config
+	host   string
+	port   int
+	from   *mail.Address
+	client *gomail.Client // its settings; a connection per delivery in flight
+
+	mu     sync.Mutex
+	idle   []idleConn // most recently used last
+	reaper *time.Timer
+	closed bool
+}
+
+type idleConn struct {
+	c     *smtp.Client
+	since time.Time
+}
+
+const (
+	// smtpIdle is how long a connection is kept after its last mail: well
+	// under the 5 minutes servers wait for a client (RFC 5321 §4.5.3.2.7).
+	smtpIdle = 15 * time.Second
+	// smtpMaxIdle bounds the connections kept: one per delivery in flight.
+	smtpMaxIdle = outbox.MaxConcurrentDeliveries
+)
+
+// NewSender checks cfg and returns a sender. Nothing is dialled yet.
+func NewSender(cfg Config) (*Sender, error) {
+	if cfg.TLS == "" {
+		cfg.TLS = TLSStartTLS
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Addr)
+	if err != nil || host == "" {
+		return nil, fmt.Errorf("smtp %q must be host:port", cfg.Addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return nil, fmt.Errorf("smtp %q: invalid port", cfg.Addr)
+	}
+	switch cfg.TLS {
+	case TLSStartTLS, TLSImplicit:
+	case TLSNone:
+		if (cfg.Username != "" || cfg.Password != "") && !urls.IsLoopbackHost(host) {
+			return nil, errors.New("smtp credentials over tls none are refused unless the server is on loopback")
+		}
+	default:
+		return nil, fmt.Errorf("smtp tls %q must be starttls, implicit or none", cfg.TLS)
+	}
+	from, err := mail.ParseAddress(cfg.From)
+	if err != nil {
+		return nil, fmt.Errorf("from %q is not a mail address: %w", cfg.From, err)
+	}
+	s := &Sender{cfg: cfg, host: host, port: port, from: from}
+	opts := []gomail.Option{
+		gomail.WithPort(s.port),
+		gomail.WithTimeout(s.cfg.Timeout),
+	}
+	switch s.cfg.TLS {
+	case TLSStartTLS:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
+	case TLSImplicit:
+		opts = append(opts, gomail.WithSSL())
+	case TLSNone:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
+	}
+	if s.cfg.TLSConfig != nil {
+		opts = append(opts, gomail.WithTLSConfig(s.cfg.TLSConfig))
+	}
+	if s.cfg.Username != "" || s.cfg.Password != "" {
+		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(s.cfg.Username), gomail.WithPassword(s.cfg.Password))
+	}
+	if s.client, err = gomail.NewClient(s.host, opts...); err != nil {
+		return nil, fmt.Errorf("smtp client: %s", mask.Addresses(err.Error()))
+	}
+	return s, nil
+}
+
+// Send delivers m. Failures the server says are permanent (5xx) are
+// *PermanentError. Errors never contain an address in clear.
+func (s *Sender) Send(ctx context.Context, m *Message) error {
+	msg := gomail.NewMsg()
+	msg.SetAddrHeaderFromMailAddress(gomail.HeaderFrom, s.from)
+	if err := msg.To(m.To); err != nil {
+		return &outbox.PermanentError{Err: errors.New("the recipient address is invalid")}
+	}
+	msg.Subject(m.Subject)
+	msg.SetMessageIDWithValue(m.MessageID)
+	msg.SetDateWithValue(m.Date)
+	msg.SetGenHeader(gomail.HeaderXAutoResponseSuppress, "All")
+	msg.SetGenHeader("Auto-Submitted", "auto-generated")
+	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
+	msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
+
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	for {
+		conn, reused := s.take()
+		if conn == nil {
+			var err error
+			if conn, err = s.client.DialToSMTPClientWithContext(ctx); err != nil {
+				return classifySMTPError(fmt.Errorf("dial failed: %w", err))
+			}
+		}
+		err := s.client.SendWithSMTPClient(conn, msg)
+		if err == nil {
+			s.keep(conn)
+			return nil
+		}
+		_ = conn.Close()
+		if msg.IsDelivered() {
+			// The server accepted the message (250 after DATA); only the
+			// RSET after it failed. Retrying would send the mail, with a
+			// second working link, twice.
+			return nil
+		}
+		var se *gomail.SendError
+		if reused && errors.As(err, &se) && se.Reason == gomail.ErrConnCheck {
+			continue // the server closed the idle connection: dial afresh
+		}
+		return classifySMTPError(err)
+	}
+}
+
+// take returns a kept connection (and true), or nil when there is none
+// young enough.
+func (s *Sender) take() (*smtp.Client, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.idle) > 0 {
+		ic := s.idle[len(s.idle)-1]
+		s.idle = s.idle[:len(s.idle)-1]
+		if time.Since(ic.since) < smtpIdle && ic.c.UpdateDeadline(s.cfg.Timeout) == nil {
+			return ic.c, true
+		}
+		go quit(ic.c)
+	}
+	return nil, false
+}
+
+// keep keeps a connection for the next mail, or closes it.
+func (s *Sender) keep(c *smtp.Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.idle) >= smtpMaxIdle {
+		go quit(c)
+		return
+	}
+	s.idle = append(s.idle, idleConn{c: c, since: time.Now()})
+	if s.reaper == nil {
+		s.reaper = time.AfterFunc(smtpIdle, s.reap)
+	}
+}
+
+// reap closes the connections idle for smtpIdle.
+func (s *Sender) reap() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reaper = nil
+	kept := s.idle[:0]
+	for _, ic := range s.idle {
+		if time.Since(ic.since) >= smtpIdle {
+			go quit(ic.c)
+		} else {
+			kept = append(kept, ic)
+		}
+	}
+	clear(s.idle[len(kept):])
+	s.idle = kept
+	if len(s.idle) > 0 && !s.closed {
+		s.reaper = time.AfterFunc(smtpIdle-time.Since(s.idle[0].since), s.reap)
+	}
+}
+
+// Close closes the kept connections; mails still being sent close theirs
+// when done. The sender stays usable, without keeping connections.
+func (s *Sender) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.reaper != nil {
+		s.reaper.Stop()
+		s.reaper = nil
+	}
+	for _, ic := range s.idle {
+		go quit(ic.c)
+	}
+	s.idle = nil
+	return nil
+}
+
+// quit ends a connection politely (QUIT), within 2 s.
+func quit(c *smtp.Client) {
+	if err := c.UpdateDeadline(2 * time.Second); err != nil || c.Quit() != nil {
+		_ = c.Close()
+	}
+}
+
+// classifySMTPError keeps the SMTP reply code and masks addresses; a 5xx
+// reply to the message or its recipient is permanent.
+func classifySMTPError(err error) error {
+	text := mask.Addresses(err.Error())
+	var se *gomail.SendError
+	if errors.As(err, &se) {
+		code := se.ErrorCode()
+		switch se.Reason {
+		case gomail.ErrSMTPMailFrom, gomail.ErrSMTPRcptTo, gomail.ErrSMTPData, gomail.ErrSMTPDataClose:
+			if !se.IsTemp() && code >= 500 && code < 600 {
+				return &outbox.PermanentError{Err: errors.New(text)}
+			}
+		}
+	}
+	return errors.New(text)
+}

@@ -1,0 +1,171 @@
+package cibaproxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/random"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
+)
+
+// ClaimLease is how long a poll that claimed an approved request may take to
+// mint its tokens before another poll may claim it (after a crash, say).
+const ClaimLease = 30 * time.Second
+
+// MintTimeout bounds the minting of tokens; it is shorter than ClaimLease so
+// a live claimant always finishes (or gives up) within its lease.
+const MintTimeout = 20 * time.Second
+
+// redeem claims an approved request, mints its tokens and marks it
+// consumed, in that order. Exactly one poll can hold the claim (a lease,
+// so a crash mid-mint frees it); tokens are answered only once the
+// consumption is stored, so a grant is never redeemed twice.
+func (s *Server) redeem(ctx context.Context, key store.RequestKey, cl *clients.Client, now time.Time) (*tokenResponse, error) {
+	claim, err := random.Token(16)
+	if err != nil {
+		return nil, oauth.ServerError("internal error", err)
+	}
+	req, err := s.store.Update(ctx, key, func(r *store.AuthRequest) error {
+		switch {
+		case r.Status == store.StatusConsumed:
+			return oauth.InvalidGrant("auth_req_id was already redeemed")
+		case r.Status != store.StatusApproved:
+			return oauth.Pending()
+		case r.Expired(now):
+			return oauth.New(http.StatusBadRequest, oauth.CodeExpiredToken, "auth_req_id has expired")
+		case r.Claim != "" && now.Before(r.ClaimUntil):
+			// Another poll is minting: this one overlaps it.
+			return oauth.SlowDown()
+		}
+		r.Claim, r.ClaimUntil = claim, now.Add(ClaimLease)
+		return nil
+	})
+	if errors.Is(err, oauth.ErrSlowDown) {
+		// Counted here, once: the store may run the function again.
+		s.cfg.Metrics.SlowDown(metrics.SlowDownOverlap)
+	}
+	if err != nil {
+		return nil, storeError(err)
+	}
+
+	mctx, cancel := context.WithTimeout(ctx, MintTimeout)
+	defer cancel()
+	tokens, err := s.mint(mctx, cl, req)
+	if err != nil {
+		s.release(key, claim)
+		return nil, s.mintFailure(key, now, err)
+	}
+
+	_, err = s.store.Update(ctx, key, func(r *store.AuthRequest) error {
+		if r.Claim != claim {
+			// The lease ran out and another poll took the grant over:
+			// these tokens are dropped, never delivered twice.
+			return oauth.SlowDown()
+		}
+		r.Status, r.Claim, r.ClaimUntil = store.StatusConsumed, "", time.Time{}
+		return nil
+	})
+	if err != nil {
+		return nil, storeError(err)
+	}
+	s.polls.Forget(key)
+	return &tokenResponse{
+		AccessToken:  tokens.AccessToken,
+		TokenType:    tokens.TokenType,
+		ExpiresIn:    tokens.ExpiresIn,
+		IDToken:      tokens.IDToken,
+		RefreshToken: tokens.RefreshToken,
+		Scope:        tokens.Scope,
+	}, nil
+}
+
+// mintFailure is the answer to a poll whose mint failed: the upstream's
+// refusal is a server_error naming its code (never answered as the proxy's
+// own: its invalid_client is not this client's fault); a transient failure
+// is slow_down, the grant kept for the next poll.
+func (s *Server) mintFailure(key store.RequestKey, now time.Time, err error) error {
+	var me *upstream.MintError
+	if errors.As(err, &me) && me.Refused {
+		desc := "the upstream refused to issue tokens"
+		if me.UpstreamError != "" {
+			desc += " (upstream error: " + oauth.SafeText(me.UpstreamError) + ")"
+		}
+		return oauth.ServerError(desc, err)
+	}
+	s.polls.SlowDown(key, now)
+	s.cfg.Metrics.SlowDown(metrics.SlowDownUpstream)
+	return oauth.SlowDown().WithCause(err)
+}
+
+func (s *Server) mint(ctx context.Context, cl *clients.Client, req *store.AuthRequest) (*upstream.Tokens, error) {
+	if s.cfg.Minter == nil {
+		return nil, ErrNoMinter
+	}
+	start := time.Now()
+	t, err := s.cfg.Minter.Mint(ctx, &upstream.Grant{
+		Client:   cl,
+		User:     req.User,
+		Scopes:   req.Scopes,
+		ACR:      req.ACR,
+		AMR:      req.AMR,
+		AuthTime: req.Decided,
+	})
+	var me *upstream.MintError
+	switch {
+	case err == nil:
+		s.cfg.Metrics.Exchange("ok", time.Since(start))
+	case errors.As(err, &me) && me.Refused:
+		s.cfg.Metrics.Exchange("refused", time.Since(start))
+	default:
+		s.cfg.Metrics.Exchange("failed", time.Since(start))
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A CIBA token response carries an access token and an ID token
+	// (CIBA Core §10.1.1); fail closed without them.
+	if t.AccessToken == "" || t.IDToken == "" || t.TokenType == "" {
+		return nil, &upstream.MintError{Refused: true, Err: errors.New("minter returned no access token, token type or ID token")}
+	}
+	return t, nil
+}
+
+// release gives up a claim so that a later poll may mint again.
+func (s *Server) release(key store.RequestKey, claim string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := s.store.Update(ctx, key, func(r *store.AuthRequest) error {
+		if r.Claim != claim {
+			return errNoChange
+		}
+		r.Claim, r.ClaimUntil = "", time.Time{}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errNoChange) {
+		s.log.Warn("could not release a claim; it frees itself when its lease runs out",
+			zap.String("request", key.Short()), zap.Error(err))
+	}
+}
+
+var errNoChange = errors.New("no change")
+
+// storeError passes protocol errors through and turns store failures into
+// 503 temporarily_unavailable.
+func storeError(err error) error {
+	var e *oauth.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return oauth.InvalidGrant("unknown auth_req_id")
+	}
+	return oauth.Unavailable("the request store is unavailable", 5, err)
+}

@@ -1,0 +1,246 @@
+package badgerstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	badger "github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+)
+
+// putItem stores an item and its due-index entry, replacing an earlier
+// version of it.
+func (s *Store) putItem(txn *badger.Txn, it *store.OutboxItem) error {
+	if err := s.deleteItem(txn, it.ID); err != nil {
+		return err
+	}
+	return s.putNewItem(txn, it)
+}
+
+// putNewItem stores an item and its due-index entry where no earlier
+// version of it can be: the items of a request Create makes.
+func (s *Store) putNewItem(txn *badger.Txn, it *store.OutboxItem) error {
+	val := encodeItem(it)
+	ttl := s.ttl(it.NotAfter)
+	if err := txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(ttl)); err != nil {
+		return err
+	}
+	return txn.SetEntry(badger.NewEntry(dueKey(it), nil).WithTTL(ttl))
+}
+
+// deleteItem removes an item and its due-index entry, if it is there.
+func (s *Store) deleteItem(txn *badger.Txn, id store.ItemID) error {
+	old, err := getItem(txn, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := txn.Delete(dueKey(old)); err != nil {
+		return err
+	}
+	return txn.Delete(outboxKey(id))
+}
+
+// dueRescan is how often DueItems reads the due index from its start
+// rather than from where the previous call left it: a backstop for entries
+// written behind that point by a clock that went back.
+const dueRescan = 10 * time.Second
+
+// DueItems implements Store. It seeks from where the previous call left
+// the index (dueFrom) rather than from its start: entries taken are moved
+// (leased) or deleted, and a queue's head is a run of their tombstones that
+// every read from the start would step over again. dueFrom is never past
+// an entry the previous call returned or left, nor later than a second
+// before its now, so entries written since (due at their writer's now, or
+// later) lie after it.
+func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, accept func(*store.OutboxItem) bool) ([]*store.OutboxItem, time.Time, error) {
+	var items []*store.OutboxItem
+	var next time.Time
+	prefix := []byte{kindDue}
+	s.dueMu.Lock()
+	start, full := s.dueFrom, s.dueFrom == nil || time.Since(s.dueFull) >= dueRescan
+	s.dueMu.Unlock()
+	if full {
+		start = prefix
+	}
+	var left []byte // the first entry returned or left due
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Seek(start); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 1+8+1+len(store.RequestKey{}) {
+				continue
+			}
+			due := time.Unix(0, int64(binary.BigEndian.Uint64(k[1:9])))
+			if due.After(now) {
+				next = due
+				return nil
+			}
+			if left == nil {
+				left = it.Item().KeyCopy(nil)
+			}
+			if len(items) == limit {
+				next = now // more are due
+				return nil
+			}
+			id := store.ItemID{Kind: store.KindOf(k[9])}
+			copy(id.Request[:], k[10:])
+			item, err := getItem(txn, id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if accept != nil && !accept(item) {
+				continue
+			}
+			items = append(items, item)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	from := make([]byte, 9)
+	from[0] = kindDue
+	binary.BigEndian.PutUint64(from[1:], uint64(max(now.Add(-time.Second).UnixNano(), 0)))
+	if left != nil && bytes.Compare(left, from) < 0 {
+		from = left
+	}
+	s.dueMu.Lock()
+	s.dueFrom = from
+	if full {
+		s.dueFull = time.Now()
+	}
+	s.dueMu.Unlock()
+	return items, next, nil
+}
+
+func getItem(txn *badger.Txn, id store.ItemID) (*store.OutboxItem, error) {
+	item, err := txn.Get(outboxKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	it := &store.OutboxItem{ID: id}
+	if err := item.Value(func(v []byte) error { return decodeItem(v, it) }); err != nil {
+		return nil, fmt.Errorf("decoding outbox item: %w", err)
+	}
+	return it, nil
+}
+
+// Enqueue implements Store.
+func (s *Store) Enqueue(ctx context.Context, it *store.OutboxItem) error {
+	return s.update(ctx, func(txn *badger.Txn) error { return s.putItem(txn, it) })
+}
+
+// ScanOutbox implements Store.
+func (s *Store) ScanOutbox(ctx context.Context, fn func(*store.OutboxItem) bool) error {
+	return s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindOutbox}, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			k := it.Item().Key()
+			if len(k) != 2+len(store.RequestKey{}) {
+				continue
+			}
+			item := &store.OutboxItem{ID: store.ItemID{Kind: store.KindOf(k[1])}}
+			copy(item.ID.Request[:], k[2:])
+			if err := it.Item().Value(func(v []byte) error { return decodeItem(v, item) }); err != nil {
+				s.logger.Warn("skipping an undecodable outbox item", zap.Error(err))
+				continue
+			}
+			if !fn(item) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// OutboxCounts implements Store.
+func (s *Store) OutboxCounts(ctx context.Context) (map[store.Kind]int, error) {
+	counts := make(map[store.Kind]int)
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindOutbox}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if k := it.Item().Key(); len(k) == 2+len(store.RequestKey{}) {
+				counts[store.KindOf(k[1])]++
+			}
+		}
+		return nil
+	})
+	return counts, err
+}
+
+// updateItem is Update for outbox items.
+func (s *Store) updateItem(ctx context.Context, id store.ItemID, fn func(*store.OutboxItem) error) (*store.OutboxItem, error) {
+	var it *store.OutboxItem
+	err := s.updateNoSync(ctx, func(txn *badger.Txn) error {
+		var err error
+		if it, err = getItem(txn, id); err != nil {
+			return err
+		}
+		if err := fn(it); err != nil {
+			return err
+		}
+		return s.putItem(txn, it)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return it, nil
+}
+
+// LeaseItem implements Store.
+func (s *Store) LeaseItem(ctx context.Context, id store.ItemID, now, until time.Time) (*store.OutboxItem, error) {
+	return s.updateItem(ctx, id, func(it *store.OutboxItem) error {
+		if !it.Due(now) {
+			return store.ErrNotDue
+		}
+		it.LeaseUntil = until
+		it.Attempts++
+		return nil
+	})
+}
+
+// RetryItem implements Store.
+func (s *Store) RetryItem(ctx context.Context, id store.ItemID, next time.Time, lastErr string) error {
+	_, err := s.updateItem(ctx, id, func(it *store.OutboxItem) error {
+		it.LeaseUntil, it.Next, it.LastError = time.Time{}, next, lastErr
+		return nil
+	})
+	return err
+}
+
+// DeleteItem implements Store.
+func (s *Store) DeleteItem(ctx context.Context, id store.ItemID) error {
+	return s.DeleteItems(ctx, id)
+}
+
+// DeleteItems implements Store.
+func (s *Store) DeleteItems(ctx context.Context, ids ...store.ItemID) error {
+	return s.updateNoSync(ctx, func(txn *badger.Txn) error {
+		for _, id := range ids {
+			if err := s.deleteItem(txn, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
