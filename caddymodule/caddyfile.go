@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
 )
 
@@ -106,171 +108,157 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "upstream":
-			if err := oneArg(d, &h.Upstream); err != nil {
-				return err
-			}
-		case "upstream_via":
-			if err := oneArg(d, &h.UpstreamVia); err != nil {
-				return err
-			}
-		case "public_url":
-			if err := oneArg(d, &h.PublicURL); err != nil {
-				return err
-			}
-		case "storage":
-			args := d.RemainingArgs()
-			if len(args) < 1 || len(args) > 2 {
-				return d.ArgErr()
-			}
-			if args[0] != "badger" {
-				return d.Errf("unsupported storage type '%s' (badger)", args[0])
-			}
-			h.Storage = &Storage{Type: args[0]}
-			if len(args) == 2 {
-				h.Storage.Path = args[1]
-			}
-		case "endpoint":
-			if err := onePath(d, &h.Endpoint); err != nil {
-				return err
-			}
-		case "token_path":
-			if err := onePath(d, &h.TokenPath); err != nil {
-				return err
-			}
-		case "request_ttl":
-			if err := oneDuration(d, &h.RequestTTL); err != nil {
-				return err
-			}
-		case "interval":
-			if err := oneDuration(d, &h.Interval); err != nil {
-				return err
-			}
-		case "binding_message_max":
-			var s string
-			if err := oneArg(d, &s); err != nil {
-				return err
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 {
-				return d.Errf("binding_message_max must be a positive number of characters, not '%s'", s)
-			}
-			h.BindingMessageMax = n
-		case "users":
-			if err := oneArg(d, &h.Users); err != nil {
-				return err
-			}
-		case "signing_alg":
-			if err := oneArg(d, &h.SigningAlg); err != nil {
-				return err
-			}
-			switch h.SigningAlg {
-			case "ES256", "RS256", "PS256":
-			default:
-				return d.Errf("signing_alg must be ES256, RS256 or PS256, not '%s'", h.SigningAlg)
-			}
-		case "signing_key":
-			if err := oneArg(d, &h.SigningKey); err != nil {
-				return err
-			}
-		case "key_rotation":
-			if err := oneDuration(d, &h.KeyRotation); err != nil {
-				return err
-			}
-		case "email":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			if h.Email != nil {
-				return d.Err("email is already set")
-			}
-			h.Email = new(Email)
-			if err := h.Email.unmarshal(d); err != nil {
-				return err
-			}
-		case "exchange":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			if h.Exchange != nil {
-				return d.Err("exchange is already set")
-			}
-			h.Exchange = new(Exchange)
-			if err := h.Exchange.unmarshal(d); err != nil {
-				return err
-			}
-		case "require_signed_requests":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.RequireSignedRequests = true
-		case "assertion_algs":
-			h.AssertionAlgs = d.RemainingArgs()
-			if len(h.AssertionAlgs) == 0 {
-				return d.ArgErr()
-			}
-			for _, a := range h.AssertionAlgs {
-				if a == "none" || strings.HasPrefix(a, "HS") {
-					return d.Errf("assertion_algs: %s is never accepted (asymmetric algorithms only)", a)
-				}
-			}
-		case "login_hint_token_issuer":
-			var iss string
-			if err := oneArg(d, &iss); err != nil {
-				return err
-			}
-			h.LoginHintTokenIssuers = append(h.LoginHintTokenIssuers, iss)
-		case "id_token_hint_max_age":
-			if err := oneDuration(d, &h.IDTokenHintMaxAge); err != nil {
-				return err
-			}
-		case "authenticator":
-			if err := h.unmarshalAuthenticator(d); err != nil {
-				return err
-			}
-		case "acr_fallback":
-			if err := h.unmarshalACRFallback(d); err != nil {
-				return err
-			}
-		case "metrics_client_label":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.MetricsClientLabel = true
-		case "limits":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			if h.Limits != nil {
-				return d.Err("limits is already set")
-			}
-			h.Limits = new(Limits)
-			if err := h.Limits.unmarshal(d); err != nil {
-				return err
-			}
-		case "client":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			id := d.Val()
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			for _, c := range h.Clients {
-				if c.ID == id {
-					return d.Errf("client '%s' is defined twice", id)
-				}
-			}
-			c := &Client{ID: id}
-			if err := c.unmarshal(d); err != nil {
-				return err
-			}
-			h.Clients = append(h.Clients, c)
-		default:
+		parse, ok := subdirectives[d.Val()]
+		if !ok {
 			return d.Errf("unrecognized ciba subdirective '%s'", d.Val())
 		}
+		if err := parse(h, d); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// subdirectives parse the subdirectives of the ciba block, each from its
+// name to the end of its line or block.
+var subdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
+	"upstream":                func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.Upstream) },
+	"upstream_via":            func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.UpstreamVia) },
+	"public_url":              func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.PublicURL) },
+	"storage":                 (*Handler).unmarshalStorage,
+	"endpoint":                func(h *Handler, d *caddyfile.Dispenser) error { return onePath(d, &h.Endpoint) },
+	"token_path":              func(h *Handler, d *caddyfile.Dispenser) error { return onePath(d, &h.TokenPath) },
+	"request_ttl":             func(h *Handler, d *caddyfile.Dispenser) error { return oneDuration(d, &h.RequestTTL) },
+	"interval":                func(h *Handler, d *caddyfile.Dispenser) error { return oneDuration(d, &h.Interval) },
+	"binding_message_max":     (*Handler).unmarshalBindingMessageMax,
+	"users":                   func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.Users) },
+	"signing_alg":             (*Handler).unmarshalSigningAlg,
+	"signing_key":             func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.SigningKey) },
+	"key_rotation":            func(h *Handler, d *caddyfile.Dispenser) error { return oneDuration(d, &h.KeyRotation) },
+	"email":                   (*Handler).unmarshalEmail,
+	"exchange":                (*Handler).unmarshalExchange,
+	"require_signed_requests": func(h *Handler, d *caddyfile.Dispenser) error { return flag(d, &h.RequireSignedRequests) },
+	"assertion_algs":          (*Handler).unmarshalAssertionAlgs,
+	"login_hint_token_issuer": (*Handler).unmarshalLoginHintTokenIssuer,
+	"id_token_hint_max_age":   func(h *Handler, d *caddyfile.Dispenser) error { return oneDuration(d, &h.IDTokenHintMaxAge) },
+	"authenticator":           (*Handler).unmarshalAuthenticator,
+	"acr_fallback":            (*Handler).unmarshalACRFallback,
+	"metrics_client_label":    func(h *Handler, d *caddyfile.Dispenser) error { return flag(d, &h.MetricsClientLabel) },
+	"limits":                  (*Handler).unmarshalLimits,
+	"client":                  (*Handler).unmarshalClient,
+}
+
+func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) < 1 || len(args) > 2 {
+		return d.ArgErr()
+	}
+	if args[0] != "badger" {
+		return d.Errf("unsupported storage type '%s' (badger)", args[0])
+	}
+	h.Storage = &Storage{Type: args[0]}
+	if len(args) == 2 {
+		h.Storage.Path = args[1]
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalBindingMessageMax(d *caddyfile.Dispenser) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return d.Errf("binding_message_max must be a positive number of characters, not '%s'", s)
+	}
+	h.BindingMessageMax = n
+	return nil
+}
+
+func (h *Handler) unmarshalSigningAlg(d *caddyfile.Dispenser) error {
+	if err := oneArg(d, &h.SigningAlg); err != nil {
+		return err
+	}
+	if err := issuer.CheckAlg(h.SigningAlg); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalEmail(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.Email != nil {
+		return d.Err("email is already set")
+	}
+	h.Email = new(Email)
+	return h.Email.unmarshal(d)
+}
+
+func (h *Handler) unmarshalExchange(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.Exchange != nil {
+		return d.Err("exchange is already set")
+	}
+	h.Exchange = new(Exchange)
+	return h.Exchange.unmarshal(d)
+}
+
+func (h *Handler) unmarshalAssertionAlgs(d *caddyfile.Dispenser) error {
+	h.AssertionAlgs = d.RemainingArgs()
+	if len(h.AssertionAlgs) == 0 {
+		return d.ArgErr()
+	}
+	for _, a := range h.AssertionAlgs {
+		if !clients.AsymmetricAlg(a) {
+			return d.Errf("assertion_algs: %s is never accepted (asymmetric algorithms only)", a)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalLoginHintTokenIssuer(d *caddyfile.Dispenser) error {
+	var iss string
+	if err := oneArg(d, &iss); err != nil {
+		return err
+	}
+	h.LoginHintTokenIssuers = append(h.LoginHintTokenIssuers, iss)
+	return nil
+}
+
+func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.Limits != nil {
+		return d.Err("limits is already set")
+	}
+	h.Limits = new(Limits)
+	return h.Limits.unmarshal(d)
+}
+
+func (h *Handler) unmarshalClient(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	id := d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for _, c := range h.Clients {
+		if c.ID == id {
+			return d.Errf("client '%s' is defined twice", id)
+		}
+	}
+	c := &Client{ID: id}
+	if err := c.unmarshal(d); err != nil {
+		return err
+	}
+	h.Clients = append(h.Clients, c)
 	return nil
 }
 
@@ -495,6 +483,15 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	return nil
+}
+
+// flag reads a subdirective without arguments.
+func flag(d *caddyfile.Dispenser, dst *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = true
 	return nil
 }
 

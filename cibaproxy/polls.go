@@ -17,8 +17,8 @@ const SlowDownStep = 5 * time.Second
 const pollTolerance = 0.10
 
 // PollTracker keeps, per request, the current polling interval and the time
-// of the owning client's last poll, and enforces the rules of DESIGN.md
-// ("slow_down, precisely"):
+// of the owning client's last poll, and enforces these rules (CIBA Core
+// §7.3 and §11, as the README's "slow_down, precisely" states them):
 //
 //   - A poll earlier than last + interval (10 % tolerance) gets slow_down
 //     and raises the request's interval by 5 s, capped at 60 s.

@@ -10,8 +10,8 @@ import (
 )
 
 // TestRequestAndPoll starts requests and polls them: pending, slow_down on
-// an early poll, and the interval raised by 5 s after it ("slow_down,
-// precisely" in DESIGN.md; the Caddyfile's interval is 1s).
+// an early poll, and the interval raised by 5 s after it (the README's
+// "slow_down, precisely"; the Caddyfile's interval is 1s).
 func TestRequestAndPoll(t *testing.T) {
 	t.Parallel()
 	p := newProxy(t)

@@ -32,7 +32,7 @@ const requireBrowserEnv = "CIBAPROXY_REQUIRE_BROWSER"
 // it they go to a temporary directory of the test (and are logged).
 const artifactsEnv = "CIBAPROXY_ARTIFACTS"
 
-// pageCSP is the approval page's Content-Security-Policy (DESIGN.md).
+// pageCSP is the approval page's Content-Security-Policy.
 const pageCSP = "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // browserBinding is the binding message of the browser test: HTML-special
@@ -272,7 +272,7 @@ func TestApprovalPageInChromium(t *testing.T) {
 	}
 	loc := runOrFatal(t, ctx, chromedp.Location())
 	if loc != link {
-		// DESIGN.md allows a 303 to a distinct result URL, never back to the link.
+		// A 303 to a distinct result URL is allowed, never one back to the link.
 		t.Logf("result page at %s", loc)
 	}
 	wantNoCSP(t, ctx, console, "the result page")
@@ -464,7 +464,7 @@ func wantNoCSP(t *testing.T, ctx context.Context, console *consoleLog, what stri
 }
 
 // wantPageResponse checks the main document's response: status and the
-// security headers of DESIGN.md.
+// approval page's security headers.
 func wantPageResponse(t *testing.T, what string, resp *network.Response, status int) {
 	t.Helper()
 	if resp == nil {

@@ -106,7 +106,7 @@ func TestDexDown(t *testing.T) {
 	r := e.Poll(t, afterExchange.ID)
 	lastSlow := time.Now()
 	wantError(t, r, http.StatusBadRequest, "slow_down")
-	// DESIGN.md: the transient failure is logged.
+	// The transient failure is logged.
 	// The log line follows the answer; give it a moment.
 	for deadline := time.Now().Add(3 * time.Second); !logHas(e.P.log.String()[logged:], "connection refused"); {
 		if time.Now().After(deadline) {

@@ -127,8 +127,8 @@ type decodedMail struct {
 	Text, HTML string
 }
 
-// ApprovalURL is the first URL of the text part: the approval link
-// (DESIGN.md, "Approval page").
+// ApprovalURL is the first URL of the text part: the approval link (the
+// README's approval page contract).
 func (m *decodedMail) ApprovalURL() string { return mailURL.FindString(m.Text) }
 
 var mailURL = regexp.MustCompile(`https?://[^\s<>"']+`)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/bench.sh — `make bench`: the figures of issue 7 in one run.
+# scripts/bench.sh — `make bench`: the performance figures in one run.
 #
 # In a fresh temporary directory, on free 127.0.0.1 ports, with the load
 # generator of the project (cmd/cibaload) on the same cores:

@@ -170,7 +170,7 @@ async function approve(web, address, binding, timeout) {
     if (!mail) await sleep(250);
   }
   console.error(`demo: mail "${mail.subject}" to ${address} arrived`);
-  // The approval URL is the first URL of the text part (DESIGN.md contract).
+  // The approval URL is the first URL of the text part (the approval page contract).
   const link = (mail.text ?? '').match(/https?:\/\/[^\s<>"']+/)?.[0];
   if (!link) fail(`the mail's text part has no URL:\n${mail.text}`);
   console.error(`demo: GET ${link}`);

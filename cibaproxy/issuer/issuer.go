@@ -42,6 +42,14 @@ var signingAlgs = map[string]jose.SignatureAlgorithm{
 	"PS256": jose.PS256,
 }
 
+// CheckAlg checks a signing algorithm of subject tokens (signing_alg).
+func CheckAlg(alg string) error {
+	if _, ok := signingAlgs[alg]; !ok {
+		return fmt.Errorf("signing_alg must be ES256, RS256 or PS256, not '%s'", alg)
+	}
+	return nil
+}
+
 // Config configures the subject-token issuer.
 type Config struct {
 	// PublicURL is the proxy's public base URL; the issuer is PublicURL/ciba.
@@ -106,10 +114,10 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	if cfg.Alg == "" {
 		cfg.Alg = "ES256"
 	}
-	alg, ok := signingAlgs[cfg.Alg]
-	if !ok {
-		return nil, fmt.Errorf("signing algorithm %q must be ES256, RS256 or PS256", cfg.Alg)
+	if err := CheckAlg(cfg.Alg); err != nil {
+		return nil, err
 	}
+	alg := signingAlgs[cfg.Alg]
 	if _, err := urls.Parse("public_url", cfg.PublicURL); err != nil {
 		return nil, err
 	}

@@ -123,7 +123,7 @@ type GoBenchmark struct {
 	Metrics    map[string]float64 `json:"metrics"`
 }
 
-// Target is one target of issue 7.
+// Target is one performance target of the benchmark.
 type Target struct {
 	Name  string  `json:"name"`
 	Want  string  `json:"want"`
@@ -487,7 +487,7 @@ func printReport(w io.Writer, r *Report) {
 			fmt.Fprintf(w, "  %-36s %s\n", n, strings.Join(parts, ", "))
 		}
 	}
-	fmt.Fprintln(w, "\ntargets (issue 7):")
+	fmt.Fprintln(w, "\ntargets:")
 	for _, t := range r.Targets {
 		state := "MISSED"
 		switch {
