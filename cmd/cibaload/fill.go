@@ -110,73 +110,15 @@ func cmdFill(args []string) error {
 	if *target > 0 {
 		n = max(0, *target-res.PendingBefore)
 	}
-	scopes := strings.Fields(*scope)
-	now := time.Now()
-	var next, created, existed, conflicts atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, *workers)
-	stopProgress := make(chan struct{})
-	go func() {
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopProgress:
-				return
-			case <-t.C:
-				c := created.Load()
-				fmt.Fprintf(os.Stderr, "fill: %d/%d created (%.0f/s)\n", c, n, float64(c)/time.Since(began).Seconds())
-			}
-		}
-	}()
-	for range *workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= n {
-					return
-				}
-				idx := *start + uint64(i)
-				req := &store.AuthRequest{
-					ClientID:       *client,
-					User:           users[idx%uint64(len(users))],
-					Scopes:         scopes,
-					BindingMessage: "bench",
-					Created:        now,
-					Expires:        now.Add(*lifetime),
-					Interval:       *interval,
-					Status:         store.StatusPending,
-				}
-				key := store.KeyOf(authReqID(*seed, idx))
-				for {
-					err := st.Create(ctx, key, req, nil, store.UserLimit{})
-					switch {
-					case err == nil:
-						created.Add(1)
-					case errors.Is(err, store.ErrExists):
-						existed.Add(1)
-					case errors.Is(err, store.ErrConflict):
-						conflicts.Add(1)
-						continue
-					default:
-						errc <- err
-						return
-					}
-					break
-				}
-			}
-		}()
+	batch := fillBatch{
+		seed: *seed, start: *start, n: n, workers: *workers, client: *client, users: users,
+		scopes: strings.Fields(*scope), created: time.Now(), lifetime: *lifetime, interval: *interval,
 	}
-	wg.Wait()
-	close(stopProgress)
-	close(errc)
-	if err := <-errc; err != nil {
+	if err := batch.run(ctx, st, began); err != nil {
 		return err
 	}
 	res.CreateSeconds = time.Since(began).Seconds()
-	res.Created, res.Existed, res.Conflicts = created.Load(), existed.Load(), conflicts.Load()
+	res.Created, res.Existed, res.Conflicts = batch.done.Load(), batch.existed.Load(), batch.conflicts.Load()
 	if res.PendingAfter, err = st.PendingCount(ctx); err != nil {
 		return err
 	}
@@ -204,6 +146,92 @@ func cmdFill(args []string) error {
 	fmt.Fprintf(os.Stderr, "fill: %d created, %d existed in %.1f s (%.0f/s, flatten %.1f s); pending %d → %d\n",
 		res.Created, res.Existed, res.Seconds, res.Rate, res.FlattenSeconds, res.PendingBefore, res.PendingAfter)
 	return writeJSON(*out, res)
+}
+
+// fillBatch creates n pending requests with ids seed/start… through the
+// store, from workers goroutines, printing the progress every 5 s.
+type fillBatch struct {
+	seed               string
+	start              uint64
+	n                  int64
+	workers            int
+	client             string
+	users              []store.User
+	scopes             []string
+	created            time.Time
+	lifetime, interval time.Duration
+
+	next, done, existed, conflicts atomic.Int64
+}
+
+func (b *fillBatch) run(ctx context.Context, st *badgerstore.Store, began time.Time) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, b.workers)
+	stopProgress := make(chan struct{})
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				c := b.done.Load()
+				fmt.Fprintf(os.Stderr, "fill: %d/%d created (%.0f/s)\n", c, b.n, float64(c)/time.Since(began).Seconds())
+			}
+		}
+	}()
+	for range b.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.work(ctx, st); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(stopProgress)
+	close(errc)
+	return <-errc
+}
+
+// work creates requests until the batch is done, retrying a create that
+// conflicted.
+func (b *fillBatch) work(ctx context.Context, st *badgerstore.Store) error {
+	for {
+		i := b.next.Add(1) - 1
+		if i >= b.n {
+			return nil
+		}
+		idx := b.start + uint64(i)
+		req := &store.AuthRequest{
+			ClientID:       b.client,
+			User:           b.users[idx%uint64(len(b.users))],
+			Scopes:         b.scopes,
+			BindingMessage: "bench",
+			Created:        b.created,
+			Expires:        b.created.Add(b.lifetime),
+			Interval:       b.interval,
+			Status:         store.StatusPending,
+		}
+		key := store.KeyOf(authReqID(b.seed, idx))
+		for {
+			err := st.Create(ctx, key, req, nil, store.UserLimit{})
+			switch {
+			case err == nil:
+				b.done.Add(1)
+			case errors.Is(err, store.ErrExists):
+				b.existed.Add(1)
+			case errors.Is(err, store.ErrConflict):
+				b.conflicts.Add(1)
+				continue
+			default:
+				return err
+			}
+			break
+		}
+	}
 }
 
 // readUsers reads a users.json as the proxy does (ParseUsers checks it) and

@@ -206,8 +206,32 @@ func buildReport(dir string) *Report {
 		r.Phases = append(r.Phases, row)
 	}
 
+	r.OneMillion = readOneMillion(dir, respond, poll1k, poll1M)
+	var st1k WaitResult
+	if readJSON(filepath.Join(dir, fileStartup1k), &st1k) == nil {
+		r.Startup1k = &st1k
+	}
+	r.Mail = readMailFigures(dir, bc)
+	r.Durability = readDurability(dir)
+	if f, err := os.Open(filepath.Join(dir, fileGoBench)); err == nil {
+		r.GoBench = parseGoBench(f)
+		f.Close()
+		if b, ok := r.GoBench["BenchmarkApprovedPoll"]; ok {
+			if v, ok := b.Metrics["p50-ns"]; ok {
+				ms := v / 1e6
+				r.Approved = &ms
+			}
+		}
+	}
+	r.Targets = targets(r, respond, poll1k, bc)
+	return r
+}
+
+// readOneMillion reads the figures of the phases at a million pending
+// requests; nil when none ran.
+func readOneMillion(dir string, respond, poll1k, poll1M *PhaseResult) *OneMillion {
 	var fill1M FillResult
-	var st1M, st1k, durStart WaitResult
+	var st1M WaitResult
 	om := &OneMillion{BadgerOptions: readText(dir, fileBadgerOption)}
 	haveOM := false
 	if readJSON(filepath.Join(dir, fileFill1M), &fill1M) == nil {
@@ -238,12 +262,15 @@ func buildReport(dir string) *Report {
 			}
 		}
 	}
-	if haveOM {
-		r.OneMillion = om
+	if !haveOM {
+		return nil
 	}
-	if readJSON(filepath.Join(dir, fileStartup1k), &st1k) == nil {
-		r.Startup1k = &st1k
-	}
+	return om
+}
+
+// readMailFigures reads how the backchannel phase's mails were delivered;
+// nil when the phase did not run.
+func readMailFigures(dir string, bc *PhaseResult) *MailFigures {
 	var drain, before, during SinkWaitResult
 	if bc != nil && readJSON(filepath.Join(dir, fileMailDrain), &drain) == nil {
 		_ = readJSON(filepath.Join(dir, fileMailBefore), &before)
@@ -259,8 +286,14 @@ func buildReport(dir string) *Report {
 		if m.PhaseSeconds > 0 {
 			m.PhaseRate = float64(m.DuringPhase) / m.PhaseSeconds
 		}
-		r.Mail = m
+		return m
 	}
+	return nil
+}
+
+// readDurability reads the kill -9 check; nil when it did not run.
+func readDurability(dir string) *Durability {
+	var durStart WaitResult
 	if poll := readText(dir, fileDurPoll); poll != "" {
 		d := &Durability{Poll: poll}
 		var m SinkWaitResult
@@ -271,20 +304,9 @@ func buildReport(dir string) *Report {
 			d.StartupS = durStart.Seconds
 		}
 		d.OK = strings.HasSuffix(poll, "authorization_pending") && d.Mail != nil && d.Mail.OK
-		r.Durability = d
+		return d
 	}
-	if f, err := os.Open(filepath.Join(dir, fileGoBench)); err == nil {
-		r.GoBench = parseGoBench(f)
-		f.Close()
-		if b, ok := r.GoBench["BenchmarkApprovedPoll"]; ok {
-			if v, ok := b.Metrics["p50-ns"]; ok {
-				ms := v / 1e6
-				r.Approved = &ms
-			}
-		}
-	}
-	r.Targets = targets(r, respond, poll1k, bc)
-	return r
+	return nil
 }
 
 // ratioToRespond is p's req/s over its interleaved respond reference, or
