@@ -62,6 +62,9 @@ type Server struct {
 	log     *zap.Logger
 	now     func() time.Time
 	bcURL   string
+	// wellKnown is the path of the upstream's discovery document, served
+	// augmented.
+	wellKnown string
 
 	auth      authenticators
 	limits    limiters
@@ -80,14 +83,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	b := cfg.Backend
 	s := &Server{
-		cfg:    cfg,
-		store:  b.Store,
-		polls:  b.Polls,
-		outbox: b.Outbox,
-		disc:   cfg.Discovery,
-		log:    cfg.Logger,
-		now:    cfg.Now,
-		bcURL:  strings.TrimSuffix(cfg.PublicURL, "/") + cfg.Endpoint,
+		cfg:       cfg,
+		store:     b.Store,
+		polls:     b.Polls,
+		outbox:    b.Outbox,
+		disc:      cfg.Discovery,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		bcURL:     strings.TrimSuffix(cfg.PublicURL, "/") + cfg.Endpoint,
+		wellKnown: cfg.Discovery.WellKnownPath(),
 		limits: limiters{
 			// In the backend, so a reload keeps their counts.
 			ip:     b.Limiter(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate),
@@ -166,7 +170,7 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 	case path == s.cfg.Endpoint:
 		s.serveBackchannel(w, r)
 		return true
-	case path == s.disc.WellKnownPath() && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+	case path == s.wellKnown && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		s.serveDiscovery(w, r)
 		return true
 	case strings.HasPrefix(path, issuer.Path+"/") && s.serveCIBAPath(w, r):
