@@ -46,6 +46,8 @@ type Requests interface {
 	// back atomically, retrying fn on conflicting writes a bounded number of
 	// times (then ErrConflict). An error from fn aborts without writing and
 	// is returned as is. It returns the request as written, or ErrNotFound.
+	// fn changes the state of a request (status, decision, claim), never
+	// what the pending indexes are built from (Created, Expires, User).
 	Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error)
 
 	// UpdateQueue is Update whose fn also returns outbox items, queued in
@@ -89,9 +91,10 @@ type Queue interface {
 	OutboxCounts(ctx context.Context) (map[Kind]int, error)
 
 	// DueItems returns up to limit items due at now (not leased, next
-	// attempt come) that accept (nil: any) takes, earliest first, and when
-	// the next one falls due (now when more are due; zero when no other
-	// item waits).
+	// attempt come), and the items whose NotAfter has passed, leased or not
+	// (the worker drops them), that accept (nil: any) takes, earliest
+	// first, and when the next one falls due (now when more are due; zero
+	// when no other item waits).
 	DueItems(ctx context.Context, now time.Time, limit int, accept func(*OutboxItem) bool) ([]*OutboxItem, time.Time, error)
 
 	// ScanOutbox calls fn for every queued item until fn returns false.

@@ -555,7 +555,7 @@ func checkCounts(t *testing.T, s *Store, subjects []string, max int64) {
 // refused or replacing the oldest), decided and swept at the same time, for
 // a few users, leave every count equal to what the indexes hold, in memory
 // and after a reopen. The counts are written without being read back from
-// Badger (store_counts.go), so a writer that changed one outside its
+// Badger (counts.go), so a writer that changed one outside its
 // stripe's lock would lose updates here.
 func TestBadgerCountsUnderConcurrency(t *testing.T) {
 	ctx := context.Background()
@@ -786,4 +786,45 @@ func fanOut(n, each int, fn func(g, i int) bool) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestLeasesOfAPreviousProcess: leases held when the store was last
+// closed (the process was killed mid-delivery) are void at open, so the
+// item is delivered at once rather than when the lease runs out; an item
+// waiting for a retry is left as it is.
+func TestLeasesOfAPreviousProcess(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clock := storetest.NewClock()
+	st, err := Open(dir, nil, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := store.ItemID{Kind: storetest.KindA, Request: store.KeyOf("req")}
+	now := clock.Now()
+	if err := st.Enqueue(ctx, &store.OutboxItem{ID: id, Sender: "site", NotAfter: now.Add(time.Minute), Next: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.LeaseItem(ctx, id, now, now.Add(store.MaxItemLease)); err != nil {
+		t.Fatal(err)
+	}
+	other := store.ItemID{Kind: storetest.KindA, Request: store.KeyOf("retry")} // due later, not leased: left alone
+	if err := st.Enqueue(ctx, &store.OutboxItem{ID: other, Sender: "site", NotAfter: now.Add(time.Minute), Next: now.Add(5 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	st = openTestStore(t, dir, clock.Now)
+	due, next, err := st.DueItems(ctx, clock.Now(), 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(due) != 1 || due[0].ID != id || !due[0].LeaseUntil.IsZero() || due[0].Attempts != 1 {
+		t.Fatalf("due after reopening: %+v", due)
+	}
+	if !next.Equal(now.Add(5 * time.Second)) {
+		t.Errorf("next %v, want the other item's %v", next, now.Add(5*time.Second))
+	}
 }
