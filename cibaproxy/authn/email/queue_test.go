@@ -1,15 +1,18 @@
-package cibaproxy
+package email
 
 import (
 	"encoding/json"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/record"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/mail"
 )
 
 func TestQueuedMailEncoding(t *testing.T) {
 	q := &queuedMail{
-		Mail: MailMessage{
+		Mail: mail.Message{
 			To:        "alice@example.com",
 			Subject:   "Sign-in request from Kiosk",
 			Text:      "open https://proxy.example/ciba/approve/CIBALINKx\n",
@@ -30,8 +33,8 @@ func TestQueuedMailEncoding(t *testing.T) {
 			t.Errorf("%s: decoded %+v, want %+v", name, g, w)
 		}
 	}
-	b := encodeQueuedMail(q)
-	got, err := decodeQueuedMail(b)
+	b := encodeQueued(q)
+	got, err := decodeQueued(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,20 +45,20 @@ func TestQueuedMailEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err = decodeQueuedMail(legacy); err != nil {
+	if got, err = decodeQueued(legacy); err != nil {
 		t.Fatal(err)
 	}
 	check("json", got)
 
 	for name, bad := range map[string][]byte{
 		"empty":     nil,
-		"version":   append([]byte{recordV1 + 1}, b[1:]...),
+		"version":   append([]byte{record.V1 + 1}, b[1:]...),
 		"truncated": b[:len(b)-3],
 		"trailing":  append(append([]byte(nil), b...), 0),
-		"length":    {recordV1, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"length":    {record.V1, 0xff, 0xff, 0xff, 0xff, 0x0f},
 	} {
-		if _, err := decodeQueuedMail(bad); !errors.Is(err, errCorruptRecord) {
-			t.Errorf("%s: err %v, want errCorruptRecord", name, err)
+		if _, err := decodeQueued(bad); !errors.Is(err, record.ErrCorrupt) {
+			t.Errorf("%s: err %v, want record.ErrCorrupt", name, err)
 		}
 	}
 }

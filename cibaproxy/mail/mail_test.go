@@ -1,4 +1,4 @@
-package cibaproxy
+package mail
 
 import (
 	"bufio"
@@ -10,63 +10,33 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
 )
 
-func TestMaskEmail(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"alice@example.com", "a***@e***.com"},
-		{"Alice@Example.co.uk", "A***@E***.uk"},
-		{"élodie@exämple.fr", "é***@e***.fr"},
-		{"bob@localhost", "b***@l***"},
-		{"@example.com", "@e***.com"},
-		{"not-an-address", "***"},
-	} {
-		if got := MaskEmail(tc.in); got != tc.want {
-			t.Errorf("MaskEmail(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestMaskAddresses(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"550 5.1.1 <alice@example.com>: mailbox unavailable, affected recipient(s): Alice@Example.com",
-			"550 5.1.1 <a***@e***.com>: mailbox unavailable, affected recipient(s): A***@E***.com"},
-		{`from "Bob" <bob@example.org>; to carol.x+tag@sub.example.net`,
-			`from "Bob" <b***@e***.org>; to c***@s***.net`},
-		{"dial tcp 127.0.0.1:25: connect: connection refused", "dial tcp 127.0.0.1:25: connect: connection refused"},
-	} {
-		got := maskAddresses(tc.in)
-		if got != tc.want {
-			t.Errorf("maskAddresses(%q)\n = %q\nwant %q", tc.in, got, tc.want)
-		}
-		if strings.Contains(strings.ToLower(got), "alice@") || strings.Contains(got, "bob@") {
-			t.Errorf("an address survived: %q", got)
-		}
-	}
-}
-
-func TestNewSMTPSender(t *testing.T) {
+func TestNewSender(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		cfg  SMTPConfig
+		cfg  Config
 		ok   bool
 	}{
-		{"starttls default", SMTPConfig{Addr: "smtp.example.com:587", From: "login@example.com"}, true},
-		{"implicit", SMTPConfig{Addr: "smtp.example.com:465", TLS: TLSImplicit, From: "Example <login@example.com>"}, true},
-		{"none on loopback with credentials", SMTPConfig{Addr: "127.0.0.1:25", TLS: TLSNone, Username: "u", Password: "p", From: "login@example.com"}, true},
-		{"none on localhost with credentials", SMTPConfig{Addr: "localhost:25", TLS: TLSNone, Password: "p", From: "login@example.com"}, true},
-		{"none on ::1 with credentials", SMTPConfig{Addr: "[::1]:25", TLS: TLSNone, Username: "u", From: "login@example.com"}, true},
-		{"none remote without credentials", SMTPConfig{Addr: "smtp.example.com:25", TLS: TLSNone, From: "login@example.com"}, true},
-		{"none remote with credentials", SMTPConfig{Addr: "smtp.example.com:25", TLS: TLSNone, Username: "u", Password: "p", From: "login@example.com"}, false},
-		{"unknown tls", SMTPConfig{Addr: "smtp.example.com:25", TLS: "ssl", From: "login@example.com"}, false},
-		{"no port", SMTPConfig{Addr: "smtp.example.com", From: "login@example.com"}, false},
-		{"bad port", SMTPConfig{Addr: "smtp.example.com:99999", From: "login@example.com"}, false},
-		{"no host", SMTPConfig{Addr: ":25", From: "login@example.com"}, false},
-		{"bad from", SMTPConfig{Addr: "smtp.example.com:25", From: "not an address"}, false},
-		{"from with CRLF", SMTPConfig{Addr: "smtp.example.com:25", From: "a@example.com\r\nBcc: b@example.com"}, false},
+		{"starttls default", Config{Addr: "smtp.example.com:587", From: "login@example.com"}, true},
+		{"implicit", Config{Addr: "smtp.example.com:465", TLS: TLSImplicit, From: "Example <login@example.com>"}, true},
+		{"none on loopback with credentials", Config{Addr: "127.0.0.1:25", TLS: TLSNone, Username: "u", Password: "p", From: "login@example.com"}, true},
+		{"none on localhost with credentials", Config{Addr: "localhost:25", TLS: TLSNone, Password: "p", From: "login@example.com"}, true},
+		{"none on ::1 with credentials", Config{Addr: "[::1]:25", TLS: TLSNone, Username: "u", From: "login@example.com"}, true},
+		{"none remote without credentials", Config{Addr: "smtp.example.com:25", TLS: TLSNone, From: "login@example.com"}, true},
+		{"none remote with credentials", Config{Addr: "smtp.example.com:25", TLS: TLSNone, Username: "u", Password: "p", From: "login@example.com"}, false},
+		{"unknown tls", Config{Addr: "smtp.example.com:25", TLS: "ssl", From: "login@example.com"}, false},
+		{"no port", Config{Addr: "smtp.example.com", From: "login@example.com"}, false},
+		{"bad port", Config{Addr: "smtp.example.com:99999", From: "login@example.com"}, false},
+		{"no host", Config{Addr: ":25", From: "login@example.com"}, false},
+		{"bad from", Config{Addr: "smtp.example.com:25", From: "not an address"}, false},
+		{"from with CRLF", Config{Addr: "smtp.example.com:25", From: "a@example.com\r\nBcc: b@example.com"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := NewSMTPSender(tc.cfg)
+			_, err := NewSender(tc.cfg)
 			if (err == nil) != tc.ok {
 				t.Errorf("err = %v, want ok=%v", err, tc.ok)
 			}
@@ -77,35 +47,35 @@ func TestNewSMTPSender(t *testing.T) {
 	}
 }
 
-func testSender(t *testing.T, addr string) *SMTPSender {
+func testSender(t *testing.T, addr string) *Sender {
 	t.Helper()
-	s, err := NewSMTPSender(SMTPConfig{Addr: addr, TLS: TLSNone, From: "Example Login <login@example.com>", Timeout: 3 * time.Second})
+	s, err := NewSender(Config{Addr: addr, TLS: TLSNone, From: "Example Login <login@example.com>", Timeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func testMessage() *MailMessage {
-	return &MailMessage{
+func testMessage() *Message {
+	return &Message{
 		To: "alice@example.com", Subject: "Confirm your sign-in", Text: "Open https://idp.example.com/x\n",
 		HTML: "<p>Open <a href=\"https://idp.example.com/x\">it</a></p>", MessageID: "abc@idp.example.com",
 		Date: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC),
 	}
 }
 
-// TestSMTPSenderSend: a multipart text and HTML mail with the headers set,
+// TestSenderSend: a multipart text and HTML mail with the headers set,
 // through a real SMTP server.
-func TestSMTPSenderSend(t *testing.T) {
-	sink := startMailSink(t, "127.0.0.1:0")
-	if err := testSender(t, sink.addr).Send(context.Background(), testMessage()); err != nil {
+func TestSenderSend(t *testing.T) {
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	if err := testSender(t, sink.Addr()).Send(context.Background(), testMessage()); err != nil {
 		t.Fatal(err)
 	}
-	mails := sink.received()
+	mails := sink.Received()
 	if len(mails) != 1 {
 		t.Fatalf("%d mails", len(mails))
 	}
-	pm := parseMail(t, mails[0].Data)
+	pm := cibatest.ParseMail(t, mails[0].Data)
 	if pm.ContentType != "multipart/alternative" {
 		t.Errorf("Content-Type %q", pm.ContentType)
 	}
@@ -130,45 +100,49 @@ func TestSMTPSenderSend(t *testing.T) {
 	}
 }
 
-// TestSMTPSenderErrors: 5xx answers are permanent, 4xx answers and a server
+// TestSenderErrors: 5xx answers are permanent, 4xx answers and a server
 // that is down are not; no error shows the address in clear.
-func TestSMTPSenderErrors(t *testing.T) {
+func TestSenderErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		setup     func(*mailSink)
+		setup     func(*cibatest.SMTPSink)
 		permanent bool
 	}{
-		{"550 on RCPT", func(s *mailSink) { s.setRcptErr(smtpReply(550, "<alice@example.com>: no such user")) }, true},
-		{"450 on RCPT", func(s *mailSink) { s.setRcptErr(smtpReply(450, "<alice@example.com>: mailbox busy")) }, false},
-		{"421 on MAIL", func(s *mailSink) {
-			s.setMailErr(func(int) error { return smtpReply(421, "try again later") })
+		{"550 on RCPT", func(s *cibatest.SMTPSink) {
+			s.SetRcptErr(cibatest.SMTPReply(550, "<alice@example.com>: no such user"))
+		}, true},
+		{"450 on RCPT", func(s *cibatest.SMTPSink) {
+			s.SetRcptErr(cibatest.SMTPReply(450, "<alice@example.com>: mailbox busy"))
 		}, false},
-		{"553 on MAIL", func(s *mailSink) {
-			s.setMailErr(func(int) error { return smtpReply(553, "sender refused") })
+		{"421 on MAIL", func(s *cibatest.SMTPSink) {
+			s.SetMailErr(func(int) error { return cibatest.SMTPReply(421, "try again later") })
+		}, false},
+		{"553 on MAIL", func(s *cibatest.SMTPSink) {
+			s.SetMailErr(func(int) error { return cibatest.SMTPReply(553, "sender refused") })
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sink := startMailSink(t, "127.0.0.1:0")
+			sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 			tc.setup(sink)
-			err := testSender(t, sink.addr).Send(context.Background(), testMessage())
+			err := testSender(t, sink.Addr()).Send(context.Background(), testMessage())
 			if err == nil {
 				t.Fatal("no error")
 			}
-			var perm *PermanentError
+			var perm *outbox.PermanentError
 			if errors.As(err, &perm) != tc.permanent {
 				t.Errorf("permanent = %v, want %v (%v)", !tc.permanent, tc.permanent, err)
 			}
 			if strings.Contains(strings.ToLower(err.Error()), "alice@example.com") {
 				t.Errorf("the error shows the address: %v", err)
 			}
-			if len(sink.received()) != 0 {
+			if len(sink.Received()) != 0 {
 				t.Error("a mail was delivered")
 			}
 		})
 	}
 	t.Run("server down", func(t *testing.T) {
-		err := testSender(t, freeAddr(t)).Send(context.Background(), testMessage())
-		var perm *PermanentError
+		err := testSender(t, cibatest.FreeAddr(t)).Send(context.Background(), testMessage())
+		var perm *outbox.PermanentError
 		if err == nil || errors.As(err, &perm) {
 			t.Errorf("err = %v, want a transient error", err)
 		}
@@ -177,29 +151,26 @@ func TestSMTPSenderErrors(t *testing.T) {
 		m := testMessage()
 		m.To = "not an address"
 		err := testSender(t, "127.0.0.1:25").Send(context.Background(), m)
-		var perm *PermanentError
+		var perm *outbox.PermanentError
 		if !errors.As(err, &perm) {
 			t.Errorf("err = %v, want a permanent error", err)
 		}
 	})
 }
 
-// rawSMTP is a minimal hand-written SMTP server that hangs up right after
-// accepting a message (250 after DATA), before RSET and QUIT: the case of a
-// mail that was delivered although the session then failed.
-type rawSMTP struct {
+// hangUpSMTP is a minimal hand-written SMTP server that hangs up right
+// after accepting a message (250 after DATA), before RSET and QUIT: the
+// case of a mail that was delivered although the session then failed.
+// The kit's SMTP sink, a complete server, never misbehaves so.
+type hangUpSMTP struct {
 	mu       sync.Mutex
 	accepted int
 }
 
-func startRawSMTP(t *testing.T) (string, *rawSMTP) {
+func startHangUpSMTP(t *testing.T) (string, *hangUpSMTP) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &rawSMTP{}
-	t.Cleanup(func() { _ = ln.Close() })
+	ln := cibatest.ListenLoopback(t)
+	r := &hangUpSMTP{}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -212,7 +183,7 @@ func startRawSMTP(t *testing.T) (string, *rawSMTP) {
 	return ln.Addr().String(), r
 }
 
-func (r *rawSMTP) serve(c net.Conn) {
+func (r *hangUpSMTP) serve(c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(c)
@@ -250,11 +221,11 @@ func (r *rawSMTP) serve(c net.Conn) {
 	}
 }
 
-// TestSMTPSenderDeliveredThenHangUp: a mail the server accepted is not
+// TestSenderDeliveredThenHangUp: a mail the server accepted is not
 // reported as failed (which would make the outbox send it again) when the
 // session fails afterwards.
-func TestSMTPSenderDeliveredThenHangUp(t *testing.T) {
-	addr, raw := startRawSMTP(t)
+func TestSenderDeliveredThenHangUp(t *testing.T) {
+	addr, raw := startHangUpSMTP(t)
 	if err := testSender(t, addr).Send(context.Background(), testMessage()); err != nil {
 		t.Errorf("Send after the server accepted the mail: %v", err)
 	}
@@ -265,19 +236,19 @@ func TestSMTPSenderDeliveredThenHangUp(t *testing.T) {
 	}
 }
 
-// TestSMTPSenderReusesConnections: mails go out on kept connections (one
-// per delivery in flight), a connection the server dropped is replaced
-// without failing the mail, and Close stops the keeping.
-func TestSMTPSenderReusesConnections(t *testing.T) {
-	sink := startMailSink(t, "127.0.0.1:0")
-	s := testSender(t, sink.addr)
+// TestSenderReusesConnections: mails go out on kept connections (one per
+// delivery in flight), a connection the server dropped is replaced without
+// failing the mail, and Close stops the keeping.
+func TestSenderReusesConnections(t *testing.T) {
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	s := testSender(t, sink.Addr())
 	t.Cleanup(func() { _ = s.Close() })
 	for range 5 {
 		if err := s.Send(context.Background(), testMessage()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n, c := len(sink.received()), sink.connections(); n != 5 || c != 1 {
+	if n, c := len(sink.Received()), sink.Connections(); n != 5 || c != 1 {
 		t.Fatalf("5 mails one after the other: %d received on %d connections, want 5 on 1", n, c)
 	}
 
@@ -302,7 +273,7 @@ func TestSMTPSenderReusesConnections(t *testing.T) {
 		}
 	}
 	send(smtpMaxIdle)
-	conns := sink.connections()
+	conns := sink.Connections()
 	if conns > smtpMaxIdle {
 		t.Fatalf("%d connections for %d concurrent mails", conns, smtpMaxIdle)
 	}
@@ -313,21 +284,19 @@ func TestSMTPSenderReusesConnections(t *testing.T) {
 			}
 		}
 	}
-	if c := sink.connections(); c != conns {
+	if c := sink.Connections(); c != conns {
 		t.Fatalf("mails one after the other opened %d more connections", c-conns)
 	}
 
 	// The server goes away and comes back: the kept connections are dead;
 	// the next mail is sent all the same, on a new one.
-	addr := sink.addr
-	if err := sink.srv.Close(); err != nil {
-		t.Fatal(err)
-	}
-	sink = startMailSink(t, addr)
+	addr := sink.Addr()
+	sink.Close()
+	sink = cibatest.StartSMTP(t, addr)
 	if err := s.Send(context.Background(), testMessage()); err != nil {
 		t.Fatalf("after the server dropped the kept connections: %v", err)
 	}
-	if n, c := len(sink.received()), sink.connections(); n != 1 || c != 1 {
+	if n, c := len(sink.Received()), sink.Connections(); n != 1 || c != 1 {
 		t.Fatalf("after the restart: %d mails on %d connections, want 1 on 1", n, c)
 	}
 
@@ -340,7 +309,7 @@ func TestSMTPSenderReusesConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, c := len(sink.received()), sink.connections(); n != 3 || c != 3 {
+	if n, c := len(sink.Received()), sink.Connections(); n != 3 || c != 3 {
 		t.Fatalf("after Close: %d mails on %d connections, want 3 on 3", n, c)
 	}
 }

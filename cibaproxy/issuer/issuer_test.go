@@ -1,4 +1,4 @@
-package cibaproxy
+package issuer
 
 import (
 	"context"
@@ -28,19 +28,67 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/email"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/httpchannel"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
 )
 
-const issTestPublic = "https://idp.example.com"
+const (
+	issTestPublic = "https://idp.example.com"
+	// issUpstream is the upstream issuer, the audience subject tokens are
+	// addressed to.
+	issUpstream = issTestPublic + "/realms/main"
+)
 
-// issNew builds an issuer on store with the fake clock; mod adjusts the
-// configuration first.
-func issNew(t *testing.T, store Store, clock *hClock, mod func(*IssuerConfig)) *Issuer {
+// issOpenStore opens a Badger store in a fresh directory on the clock,
+// closed when the test ends.
+func issOpenStore(t *testing.T, clock *cibatest.Clock) *badgerstore.Store {
 	t.Helper()
-	cfg := IssuerConfig{PublicURL: issTestPublic, Store: store, Now: clock.Now}
+	st, err := badgerstore.Open(t.TempDir(), nil, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// issWantOAuthError checks an OAuth error answer.
+func issWantOAuthError(t *testing.T, rec *httptest.ResponseRecorder, status int, code string) {
+	t.Helper()
+	if rec.Code != status {
+		t.Fatalf("status = %d, want %d; body %s", rec.Code, status, rec.Body)
+	}
+	var e struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
+		t.Fatalf("body %q is not JSON: %v", rec.Body, err)
+	}
+	if e.Error != code {
+		t.Fatalf("error = %q (%s), want %q", e.Error, e.Description, code)
+	}
+	if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control = %q, want no-store", cc)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+}
+
+// issNew builds an issuer on st with the fake clock; mod adjusts the
+// configuration first.
+func issNew(t *testing.T, st Settings, clock *cibatest.Clock, mod func(*Config)) *Issuer {
+	t.Helper()
+	cfg := Config{PublicURL: issTestPublic, Store: st, Now: clock.Now}
 	if mod != nil {
 		mod(&cfg)
 	}
-	iss, err := NewIssuer(context.Background(), cfg)
+	iss, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("NewIssuer: %v", err)
 	}
@@ -83,9 +131,9 @@ func issKIDs(set jose.JSONWebKeySet) []string {
 }
 
 // issToken signs a subject token for g, addressed to the upstream issuer.
-func issToken(t *testing.T, iss *Issuer, g *Grant) string {
+func issToken(t *testing.T, iss *Issuer, g Subject) string {
 	t.Helper()
-	tok, err := iss.SubjectToken(context.Background(), g, testIssuer)
+	tok, err := iss.SubjectToken(context.Background(), g, issUpstream)
 	if err != nil {
 		t.Fatalf("SubjectToken: %v", err)
 	}
@@ -131,24 +179,24 @@ func issKID(t *testing.T, tok string) string {
 	return jws.Signatures[0].Header.KeyID
 }
 
-func issGrant(u User) *Grant {
-	return &Grant{
-		Client:   &Client{ID: "cc"},
+// issGrant is the subject of a grant to u, approved half a minute before
+// the clock's start.
+func issGrant(u store.User) Subject {
+	return Subject{
 		User:     u,
-		Scopes:   []string{"openid", "email"},
 		AuthTime: time.Date(2026, 11, 25, 11, 59, 30, 0, time.UTC),
 	}
 }
 
 var (
-	issAlice = User{Username: "alice", Email: "alice@example.com", Subject: "alice", Name: "Alice Example"}
-	issBob   = User{Username: "bob", Email: "bob@example.com", Subject: "u-bob"}
+	issAlice = store.User{Username: "alice", Email: "alice@example.com", Subject: "alice", Name: "Alice Example"}
+	issBob   = store.User{Username: "bob", Email: "bob@example.com", Subject: "u-bob"}
 )
 
 // issRing reads the key ring as stored.
-func issRing(t *testing.T, store Store) keyRing {
+func issRing(t *testing.T, st *badgerstore.Store) keyRing {
 	t.Helper()
-	raw, err := store.Setting(context.Background(), settingSignKeys)
+	raw, err := st.Setting(context.Background(), settingSignKeys)
 	if err != nil {
 		t.Fatalf("reading %s: %v", settingSignKeys, err)
 	}
@@ -193,11 +241,11 @@ func issJoseThumbprint(t *testing.T, pub crypto.PublicKey) string {
 }
 
 func TestIssuerReloadKeepsKey(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
-	first := issNew(t, store, clock, nil)
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	first := issNew(t, st, clock, nil)
 	before := issKIDs(issJWKS(t, first))
-	second := issNew(t, store, clock, nil) // a config reload
+	second := issNew(t, st, clock, nil) // a config reload
 	after := issKIDs(issJWKS(t, second))
 	if len(before) != 1 || !slices.Equal(before, after) {
 		t.Fatalf("JWKS before reload %v, after %v", before, after)
@@ -205,14 +253,14 @@ func TestIssuerReloadKeepsKey(t *testing.T) {
 	if a, b := issKID(t, issToken(t, first, issGrant(issAlice))), issKID(t, issToken(t, second, issGrant(issAlice))); a != b || a != before[0] {
 		t.Fatalf("old issuer signs with %s, new with %s, published %v", a, b, before)
 	}
-	if n := len(issRing(t, store).Keys); n != 1 {
+	if n := len(issRing(t, st).Keys); n != 1 {
 		t.Fatalf("%d keys stored after a reload", n)
 	}
 }
 
 func TestIssuerConcurrentCreateOneKey(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
 	const n = 10
 	issuers := make([]*Issuer, n)
 	errs := make([]error, n)
@@ -223,7 +271,7 @@ func TestIssuerConcurrentCreateOneKey(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			issuers[i], errs[i] = NewIssuer(context.Background(), IssuerConfig{PublicURL: issTestPublic, Store: store, Now: clock.Now})
+			issuers[i], errs[i] = New(context.Background(), Config{PublicURL: issTestPublic, Store: st, Now: clock.Now})
 		}()
 	}
 	close(start)
@@ -233,7 +281,7 @@ func TestIssuerConcurrentCreateOneKey(t *testing.T) {
 			t.Fatalf("NewIssuer %d: %v", i, err)
 		}
 	}
-	ring := issRing(t, store)
+	ring := issRing(t, st)
 	if len(ring.Keys) != 1 {
 		t.Fatalf("%d concurrent NewIssuer stored %d keys, want 1", n, len(ring.Keys))
 	}
@@ -250,9 +298,9 @@ func TestIssuerConcurrentCreateOneKey(t *testing.T) {
 func TestIssuerKIDIsThumbprint(t *testing.T) {
 	for _, alg := range []string{"ES256", "RS256", "PS256"} {
 		t.Run(alg, func(t *testing.T) {
-			clock := newHClock()
-			store := openTestStore(t, t.TempDir(), clock.Now)
-			iss := issNew(t, store, clock, func(c *IssuerConfig) { c.Alg = alg })
+			clock := cibatest.NewClock(time.Time{})
+			st := issOpenStore(t, clock)
+			iss := issNew(t, st, clock, func(c *Config) { c.Alg = alg })
 			set := issJWKS(t, iss)
 			if len(set.Keys) != 1 {
 				t.Fatalf("JWKS holds %d keys", len(set.Keys))
@@ -269,7 +317,7 @@ func TestIssuerKIDIsThumbprint(t *testing.T) {
 				t.Errorf("JWKS key alg %q use %q", k.Algorithm, k.Use)
 			}
 			// The stored private key is the published one.
-			ring := issRing(t, store)
+			ring := issRing(t, st)
 			priv, err := x509.ParsePKCS8PrivateKey(ring.Keys[0].PKCS8)
 			if err != nil {
 				t.Fatal(err)
@@ -293,9 +341,9 @@ func TestIssuerDiscoveryDocument(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := newHClock()
-			store := openTestStore(t, t.TempDir(), clock.Now)
-			iss := issNew(t, store, clock, func(c *IssuerConfig) { c.PublicURL, c.Alg = tc.publicURL, tc.alg })
+			clock := cibatest.NewClock(time.Time{})
+			st := issOpenStore(t, clock)
+			iss := issNew(t, st, clock, func(c *Config) { c.PublicURL, c.Alg = tc.publicURL, tc.alg })
 			if iss.URL() != issTestPublic+"/ciba" {
 				t.Errorf("URL() = %q", iss.URL())
 			}
@@ -338,9 +386,9 @@ func TestIssuerDiscoveryDocument(t *testing.T) {
 }
 
 func TestIssuerServeMethods(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
-	iss := issNew(t, store, clock, nil)
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	iss := issNew(t, st, clock, nil)
 
 	for _, path := range []string{"/ciba/.well-known/openid-configuration", "/ciba/jwks"} {
 		t.Run("GET and HEAD "+path, func(t *testing.T) {
@@ -368,7 +416,7 @@ func TestIssuerServeMethods(t *testing.T) {
 				if !handled {
 					t.Fatal("not handled")
 				}
-				wantOAuthError(t, rec, http.StatusMethodNotAllowed, CodeInvalidRequest)
+				issWantOAuthError(t, rec, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest)
 				if a := rec.Header().Get("Allow"); a != "GET, HEAD" {
 					t.Errorf("Allow %q", a)
 				}
@@ -399,7 +447,7 @@ func TestIssuerServeMethods(t *testing.T) {
 			if !handled {
 				t.Fatal("not handled")
 			}
-			wantOAuthError(t, rec, http.StatusBadRequest, CodeUnsupportedGrantType)
+			issWantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeUnsupportedGrantType)
 		})
 	}
 	for _, path := range []string{"/ciba", "/ciba/", "/ciba/jwks/", "/ciba/jwks.json", "/.well-known/openid-configuration",
@@ -414,51 +462,53 @@ func TestIssuerServeMethods(t *testing.T) {
 }
 
 func TestIssuerJWKSStoreClosed(t *testing.T) {
-	clock := newHClock()
-	store, err := OpenBadger(t.TempDir(), nil, clock.Now)
+	clock := cibatest.NewClock(time.Time{})
+	st, err := badgerstore.Open(t.TempDir(), nil, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss := issNew(t, store, clock, nil)
+	iss := issNew(t, st, clock, nil)
 	issJWKS(t, iss)
-	if err := store.Close(); err != nil {
+	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(keyRefreshPeriod + time.Second) // the cached ring is stale
 	rec, _ := issServe(t, iss, http.MethodGet, "/ciba/jwks")
-	wantOAuthError(t, rec, http.StatusServiceUnavailable, CodeTemporarilyUnavailable)
+	issWantOAuthError(t, rec, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
 	if rec.Header().Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")
 	}
-	if _, err := iss.SubjectToken(context.Background(), issGrant(issAlice), testIssuer); err == nil {
+	if _, err := iss.SubjectToken(context.Background(), issGrant(issAlice), issUpstream); err == nil {
 		t.Error("SubjectToken without keys succeeded")
 	}
 }
 
 func TestSubjectTokenClaims(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
-	iss := issNew(t, store, clock, nil)
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	iss := issNew(t, st, clock, nil)
 	set := issJWKS(t, iss)
 	now := clock.Now().Unix()
 
+	// Both subjects were approved by e-mail link (amr ["email"]); the
+	// second under an acr of the site's own.
 	cases := []struct {
 		name     string
-		user     User
+		user     store.User
 		acr      string
 		authTime time.Time
 		wantName string
 		wantACR  string
 		wantAuth int64
 	}{
-		{"named user", issAlice, "", time.Date(2026, 11, 25, 11, 59, 30, 0, time.UTC), "Alice Example", DefaultACR, time.Date(2026, 11, 25, 11, 59, 30, 0, time.UTC).Unix()},
+		{"named user", issAlice, email.DefaultACR, time.Date(2026, 11, 25, 11, 59, 30, 0, time.UTC), "Alice Example", email.DefaultACR, time.Date(2026, 11, 25, 11, 59, 30, 0, time.UTC).Unix()},
 		{"no name: the username", issBob, "urn:example:acr", time.Time{}, "bob", "urn:example:acr", now},
 	}
 	jtis := map[string]bool{}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := issGrant(tc.user)
-			g.ACR, g.AuthTime = tc.acr, tc.authTime
+			g.ACR, g.AMR, g.AuthTime = tc.acr, email.DefaultAMR, tc.authTime
 			hdr, c := issVerify(t, issToken(t, iss, g), set)
 			if hdr.Algorithm != "ES256" {
 				t.Errorf("alg %s", hdr.Algorithm)
@@ -469,7 +519,7 @@ func TestSubjectTokenClaims(t *testing.T) {
 			want := map[string]any{
 				"iss":                "https://idp.example.com/ciba",
 				"sub":                tc.user.Subject,
-				"aud":                testIssuer,
+				"aud":                issUpstream,
 				"email":              tc.user.Email,
 				"email_verified":     true,
 				"name":               tc.wantName,
@@ -520,8 +570,8 @@ func TestSubjectTokenClaims(t *testing.T) {
 	if _, c := issVerify(t, tok, set); c["aud"] != "https://dex.example.com" {
 		t.Errorf("aud %v, want the audience passed", c["aud"])
 	}
-	fixed := issNew(t, store, clock, func(c *IssuerConfig) { c.Audience = "urn:fixed" })
-	tok, err = fixed.SubjectToken(context.Background(), g, testIssuer)
+	fixed := issNew(t, st, clock, func(c *Config) { c.Audience = "urn:fixed" })
+	tok, err = fixed.SubjectToken(context.Background(), g, issUpstream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -533,9 +583,9 @@ func TestSubjectTokenClaims(t *testing.T) {
 func TestIssuerRSAAlgorithms(t *testing.T) {
 	for _, alg := range []string{"RS256", "PS256"} {
 		t.Run(alg, func(t *testing.T) {
-			clock := newHClock()
-			store := openTestStore(t, t.TempDir(), clock.Now)
-			iss := issNew(t, store, clock, func(c *IssuerConfig) { c.Alg = alg })
+			clock := cibatest.NewClock(time.Time{})
+			st := issOpenStore(t, clock)
+			iss := issNew(t, st, clock, func(c *Config) { c.Alg = alg })
 			set := issJWKS(t, iss)
 			if len(set.Keys) != 1 {
 				t.Fatalf("%d keys", len(set.Keys))
@@ -613,9 +663,9 @@ func TestIssuerKeyFile(t *testing.T) {
 	}
 	for _, tc := range good {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := newHClock()
+			clock := cibatest.NewClock(time.Time{})
 			// No store: the key file is all the issuer needs.
-			iss := issNew(t, nil, clock, func(c *IssuerConfig) { c.Alg, c.KeyFile = tc.alg, tc.path })
+			iss := issNew(t, nil, clock, func(c *Config) { c.Alg, c.KeyFile = tc.alg, tc.path })
 			set := issJWKS(t, iss)
 			if len(set.Keys) != 1 {
 				t.Fatalf("%d keys", len(set.Keys))
@@ -641,7 +691,7 @@ func TestIssuerKeyFile(t *testing.T) {
 				t.Errorf("not signed by the file's key: %v", err)
 			}
 			// The same file on a reload: the same kid.
-			again := issNew(t, nil, clock, func(c *IssuerConfig) { c.Alg, c.KeyFile = tc.alg, tc.path })
+			again := issNew(t, nil, clock, func(c *Config) { c.Alg, c.KeyFile = tc.alg, tc.path })
 			if k := issKIDs(issJWKS(t, again)); !slices.Equal(k, issKIDs(set)) {
 				t.Errorf("reload publishes %v, before %v", k, issKIDs(set))
 			}
@@ -680,7 +730,7 @@ func TestIssuerKeyFile(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run("refused: "+tc.name, func(t *testing.T) {
-			iss, err := NewIssuer(context.Background(), IssuerConfig{PublicURL: issTestPublic, Alg: tc.alg, KeyFile: tc.path})
+			iss, err := New(context.Background(), Config{PublicURL: issTestPublic, Alg: tc.alg, KeyFile: tc.path})
 			if err == nil {
 				t.Fatalf("accepted (issuer %v)", iss.URL())
 			}
@@ -689,8 +739,8 @@ func TestIssuerKeyFile(t *testing.T) {
 }
 
 func TestIssuerConfigRefused(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
 	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -698,27 +748,27 @@ func TestIssuerConfigRefused(t *testing.T) {
 	keyFile := issWritePEM(t, "PRIVATE KEY", issPKCS8(t, ec))
 	cases := []struct {
 		name string
-		mod  func(*IssuerConfig)
+		mod  func(*Config)
 		ok   bool
 	}{
-		{"rotation 2×TTL is the minimum", func(c *IssuerConfig) { c.Rotation = 2 * subjectTokenTTL }, true},
-		{"rotation shorter than 2×TTL", func(c *IssuerConfig) { c.Rotation = 2*subjectTokenTTL - time.Second }, false},
-		{"rotation 1m", func(c *IssuerConfig) { c.Rotation = time.Minute }, false},
-		{"negative rotation", func(c *IssuerConfig) { c.Rotation = -time.Hour }, false},
-		{"key file with rotation", func(c *IssuerConfig) { c.KeyFile, c.Rotation = keyFile, time.Hour }, false},
-		{"key file without rotation", func(c *IssuerConfig) { c.KeyFile = keyFile }, true},
-		{"HS256", func(c *IssuerConfig) { c.Alg = "HS256" }, false},
-		{"none", func(c *IssuerConfig) { c.Alg = "none" }, false},
-		{"lower-case es256", func(c *IssuerConfig) { c.Alg = "es256" }, false},
-		{"no store, no key file", func(c *IssuerConfig) { c.Store = nil }, false},
-		{"no public URL", func(c *IssuerConfig) { c.PublicURL = "" }, false},
-		{"relative public URL", func(c *IssuerConfig) { c.PublicURL = "/ciba" }, false},
+		{"rotation 2×TTL is the minimum", func(c *Config) { c.Rotation = 2 * subjectTokenTTL }, true},
+		{"rotation shorter than 2×TTL", func(c *Config) { c.Rotation = 2*subjectTokenTTL - time.Second }, false},
+		{"rotation 1m", func(c *Config) { c.Rotation = time.Minute }, false},
+		{"negative rotation", func(c *Config) { c.Rotation = -time.Hour }, false},
+		{"key file with rotation", func(c *Config) { c.KeyFile, c.Rotation = keyFile, time.Hour }, false},
+		{"key file without rotation", func(c *Config) { c.KeyFile = keyFile }, true},
+		{"HS256", func(c *Config) { c.Alg = "HS256" }, false},
+		{"none", func(c *Config) { c.Alg = "none" }, false},
+		{"lower-case es256", func(c *Config) { c.Alg = "es256" }, false},
+		{"no store, no key file", func(c *Config) { c.Store = nil }, false},
+		{"no public URL", func(c *Config) { c.PublicURL = "" }, false},
+		{"relative public URL", func(c *Config) { c.PublicURL = "/ciba" }, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := IssuerConfig{PublicURL: issTestPublic, Store: store, Now: clock.Now}
+			cfg := Config{PublicURL: issTestPublic, Store: st, Now: clock.Now}
 			tc.mod(&cfg)
-			_, err := NewIssuer(context.Background(), cfg)
+			_, err := New(context.Background(), cfg)
 			if (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok %v", err, tc.ok)
 			}
@@ -727,10 +777,10 @@ func TestIssuerConfigRefused(t *testing.T) {
 }
 
 func TestIssuerRotation(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
-	rot := func(c *IssuerConfig) { c.Rotation = 10 * time.Minute }
-	iss := issNew(t, store, clock, rot)
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	rot := func(c *Config) { c.Rotation = 10 * time.Minute }
+	iss := issNew(t, st, clock, rot)
 	t0 := clock.Now()
 	at := func(d time.Duration) {
 		t.Helper()
@@ -786,7 +836,7 @@ func TestIssuerRotation(t *testing.T) {
 	}
 
 	// A restarted issuer sees the same ring.
-	restarted := issNew(t, store, clock, rot)
+	restarted := issNew(t, st, clock, rot)
 	if kids := issKIDs(issJWKS(t, restarted)); !slices.Equal(kids, []string{a, b}) {
 		t.Fatalf("restarted at 10m: JWKS %v", kids)
 	}
@@ -817,7 +867,7 @@ func TestIssuerRotation(t *testing.T) {
 			t.Fatalf("%s issuer after 13m: signed by %s", name, kid)
 		}
 	}
-	if ring := issRing(t, store); len(ring.Keys) != 1 || ring.Keys[0].KID != b {
+	if ring := issRing(t, st); len(ring.Keys) != 1 || ring.Keys[0].KID != b {
 		t.Fatalf("stored ring after 13m: %+v", ring.Keys)
 	}
 
@@ -841,35 +891,35 @@ func TestIssuerRotation(t *testing.T) {
 // cache lifetime, also when nobody asked the issuer for anything when the
 // next key was due to be published (a quiet proxy).
 func TestIssuerRotationAfterIdle(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
-	iss := issNew(t, store, clock, func(c *IssuerConfig) { c.Rotation = 10 * time.Minute })
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	iss := issNew(t, st, clock, func(c *Config) { c.Rotation = 10 * time.Minute })
 	seen := issKIDs(issJWKS(t, iss)) // an upstream caches the JWKS
 	clock.Advance(11 * time.Minute)  // no request between 0 and 11m
 	kid := issKID(t, issToken(t, iss, issGrant(issAlice)))
 	if !slices.Contains(seen, kid) {
-		// Known bug, reported: rotate() makes the late next key sign at
-		// once ("next = now"), so it signs before any JWKS listed it.
+		// A late next key must still wait half a period: signing at once
+		// would sign before any JWKS listed it.
 		t.Fatalf("after an idle period the issuer signs with key %s, never published before (published: %v)", kid, seen)
 	}
 }
 
 func TestIssuerRotationRefusedShort(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
-	if _, err := NewIssuer(context.Background(), IssuerConfig{PublicURL: issTestPublic, Store: store, Now: clock.Now, Rotation: 3 * time.Minute}); err == nil {
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	if _, err := New(context.Background(), Config{PublicURL: issTestPublic, Store: st, Now: clock.Now, Rotation: 3 * time.Minute}); err == nil {
 		t.Fatal("rotation 3m accepted; tokens live 2m, so a key must sign at least 4m")
 	}
 	// The refusal stored nothing.
-	if _, err := store.Setting(context.Background(), settingSignKeys); err == nil {
+	if _, err := st.Setting(context.Background(), settingSignKeys); err == nil {
 		t.Error("a refused issuer created a key")
 	}
 }
 
 func TestIssuerAlgChange(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
-	es := issNew(t, store, clock, nil)
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	es := issNew(t, st, clock, nil)
 	old := issKIDs(issJWKS(t, es))
 	if len(old) != 1 {
 		t.Fatalf("JWKS %v", old)
@@ -877,7 +927,7 @@ func TestIssuerAlgChange(t *testing.T) {
 	esToken := issToken(t, es, issGrant(issAlice))
 
 	clock.Advance(time.Hour)
-	ps := issNew(t, store, clock, func(c *IssuerConfig) { c.Alg = "PS256" })
+	ps := issNew(t, st, clock, func(c *Config) { c.Alg = "PS256" })
 	set := issJWKS(t, ps)
 	kids := issKIDs(set)
 	if len(kids) != 2 || kids[0] != old[0] {
@@ -903,7 +953,7 @@ func TestIssuerAlgChange(t *testing.T) {
 	if got := issKIDs(issJWKS(t, ps)); !slices.Equal(got, kids[1:]) {
 		t.Fatalf("after TTL+1m: JWKS %v, want only the PS256 key", got)
 	}
-	if ring := issRing(t, store); len(ring.Keys) != 1 || ring.Keys[0].Alg != "PS256" {
+	if ring := issRing(t, st); len(ring.Keys) != 1 || ring.Keys[0].Alg != "PS256" {
 		t.Fatalf("stored ring %+v", ring.Keys)
 	}
 }
@@ -911,15 +961,15 @@ func TestIssuerAlgChange(t *testing.T) {
 // Switching the algorithm back (ES256 → PS256 → ES256) signs with ES256 at
 // once, and the PS256 key is retired like any key that stopped signing.
 func TestIssuerAlgChangeBack(t *testing.T) {
-	clock := newHClock()
-	store := openTestStore(t, t.TempDir(), clock.Now)
-	issNew(t, store, clock, nil)
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	issNew(t, st, clock, nil)
 	clock.Advance(time.Hour)
-	ps := issNew(t, store, clock, func(c *IssuerConfig) { c.Alg = "PS256" })
+	ps := issNew(t, st, clock, func(c *Config) { c.Alg = "PS256" })
 	psKID := issKID(t, issToken(t, ps, issGrant(issAlice)))
 
 	clock.Advance(time.Minute) // back before the ES256 key was retired
-	es := issNew(t, store, clock, nil)
+	es := issNew(t, st, clock, nil)
 	set := issJWKS(t, es)
 	hdr, _ := issVerify(t, issToken(t, es, issGrant(issAlice)), set)
 	if hdr.Algorithm != "ES256" {
@@ -932,12 +982,61 @@ func TestIssuerAlgChangeBack(t *testing.T) {
 	clock.Advance(subjectTokenTTL + time.Minute + time.Second)
 	kids := issKIDs(issJWKS(t, es))
 	if slices.Contains(kids, psKID) {
-		// Known bug, reported: rotate() retires only keys before the active
-		// one, and the reused ES256 key sits before the PS256 key in the
-		// ring, so the PS256 key stays published for ever.
+		// A key that stopped signing retires wherever it sits in the ring,
+		// also after a newer key of the configured algorithm took over.
 		t.Fatalf("the PS256 key that stopped signing %s ago is still published (JWKS %v)", subjectTokenTTL+time.Minute+time.Second, kids)
 	}
 	if len(kids) != 1 {
 		t.Fatalf("JWKS %v, want only the ES256 key", kids)
+	}
+}
+
+// TestSubjectTokenACRAMR signs subject tokens for grants of each
+// authenticator and checks the acr and amr claims.
+func TestSubjectTokenACRAMR(t *testing.T) {
+	const (
+		acrEmail  = "urn:example:acr:email"
+		acrDevice = "urn:example:acr:device"
+	)
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	iss := issNew(t, st, clock, nil)
+	set := issJWKS(t, iss)
+	for _, tc := range []struct {
+		name    string
+		acr     string
+		amr     []string
+		wantACR any    // nil: no acr claim
+		wantAMR string // JSON; "null": no amr claim
+	}{
+		{"http channel", acrDevice, []string{"hwk", "user"}, acrDevice, `["hwk","user"]`},
+		{"http channel defaults", httpchannel.DefaultACR, httpchannel.DefaultAMR, httpchannel.DefaultACR, `["user"]`},
+		{"e-mail", acrEmail, email.DefaultAMR, acrEmail, `["email"]`},
+		{"e-mail defaults", email.DefaultACR, email.DefaultAMR, email.DefaultACR, `["email"]`},
+		// Every request of the product carries its authenticator's acr; a
+		// subject without one gets neither claim, not the e-mail link's.
+		{"nothing chosen: no acr, no amr", "", nil, nil, `null`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := issGrant(issAlice)
+			g.ACR, g.AMR = tc.acr, tc.amr
+			_, claims := issVerify(t, issToken(t, iss, g), set)
+			if claims["acr"] != tc.wantACR {
+				t.Errorf("acr = %v, want %v", claims["acr"], tc.wantACR)
+			}
+			if amr, _ := json.Marshal(claims["amr"]); string(amr) != tc.wantAMR {
+				t.Errorf("amr = %s, want %s", amr, tc.wantAMR)
+			}
+			if tc.wantACR == nil {
+				for _, c := range []string{"acr", "amr"} {
+					if v, ok := claims[c]; ok {
+						t.Errorf("claim %s = %v is present; want none", c, v)
+					}
+				}
+			}
+			if at, _ := claims["auth_time"].(float64); int64(at) != g.AuthTime.Unix() {
+				t.Errorf("auth_time = %v", claims["auth_time"])
+			}
+		})
 	}
 }

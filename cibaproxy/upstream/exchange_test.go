@@ -1,4 +1,4 @@
-package cibaproxy
+package upstream
 
 import (
 	"context"
@@ -7,217 +7,65 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
 )
 
 const (
-	xchIssuer    = "https://idp.example.com/realms/main"
-	xchTokenPath = "/realms/main/protocol/openid-connect/token"
-	xchJWKSPath  = "/realms/main/protocol/openid-connect/certs"
-	xchClient    = "cc"
-	xchUpSecret  = "cc-upstream secret&" // needs form encoding in Basic auth
+	xchPublic   = "https://idp.example.com"
+	xchIssuer   = xchPublic + "/realms/main"
+	xchClient   = cibatest.IDTokenAudience
+	xchUpSecret = "cc-upstream secret&" // needs form encoding in Basic auth
 )
 
-// xchTokenReq is one request the fake upstream's token endpoint received.
-type xchTokenReq struct {
-	form       url.Values
-	user, pass string
-	basic      bool
-}
-
-// xchUpstream is a fake upstream OpenID provider with RFC 8693 token
-// exchange: discovery, JWKS (one RS256 key) and a token endpoint whose
-// answers the test scripts.
-type xchUpstream struct {
-	t   *testing.T
-	srv *httptest.Server
-	key *rsa.PrivateKey
-	kid string
-
-	mu         sync.Mutex
-	reqs       []xchTokenReq
-	seen       []string // "host proto fwdhost path" of every request
-	discStatus int      // non-zero: discovery answers this status
-	jwksStatus int      // non-zero: the JWKS answers this status
-	// respond answers the n-th (from 1) token request: a status and a JSON
-	// body; status 0 means hang until the client gives up.
-	respond func(n int, form url.Values) (int, any)
-}
-
-func newXchUpstream(t *testing.T) *xchUpstream {
+// xchStartOP starts a fake upstream OpenID provider with RFC 8693 token
+// exchange for xchIssuer: discovery (naming the token-exchange grant), a
+// JWKS of one RS256 key and a token endpoint whose answers the test sets.
+func xchStartOP(t *testing.T) *cibatest.FakeOP {
 	t.Helper()
-	u := &xchUpstream{t: t, key: xchUpstreamKey(t), kid: "upstream-key-1"}
-	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
-	t.Cleanup(u.srv.Close)
-	return u
+	return cibatest.StartOP(t, xchIssuer, cibatest.WithDoc(func(doc map[string]any) {
+		doc["grant_types_supported"] = []string{"authorization_code", GrantTypeTokenExchange}
+	}))
 }
 
-var xchKeyOnce = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
-
-// xchUpstreamKey is the fake upstream's signing key, made once: RSA key
-// generation is slow under -race.
-func xchUpstreamKey(t *testing.T) *rsa.PrivateKey {
+// xchSignOther signs the OP's default ID token claims with key, under kid.
+func xchSignOther(t *testing.T, op *cibatest.FakeOP, key any, kid string) string {
 	t.Helper()
-	key, err := xchKeyOnce()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-func (u *xchUpstream) serve(w http.ResponseWriter, r *http.Request) {
-	u.mu.Lock()
-	u.seen = append(u.seen, r.Host+" "+r.Header.Get("X-Forwarded-Proto")+" "+r.Header.Get("X-Forwarded-Host")+" "+r.URL.Path)
-	discStatus, jwksStatus, respond := u.discStatus, u.jwksStatus, u.respond
-	u.mu.Unlock()
-	writeJSON := func(status int, body any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(body)
-	}
-	switch r.URL.Path {
-	case "/realms/main/.well-known/openid-configuration":
-		if discStatus != 0 {
-			http.Error(w, "unavailable", discStatus)
-			return
-		}
-		writeJSON(http.StatusOK, map[string]any{
-			"issuer":                                xchIssuer,
-			"authorization_endpoint":                xchIssuer + "/protocol/openid-connect/auth",
-			"token_endpoint":                        xchIssuer + "/protocol/openid-connect/token",
-			"jwks_uri":                              xchIssuer + "/protocol/openid-connect/certs",
-			"response_types_supported":              []string{"code"},
-			"subject_types_supported":               []string{"public"},
-			"id_token_signing_alg_values_supported": []string{"RS256"},
-			"grant_types_supported":                 []string{"authorization_code", GrantTypeTokenExchange},
-		})
-	case xchJWKSPath:
-		if jwksStatus != 0 {
-			http.Error(w, "unavailable", jwksStatus)
-			return
-		}
-		writeJSON(http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-			{Key: &u.key.PublicKey, KeyID: u.kid, Algorithm: "RS256", Use: "sig"},
-		}})
-	case xchTokenPath:
-		if r.Method != http.MethodPost {
-			http.Error(w, "POST only", http.StatusMethodNotAllowed)
-			return
-		}
-		if err := r.ParseForm(); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		user, pass, basic := r.BasicAuth()
-		// x/oauth2 form-encodes the id and secret in Basic auth (RFC 6749 §2.3.1).
-		user, _ = url.QueryUnescape(user)
-		pass, _ = url.QueryUnescape(pass)
-		u.mu.Lock()
-		u.reqs = append(u.reqs, xchTokenReq{form: r.PostForm, user: user, pass: pass, basic: basic})
-		n := len(u.reqs)
-		u.mu.Unlock()
-		if respond == nil {
-			http.Error(w, "no answer scripted", http.StatusInternalServerError)
-			return
-		}
-		status, body := respond(n, r.PostForm)
-		if status == 0 {
-			<-r.Context().Done() // hang until the client gives up
-			return
-		}
-		if s, ok := body.(string); ok {
-			w.Header().Set("Content-Type", "text/html")
-			w.WriteHeader(status)
-			_, _ = w.Write([]byte(s))
-			return
-		}
-		writeJSON(status, body)
-	default:
-		http.NotFound(w, r)
-	}
-}
-
-func (u *xchUpstream) set(fn func(u *xchUpstream)) {
-	u.mu.Lock()
-	fn(u)
-	u.mu.Unlock()
-}
-
-func (u *xchUpstream) tokenReqs() []xchTokenReq {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([]xchTokenReq(nil), u.reqs...)
-}
-
-// idToken signs an ID token for alice to the client, with the changes in
-// mod (a nil value deletes a claim).
-func (u *xchUpstream) idToken(mod map[string]any) string {
-	return xchSign(u.t, u.key, u.kid, mod)
-}
-
-func xchSign(t *testing.T, key *rsa.PrivateKey, kid string, mod map[string]any) string {
-	t.Helper()
-	now := time.Now()
-	claims := map[string]any{
-		"iss":   xchIssuer,
-		"sub":   "upstream-alice",
-		"aud":   xchClient,
-		"iat":   now.Unix(),
-		"exp":   now.Add(5 * time.Minute).Unix(),
-		"email": "alice@example.com",
-	}
-	for k, v := range mod {
-		if v == nil {
-			delete(claims, k)
-		} else {
-			claims[k] = v
-		}
-	}
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
-		(&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := s.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return cibatest.SignJWT(t, jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, op.IDTokenClaims(nil))
 }
 
 // xchRig is an Exchanger wired to a fake upstream through upstream_via.
 type xchRig struct {
-	u   *xchUpstream
+	u   *cibatest.FakeOP
 	x   *Exchanger
-	iss *Issuer
+	iss *issuer.Issuer
 }
 
 func newXchRig(t *testing.T, mod func(*ExchangeConfig)) *xchRig {
 	t.Helper()
-	u := newXchUpstream(t)
-	store := openTestStore(t, t.TempDir(), time.Now)
-	iss, err := NewIssuer(context.Background(), IssuerConfig{PublicURL: "https://idp.example.com", Store: store})
+	u := xchStartOP(t)
+	st, err := badgerstore.Open(t.TempDir(), nil, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	disc, err := NewDiscovery(xchIssuer, u.srv.URL, nil, nil)
+	t.Cleanup(func() { _ = st.Close() })
+	iss, err := issuer.New(context.Background(), issuer.Config{PublicURL: xchPublic, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, err := NewDiscovery(xchIssuer, u.URL(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,8 +86,8 @@ func newXchRig(t *testing.T, mod func(*ExchangeConfig)) *xchRig {
 
 func xchGrant() *Grant {
 	return &Grant{
-		Client:   &Client{ID: xchClient, UpstreamSecret: xchUpSecret},
-		User:     User{Username: "alice", Email: "alice@example.com", Subject: "alice", Name: "Alice Example"},
+		Client:   &clients.Client{ID: xchClient, UpstreamSecret: xchUpSecret},
+		User:     store.User{Username: "alice", Email: "alice@example.com", Subject: "alice", Name: "Alice Example"},
 		Scopes:   []string{"openid", "email", "profile"},
 		AuthTime: time.Now().Add(-10 * time.Second),
 	}
@@ -252,12 +100,46 @@ func (r *xchRig) mint(t *testing.T) (*Tokens, error) {
 	return r.x.Mint(ctx, xchGrant())
 }
 
+// xchIssuerJWKS fetches the key set the subject-token issuer serves.
+func (r *xchRig) xchIssuerJWKS(t *testing.T) jose.JSONWebKeySet {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	if !r.iss.Serve(rec, httptest.NewRequest(http.MethodGet, xchPublic+issuer.Path+"/jwks", nil)) || rec.Code != http.StatusOK {
+		t.Fatalf("GET %s/jwks: %d %s", issuer.Path, rec.Code, rec.Body)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(rec.Body.Bytes(), &set); err != nil {
+		t.Fatalf("JWKS %s: %v", rec.Body, err)
+	}
+	return set
+}
+
 // checkSubject verifies a subject token sent to the upstream against the
 // issuer's JWKS and returns its jti.
 func (r *xchRig) checkSubject(t *testing.T, tok string) string {
 	t.Helper()
-	_, c := issVerify(t, tok, issJWKS(t, r.iss))
-	if c["iss"] != "https://idp.example.com/ciba" || c["aud"] != xchIssuer || c["sub"] != "alice" ||
+	set := r.xchIssuerJWKS(t)
+	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256, jose.PS256})
+	if err != nil {
+		t.Fatalf("parsing the subject token: %v", err)
+	}
+	if len(jws.Signatures) != 1 {
+		t.Fatalf("%d signatures", len(jws.Signatures))
+	}
+	hdr := jws.Signatures[0].Header
+	keys := set.Key(hdr.KeyID)
+	if len(keys) != 1 {
+		t.Fatalf("kid %q is in the issuer's JWKS %d times", hdr.KeyID, len(keys))
+	}
+	payload, err := jws.Verify(keys[0].Key)
+	if err != nil {
+		t.Fatalf("the subject token does not verify against the issuer's JWKS: %v", err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(payload, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c["iss"] != xchPublic+"/ciba" || c["aud"] != xchIssuer || c["sub"] != "alice" ||
 		c["email"] != "alice@example.com" || c["name"] != "Alice Example" {
 		t.Errorf("subject token claims %v", c)
 	}
@@ -269,15 +151,14 @@ func (r *xchRig) checkSubject(t *testing.T, tok string) string {
 // public Host and forwarding headers.
 func (r *xchRig) checkHosts(t *testing.T) {
 	t.Helper()
-	r.u.mu.Lock()
-	seen := append([]string(nil), r.u.seen...)
-	r.u.mu.Unlock()
+	seen := r.u.Requests()
 	if len(seen) == 0 {
 		t.Fatal("the upstream saw no request")
 	}
 	for _, s := range seen {
-		if !strings.HasPrefix(s, "idp.example.com https idp.example.com /realms/main/") {
-			t.Errorf("request %q: want Host idp.example.com, X-Forwarded-Proto https, X-Forwarded-Host idp.example.com", s)
+		if s.Host != "idp.example.com" || s.ForwardedProto != "https" || s.ForwardedHost != "idp.example.com" ||
+			!strings.HasPrefix(s.Path, "/realms/main/") {
+			t.Errorf("request %+v: want Host idp.example.com, X-Forwarded-Proto https, X-Forwarded-Host idp.example.com, a path under /realms/main/", s)
 		}
 	}
 }
@@ -326,11 +207,9 @@ func accessOK(extra map[string]any) map[string]any {
 
 func TestExchangeOneResponse(t *testing.T) {
 	r := newXchRig(t, nil)
-	idt := r.u.idToken(nil)
-	r.u.set(func(u *xchUpstream) {
-		u.respond = func(int, url.Values) (int, any) {
-			return 200, accessOK(map[string]any{"id_token": idt})
-		}
+	idt := r.u.IDToken(t, nil)
+	r.u.SetToken(func(int, url.Values) (int, any) {
+		return 200, accessOK(map[string]any{"id_token": idt})
 	})
 	tok, err := r.mint(t)
 	if err != nil {
@@ -340,11 +219,11 @@ func TestExchangeOneResponse(t *testing.T) {
 	if *tok != want {
 		t.Errorf("tokens %+v, want %+v", *tok, want)
 	}
-	reqs := r.u.tokenReqs()
+	reqs := r.u.TokenRequests()
 	if len(reqs) != 1 {
 		t.Fatalf("%d exchanges, want 1", len(reqs))
 	}
-	f := reqs[0].form
+	f := reqs[0].Form
 	for k, v := range map[string]string{
 		"grant_type":           GrantTypeTokenExchange,
 		"subject_token_type":   TokenTypeIDToken, // the default
@@ -361,8 +240,8 @@ func TestExchangeOneResponse(t *testing.T) {
 			t.Errorf("%s sent in the form: %q", k, f.Get(k))
 		}
 	}
-	if !reqs[0].basic || reqs[0].user != xchClient || reqs[0].pass != xchUpSecret {
-		t.Errorf("Basic auth %v %q:%q, want the CIBA client and its upstream secret", reqs[0].basic, reqs[0].user, reqs[0].pass)
+	if !reqs[0].Basic || reqs[0].User != xchClient || reqs[0].Pass != xchUpSecret {
+		t.Errorf("Basic auth %v %q:%q, want the CIBA client and its upstream secret", reqs[0].Basic, reqs[0].User, reqs[0].Pass)
 	}
 	r.checkSubject(t, f.Get("subject_token"))
 	r.checkHosts(t)
@@ -370,23 +249,21 @@ func TestExchangeOneResponse(t *testing.T) {
 
 func TestExchangeDexStyle(t *testing.T) {
 	r := newXchRig(t, func(c *ExchangeConfig) { c.SubjectTokenType = TokenTypeJWT })
-	idt := r.u.idToken(nil)
-	r.u.set(func(u *xchUpstream) {
-		u.respond = func(n int, f url.Values) (int, any) {
-			switch f.Get("requested_token_type") {
-			case TokenTypeAccessToken:
-				return 200, accessOK(nil)
-			case TokenTypeIDToken:
-				// Dex: the ID token in access_token, named by issued_token_type.
-				return 200, map[string]any{
-					"access_token":      idt,
-					"token_type":        "N_A",
-					"expires_in":        60,
-					"issued_token_type": TokenTypeIDToken,
-				}
+	idt := r.u.IDToken(t, nil)
+	r.u.SetToken(func(n int, f url.Values) (int, any) {
+		switch f.Get("requested_token_type") {
+		case TokenTypeAccessToken:
+			return 200, accessOK(nil)
+		case TokenTypeIDToken:
+			// Dex: the ID token in access_token, named by issued_token_type.
+			return 200, map[string]any{
+				"access_token":      idt,
+				"token_type":        "N_A",
+				"expires_in":        60,
+				"issued_token_type": TokenTypeIDToken,
 			}
-			return 400, map[string]any{"error": "invalid_request"}
 		}
+		return 400, map[string]any{"error": "invalid_request"}
 	})
 	tok, err := r.mint(t)
 	if err != nil {
@@ -396,12 +273,12 @@ func TestExchangeDexStyle(t *testing.T) {
 	if *tok != want {
 		t.Errorf("tokens %+v, want %+v (expires_in from the access-token exchange)", *tok, want)
 	}
-	reqs := r.u.tokenReqs()
+	reqs := r.u.TokenRequests()
 	if len(reqs) != 2 {
 		t.Fatalf("%d exchanges, want 2", len(reqs))
 	}
 	for i, wantType := range []string{TokenTypeAccessToken, TokenTypeIDToken} {
-		f := reqs[i].form
+		f := reqs[i].Form
 		if got := f.Get("requested_token_type"); got != wantType {
 			t.Errorf("exchange %d: requested_token_type %q, want %q", i+1, got, wantType)
 		}
@@ -409,13 +286,13 @@ func TestExchangeDexStyle(t *testing.T) {
 			f.Get("subject_token_type") != TokenTypeJWT || f.Get("grant_type") != GrantTypeTokenExchange {
 			t.Errorf("exchange %d: form %v", i+1, f)
 		}
-		if !reqs[i].basic || reqs[i].user != xchClient || reqs[i].pass != xchUpSecret {
-			t.Errorf("exchange %d: Basic auth %q:%q", i+1, reqs[i].user, reqs[i].pass)
+		if !reqs[i].Basic || reqs[i].User != xchClient || reqs[i].Pass != xchUpSecret {
+			t.Errorf("exchange %d: Basic auth %q:%q", i+1, reqs[i].User, reqs[i].Pass)
 		}
 	}
-	j1 := r.checkSubject(t, reqs[0].form.Get("subject_token"))
-	j2 := r.checkSubject(t, reqs[1].form.Get("subject_token"))
-	if j1 == "" || j1 == j2 || reqs[0].form.Get("subject_token") == reqs[1].form.Get("subject_token") {
+	j1 := r.checkSubject(t, reqs[0].Form.Get("subject_token"))
+	j2 := r.checkSubject(t, reqs[1].Form.Get("subject_token"))
+	if j1 == "" || j1 == j2 || reqs[0].Form.Get("subject_token") == reqs[1].Form.Get("subject_token") {
 		t.Errorf("the second exchange reused the subject token (jti %q, %q)", j1, j2)
 	}
 	r.checkHosts(t)
@@ -424,14 +301,12 @@ func TestExchangeDexStyle(t *testing.T) {
 func TestExchangeSecondResponseIDTokenField(t *testing.T) {
 	// An upstream that answers the second exchange with an id_token member.
 	r := newXchRig(t, nil)
-	idt := r.u.idToken(nil)
-	r.u.set(func(u *xchUpstream) {
-		u.respond = func(n int, f url.Values) (int, any) {
-			if n == 1 {
-				return 200, accessOK(nil)
-			}
-			return 200, accessOK(map[string]any{"access_token": "at-2", "id_token": idt})
+	idt := r.u.IDToken(t, nil)
+	r.u.SetToken(func(n int, f url.Values) (int, any) {
+		if n == 1 {
+			return 200, accessOK(nil)
 		}
+		return 200, accessOK(map[string]any{"access_token": "at-2", "id_token": idt})
 	})
 	tok, err := r.mint(t)
 	if err != nil {
@@ -446,25 +321,23 @@ func TestExchangeCredentialsProxy(t *testing.T) {
 	r := newXchRig(t, func(c *ExchangeConfig) {
 		c.Credentials, c.ProxyClientID, c.ProxyClientSecret = CredentialsProxy, "cibaproxy", "proxy-secret"
 	})
-	idt := r.u.idToken(nil)
-	r.u.set(func(u *xchUpstream) {
-		u.respond = func(int, url.Values) (int, any) { return 200, accessOK(map[string]any{"id_token": idt}) }
-	})
+	idt := r.u.IDToken(t, nil)
+	r.u.SetToken(func(int, url.Values) (int, any) { return 200, accessOK(map[string]any{"id_token": idt}) })
 	if _, err := r.mint(t); err != nil {
 		t.Fatal(err)
 	}
-	reqs := r.u.tokenReqs()
+	reqs := r.u.TokenRequests()
 	if len(reqs) != 1 {
 		t.Fatalf("%d exchanges", len(reqs))
 	}
-	if !reqs[0].basic || reqs[0].user != "cibaproxy" || reqs[0].pass != "proxy-secret" {
-		t.Errorf("Basic auth %q:%q, want the proxy client", reqs[0].user, reqs[0].pass)
+	if !reqs[0].Basic || reqs[0].User != "cibaproxy" || reqs[0].Pass != "proxy-secret" {
+		t.Errorf("Basic auth %q:%q, want the proxy client", reqs[0].User, reqs[0].Pass)
 	}
-	if a := reqs[0].form["audience"]; len(a) != 1 || a[0] != xchClient {
+	if a := reqs[0].Form["audience"]; len(a) != 1 || a[0] != xchClient {
 		t.Errorf("audience %v, want [%s]", a, xchClient)
 	}
-	if reqs[0].form.Get("connector_id") != "ciba" {
-		t.Errorf("form %v", reqs[0].form)
+	if reqs[0].Form.Get("connector_id") != "ciba" {
+		t.Errorf("form %v", reqs[0].Form)
 	}
 	r.checkHosts(t)
 }
@@ -509,16 +382,14 @@ func TestExchangeRelaysOptionalFields(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newXchRig(t, nil)
-			idt := r.u.idToken(nil)
-			r.u.set(func(u *xchUpstream) {
-				u.respond = func(n int, f url.Values) (int, any) {
-					if n == 1 {
-						return 200, accessOK(tc.extra)
-					}
-					// The ID-token exchange's own fields are not relayed.
-					return 200, map[string]any{"access_token": idt, "issued_token_type": TokenTypeIDToken,
-						"token_type": "N_A", "expires_in": 60, "refresh_token": "rt-2", "scope": "openid"}
+			idt := r.u.IDToken(t, nil)
+			r.u.SetToken(func(n int, f url.Values) (int, any) {
+				if n == 1 {
+					return 200, accessOK(tc.extra)
 				}
+				// The ID-token exchange's own fields are not relayed.
+				return 200, map[string]any{"access_token": idt, "issued_token_type": TokenTypeIDToken,
+					"token_type": "N_A", "expires_in": 60, "refresh_token": "rt-2", "scope": "openid"}
 			})
 			tok, err := r.mint(t)
 			if err != nil {
@@ -544,58 +415,56 @@ func TestExchangeIDTokenVerification(t *testing.T) {
 	cases := []struct {
 		name string
 		// idToken builds the ID token from the upstream's key.
-		idToken func(u *xchUpstream) string
+		idToken func(u *cibatest.FakeOP) string
 		ok      bool
 	}{
-		{"valid", func(u *xchUpstream) string { return u.idToken(nil) }, true},
-		{"several audiences, azp the client", func(u *xchUpstream) string {
-			return u.idToken(map[string]any{"aud": []string{"other", xchClient}, "azp": xchClient})
+		{"valid", func(u *cibatest.FakeOP) string { return u.IDToken(t, nil) }, true},
+		{"several audiences, azp the client", func(u *cibatest.FakeOP) string {
+			return u.IDToken(t, map[string]any{"aud": []string{"other", xchClient}, "azp": xchClient})
 		}, true},
-		{"wrong aud", func(u *xchUpstream) string { return u.idToken(map[string]any{"aud": "other"}) }, false},
-		{"no aud", func(u *xchUpstream) string { return u.idToken(map[string]any{"aud": nil}) }, false},
-		{"wrong issuer", func(u *xchUpstream) string {
-			return u.idToken(map[string]any{"iss": "https://evil.example.com/realms/main"})
+		{"wrong aud", func(u *cibatest.FakeOP) string { return u.IDToken(t, map[string]any{"aud": "other"}) }, false},
+		{"no aud", func(u *cibatest.FakeOP) string { return u.IDToken(t, map[string]any{"aud": nil}) }, false},
+		{"wrong issuer", func(u *cibatest.FakeOP) string {
+			return u.IDToken(t, map[string]any{"iss": "https://evil.example.com/realms/main"})
 		}, false},
-		{"internal issuer", func(u *xchUpstream) string {
-			return u.idToken(map[string]any{"iss": u.srv.URL + "/realms/main"})
+		{"internal issuer", func(u *cibatest.FakeOP) string {
+			return u.IDToken(t, map[string]any{"iss": u.URL() + "/realms/main"})
 		}, false},
-		{"bad signature", func(u *xchUpstream) string { return xchSign(t, other, u.kid, nil) }, false},
-		{"unknown key", func(u *xchUpstream) string { return xchSign(t, other, "other-key", nil) }, false},
-		{"tampered payload", func(u *xchUpstream) string {
-			parts := strings.Split(u.idToken(nil), ".")
+		{"bad signature", func(u *cibatest.FakeOP) string { return xchSignOther(t, u, other, u.KeyID()) }, false},
+		{"unknown key", func(u *cibatest.FakeOP) string { return xchSignOther(t, u, other, "other-key") }, false},
+		{"tampered payload", func(u *cibatest.FakeOP) string {
+			parts := strings.Split(u.IDToken(t, nil), ".")
 			parts[1] = base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"` + xchIssuer + `","aud":"cc","sub":"mallory","exp":9999999999}`))
 			return strings.Join(parts, ".")
 		}, false},
-		{"expired", func(u *xchUpstream) string {
-			return u.idToken(map[string]any{"iat": past.Add(-5 * time.Minute).Unix(), "exp": past.Unix()})
+		{"expired", func(u *cibatest.FakeOP) string {
+			return u.IDToken(t, map[string]any{"iat": past.Add(-5 * time.Minute).Unix(), "exp": past.Unix()})
 		}, false},
-		{"several audiences, no azp", func(u *xchUpstream) string {
-			return u.idToken(map[string]any{"aud": []string{xchClient, "other"}})
+		{"several audiences, no azp", func(u *cibatest.FakeOP) string {
+			return u.IDToken(t, map[string]any{"aud": []string{xchClient, "other"}})
 		}, false},
-		{"several audiences, azp another", func(u *xchUpstream) string {
-			return u.idToken(map[string]any{"aud": []string{xchClient, "other"}, "azp": "other"})
+		{"several audiences, azp another", func(u *cibatest.FakeOP) string {
+			return u.IDToken(t, map[string]any{"aud": []string{xchClient, "other"}, "azp": "other"})
 		}, false},
-		{"unsigned", func(u *xchUpstream) string {
-			parts := strings.Split(u.idToken(nil), ".")
+		{"unsigned", func(u *cibatest.FakeOP) string {
+			parts := strings.Split(u.IDToken(t, nil), ".")
 			return base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + "."
 		}, false},
-		{"not a JWT", func(u *xchUpstream) string { return "not-a-jwt" }, false},
+		{"not a JWT", func(u *cibatest.FakeOP) string { return "not-a-jwt" }, false},
 	}
 	for _, tc := range cases {
 		for _, style := range []string{"one response", "Dex"} {
 			t.Run(tc.name+"/"+style, func(t *testing.T) {
 				r := newXchRig(t, nil)
 				idt := tc.idToken(r.u)
-				r.u.set(func(u *xchUpstream) {
-					u.respond = func(n int, f url.Values) (int, any) {
-						if style == "one response" {
-							return 200, accessOK(map[string]any{"id_token": idt})
-						}
-						if n == 1 {
-							return 200, accessOK(nil)
-						}
-						return 200, map[string]any{"access_token": idt, "token_type": "N_A", "issued_token_type": TokenTypeIDToken}
+				r.u.SetToken(func(n int, f url.Values) (int, any) {
+					if style == "one response" {
+						return 200, accessOK(map[string]any{"id_token": idt})
 					}
+					if n == 1 {
+						return 200, accessOK(nil)
+					}
+					return 200, map[string]any{"access_token": idt, "token_type": "N_A", "issued_token_type": TokenTypeIDToken}
 				})
 				tok, err := r.mint(t)
 				if tc.ok {
@@ -634,7 +503,7 @@ func TestExchangeNoIDToken(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newXchRig(t, nil)
-			r.u.set(func(u *xchUpstream) { u.respond = tc.respond })
+			r.u.SetToken(cibatest.TokenAnswer(tc.respond))
 			tok, err := r.mint(t)
 			xchWantMintError(t, tok, err, true, "")
 		})
@@ -660,13 +529,11 @@ func TestExchangeUpstreamRefusal(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newXchRig(t, nil)
-			r.u.set(func(u *xchUpstream) {
-				u.respond = func(n int, f url.Values) (int, any) {
-					if tc.second && n == 1 {
-						return 200, accessOK(nil)
-					}
-					return tc.status, tc.body
+			r.u.SetToken(func(n int, f url.Values) (int, any) {
+				if tc.second && n == 1 {
+					return 200, accessOK(nil)
 				}
+				return tc.status, tc.body
 			})
 			tok, err := r.mint(t)
 			xchWantMintError(t, tok, err, true, tc.wantErr)
@@ -691,9 +558,7 @@ func TestExchangeTransientFailures(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newXchRig(t, nil)
-			r.u.set(func(u *xchUpstream) {
-				u.respond = func(int, url.Values) (int, any) { return tc.status, tc.body }
-			})
+			r.u.SetToken(func(int, url.Values) (int, any) { return tc.status, tc.body })
 			timeout := tc.timeout
 			if timeout == 0 {
 				timeout = 20 * time.Second
@@ -706,7 +571,7 @@ func TestExchangeTransientFailures(t *testing.T) {
 				t.Errorf("Mint took %s", d)
 			}
 			xchWantMintError(t, tok, err, false, "")
-			if len(r.u.tokenReqs()) == 0 {
+			if len(r.u.TokenRequests()) == 0 {
 				t.Error("the token endpoint was not called")
 			}
 		})
@@ -714,25 +579,18 @@ func TestExchangeTransientFailures(t *testing.T) {
 
 	t.Run("upstream down after discovery", func(t *testing.T) {
 		r := newXchRig(t, nil)
-		idt := r.u.idToken(nil)
-		r.u.set(func(u *xchUpstream) {
-			u.respond = func(int, url.Values) (int, any) { return 200, accessOK(map[string]any{"id_token": idt}) }
-		})
+		idt := r.u.IDToken(t, nil)
+		r.u.SetToken(func(int, url.Values) (int, any) { return 200, accessOK(map[string]any{"id_token": idt}) })
 		if _, err := r.mint(t); err != nil {
 			t.Fatal(err)
 		}
-		r.u.srv.Close() // the port is closed now; discovery stays cached
+		r.u.Close() // the port is closed now; discovery stays cached
 		tok, err := r.mint(t)
 		xchWantMintError(t, tok, err, false, "")
 	})
 
 	t.Run("token endpoint on a closed port", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		closed := "http://" + l.Addr().String()
-		_ = l.Close()
+		closed := "http://" + cibatest.FreeAddr(t)
 		disc, err := NewDiscovery(xchIssuer, closed, nil, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -756,21 +614,17 @@ func TestExchangeTransientFailures(t *testing.T) {
 	for _, status := range []int{http.StatusServiceUnavailable, http.StatusNotFound} {
 		t.Run("discovery "+http.StatusText(status), func(t *testing.T) {
 			r := newXchRig(t, nil)
-			r.u.set(func(u *xchUpstream) {
-				u.discStatus = status
-				u.respond = func(int, url.Values) (int, any) { return 200, accessOK(nil) }
-			})
+			r.u.SetDiscoveryStatus(status)
+			r.u.SetToken(func(int, url.Values) (int, any) { return 200, accessOK(nil) })
 			tok, err := r.mint(t)
 			xchWantMintError(t, tok, err, false, "")
-			if n := len(r.u.tokenReqs()); n != 0 {
+			if n := len(r.u.TokenRequests()); n != 0 {
 				t.Errorf("%d exchanges without discovery", n)
 			}
 			// The failure is not cached: once discovery answers, Mint works.
-			idt := r.u.idToken(nil)
-			r.u.set(func(u *xchUpstream) {
-				u.discStatus = 0
-				u.respond = func(int, url.Values) (int, any) { return 200, accessOK(map[string]any{"id_token": idt}) }
-			})
+			idt := r.u.IDToken(t, nil)
+			r.u.SetDiscoveryStatus(0)
+			r.u.SetToken(func(int, url.Values) (int, any) { return 200, accessOK(map[string]any{"id_token": idt}) })
 			if _, err := r.mint(t); err != nil {
 				t.Fatalf("after discovery recovered: %v", err)
 			}
@@ -779,7 +633,7 @@ func TestExchangeTransientFailures(t *testing.T) {
 
 	t.Run("discovery unreachable", func(t *testing.T) {
 		r := newXchRig(t, nil)
-		r.u.srv.Close()
+		r.u.Close()
 		tok, err := r.mint(t)
 		xchWantMintError(t, tok, err, false, "")
 	})
@@ -789,24 +643,22 @@ func TestExchangeTransientFailures(t *testing.T) {
 // transiently, not a refusal of the ID token.
 func TestExchangeJWKSUnavailable(t *testing.T) {
 	r := newXchRig(t, nil)
-	idt := r.u.idToken(nil)
-	r.u.set(func(u *xchUpstream) {
-		u.jwksStatus = http.StatusServiceUnavailable
-		u.respond = func(int, url.Values) (int, any) { return 200, accessOK(map[string]any{"id_token": idt}) }
-	})
+	idt := r.u.IDToken(t, nil)
+	r.u.SetJWKSStatus(http.StatusServiceUnavailable)
+	r.u.SetToken(func(int, url.Values) (int, any) { return 200, accessOK(map[string]any{"id_token": idt}) })
 	tok, err := r.mint(t)
 	if err == nil {
 		t.Fatalf("Mint succeeded without the upstream's keys: %+v", tok)
 	}
 	var me *MintError
 	if errors.As(err, &me) && me.Refused {
-		// Known bug, reported: verify() maps every go-oidc error, a failed
-		// key fetch included, to a refusal.
+		// Keys that cannot be fetched say nothing of the token: a failed
+		// key fetch must not count as a refused ID token.
 		t.Fatalf("JWKS 503 is reported as a refusal: %v", err)
 	}
 	xchWantMintError(t, tok, err, false, "")
 	// Once the keys are back, the same grant mints.
-	r.u.set(func(u *xchUpstream) { u.jwksStatus = 0 })
+	r.u.SetJWKSStatus(0)
 	if _, err := r.mint(t); err != nil {
 		t.Fatalf("after the JWKS recovered: %v", err)
 	}
@@ -816,17 +668,14 @@ func TestExchangeJWKSUnavailable(t *testing.T) {
 // such servers) refuses just as with a 400.
 func TestExchangeErrorWithStatus200(t *testing.T) {
 	r := newXchRig(t, nil)
-	r.u.set(func(u *xchUpstream) {
-		u.respond = func(int, url.Values) (int, any) {
-			return 200, map[string]any{"error": "invalid_grant", "error_description": "subject token rejected"}
-		}
+	r.u.SetToken(func(int, url.Values) (int, any) {
+		return 200, map[string]any{"error": "invalid_grant", "error_description": "subject token rejected"}
 	})
 	tok, err := r.mint(t)
 	var me *MintError
 	if errors.As(err, &me) && !me.Refused && me.UpstreamError == "http_200" {
-		// Known bug, reported: classifyExchangeError treats every status
-		// outside 4xx as transient, 200 included, although the upstream
-		// named its error.
+		// The upstream named its error: a status outside 4xx does not make
+		// it transient.
 		t.Fatalf("a 200 carrying error=invalid_grant is transient: %v", err)
 	}
 	xchWantMintError(t, tok, err, true, "invalid_grant")
