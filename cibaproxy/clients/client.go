@@ -11,7 +11,7 @@ import (
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
-	"go.step.sm/crypto/jose"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // DeliveryMode is how a client learns that the user decided (CIBA Core §5).

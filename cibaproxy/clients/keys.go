@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
-	"go.step.sm/crypto/jose"
+	jose "github.com/go-jose/go-jose/v4"
 	"golang.org/x/sync/singleflight"
 )
 

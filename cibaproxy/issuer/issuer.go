@@ -19,7 +19,7 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
-	"go.step.sm/crypto/jose"
+	jose "github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 )
 

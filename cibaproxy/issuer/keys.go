@@ -16,7 +16,7 @@ import (
 	"os"
 	"time"
 
-	"go.step.sm/crypto/jose"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // storedKey is a key of the ring as kept in the store.
