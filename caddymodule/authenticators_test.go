@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,14 +12,19 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/email"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/httpchannel"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 const (
@@ -161,7 +167,7 @@ type entrySummary struct {
 	Fallback       bool
 }
 
-func summarize(entries []*cibaproxy.AuthenticatorEntry) []entrySummary {
+func summarize(entries []*authn.Entry) []entrySummary {
 	var out []entrySummary
 	for _, e := range entries {
 		out = append(out, entrySummary{e.Name, e.ACR, strings.Join(e.AMR, " "), e.Fallback})
@@ -169,22 +175,112 @@ func summarize(entries []*cibaproxy.AuthenticatorEntry) []entrySummary {
 	return out
 }
 
+// handlerBackend returns the pooled backend a provisioned handler holds,
+// without taking another hold on it.
+func handlerBackend(t *testing.T, h *Handler) *cibaproxy.Backend {
+	t.Helper()
+	var b *cibaproxy.Backend
+	backends.Range(func(key, value any) bool {
+		if key == h.poolKey {
+			b = value.(pooledBackend).Backend
+			return false
+		}
+		return true
+	})
+	if b == nil {
+		t.Fatalf("no pooled store for %q", h.poolKey)
+	}
+	return b
+}
+
+// storedRequest returns the request id as h's store holds it.
+func storedRequest(t *testing.T, h *Handler, id string) *store.AuthRequest {
+	t.Helper()
+	r, err := handlerBackend(t, h).Store.Get(t.Context(), store.KeyOf(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// authBuiltEntries builds the authenticators of a provisioned handler
+// again, as Provision builds them for the core (whose Server keeps its own
+// copies), from raws, its authenticators' JSON (provisioning consumes the
+// handler's), and closes them when the test ends.
+func authBuiltEntries(t *testing.T, h *Handler, raws []json.RawMessage) []*authn.Entry {
+	t.Helper()
+	h2 := *h
+	h = &h2
+	h.AuthenticatorsRaw = raws
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	list, err := h.provisionClients(caddy.NewReplacer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := h.provisionAuthenticators(ctx, caddy.NewReplacer(), handlerBackend(t, h).Store, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, e := range entries {
+			if c, ok := e.Authenticator.(io.Closer); ok {
+				_ = c.Close()
+			}
+		}
+	})
+	return entries
+}
+
+// authBackchannel makes a backchannel request for alice as cc through h,
+// with acr_values unless empty.
+func authBackchannel(t *testing.T, h *Handler, acrValues string) *httptest.ResponseRecorder {
+	t.Helper()
+	form := url.Values{"scope": {"openid"}, "login_hint": {"alice"}}
+	if acrValues != "" {
+		form.Set("acr_values", acrValues)
+	}
+	req := httptest.NewRequest(http.MethodPost, "https://idp.example.com/bc-authorize", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("cc", "s3cret")
+	return serve(t, h, req)
+}
+
+// authReqIDOf returns the auth_req_id of a successful backchannel answer.
+func authReqIDOf(t *testing.T, rec *httptest.ResponseRecorder) string {
+	t.Helper()
+	if rec.Code != http.StatusOK {
+		t.Fatalf("backchannel request: %d %s", rec.Code, rec.Body)
+	}
+	var resp struct {
+		AuthReqID string `json:"auth_req_id"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || resp.AuthReqID == "" {
+		t.Fatalf("backchannel answer %s: %v", rec.Body, err)
+	}
+	return resp.AuthReqID
+}
+
+// TestProvisionAuthenticators checks the authenticators a handler builds,
+// in order, and that the core uses them as configured: each one's acr
+// chooses it (its acr and amr are stored with the request), a request
+// without acr_values reaches the first, and one whose acr_values name no
+// configured acr reaches the fallback or is refused.
 func TestProvisionAuthenticators(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		modify    func(h *Handler)
-		want      []entrySummary
-		wantEmail bool // Config.Authenticator is the e-mail one
+		name   string
+		modify func(h *Handler)
+		want   []entrySummary
 	}{
-		{"none", func(h *Handler) {}, nil, false},
+		{"none", func(h *Handler) {}, nil},
 		{"the email block: shorthand for an e-mail authenticator", func(h *Handler) { h.Email = emailBlock() },
-			[]entrySummary{{"email", cibaproxy.DefaultACR, "email", false}}, true},
+			[]entrySummary{{"email", email.DefaultACR, "email", false}}},
 		{"an e-mail authenticator block", func(h *Handler) {
 			h.AuthenticatorsRaw = []json.RawMessage{json.RawMessage(`{"authenticator":"email","acr":"` + testACREmail + `","amr":["email","otp"],"smtp":"127.0.0.1:2525","tls":"none","from":"login@example.com"}`)}
-		}, []entrySummary{{"email", testACREmail, "email otp", false}}, true},
+		}, []entrySummary{{"email", testACREmail, "email otp", false}}},
 		{"http with defaults", func(h *Handler) {
 			h.AuthenticatorsRaw = []json.RawMessage{httpRaw("https://device.example.com/ciba", "")}
-		}, []entrySummary{{"http", cibaproxy.DefaultChannelACR, "user", false}}, false},
+		}, []entrySummary{{"http", httpchannel.DefaultACR, "user", false}}},
 		{"email block first, then the blocks in order", func(h *Handler) {
 			h.Email = emailBlock()
 			h.AuthenticatorsRaw = []json.RawMessage{
@@ -192,34 +288,70 @@ func TestProvisionAuthenticators(t *testing.T) {
 				httpRaw("http://127.0.0.1:9/token", "urn:example:acr:token"),
 			}
 		}, []entrySummary{
-			{"email", cibaproxy.DefaultACR, "email", false},
+			{"email", email.DefaultACR, "email", false},
 			{"http", testACRDevice, "hwk user", false},
 			{"http", "urn:example:acr:token", "user", false},
-		}, true},
+		}},
 		{"fallback", func(h *Handler) {
 			h.Email = emailBlock()
 			h.AuthenticatorsRaw = []json.RawMessage{httpRaw("https://device.example.com/ciba", testACRDevice)}
 			h.ACRFallback = testACRDevice
 		}, []entrySummary{
-			{"email", cibaproxy.DefaultACR, "email", false},
+			{"email", email.DefaultACR, "email", false},
 			{"http", testACRDevice, "user", true},
-		}, true},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := validHandler(t)
 			tc.modify(h)
+			raws := slices.Clone(h.AuthenticatorsRaw)
 			if err := provision(t, h); err != nil {
 				t.Fatalf("refused: %v", err)
 			}
-			if got := summarize(h.cfg.Authenticators); !slices.Equal(got, tc.want) {
-				t.Errorf("entries %+v, want %+v", got, tc.want)
+			// The entries, in order; the core marks the fallback on its
+			// copies, checked below by what it does.
+			want := slices.Clone(tc.want)
+			fallback := -1
+			for i := range want {
+				if want[i].Fallback {
+					fallback = i
+					want[i].Fallback = false
+				}
 			}
-			_, isEmail := h.cfg.Authenticator.(*cibaproxy.EmailAuthenticator)
-			if isEmail != tc.wantEmail {
-				t.Errorf("Config.Authenticator is %T", h.cfg.Authenticator)
+			if got := summarize(authBuiltEntries(t, h, raws)); !slices.Equal(got, want) {
+				t.Errorf("entries %+v, want %+v", got, want)
 			}
-			if len(tc.want) > 0 && h.cfg.Authenticator == nil {
-				t.Error("no Config.Authenticator")
+
+			// Each acr chooses its authenticator.
+			for _, w := range want {
+				r := storedRequest(t, h, authReqIDOf(t, authBackchannel(t, h, w.ACR)))
+				if r.ACR != w.ACR || strings.Join(r.AMR, " ") != w.AMR {
+					t.Errorf("acr_values %s: stored acr %q amr %q, want %q %q", w.ACR, r.ACR, r.AMR, w.ACR, w.AMR)
+				}
+			}
+			// Without acr_values: the first (none without authenticators).
+			first := entrySummary{}
+			if len(want) > 0 {
+				first = want[0]
+			}
+			if r := storedRequest(t, h, authReqIDOf(t, authBackchannel(t, h, ""))); r.ACR != first.ACR || strings.Join(r.AMR, " ") != first.AMR {
+				t.Errorf("without acr_values: stored acr %q amr %q, want the first authenticator's %q %q", r.ACR, r.AMR, first.ACR, first.AMR)
+			}
+			// An acr no authenticator satisfies: the fallback, if any.
+			rec := authBackchannel(t, h, "urn:example:acr:unknown")
+			switch {
+			case fallback >= 0:
+				if r := storedRequest(t, h, authReqIDOf(t, rec)); r.ACR != want[fallback].ACR {
+					t.Errorf("unknown acr: stored acr %q, want the fallback's %q", r.ACR, want[fallback].ACR)
+				}
+			case len(want) > 0:
+				if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "invalid_request") {
+					t.Errorf("unknown acr without a fallback: %d %s, want 400 invalid_request", rec.Code, rec.Body)
+				}
+			default:
+				if r := storedRequest(t, h, authReqIDOf(t, rec)); r.ACR != "" {
+					t.Errorf("unknown acr without authenticators: stored acr %q, want none", r.ACR)
+				}
 			}
 		})
 	}
@@ -234,13 +366,13 @@ func TestProvisionAuthenticatorsRefuses(t *testing.T) {
 		{"two e-mail authenticators", func(h *Handler) {
 			h.Email = emailBlock()
 			h.AuthenticatorsRaw = []json.RawMessage{json.RawMessage(`{"authenticator":"email","acr":"` + testACREmail + `","smtp":"127.0.0.1:2525","tls":"none","from":"login@example.com"}`)}
-		}, "only one e-mail authenticator"},
+		}, "only one email authenticator per site"},
 		{"one acr twice", func(h *Handler) {
 			h.AuthenticatorsRaw = []json.RawMessage{httpRaw("https://a.example.com", testACRDevice), httpRaw("https://b.example.com", testACRDevice)}
 		}, "both satisfy acr " + testACRDevice},
 		{"the email block's default acr twice", func(h *Handler) {
 			h.Email = emailBlock()
-			h.AuthenticatorsRaw = []json.RawMessage{httpRaw("https://a.example.com", cibaproxy.DefaultACR)}
+			h.AuthenticatorsRaw = []json.RawMessage{httpRaw("https://a.example.com", email.DefaultACR)}
 		}, "both satisfy"},
 		{"acr with a space", func(h *Handler) {
 			h.AuthenticatorsRaw = []json.RawMessage{httpRaw("https://a.example.com", "urn:a urn:b")}
@@ -293,54 +425,6 @@ func TestHTTPAuthenticatorToken(t *testing.T) {
 	})
 }
 
-// deviceService is an authentication-device service in the test.
-type deviceService struct {
-	srv   *httptest.Server
-	mu    sync.Mutex
-	posts []devicePost
-}
-
-type devicePost struct {
-	Auth string
-	Body cibaproxy.ChannelRequest
-}
-
-func newDeviceService(t *testing.T) *deviceService {
-	t.Helper()
-	d := &deviceService{}
-	d.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var p devicePost
-		p.Auth = r.Header.Get("Authorization")
-		if err := json.NewDecoder(r.Body).Decode(&p.Body); err != nil {
-			t.Errorf("the channel POSTed no JSON: %v", err)
-		}
-		d.mu.Lock()
-		d.posts = append(d.posts, p)
-		d.mu.Unlock()
-		w.WriteHeader(http.StatusCreated)
-	}))
-	t.Cleanup(d.srv.Close)
-	return d
-}
-
-func (d *deviceService) received() []devicePost {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.posts)
-}
-
-func (d *deviceService) wait(t *testing.T, n int) []devicePost {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(d.received()) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %d POSTs to the device service", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return d.received()
-}
-
 // serve sends req through h and fails if it reaches the next handler.
 func serve(t *testing.T, h *Handler, req *http.Request) *httptest.ResponseRecorder {
 	t.Helper()
@@ -360,10 +444,10 @@ func serve(t *testing.T, h *Handler, req *http.Request) *httptest.ResponseRecord
 // device service, whose callback through the handler approves.
 func TestHTTPAuthenticatorThroughHandler(t *testing.T) {
 	t.Setenv("CIBA_TEST_CHANNEL_TOKEN", "channel-token-from-env")
-	service := newDeviceService(t)
+	service := cibatest.StartDeviceService(t)
 	h := validHandler(t)
 	h.Email = emailBlock() // to a mail server that is down: mails wait
-	h.AuthenticatorsRaw = []json.RawMessage{httpRaw(service.srv.URL+"/ciba", testACRDevice, `"token":"{env.CIBA_TEST_CHANNEL_TOKEN}"`, `"amr":["hwk"]`)}
+	h.AuthenticatorsRaw = []json.RawMessage{httpRaw(service.URL()+"/ciba", testACRDevice, `"token":"{env.CIBA_TEST_CHANNEL_TOKEN}"`, `"amr":["hwk"]`)}
 	if err := provision(t, h); err != nil {
 		t.Fatal(err)
 	}
@@ -387,28 +471,22 @@ func TestHTTPAuthenticatorThroughHandler(t *testing.T) {
 		}
 		return resp.AuthReqID
 	}
-	stored := func(id string) *cibaproxy.AuthRequest {
-		r, err := h.cfg.Backend.Store.Get(t.Context(), cibaproxy.KeyOf(id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	stored := func(id string) *store.AuthRequest { return storedRequest(t, h, id) }
 
 	// Without acr_values: the first authenticator, e-mail; the device
 	// service hears nothing.
 	mailed := authorize("")
-	if r := stored(mailed); r.ACR != cibaproxy.DefaultACR {
+	if r := stored(mailed); r.ACR != email.DefaultACR {
 		t.Errorf("acr %q", r.ACR)
 	}
 	// With the device's acr preferred: the device service.
-	id := authorize("urn:example:acr:unknown " + testACRDevice + " " + cibaproxy.DefaultACR)
+	id := authorize("urn:example:acr:unknown " + testACRDevice + " " + email.DefaultACR)
 	if r := stored(id); r.ACR != testACRDevice || !slices.Equal(r.AMR, []string{"hwk"}) {
 		t.Errorf("acr %q amr %q", r.ACR, r.AMR)
 	}
-	posts := service.wait(t, 1)
+	posts := service.Wait(t, 1)
 	time.Sleep(50 * time.Millisecond)
-	if n := len(service.received()); n != 1 {
+	if n := service.Count(); n != 1 {
 		t.Fatalf("%d POSTs to the device service, want 1", n)
 	}
 	p := posts[0]
@@ -434,7 +512,7 @@ func TestHTTPAuthenticatorThroughHandler(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer "+token)
 		return serve(t, h, req)
 	}
-	if !strings.HasPrefix(p.Body.CallbackURL, "https://idp.example.com"+cibaproxy.ChannelCallbackPath) {
+	if !strings.HasPrefix(p.Body.CallbackURL, "https://idp.example.com"+httpchannel.CallbackPath) {
 		t.Fatalf("callback_url %q", p.Body.CallbackURL)
 	}
 	if rec := callback("channel-token-from-env", `{"decision":"approve"}`); rec.Code != http.StatusUnauthorized {
@@ -443,13 +521,13 @@ func TestHTTPAuthenticatorThroughHandler(t *testing.T) {
 	if rec := callback(p.Body.CallbackToken, `{"decision":"approve"}`); rec.Code != http.StatusOK {
 		t.Fatalf("callback: %d %s", rec.Code, rec.Body)
 	}
-	if r := stored(id); r.Status != cibaproxy.StatusApproved {
+	if r := stored(id); r.Status != store.StatusApproved {
 		t.Errorf("status %v", r.Status)
 	}
 	if rec := callback(p.Body.CallbackToken, `{"decision":"deny"}`); rec.Code != http.StatusConflict {
 		t.Errorf("second callback: %d %s", rec.Code, rec.Body)
 	}
-	if r := stored(mailed); r.Status != cibaproxy.StatusPending {
+	if r := stored(mailed); r.Status != store.StatusPending {
 		t.Errorf("the mailed request is %v", r.Status)
 	}
 }
@@ -459,7 +537,7 @@ func TestHTTPAuthenticatorThroughHandler(t *testing.T) {
 // through the callback, over HTTP through Caddy.
 func TestIntegrationHTTPChannel(t *testing.T) {
 	e := newITEnv(t)
-	service := newDeviceService(t)
+	service := cibatest.StartDeviceService(t)
 	block := strings.Replace(e.cibaBlock("5s"), "client cc {", fmt.Sprintf(`email {
 			smtp %s
 			tls none
@@ -471,8 +549,8 @@ func TestIntegrationHTTPChannel(t *testing.T) {
 			acr %s
 			amr hwk user
 		}
-		client cc {`, unusedAddr(t), service.srv.URL, testACRDevice), 1)
-	e.load(itGlobalOptions + "\n" + itSite + " {\n\t" + block + "\n\treverse_proxy " + e.upstream.addr() + "\n}\n")
+		client cc {`, cibatest.FreeAddr(t), service.URL(), testACRDevice), 1)
+	e.load(itGlobalOptions + "\n" + itSite + " {\n\t" + block + "\n\treverse_proxy " + e.upstream.Addr() + "\n}\n")
 
 	resp, body := e.postForm("/bc-authorize", url.Values{
 		"scope": {"openid"}, "login_hint": {"alice"}, "acr_values": {testACRDevice},
@@ -484,7 +562,7 @@ func TestIntegrationHTTPChannel(t *testing.T) {
 	if err := json.Unmarshal(body, &a); err != nil {
 		t.Fatal(err)
 	}
-	p := service.wait(t, 1)[0]
+	p := service.Wait(t, 1)[0]
 	if p.Auth != "Bearer channel-token-literal" || p.Body.ACR != testACRDevice {
 		t.Errorf("the device service got %q %+v", p.Auth, p.Body)
 	}

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
@@ -16,9 +15,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
 	jose "github.com/go-jose/go-jose/v4"
-
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
 )
 
 // clientKey is a test client's signing key.
@@ -29,11 +28,7 @@ type clientKey struct {
 
 func newClientKey(t *testing.T, kid string) clientKey {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return clientKey{priv: k, kid: kid}
+	return clientKey{priv: cibatest.ECKey(t), kid: kid}
 }
 
 func (k clientKey) jwks(t *testing.T) []byte {
@@ -105,7 +100,7 @@ func serveForm(t *testing.T, h *Handler, form url.Values, id, secret string) *ht
 func assertionForm(assertion string) url.Values {
 	return url.Values{
 		"scope": {"openid"}, "login_hint": {"alice"},
-		"client_assertion_type": {cibaproxy.ClientAssertionType}, "client_assertion": {assertion},
+		"client_assertion_type": {clients.ClientAssertionType}, "client_assertion": {assertion},
 	}
 }
 

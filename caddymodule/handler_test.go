@@ -16,8 +16,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
 )
 
 const testUsersJSON = `{"users":[{"username":"alice","email":"alice@example.com","name":"Alice Example"}]}`
@@ -68,6 +69,17 @@ func provision(t *testing.T, h *Handler) error {
 		return err
 	}
 	return h.Validate()
+}
+
+// coreClients returns the clients a provisioned handler hands the core,
+// built again as Provision builds them (the core keeps its own copies).
+func coreClients(t *testing.T, h *Handler) []*clients.Client {
+	t.Helper()
+	list, err := h.provisionClients(caddy.NewReplacer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
 }
 
 func TestValidateAccepts(t *testing.T) {
@@ -288,7 +300,7 @@ func TestSecrets(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantAuthenticated(t, h, "cc", "from-the-environment", "{env.CIBA_TEST_SECRET}", "")
-		if got := h.cfg.Clients[0].UpstreamSecret; got != "from-the-environment" {
+		if got := coreClients(t, h)[0].UpstreamSecret; got != "from-the-environment" {
 			t.Errorf("upstream secret defaults to %q, want the expanded client secret", got)
 		}
 	})
@@ -318,7 +330,7 @@ func TestSecrets(t *testing.T) {
 		if err := provision(t, h); err != nil {
 			t.Fatal(err)
 		}
-		if got := h.cfg.Clients[0].UpstreamSecret; got != "upstream-value" {
+		if got := coreClients(t, h)[0].UpstreamSecret; got != "upstream-value" {
 			t.Errorf("upstream secret %q, want the expanded value", got)
 		}
 		wantAuthenticated(t, h, "cc", "s3cret", "upstream-value")
@@ -428,9 +440,22 @@ func TestDefaults(t *testing.T) {
 	if resp.ExpiresIn != 300 || resp.Interval != 5 {
 		t.Errorf("expires_in %d, interval %d; want the defaults 300 and 5", resp.ExpiresIn, resp.Interval)
 	}
-	cl := h.cfg.Clients[0]
-	if cl.Mode != cibaproxy.ModePoll || strings.Join(cl.Scopes, " ") != "openid profile email" {
-		t.Errorf("client mode %q scopes %q, want poll and openid profile email", cl.Mode, cl.Scopes)
+	// The client's defaults, which the core applies: poll mode (the
+	// request above carried no client_notification_token, which a ping
+	// client must send) and the scopes openid profile email, no others.
+	for scope, want := range map[string]int{
+		"openid profile email":  http.StatusOK,
+		"openid phone":          http.StatusBadRequest,
+		"openid offline_access": http.StatusBadRequest,
+	} {
+		req := httptest.NewRequest(http.MethodPost, "https://idp.example.com/bc-authorize",
+			strings.NewReader(url.Values{"scope": {scope}, "login_hint": {"alice"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("cc", "s3cret")
+		rec := serve(t, h, req)
+		if rec.Code != want || (want != http.StatusOK && !strings.Contains(rec.Body.String(), "invalid_scope")) {
+			t.Errorf("scope %q: %d %s, want %d (the default scopes are openid profile email)", scope, rec.Code, rec.Body, want)
+		}
 	}
 }
 
@@ -513,7 +538,23 @@ func TestStorePool(t *testing.T) {
 			Storage:     &Storage{Type: "badger", Path: path},
 			Users:       users,
 			Clients:     []*Client{{ID: "cc", Secrets: []string{"s3cret"}}},
+			// A known token path: polls are recognised without discovery.
+			TokenPath: "/token",
 		}
+	}
+	// poll polls the request id through h and returns the error code.
+	poll := func(h *Handler, id string) string {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, "https://idp.example.com/token",
+			strings.NewReader(url.Values{"grant_type": {"urn:openid:params:grant-type:ciba"}, "auth_req_id": {id}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("cc", "s3cret")
+		rec := serve(t, h, req)
+		var oe struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(rec.Body.Bytes(), &oe)
+		return oe.Error
 	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
@@ -528,8 +569,8 @@ func TestStorePool(t *testing.T) {
 		_ = a.Cleanup()
 		t.Fatalf("a second handler on the same directory: %v", err)
 	}
-	if a.cfg.Backend != b.cfg.Backend {
-		t.Error("two handlers on one directory hold different stores")
+	if refs, _ := backends.References(a.poolKey); a.poolKey != b.poolKey || refs != 2 {
+		t.Errorf("two handlers on one directory hold different stores (%q, %q; %d holds)", a.poolKey, b.poolKey, refs)
 	}
 	// a request made through one is seen through the other: same store
 	rec := backchannel(t, a, "cc", "s3cret")
@@ -542,28 +583,34 @@ func TestStorePool(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.cfg.Backend.Store.Get(context.Background(), cibaproxy.KeyOf(resp.AuthReqID)); err != nil {
+	if _, err := handlerBackend(t, b).Store.Get(context.Background(), store.KeyOf(resp.AuthReqID)); err != nil {
 		t.Errorf("the request is not in the second handler's store: %v", err)
+	}
+	if code := poll(b, resp.AuthReqID); code != "authorization_pending" {
+		t.Errorf("the second handler's poll of the request: %q, want authorization_pending", code)
 	}
 
 	if err := a.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
 	// b still holds the store: it must still be open
-	if _, err := b.cfg.Backend.Store.Get(context.Background(), cibaproxy.KeyOf(resp.AuthReqID)); err != nil {
+	if _, err := handlerBackend(t, b).Store.Get(context.Background(), store.KeyOf(resp.AuthReqID)); err != nil {
 		t.Errorf("after the first Cleanup the store is unusable: %v", err)
+	}
+	if code := poll(b, resp.AuthReqID); code != "authorization_pending" && code != "slow_down" {
+		t.Errorf("after the first Cleanup the second handler's poll: %q, want authorization_pending or slow_down", code)
 	}
 	if err := b.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
 	// the last Cleanup closed the database: the directory can be opened
 	// again, and the request survived
-	s, err := cibaproxy.OpenBadger(dir, nil, nil)
+	s, err := badgerstore.Open(dir, nil, nil)
 	if err != nil {
 		t.Fatalf("the store was not closed by the last Cleanup: %v", err)
 	}
 	defer s.Close()
-	if _, err := s.Get(context.Background(), cibaproxy.KeyOf(resp.AuthReqID)); err != nil {
+	if _, err := s.Get(context.Background(), store.KeyOf(resp.AuthReqID)); err != nil {
 		t.Errorf("the request did not survive closing the store: %v", err)
 	}
 }

@@ -8,16 +8,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 )
 
 // These tests run the handler in a real Caddy (caddytest runs one in this
@@ -43,108 +42,33 @@ const (
 `
 )
 
-// fakeUpstream is the upstream OpenID provider: it serves discovery and, on
-// every other path, echoes what it received (the SHA-256 and length of the
-// body), so pass-through can be checked byte for byte.
-type fakeUpstream struct {
-	srv *httptest.Server
-
-	mu             sync.Mutex
-	discoveryHosts []string // Host of each discovery request
-	tokenRequests  int      // requests to the token path
-	failDiscovery  bool     // answer discovery with 500
-}
-
-func (u *fakeUpstream) setFailDiscovery(fail bool) {
-	u.mu.Lock()
-	u.failDiscovery = fail
-	u.mu.Unlock()
-}
-
-// echoed is the upstream's answer to everything but discovery.
-type echoed struct {
-	Upstream         bool     `json:"upstream"`
-	Method           string   `json:"method"`
-	Path             string   `json:"path"`
-	SHA256           string   `json:"sha256"`
-	Length           int      `json:"length"`
-	ContentLength    int64    `json:"content_length"`
-	TransferEncoding []string `json:"transfer_encoding"`
-}
-
-func newFakeUpstream(t *testing.T) *fakeUpstream {
+// newFakeUpstream starts the upstream OpenID provider: it serves
+// discovery (with grant types and a field of its own the augmented document
+// must keep) and, on every other path, echoes what it received (the SHA-256
+// and length of the body), so pass-through can be checked byte for byte.
+func newFakeUpstream(t *testing.T) *cibatest.FakeOP {
 	t.Helper()
-	u := new(fakeUpstream)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+itDiscovery, func(w http.ResponseWriter, r *http.Request) {
-		u.mu.Lock()
-		u.discoveryHosts = append(u.discoveryHosts, r.Host)
-		fail := u.failDiscovery
-		u.mu.Unlock()
-		if fail {
-			http.Error(w, "down for maintenance", http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"issuer":                                itIssuer,
-			"authorization_endpoint":                itIssuer + "/protocol/openid-connect/auth",
-			"token_endpoint":                        itSite + itTokenPath,
-			"jwks_uri":                              itIssuer + "/protocol/openid-connect/certs",
-			"response_types_supported":              []string{"code"},
-			"subject_types_supported":               []string{"public"},
-			"id_token_signing_alg_values_supported": []string{"RS256"},
-			"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
-			"x_upstream_marker":                     "kept",
-		})
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == itTokenPath {
-			u.mu.Lock()
-			u.tokenRequests++
-			u.mu.Unlock()
-		}
-		h := sha256.New()
-		n, err := io.Copy(h, r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(echoed{
-			Upstream:         true,
-			Method:           r.Method,
-			Path:             r.URL.Path,
-			SHA256:           hex.EncodeToString(h.Sum(nil)),
-			Length:           int(n),
-			ContentLength:    r.ContentLength,
-			TransferEncoding: r.TransferEncoding,
-		})
-	})
-	u.srv = httptest.NewServer(mux)
-	t.Cleanup(u.srv.Close)
-	return u
+	return cibatest.StartOP(t, itIssuer, cibatest.WithEcho(), cibatest.WithDoc(func(doc map[string]any) {
+		doc["grant_types_supported"] = []string{"authorization_code", "refresh_token"}
+		doc["x_upstream_marker"] = "kept"
+	}))
 }
 
-func (u *fakeUpstream) addr() string { return u.srv.Listener.Addr().String() }
-
-func (u *fakeUpstream) tokenCount() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.tokenRequests
-}
-
-func (u *fakeUpstream) hosts() []string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return slices.Clone(u.discoveryHosts)
+// discoveryHosts returns the Host of each discovery request the upstream
+// received.
+func discoveryHosts(u *cibatest.FakeOP) []string {
+	var hosts []string
+	for _, r := range u.DiscoveryRequests() {
+		hosts = append(hosts, r.Host)
+	}
+	return hosts
 }
 
 // itEnv is one integration test's upstream, store directory and users.
 type itEnv struct {
 	t        *testing.T
 	tester   *caddytest.Tester
-	upstream *fakeUpstream
+	upstream *cibatest.FakeOP
 	storage  string
 	users    string
 	loaded   bool // a configuration was posted to Caddy
@@ -202,13 +126,13 @@ func (e *itEnv) cibaBlock(interval string) string {
 		client other {
 			secret other-secret
 		}
-	}`, itIssuer, e.upstream.addr(), itSite, e.storage, e.users, interval)
+	}`, itIssuer, e.upstream.Addr(), itSite, e.storage, e.users, interval)
 }
 
 // plainSite is a site of the ciba handler and a reverse_proxy.
 func (e *itEnv) plainSite(interval string) string {
 	return itGlobalOptions + "\n" + itSite + " {\n\t" + e.cibaBlock(interval) +
-		"\n\treverse_proxy " + e.upstream.addr() + "\n}\n"
+		"\n\treverse_proxy " + e.upstream.Addr() + "\n}\n"
 }
 
 // load loads a Caddyfile and stops the test if Caddy refused it.
@@ -316,7 +240,7 @@ func (e *itEnv) poll(authReqID, user, pass string) (int, string) {
 func TestIntegrationDiscovery(t *testing.T) {
 	e := newITEnv(t)
 	// the configuration loads while the upstream's discovery fails
-	e.upstream.setFailDiscovery(true)
+	e.upstream.SetDiscoveryStatus(http.StatusInternalServerError)
 	e.load(e.plainSite("5s"))
 
 	resp, body := e.do(http.MethodGet, itDiscovery, "", nil, "", "")
@@ -325,11 +249,11 @@ func TestIntegrationDiscovery(t *testing.T) {
 		t.Errorf("discovery while the upstream fails: %d %s %v, want 503 temporarily_unavailable with Retry-After and no-store",
 			resp.StatusCode, body, resp.Header)
 	}
-	if len(e.upstream.hosts()) == 0 {
+	if len(discoveryHosts(e.upstream)) == 0 {
 		t.Error("the upstream was not asked for discovery")
 	}
 	// the failure is not cached
-	e.upstream.setFailDiscovery(false)
+	e.upstream.SetDiscoveryStatus(0)
 
 	resp, body = e.do(http.MethodGet, itDiscovery, "", nil, "", "")
 	if resp.StatusCode != http.StatusOK {
@@ -369,7 +293,7 @@ func TestIntegrationDiscovery(t *testing.T) {
 		t.Errorf("response_types_supported %v, want the upstream's [code]", got)
 	}
 	// discovery went to upstream_via with the public Host
-	hosts := e.upstream.hosts()
+	hosts := discoveryHosts(e.upstream)
 	for _, h := range hosts {
 		if h != "localhost:9080" {
 			t.Errorf("the upstream got a discovery request for Host %q, want the public localhost:9080", h)
@@ -377,7 +301,7 @@ func TestIntegrationDiscovery(t *testing.T) {
 	}
 	// cached: a second fetch does not ask the upstream again
 	e.do(http.MethodGet, itDiscovery, "", nil, "", "")
-	if n := len(e.upstream.hosts()); n != len(hosts) {
+	if n := len(discoveryHosts(e.upstream)); n != len(hosts) {
 		t.Errorf("discovery was fetched %d times for two requests, want it cached", n)
 	}
 }
@@ -417,7 +341,7 @@ func TestIntegrationBackchannelAndPoll(t *testing.T) {
 	if status, code := e.poll(a.AuthReqID, "cc", "wrong"); status != http.StatusUnauthorized || code != "invalid_client" {
 		t.Errorf("poll with a wrong secret: %d %s, want 401 invalid_client", status, code)
 	}
-	if n := e.upstream.tokenCount(); n != 0 {
+	if n := e.upstream.TokenCount(); n != 0 {
 		t.Errorf("%d CIBA polls reached the upstream's token endpoint", n)
 	}
 
@@ -452,7 +376,7 @@ func TestIntegrationPassThrough(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"invalid_grant"`) {
 		t.Fatalf("control CIBA poll, chunked: %d %s, want the proxy's 400 invalid_grant", resp.StatusCode, body)
 	}
-	if n := e.upstream.tokenCount(); n != 0 {
+	if n := e.upstream.TokenCount(); n != 0 {
 		t.Fatalf("%d control polls reached the upstream", n)
 	}
 
@@ -503,7 +427,7 @@ func TestIntegrationPassThrough(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d %.300s", resp.StatusCode, got)
 			}
-			var echo echoed
+			var echo cibatest.Echo
 			if err := json.Unmarshal(got, &echo); err != nil || !echo.Upstream {
 				t.Fatalf("not answered by the upstream: %.300s", got)
 			}
@@ -530,7 +454,7 @@ func TestIntegrationHandleBlocks(t *testing.T) {
 		respond "api handler" 200
 	}
 	handle {
-		reverse_proxy ` + e.upstream.addr() + `
+		reverse_proxy ` + e.upstream.Addr() + `
 	}
 	` + e.cibaBlock("5s") + "\n}\n"
 	e.load(site)
@@ -553,7 +477,7 @@ func TestIntegrationHandleBlocks(t *testing.T) {
 	for _, path := range []string{"/realms/main/account", itTokenPath} {
 		payload := "grant_type=authorization_code&code=xyz"
 		resp, body = e.do(http.MethodPost, path, "application/x-www-form-urlencoded", strings.NewReader(payload), "", "")
-		var echo echoed
+		var echo cibatest.Echo
 		if err := json.Unmarshal(body, &echo); err != nil || !echo.Upstream || echo.Path != path || echo.Length != len(payload) {
 			t.Errorf("POST %s: %d %s, want the upstream's echo of the %d bytes sent", path, resp.StatusCode, body, len(payload))
 		}
@@ -575,7 +499,7 @@ func TestIntegrationReload(t *testing.T) {
 	// while the old one still holds the store. The upstream's discovery
 	// now fails: the token path the first configuration learned is
 	// remembered in the store, so polls are still recognised.
-	e.upstream.setFailDiscovery(true)
+	e.upstream.SetDiscoveryStatus(http.StatusInternalServerError)
 	e.load(e.plainSite("6s"))
 
 	second := e.backchannel()

@@ -184,7 +184,7 @@ const (
 // pending gauge reads the store.
 func TestIntegrationMetricsReload(t *testing.T) {
 	e := newITEnv(t)
-	e.load(mtGlobalOptions + "\n" + itSite + " {\n\t" + e.cibaBlock("5s") + "\n\treverse_proxy " + e.upstream.addr() + "\n}\n")
+	e.load(mtGlobalOptions + "\n" + itSite + " {\n\t" + e.cibaBlock("5s") + "\n\treverse_proxy " + e.upstream.Addr() + "\n}\n")
 	base := e.scrape()
 	mtPending(t, base, 0)
 	if base["caddy_ciba_outbox_queued"] == nil {
@@ -211,7 +211,7 @@ func TestIntegrationMetricsReload(t *testing.T) {
 	// handler on the same store (its collectors are already registered)
 	e.load(mtGlobalOptions + "\n" + itSite + " {\n\t" + e.cibaBlock("6s") +
 		"\n\thandle /second/* {\n\t\t" + e.cibaBlock("7s") + "\n\t}" +
-		"\n\treverse_proxy " + e.upstream.addr() + "\n}\n")
+		"\n\treverse_proxy " + e.upstream.Addr() + "\n}\n")
 	second := e.scrape()
 	mtSame(t, first, second)
 	mtPending(t, second, 2)
@@ -229,7 +229,7 @@ func TestIntegrationMetricsReload(t *testing.T) {
 	}
 	// loaded again: the pending gauge reads the reopened store before any
 	// request, the counters go on where they were (one process)
-	e.load(mtGlobalOptions + "\n" + itSite + " {\n\t" + e.cibaBlock("5s") + "\n\treverse_proxy " + e.upstream.addr() + "\n}\n")
+	e.load(mtGlobalOptions + "\n" + itSite + " {\n\t" + e.cibaBlock("5s") + "\n\treverse_proxy " + e.upstream.Addr() + "\n}\n")
 	fourth := e.scrape()
 	mtPending(t, fourth, 3)
 	mtSame(t, third, fourth)
@@ -240,7 +240,7 @@ func TestIntegrationMetricsReload(t *testing.T) {
 func TestIntegrationMetricsClientLabel(t *testing.T) {
 	e := newITEnv(t)
 	block := strings.Replace(e.cibaBlock("5s"), "\t\tclient cc {", "\t\tmetrics_client_label\n\t\tclient cc {", 1)
-	e.load(mtGlobalOptions + "\n" + itSite + " {\n\t" + block + "\n\treverse_proxy " + e.upstream.addr() + "\n}\n")
+	e.load(mtGlobalOptions + "\n" + itSite + " {\n\t" + block + "\n\treverse_proxy " + e.upstream.Addr() + "\n}\n")
 	before := e.scrape()
 	e.backchannel()
 	after := e.scrape()
@@ -253,7 +253,7 @@ func TestIntegrationMetricsClientLabel(t *testing.T) {
 func (e *itEnv) mtSite(extraGlobal, extraCIBA string) string {
 	global := strings.Replace(mtGlobalOptions, "\tmetrics\n", "\tmetrics\n"+extraGlobal, 1)
 	block := strings.Replace(e.cibaBlock("5s"), "\t\tclient cc {", extraCIBA+"\n\t\tclient cc {", 1)
-	return global + "\n" + itSite + " {\n\t" + block + "\n\treverse_proxy " + e.upstream.addr() + "\n}\n"
+	return global + "\n" + itSite + " {\n\t" + block + "\n\treverse_proxy " + e.upstream.Addr() + "\n}\n"
 }
 
 // bcFrom sends a backchannel request for alice as cc, with an

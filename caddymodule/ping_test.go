@@ -4,16 +4,25 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 // pingHandler is validHandler with client cc in ping mode.
@@ -31,6 +40,54 @@ func fileStorage(dir string) sealStorage {
 	return &st
 }
 
+// pingRequest makes a backchannel request of ping client cc through h
+// with the client_notification_token token and returns its auth_req_id.
+func pingRequest(t *testing.T, h *Handler, token string) string {
+	t.Helper()
+	form := url.Values{"scope": {"openid"}, "login_hint": {"alice"}, "client_notification_token": {token}}
+	req := httptest.NewRequest(http.MethodPost, "https://idp.example.com/bc-authorize", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("cc", "s3cret")
+	return authReqIDOf(t, serve(t, h, req))
+}
+
+// wantSealedWith checks that h sealed the notification of request id
+// (made with token) with key: a notifier holding key opens it and
+// notifies the client of exactly that request.
+func wantSealedWith(t *testing.T, h *Handler, id, token string, key []byte) {
+	t.Helper()
+	type notification struct{ auth, body string }
+	got := make(chan notification, 1)
+	cd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- notification{r.Header.Get("Authorization"), string(b)}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer cd.Close()
+	n, err := ping.New(ping.Config{
+		Clients: []*clients.Client{{ID: "cc", Mode: clients.ModePing, NotificationEndpoint: cd.URL + "/cb"}},
+		SealKey: key,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	r := storedRequest(t, h, id)
+	it := ping.Item(r.Ping, h.PublicURL, r.Expires, time.Now())
+	it.ID.Request = store.KeyOf(id)
+	if err := n.Deliver(t.Context(), it); err != nil {
+		t.Fatalf("the request's notification does not open with the stored seal key: %v", err)
+	}
+	select {
+	case nt := <-got:
+		if nt.auth != "Bearer "+token || nt.body != `{"auth_req_id":"`+id+`"}` {
+			t.Errorf("notification %q %s, want the request's token and auth_req_id", nt.auth, nt.body)
+		}
+	default:
+		t.Error("the notification reached nobody")
+	}
+}
+
 // TestSealKeyInCaddyStorage: the seal key is created once in Caddy's
 // storage (not in the request store) and reused by the next configuration
 // on it (a reload provisions the new handler while the old one lives) and
@@ -40,23 +97,48 @@ func TestSealKeyInCaddyStorage(t *testing.T) {
 	t.Setenv("XDG_DATA_HOME", data) // Caddy's storage outside a running configuration
 	keyFile := filepath.Join(data, "caddy", "ciba", "seal.key")
 
+	// The first configuration also has a device service that approves, so
+	// that a decided request shows its ping notifier at work.
+	service := cibatest.StartDeviceService(t)
+	notified := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer notified.Close()
 	first := pingHandler(t)
+	first.Clients[0].NotificationEndpoint = notified.URL + "/cb"
+	first.AuthenticatorsRaw = []json.RawMessage{httpRaw(service.URL()+"/ciba", "")}
 	if err := provision(t, first); err != nil {
 		t.Fatal(err)
-	}
-	key := first.cfg.SealKey
-	if len(key) != 32 {
-		t.Fatalf("seal key of %d bytes, want 32", len(key))
 	}
 	stored, err := os.ReadFile(keyFile)
 	if err != nil {
 		t.Fatalf("the seal key is not in Caddy's storage: %v", err)
 	}
-	if b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(stored))); err != nil || !bytes.Equal(b, key) {
-		t.Fatalf("%s holds %q, not the key in use", keyFile, stored)
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(stored)))
+	if err != nil || len(key) != 32 {
+		t.Fatalf("%s holds %q, not a base64 key of 32 bytes", keyFile, stored)
 	}
-	if len(first.unregister) == 0 {
-		t.Error("no ping notifier was registered")
+	id := pingRequest(t, first, "cnt-first")
+	wantSealedWith(t, first, id, "cnt-first", key)
+
+	// The configuration's ping notifier delivers once the request is
+	// decided: the device service approves through the callback.
+	p := service.Wait(t, 1)[0]
+	req := httptest.NewRequest(http.MethodPost, p.Body.CallbackURL, strings.NewReader(`{"decision":"approve"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+p.Body.CallbackToken)
+	if rec := serve(t, first, req); rec.Code != http.StatusOK {
+		t.Fatalf("approving: %d %s", rec.Code, rec.Body)
+	}
+	worker := handlerBackend(t, first).Outbox
+	deadline := time.Now().Add(10 * time.Second)
+	for worker.Health(ping.Kind) == (outbox.Health{}) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The test's TLS server is not in the system's trust store: the
+	// attempt fails, and shows that a notifier was registered.
+	if hl := worker.Health(ping.Kind); hl.LastFailure.IsZero() && hl.LastSuccess.IsZero() {
+		t.Error("no ping notifier was registered: the approved request's notification was never attempted")
 	}
 
 	// The reload: same request store and Caddy storage.
@@ -65,9 +147,7 @@ func TestSealKeyInCaddyStorage(t *testing.T) {
 	if err := provision(t, second); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(second.cfg.SealKey, key) {
-		t.Fatal("the reloaded configuration has another seal key")
-	}
+	wantSealedWith(t, second, pingRequest(t, second, "cnt-second"), "cnt-second", key)
 	if err := first.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
@@ -76,9 +156,7 @@ func TestSealKeyInCaddyStorage(t *testing.T) {
 	if err := provision(t, third); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(third.cfg.SealKey, key) {
-		t.Fatal("a later configuration has another seal key")
-	}
+	wantSealedWith(t, third, pingRequest(t, third, "cnt-third"), "cnt-third", key)
 	if again, _ := os.ReadFile(keyFile); !bytes.Equal(again, stored) {
 		t.Error("the stored seal key was rewritten")
 	}
@@ -101,7 +179,7 @@ func TestSealKeyInCaddyStorage(t *testing.T) {
 }
 
 // TestSealKeyOnlyForPing: a configuration without ping clients creates no
-// key and registers no notifier.
+// key.
 func TestSealKeyOnlyForPing(t *testing.T) {
 	data := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", data)
@@ -109,8 +187,10 @@ func TestSealKeyOnlyForPing(t *testing.T) {
 	if err := provision(t, h); err != nil {
 		t.Fatal(err)
 	}
-	if h.cfg.SealKey != nil {
-		t.Error("a seal key without ping clients")
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if key, err := h.provisionSealKey(ctx, coreClients(t, h)); key != nil || err != nil {
+		t.Errorf("a seal key without ping clients: %x %v", key, err)
 	}
 	if _, err := os.Stat(filepath.Join(data, "caddy", "ciba", "seal.key")); !os.IsNotExist(err) {
 		t.Errorf("a seal key was stored without ping clients: %v", err)

@@ -71,7 +71,7 @@ func TestApprovalPageInChromium(t *testing.T) {
 		"login_hint":      {alice.Hint},
 		"binding_message": {browserBinding},
 	}))
-	m := e.Mail.waitFor(t, alice.Email, browserBinding, 15*time.Second)
+	m := e.Mail.WaitFor(t, alice.Email, browserBinding, 15*time.Second)
 	link := m.ApprovalURL()
 	if !strings.HasPrefix(link, e.P.Base+"/ciba/approve/") {
 		t.Fatalf("first URL of the mail's text part: %q, want %s/ciba/approve/<token>\n%s", link, e.P.Base, m.Text)
@@ -137,7 +137,7 @@ func TestApprovalPageInChromium(t *testing.T) {
 		wantStarted(t, e.P.backchannel(t, cc, url.Values{
 			"scope": {"openid email"}, "login_hint": {alice.Hint}, "binding_message": {long},
 		}))
-		longLink := e.Mail.waitFor(t, alice.Email, long, 15*time.Second).ApprovalURL()
+		longLink := e.Mail.WaitFor(t, alice.Email, long, 15*time.Second).ApprovalURL()
 		if err := chromedp.Do(ctx,
 			chromedp.EmulateViewport(375, 667, chromedp.EmulateMobile, chromedp.EmulatePortrait, chromedp.EmulateScale(2)),
 			chromedp.Navigate(longLink),

@@ -2,17 +2,15 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/httpchannel"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 )
 
 // Settings of the HTTP channel in the end-to-end test.
@@ -21,64 +19,8 @@ const (
 	channelToken = "channel-token-7e2b90d1"
 )
 
-// deviceService is the authentication-device service of the HTTP channel:
-// a real HTTP server in the test recording what the binary POSTs to it.
-type deviceService struct {
-	srv   *httptest.Server
-	mu    sync.Mutex
-	posts []devicePost
-}
-
-type devicePost struct {
-	Auth, ContentType string
-	Body              cibaproxy.ChannelRequest
-}
-
-func startDeviceService(t *testing.T) *deviceService {
-	t.Helper()
-	d := &deviceService{}
-	d.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := devicePost{Auth: r.Header.Get("Authorization"), ContentType: r.Header.Get("Content-Type")}
-		if err := json.NewDecoder(r.Body).Decode(&p.Body); err != nil {
-			t.Errorf("the channel POSTed no JSON: %v", err)
-		}
-		d.mu.Lock()
-		d.posts = append(d.posts, p)
-		d.mu.Unlock()
-		w.WriteHeader(http.StatusCreated)
-	}))
-	t.Cleanup(d.srv.Close)
-	return d
-}
-
-// waitFor waits for the POST about the request with this binding message.
-func (d *deviceService) waitFor(t *testing.T, binding string) devicePost {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		d.mu.Lock()
-		for _, p := range d.posts {
-			if p.Body.BindingMessage == binding {
-				d.mu.Unlock()
-				return p
-			}
-		}
-		d.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatalf("the device service got no request with binding message %q", binding)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (d *deviceService) count() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.posts)
-}
-
 // callback POSTs a decision to a callback as the device service does.
-func (e *dexEnv) callback(t *testing.T, p devicePost, token, body string) reply {
+func (e *dexEnv) callback(t *testing.T, p cibatest.DevicePost, token, body string) reply {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, p.Body.CallbackURL, strings.NewReader(body))
 	if err != nil {
@@ -100,7 +42,7 @@ func (e *dexEnv) callback(t *testing.T, p devicePost, token, body string) reply 
 func TestDexHTTPChannel(t *testing.T) {
 	t.Parallel()
 	e := newDexEnv(t, dexOptions{})
-	service := startDeviceService(t)
+	service := cibatest.StartDeviceService(t)
 	e.P.remember(channelToken)
 
 	// Add the http authenticator to the configuration and restart.
@@ -109,7 +51,7 @@ func TestDexHTTPChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	block := "\t\tauthenticator http {\n" +
-		"\t\t\tendpoint " + service.srv.URL + "/ciba\n" +
+		"\t\t\tendpoint " + service.URL() + "/ciba\n" +
 		"\t\t\ttoken " + channelToken + "\n" +
 		"\t\t\tacr " + channelACR + "\n" +
 		"\t\t\tamr hwk user\n" +
@@ -136,7 +78,7 @@ func TestDexHTTPChannel(t *testing.T) {
 	t.Run("approved on the device", func(t *testing.T) {
 		a := start(t, "Device 1", "urn:example:acr:unknown "+channelACR)
 		e.P.remember(a.AuthReqID)
-		p := service.waitFor(t, "Device 1")
+		p := service.WaitFor(t, "Device 1")
 		e.P.remember(p.Body.CallbackToken)
 		if p.Auth != "Bearer "+channelToken || p.ContentType != "application/json" {
 			t.Errorf("the channel POSTed with Authorization %q, Content-Type %q", p.Auth, p.ContentType)
@@ -147,7 +89,7 @@ func TestDexHTTPChannel(t *testing.T) {
 			strings.Join(b.Scopes, " ") != "openid email profile" || b.ExpiresIn < 1 || b.RequestID == "" {
 			t.Errorf("the channel request %+v", b)
 		}
-		if !strings.HasPrefix(b.CallbackURL, e.P.Base+cibaproxy.ChannelCallbackPath) {
+		if !strings.HasPrefix(b.CallbackURL, e.P.Base+httpchannel.CallbackPath) {
 			t.Fatalf("callback_url %q is not on the proxy", b.CallbackURL)
 		}
 		wantError(t, e.Poll(t, a.AuthReqID), http.StatusBadRequest, "authorization_pending")
@@ -173,7 +115,7 @@ func TestDexHTTPChannel(t *testing.T) {
 	t.Run("denied on the device", func(t *testing.T) {
 		a := start(t, "Device 2", channelACR)
 		e.P.remember(a.AuthReqID)
-		p := service.waitFor(t, "Device 2")
+		p := service.WaitFor(t, "Device 2")
 		e.P.remember(p.Body.CallbackToken)
 		if r := e.callback(t, p, p.Body.CallbackToken, `{"decision":"deny"}`); r.Status != http.StatusOK {
 			t.Fatalf("callback: %d %s", r.Status, r.Body)
@@ -182,9 +124,9 @@ func TestDexHTTPChannel(t *testing.T) {
 	})
 
 	t.Run("without acr_values: the e-mail link", func(t *testing.T) {
-		before := service.count()
+		before := service.Count()
 		e.Flow(t, alice)
-		if n := service.count(); n != before {
+		if n := service.Count(); n != before {
 			t.Errorf("the device service got %d requests for an e-mail flow", n-before)
 		}
 	})

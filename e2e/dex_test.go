@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -16,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
 	"go.uber.org/zap"
-
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
 )
 
 // TestDexFlow runs the whole flow through the binary in front of a real
@@ -249,7 +246,7 @@ func TestDexRefusal(t *testing.T) {
 // store's setting "signing_keys" ({"keys":[{"kid","sign_from",...}]}).
 func ageSigningKeys(t *testing.T, dir string, d time.Duration) {
 	t.Helper()
-	s, err := cibaproxy.OpenBadger(dir, zap.NewNop(), nil)
+	s, err := badgerstore.Open(dir, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,11 +287,7 @@ func stringOf(v any) string {
 // writeECKey writes a fresh P-256 key as PKCS#8 PEM.
 func writeECKey(t *testing.T, path string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	der, err := x509.MarshalPKCS8PrivateKey(cibatest.ECKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}

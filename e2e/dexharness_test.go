@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/coreos/go-oidc/v3/oidc"
 )
 
@@ -116,7 +117,7 @@ func newDex(t *testing.T, bin, dir, origin string) *dexServer {
 	d := &dexServer{
 		t:      t,
 		bin:    bin,
-		Port:   freePort(t),
+		Port:   cibatest.FreePort(t),
 		config: filepath.Join(dir, "dex.yaml"),
 		log:    new(syncBuffer),
 	}
@@ -276,7 +277,7 @@ type dexEnv struct {
 	t    *testing.T
 	P    *proxy
 	Dex  *dexServer
-	Mail *mailbox
+	Mail *cibatest.SMTPSink
 
 	users string // users.json
 	bms   int    // binding messages handed out
@@ -288,10 +289,10 @@ func newDexEnv(t *testing.T, opts dexOptions) *dexEnv {
 	t.Helper()
 	bin := dexBinary(t)
 	dir := t.TempDir()
-	e := &dexEnv{t: t, Mail: startMailbox(t), users: filepath.Join(dir, "users.json")}
+	e := &dexEnv{t: t, Mail: cibatest.StartSMTP(t, "127.0.0.1:0"), users: filepath.Join(dir, "users.json")}
 	p := &proxy{
 		t:      t,
-		Port:   freePort(t),
+		Port:   cibatest.FreePort(t),
 		dir:    dir,
 		config: filepath.Join(dir, "Caddyfile"),
 		log:    new(syncBuffer),
@@ -353,7 +354,7 @@ func (e *dexEnv) Configure(opts dexOptions) {
 		"{{dexport}}", strconv.Itoa(e.Dex.Port),
 		"{{storage}}", e.P.Storage,
 		"{{users}}", e.users,
-		"{{smtp}}", e.Mail.Addr,
+		"{{smtp}}", e.Mail.Addr(),
 		"{{issuer}}", issuer.String(),
 		"{{upstream_secret}}", upstreamSecret.String(),
 	).Replace(dexCaddyfileTemplate)
@@ -439,7 +440,7 @@ func (e *dexEnv) Start(t *testing.T, u dexUser) pending {
 		"login_hint":      {u.Hint},
 		"binding_message": {bm},
 	}))
-	m := e.Mail.waitFor(t, u.Email, bm, 15*time.Second)
+	m := e.Mail.WaitFor(t, u.Email, bm, 15*time.Second)
 	link := m.ApprovalURL()
 	if !strings.HasPrefix(link, e.P.Base+"/ciba/approve/") {
 		t.Fatalf("first URL of the mail's text part: %q, want %s/ciba/approve/<token>\n%s", link, e.P.Base, m.Text)

@@ -8,7 +8,7 @@
 //
 // The tests of dex_test.go put the binary in front of a real Dex instead
 // (DEX_BIN, else bin/dex; skipped when there is none) and receive its mails
-// with an in-process SMTP server (smtp_test.go).
+// with the in-process SMTP server of the shared test kit (cibatest).
 package e2e
 
 import (
@@ -32,6 +32,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 )
 
 // binPath is the cibaproxy binary every test runs.
@@ -148,7 +150,7 @@ type received struct {
 
 func startUpstream(t *testing.T, proxyPort int) *upstream {
 	t.Helper()
-	ln := listenLoopback(t)
+	ln := cibatest.ListenLoopback(t)
 	u := &upstream{
 		Port:   ln.Addr().(*net.TCPAddr).Port,
 		Issuer: fmt.Sprintf("http://127.0.0.1:%d%s", proxyPort, realmPath),
@@ -347,7 +349,7 @@ func newProxy(t *testing.T) *proxy {
 	dir := t.TempDir()
 	p := &proxy{
 		t:      t,
-		Port:   freePort(t),
+		Port:   cibatest.FreePort(t),
 		dir:    dir,
 		config: filepath.Join(dir, "Caddyfile"),
 		log:    new(syncBuffer),
@@ -392,59 +394,6 @@ func newProxy(t *testing.T) *proxy {
 	})
 	p.Start()
 	return p
-}
-
-// Ports handed to proxies are reserved for the whole test: a proxy's port
-// is unbound while its binary starts or restarts, and the kernel could give
-// it to another test's listener meanwhile.
-var (
-	reservedMu sync.Mutex
-	reserved   = map[int]bool{}
-)
-
-// freePort returns a loopback port that was free a moment ago and reserves
-// it until the test ends.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln := listenLoopback(t)
-	port := ln.Addr().(*net.TCPAddr).Port
-	reservedMu.Lock()
-	reserved[port] = true
-	reservedMu.Unlock()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		reservedMu.Lock()
-		delete(reserved, port)
-		reservedMu.Unlock()
-	})
-	return port
-}
-
-// listenLoopback listens on a free loopback port that no proxy has
-// reserved.
-func listenLoopback(t *testing.T) net.Listener {
-	t.Helper()
-	var skipped []net.Listener // held open so the kernel picks another port
-	defer func() {
-		for _, l := range skipped {
-			l.Close()
-		}
-	}()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		reservedMu.Lock()
-		taken := reserved[ln.Addr().(*net.TCPAddr).Port]
-		reservedMu.Unlock()
-		if !taken {
-			return ln
-		}
-		skipped = append(skipped, ln)
-	}
 }
 
 // Start starts the binary and waits until it answers HTTP.

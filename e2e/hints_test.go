@@ -2,13 +2,9 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -16,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 )
 
 // startWith sends a backchannel request for u as cc with the parameters
@@ -31,7 +26,7 @@ func (e *dexEnv) startWith(t *testing.T, u dexUser, form url.Values) pending {
 	form.Set("binding_message", bm)
 	started := time.Now()
 	a := wantStarted(t, e.P.backchannel(t, cc, form))
-	m := e.Mail.waitFor(t, u.Email, bm, 15*time.Second)
+	m := e.Mail.WaitFor(t, u.Email, bm, 15*time.Second)
 	link := m.ApprovalURL()
 	if !strings.HasPrefix(link, e.P.Base+"/ciba/approve/") {
 		t.Fatalf("first URL of the mail's text part: %q\n%s", link, m.Text)
@@ -89,8 +84,8 @@ func TestDexIDTokenHint(t *testing.T) {
 
 	t.Run("another issuer", func(t *testing.T) {
 		iss := newTestIssuer(t)
-		refused(t, iss.sign(t, map[string]any{
-			"iss": iss.URL, "aud": ccID, "sub": "alice", "email": alice.Email,
+		refused(t, iss.Sign(t, map[string]any{
+			"iss": iss.Issuer(), "aud": ccID, "sub": "alice", "email": alice.Email,
 			"exp": time.Now().Add(time.Minute).Unix(),
 		}), "not issued by this provider")
 	})
@@ -135,7 +130,7 @@ func TestDexUserCodeAndLoginHintToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := strings.Replace(string(cf), "\t\tinterval 1s\n", "\t\tinterval 1s\n\t\tlogin_hint_token_issuer "+iss.URL+"\n", 1)
+	s := strings.Replace(string(cf), "\t\tinterval 1s\n", "\t\tinterval 1s\n\t\tlogin_hint_token_issuer "+iss.Issuer()+"\n", 1)
 	s = strings.Replace(s, "\t\t\tsecret "+ccSecret+"\n", "\t\t\tsecret "+ccSecret+"\n\t\t\tuser_code required\n", 1)
 	if !strings.Contains(s, "user_code required") || !strings.Contains(s, "login_hint_token_issuer") {
 		t.Fatalf("could not edit the Caddyfile:\n%s", s)
@@ -173,89 +168,44 @@ func TestDexUserCodeAndLoginHintToken(t *testing.T) {
 
 	t.Run("login_hint_token", func(t *testing.T) {
 		now := time.Now()
-		lht := iss.sign(t, map[string]any{
-			"iss": iss.URL, "sub": "cd-session-42", "email": alice.Email, "email_verified": true,
+		lht := iss.Sign(t, map[string]any{
+			"iss": iss.Issuer(), "sub": "cd-session-42", "email": alice.Email, "email_verified": true,
 			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
 		})
 		pr := e.startWith(t, alice, url.Values{"login_hint_token": {lht}, "user_code": {"4711"}})
 		e.Decide(t, pr, "approve", "Approved")
 		e.WantTokens(t, e.Poll(t, pr.ID), alice)
 
-		expired := iss.sign(t, map[string]any{
-			"iss": iss.URL, "sub": "alice", "exp": now.Add(-time.Minute).Unix(),
+		expired := iss.Sign(t, map[string]any{
+			"iss": iss.Issuer(), "sub": "alice", "exp": now.Add(-time.Minute).Unix(),
 		})
 		wantError(t, e.P.backchannel(t, cc, url.Values{"scope": {"openid"}, "login_hint_token": {expired}, "user_code": {"4711"}}),
 			http.StatusBadRequest, "expired_login_hint_token")
 
-		foreign := untrusted.sign(t, map[string]any{
-			"iss": untrusted.URL, "sub": "alice", "exp": now.Add(time.Minute).Unix(),
+		foreign := untrusted.Sign(t, map[string]any{
+			"iss": untrusted.Issuer(), "sub": "alice", "exp": now.Add(time.Minute).Unix(),
 		})
 		wantError(t, e.P.backchannel(t, cc, url.Values{"scope": {"openid"}, "login_hint_token": {foreign}, "user_code": {"4711"}}),
 			http.StatusBadRequest, "invalid_request")
 
-		forged := untrusted.sign(t, map[string]any{
-			"iss": iss.URL, "sub": "alice", "exp": now.Add(time.Minute).Unix(),
+		forged := untrusted.Sign(t, map[string]any{
+			"iss": iss.Issuer(), "sub": "alice", "exp": now.Add(time.Minute).Unix(),
 		})
 		wantError(t, e.P.backchannel(t, cc, url.Values{"scope": {"openid"}, "login_hint_token": {forged}, "user_code": {"4711"}}),
 			http.StatusBadRequest, "invalid_request")
 
-		nobody := iss.sign(t, map[string]any{
-			"iss": iss.URL, "sub": "nobody", "exp": now.Add(time.Minute).Unix(),
+		nobody := iss.Sign(t, map[string]any{
+			"iss": iss.Issuer(), "sub": "nobody", "exp": now.Add(time.Minute).Unix(),
 		})
 		wantError(t, e.P.backchannel(t, cc, url.Values{"scope": {"openid"}, "login_hint_token": {nobody}, "user_code": {"4711"}}),
 			http.StatusBadRequest, "unknown_user_id")
 	})
 }
 
-// testIssuer is an OpenID issuer in the test process (discovery and a
-// JWKS of one ES256 key), for login_hint_tokens and foreign ID tokens.
-type testIssuer struct {
-	URL string
-	key *ecdsa.PrivateKey
-}
-
-func newTestIssuer(t *testing.T) *testIssuer {
+// newTestIssuer starts an OpenID issuer in the test process (discovery and
+// a JWKS of one ES256 key of its own, key id lht-1), for login_hint_tokens
+// and foreign ID tokens.
+func newTestIssuer(t *testing.T) *cibatest.FakeOP {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ti := &testIssuer{key: k}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		switch r.URL.Path {
-		case "/.well-known/openid-configuration":
-			_ = json.NewEncoder(w).Encode(map[string]any{
-				"issuer":                                ti.URL,
-				"jwks_uri":                              ti.URL + "/jwks",
-				"authorization_endpoint":                ti.URL + "/auth",
-				"response_types_supported":              []string{"id_token"},
-				"subject_types_supported":               []string{"public"},
-				"id_token_signing_alg_values_supported": []string{"ES256"},
-			})
-		case "/jwks":
-			_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-				{Key: k.Public(), KeyID: "lht-1", Algorithm: "ES256", Use: "sig"},
-			}})
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	ti.URL = srv.URL
-	return ti
-}
-
-func (ti *testIssuer) sign(t *testing.T, claims map[string]any) string {
-	t.Helper()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: ti.key, KeyID: "lht-1"}},
-		(&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := jwt.Signed(signer).Claims(claims).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return cibatest.StartOP(t, "", cibatest.WithES256(), cibatest.WithKeyID("lht-1"))
 }

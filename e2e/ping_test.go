@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 )
 
 // notificationSink is a client's ping notification endpoint: an https
@@ -42,7 +44,7 @@ func startNotificationSink(t *testing.T) *notificationSink {
 	s.status.Store(http.StatusNoContent)
 	s.srv = httptest.NewUnstartedServer(s)
 	s.srv.Listener.Close()
-	s.srv.Listener = listenLoopback(t)
+	s.srv.Listener = cibatest.ListenLoopback(t)
 	s.srv.StartTLS()
 	t.Cleanup(s.srv.Close)
 	s.URL = s.srv.URL + "/ciba/cb"
@@ -131,7 +133,7 @@ func (e *dexEnv) startPing(t *testing.T, u dexUser) (pending, string) {
 		"binding_message":           {bm},
 		"client_notification_token": {token},
 	}))
-	m := e.Mail.waitFor(t, u.Email, bm, 15*time.Second)
+	m := e.Mail.WaitFor(t, u.Email, bm, 15*time.Second)
 	return pending{ID: a.AuthReqID, Link: m.ApprovalURL(), Binding: bm, Started: started}, token
 }
 

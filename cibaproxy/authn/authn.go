@@ -33,8 +33,12 @@ func (f AuthenticatorFunc) Start(ctx context.Context, key store.RequestKey, req 
 // approval page of the e-mail link) or to a device service (the HTTP
 // channel's callbacks), under /ciba/.
 type PageServer interface {
-	// PagePath is the path prefix of its pages; two authenticators of a
-	// site cannot share one.
+	// PagePath is the path prefix of the pages only this authenticator can
+	// serve (the e-mail link's approval pages, signed with its settings);
+	// two authenticators of a site cannot have the same. It is empty when
+	// each page finds what it serves in the store, so that any
+	// authenticator of its kind serves the pages of all (the HTTP
+	// channels of several acr values share their callbacks).
 	PagePath() string
 	// ServePage serves r if it is one of its pages, and reports whether it
 	// did.

@@ -54,7 +54,7 @@ func CheckEntries(entries []*Entry) error {
 		if e.Authenticator == nil {
 			errs = append(errs, fmt.Errorf("authenticator %s reaches nobody", name))
 		}
-		if ps, ok := e.Authenticator.(PageServer); ok {
+		if ps, ok := e.Authenticator.(PageServer); ok && ps.PagePath() != "" {
 			if other, dup := pages[ps.PagePath()]; dup {
 				errs = append(errs, fmt.Errorf("authenticators %s and %s both serve the pages under %s: only one %s authenticator per site", other, name, ps.PagePath(), name))
 			}

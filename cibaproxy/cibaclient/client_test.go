@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 )
 
 // TestLoginSlowDownThenTokens runs a login against a real Server: the
@@ -31,7 +33,7 @@ func TestLoginSlowDownThenTokens(t *testing.T) {
 	}
 	c, waits := e.client(testSecret, func(n int) {
 		if n == 2 { // after the first pending answer
-			e.decide(cibaproxy.Approve)
+			e.decide(authn.Approve)
 		}
 	})
 	ctx := context.Background()
@@ -104,7 +106,7 @@ func TestLoginRealTime(t *testing.T) {
 	tok, err := c.Poll(ctx, a, func(p Progress) {
 		answers = append(answers, p.Last)
 		if p.Polls == 1 {
-			e.decide(cibaproxy.Approve)
+			e.decide(authn.Approve)
 		}
 		if p.Remaining <= 0 || p.Remaining > 300*time.Second {
 			t.Errorf("Remaining = %v", p.Remaining)
@@ -141,7 +143,7 @@ func TestAccessDenied(t *testing.T) {
 	e := newEnv(t, withFakeClock())
 	c, waits := e.client(testSecret, func(n int) {
 		if n == 1 {
-			e.decide(cibaproxy.Deny)
+			e.decide(authn.Deny)
 		}
 	})
 	ctx := context.Background()
@@ -283,7 +285,7 @@ func TestDiscover(t *testing.T) {
 
 	// The upstream's discovery is down: the proxy answers 503.
 	down := newEnv(t)
-	down.discoveryOff.Store(true)
+	down.upstream.SetDiscoveryStatus(http.StatusServiceUnavailable)
 	_, err = Discover(context.Background(), nil, down.issuer)
 	var oe *Error
 	if !errors.As(err, &oe) || oe.Code != "temporarily_unavailable" || oe.StatusCode != http.StatusServiceUnavailable {
@@ -404,13 +406,12 @@ func newScripted(t *testing.T, bcBody string, answers ...answer) (*scripted, *Me
 
 // fakeTime gives a Client a clock that its waits advance.
 func fakeTime(c *Client) *[]time.Duration {
-	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	clock := cibatest.NewClock(time.Unix(1_800_000_000, 0))
 	waits := new([]time.Duration)
 	c.now = clock.Now
 	c.sleep = func(ctx context.Context, d time.Duration) error {
 		*waits = append(*waits, d)
-		clock.Advance(d)
-		return ctx.Err()
+		return clock.Sleep(ctx, d)
 	}
 	return waits
 }

@@ -2,9 +2,6 @@ package cibaclient
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -12,15 +9,20 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
 const (
@@ -31,71 +33,42 @@ const (
 		{"username":"bob","email":"bob@example.com"}]}`
 )
 
-// fakeClock is a clock shared by a cibaproxy.Server and a Client: the
-// client's waits advance it instead of sleeping, so polling runs at once
-// while both sides see the intervals pass.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // env is a real cibaproxy.Server served by httptest at the public origin,
 // in front of a small upstream that serves discovery and keys (reached
 // through a reverse proxy for every path the Server leaves alone, as Caddy's
-// reverse_proxy would). Its Authenticator records each request's key so the
+// reverse_proxy would). Its authenticator records each request's key so the
 // test decides with srv.Decide; its Minter signs ID tokens with the
 // upstream's key.
 type env struct {
 	t        *testing.T
 	srv      *cibaproxy.Server
 	proxy    *httptest.Server
-	upstream *httptest.Server
+	upstream *cibatest.FakeOP
 	issuer   string
-	clock    *fakeClock // nil: real time
+	clock    *cibatest.Clock // nil: real time
 
-	keys         chan cibaproxy.RequestKey
-	mints        atomic.Int32
-	mintFail     func(n int) error // the error of the n-th mint (from 1), or nil
-	discoveryOff atomic.Bool       // the upstream's discovery answers 503
-
-	key    *ecdsa.PrivateKey
-	kid    string
-	signer jose.Signer
+	keys     chan store.RequestKey
+	mints    atomic.Int32
+	mintFail func(n int) error // the error of the n-th mint (from 1), or nil
 }
 
 type envOption func(*env)
 
-// withFakeClock runs the Server on a fake clock (see fakeClock).
+// withFakeClock runs the Server on a clock shared with the clients, which
+// their waits advance instead of sleeping: polling runs at once while both
+// sides see the intervals pass.
 func withFakeClock() envOption {
-	return func(e *env) { e.clock = &fakeClock{t: time.Now().Truncate(time.Second)} }
+	return func(e *env) { e.clock = cibatest.NewClock(time.Now().Truncate(time.Second)) }
 }
+
+// envACR is the acr of the env's authenticator.
+const envACR = "urn:example:acr:test"
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, keys: make(chan cibaproxy.RequestKey, 16), kid: "test-key-1"}
+	e := &env{t: t, keys: make(chan store.RequestKey, 16)}
 	for _, o := range opts {
 		o(e)
-	}
-	var err error
-	if e.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-		t.Fatal(err)
-	}
-	e.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: e.key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", e.kid))
-	if err != nil {
-		t.Fatal(err)
 	}
 
 	// The proxy's address is needed to build the Server it serves: listen
@@ -105,75 +78,57 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	proxyURL := "http://" + e.proxy.Listener.Addr().String()
 	e.issuer = proxyURL + "/dex"
 
-	up := http.NewServeMux()
-	up.HandleFunc("GET /dex/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		if e.discoveryOff.Load() {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		writeTestJSON(w, map[string]any{
-			"issuer":                                e.issuer,
-			"authorization_endpoint":                e.issuer + "/auth",
-			"token_endpoint":                        e.issuer + "/token",
-			"jwks_uri":                              e.issuer + "/keys",
-			"response_types_supported":              []string{"code"},
-			"subject_types_supported":               []string{"public"},
-			"id_token_signing_alg_values_supported": []string{"ES256"},
-			"grant_types_supported":                 []string{"urn:ietf:params:oauth:grant-type:token-exchange"},
-		})
+	// The upstream: Dex's paths, an ES256 key, and a token endpoint that
+	// refuses (the Minter below mints instead).
+	e.upstream = cibatest.StartOP(t, e.issuer, cibatest.WithES256(), cibatest.WithKeyID("test-key-1"),
+		cibatest.WithPaths(cibatest.DexPaths), cibatest.WithDoc(func(doc map[string]any) {
+			doc["grant_types_supported"] = []string{"urn:ietf:params:oauth:grant-type:token-exchange"}
+		}))
+	e.upstream.SetToken(func(int, url.Values) (int, any) {
+		return http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"}
 	})
-	up.HandleFunc("GET /dex/keys", func(w http.ResponseWriter, r *http.Request) {
-		writeTestJSON(w, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-			{Key: &e.key.PublicKey, KeyID: e.kid, Algorithm: string(jose.ES256), Use: "sig"},
-		}})
-	})
-	up.HandleFunc("POST /dex/token", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write([]byte(`{"error":"unsupported_grant_type"}`))
-	})
-	e.upstream = httptest.NewServer(up)
-	t.Cleanup(e.upstream.Close)
 
 	var now func() time.Time
 	if e.clock != nil {
 		now = e.clock.Now
 	}
-	st, err := cibaproxy.OpenBadger(t.TempDir(), nil, now)
+	st, err := badgerstore.Open(t.TempDir(), nil, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	backend := cibaproxy.NewBackend(st, nil, now)
 	t.Cleanup(func() { _ = backend.Close() })
-	disc, err := cibaproxy.NewDiscovery(e.issuer, e.upstream.URL, nil, now)
+	disc, err := upstream.NewDiscovery(e.issuer, e.upstream.URL(), nil, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := cibaproxy.ParseUsers([]byte(testUsers))
+	dir, err := users.ParseUsers([]byte(testUsers))
 	if err != nil {
 		t.Fatal(err)
 	}
+	record := authn.AuthenticatorFunc(func(_ context.Context, key store.RequestKey, _ *store.AuthRequest) (*store.Outbound, error) {
+		e.keys <- key
+		return &store.Outbound{}, nil
+	})
 	e.srv, err = cibaproxy.New(cibaproxy.Config{
 		Issuer:    e.issuer,
 		PublicURL: proxyURL,
 		Interval:  time.Second,
-		Clients: []*cibaproxy.Client{
-			{ID: testClientID, Name: "Call Centre", SecretHashes: [][32]byte{cibaproxy.HashSecret(testSecret)}},
+		Clients: []*clients.Client{
+			{ID: testClientID, Name: "Call Centre", SecretHashes: [][32]byte{clients.HashSecret(testSecret)}},
 		},
-		Users:     users,
-		Backend:   backend,
-		Discovery: disc,
-		Authenticator: cibaproxy.AuthenticatorFunc(func(_ context.Context, key cibaproxy.RequestKey, _ *cibaproxy.AuthRequest) (*cibaproxy.Outbound, error) {
-			e.keys <- key
-			return &cibaproxy.Outbound{}, nil
-		}),
-		Minter: cibaproxy.MinterFunc(e.mint),
-		Now:    now,
+		Users:          dir,
+		Backend:        backend,
+		Discovery:      disc,
+		Authenticators: []*authn.Entry{{Name: "test", ACR: envACR, Authenticator: record}},
+		Minter:         cibaproxy.MinterFunc(e.mint),
+		Now:            now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := httputil.NewSingleHostReverseProxy(mustParse(t, e.upstream.URL))
+	t.Cleanup(e.srv.Close)
+	next := httputil.NewSingleHostReverseProxy(mustParse(t, e.upstream.URL()))
 	e.proxy.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !e.srv.Handle(w, r) {
 			next.ServeHTTP(w, r)
@@ -195,7 +150,7 @@ func (e *env) now() time.Time {
 
 // mint is the Server's Minter: an opaque access token and an ID token for
 // the grant's user and client, signed with the upstream's key.
-func (e *env) mint(_ context.Context, g *cibaproxy.Grant) (*cibaproxy.Tokens, error) {
+func (e *env) mint(_ context.Context, g *upstream.Grant) (*upstream.Tokens, error) {
 	n := int(e.mints.Add(1))
 	if e.mintFail != nil {
 		if err := e.mintFail(n); err != nil {
@@ -214,25 +169,21 @@ func (e *env) mint(_ context.Context, g *cibaproxy.Grant) (*cibaproxy.Tokens, er
 		"exp":     now.Add(5 * time.Minute).Unix(),
 		"at_hash": atHash(at),
 	})
-	return &cibaproxy.Tokens{AccessToken: at, TokenType: "Bearer", ExpiresIn: 300, IDToken: idt}, nil
+	return &upstream.Tokens{AccessToken: at, TokenType: "Bearer", ExpiresIn: 300, IDToken: idt}, nil
 }
 
-// sign signs claims with the upstream's key (or with signer, if given).
-func (e *env) sign(claims map[string]any, signer ...jose.Signer) string {
+// sign signs claims with the upstream's key (or with key, if given).
+func (e *env) sign(claims map[string]any, key ...jose.SigningKey) string {
 	e.t.Helper()
-	s := e.signer
-	if len(signer) > 0 {
-		s = signer[0]
+	k := e.upstream.SigningKey()
+	if len(key) > 0 {
+		k = key[0]
 	}
-	raw, err := jwt.Signed(s).Claims(claims).Serialize()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return raw
+	return cibatest.SignJWT(e.t, k, claims)
 }
 
 // decide records the user's decision on the next started request.
-func (e *env) decide(d cibaproxy.Decision) {
+func (e *env) decide(d authn.Decision) {
 	e.t.Helper()
 	select {
 	case key := <-e.keys:
@@ -259,7 +210,7 @@ func (e *env) client(secret string, hook func(n int)) (*Client, *[]time.Duration
 		c.now = e.clock.Now
 		c.sleep = func(ctx context.Context, d time.Duration) error {
 			*waits = append(*waits, d)
-			e.clock.Advance(d)
+			_ = e.clock.Sleep(ctx, d) // advances the shared clock
 			if hook != nil {
 				hook(len(*waits))
 			}
@@ -274,11 +225,6 @@ func atHash(accessToken string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:len(sum)/2])
 }
 
-func writeTestJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func mustParse(t *testing.T, raw string) *url.URL {
 	t.Helper()
 	u, err := url.Parse(raw)
@@ -286,4 +232,9 @@ func mustParse(t *testing.T, raw string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+func writeTestJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
 }

@@ -2,14 +2,12 @@ package cibaclient
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/go-jose/go-jose/v4"
 )
 
@@ -17,16 +15,8 @@ func TestVerifyIDToken(t *testing.T) {
 	e := newEnv(t)
 	c, _ := e.client(testSecret, nil)
 
-	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A key the upstream does not publish, under the kid it does.
-	impostor, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: otherKey},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", e.kid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	impostor := jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: cibatest.ECKey(t), KeyID: e.upstream.KeyID()}}
 
 	now := time.Now()
 	base := func(kv ...any) map[string]any {

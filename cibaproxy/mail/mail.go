@@ -112,6 +112,9 @@ func NewSender(cfg Config) (*Sender, error) {
 	default:
 		return nil, fmt.Errorf("smtp tls %q must be starttls, implicit or none", cfg.TLS)
 	}
+	if cfg.From == "" {
+		return nil, errors.New("from is required")
+	}
 	from, err := mail.ParseAddress(cfg.From)
 	if err != nil {
 		return nil, fmt.Errorf("from %q is not a mail address: %w", cfg.From, err)

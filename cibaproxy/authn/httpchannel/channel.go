@@ -268,13 +268,10 @@ func (c *Channel) Route() (store.Kind, string) { return Kind, c.senderName() }
 
 func (c *Channel) senderName() string { return c.cfg.PublicURL + " http " + c.cfg.ACR }
 
-// PagePath is the path prefix of the callbacks.
-func (c *Channel) PagePath() string { return CallbackPath }
-
-// SharesPages marks the channel as an authn.SharedPageServer: a callback
-// finds its request in the store by its id and token, whichever channel
-// serves it, so the channels of several acr values share the callbacks.
-func (c *Channel) SharesPages() {}
+// PagePath is empty: a callback finds its request in the store by its id
+// and token, whichever channel serves it, so the channels of several acr
+// values share the callbacks (authn.PageServer).
+func (c *Channel) PagePath() string { return "" }
 
 // channelRequestID is the request_id of the request under key: derived
 // from the key (itself the hash of the auth_req_id) in a domain of its own.

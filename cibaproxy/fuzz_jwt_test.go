@@ -1,0 +1,342 @@
+package cibaproxy
+
+import (
+	"context"
+	"crypto"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
+)
+
+// Fuzz targets of the signed-request and client-assertion parsers. Each
+// input is tried twice: as the JWT itself (mostly exercising the JOSE
+// parsing), and as a claims set signed with the client's key (exercising
+// every claim check behind a valid signature). The clock stands still at
+// fzjNow, so the seeds in testdata/fuzz stay valid.
+
+// fzjNow is the fuzz targets' clock.
+var fzjNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+// Test-only keys of the fuzz clients fz and fz2 (P-256).
+const (
+	fzjKey1 = `{"kty":"EC","kid":"fuzz-1","crv":"P-256","x":"svpetjh5UPN-Gib0aSBsBQ1ngiSKJlURxL9yARTHjTs","y":"roQ8WC2yqMu9-4alZoKwfRm38zwHXkc52lwcS1lmZ9c","d":"fkSbHJt_yvSrmk-fJyqmeI2SSwYY3rYKpwYrSKUnNBU"}`
+	fzjKey2 = `{"kty":"EC","kid":"fuzz-2","crv":"P-256","x":"D88NXuhkSYqc0J67gORS_bZSz5Hwc5ddpKFM2_iz31U","y":"cg10AUEfXaPW49rSh62HgraCfExIQ_-QVMgnyd1XLW0","d":"pv2eBklRkaQ_g-XornJT3el8t3fXAmxwO_2ubUX0HsE"}`
+)
+
+func fzjTestKey(t testing.TB, jwk string) caKey {
+	t.Helper()
+	var k jose.JSONWebKey
+	if err := json.Unmarshal([]byte(jwk), &k); err != nil {
+		t.Fatal(err)
+	}
+	return caKey{priv: k.Key.(crypto.Signer), kid: k.KeyID}
+}
+
+// fzjStore is the Badger store of the fuzz targets, whose replay cache
+// finds every jti fresh, so that an input behaves the same each time it
+// runs (the fuzzer minimizes and replays inputs; the replay cache has its
+// own tests).
+type fzjStore struct{ store.Store }
+
+func (fzjStore) Remember(context.Context, string, string, time.Time) (bool, error) { return true, nil }
+
+// fzjServer is a Server with the private_key_jwt clients fz (key fuzz-1)
+// and fz2 (key fuzz-2), both sending ES256 signed requests. Its upstream is
+// never reached: the parsers fuzzed do not need it.
+func fzjServer(tb testing.TB) (*Server, caKey) {
+	tb.Helper()
+	k1, k2 := fzjTestKey(tb, fzjKey1), fzjTestKey(tb, fzjKey2)
+	now := func() time.Time { return fzjNow }
+	st, err := badgerstore.Open(tb.TempDir(), nil, now)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	backend := NewBackend(fzjStore{st}, nil, now)
+	tb.Cleanup(func() { _ = backend.Close() })
+	disc, err := upstream.NewDiscovery(testIssuer, "http://"+cibatest.FreeAddr(tb), nil, now)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir, err := users.ParseUsers([]byte(testUsers))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := New(Config{
+		Issuer:    testIssuer,
+		PublicURL: testPublic,
+		TokenPath: testTokenURL,
+		Clients: []*clients.Client{
+			{ID: "fz", AuthMethod: clients.AuthPrivateKeyJWT, Keys: caStaticKeys(tb, k1), UpstreamSecret: "u", RequestSigningAlg: "ES256"},
+			{ID: "fz2", AuthMethod: clients.AuthPrivateKeyJWT, Keys: caStaticKeys(tb, k2), UpstreamSecret: "u", RequestSigningAlg: "ES256"},
+			{ID: "cc", SecretHashes: [][32]byte{clients.HashSecret("cc-secret")}},
+		},
+		Users:     dir,
+		Backend:   backend,
+		Discovery: disc,
+		Now:       now,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s, k1
+}
+
+// fzjSign signs payload with k (ES256, kid set).
+func fzjSign(t testing.TB, k caKey, payload []byte) string {
+	t.Helper()
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.priv},
+		(&jose.SignerOptions{}).WithHeader(jose.HeaderKey("kid"), k.kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := sig.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func fzjJSON(v map[string]any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// fzjKnownCodes are the error codes the parsers may answer.
+var fzjKnownCodes = map[string]bool{
+	oauth.CodeInvalidRequest: true, oauth.CodeInvalidClient: true, oauth.CodeInvalidGrant: true,
+	oauth.CodeUnauthorizedClient: true, oauth.CodeUnsupportedGrantType: true, oauth.CodeInvalidScope: true,
+	oauth.CodeAccessDenied: true, oauth.CodeServerError: true, oauth.CodeTemporarilyUnavailable: true,
+	oauth.CodeAuthorizationPending: true, oauth.CodeSlowDown: true, oauth.CodeExpiredToken: true,
+	oauth.CodeExpiredLoginHintToken: true, oauth.CodeUnknownUserID: true, oauth.CodeMissingUserCode: true,
+	oauth.CodeInvalidUserCode: true, oauth.CodeInvalidBindingMessage: true,
+}
+
+// fzjCheckErr fails unless err is an *oauth.Error with a known code and a
+// 4xx status.
+func fzjCheckErr(t *testing.T, what, in string, err error) {
+	t.Helper()
+	var e *oauth.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("%s(%q): error %T %v is not an *oauth.Error", what, in, err, err)
+	}
+	if !fzjKnownCodes[e.Code] {
+		t.Fatalf("%s(%q): unknown code %q", what, in, e.Code)
+	}
+	if e.Status < 400 || e.Status > 499 {
+		t.Fatalf("%s(%q): status %d for %s", what, in, e.Status, e.Code)
+	}
+}
+
+// fzjRequestSeedClaims are claims sets for FuzzRequestObject: valid ones
+// and each kind of mistake.
+func fzjRequestSeedClaims() [][]byte {
+	n := fzjNow.Unix()
+	base := func(kv ...any) []byte {
+		c := map[string]any{"iss": "fz", "aud": testIssuer, "exp": n + 300, "iat": n, "nbf": n,
+			"jti": "seed", "scope": "openid email", "login_hint": "alice"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i+1] == nil {
+				delete(c, kv[i].(string))
+			} else {
+				c[kv[i].(string)] = kv[i+1]
+			}
+		}
+		return fzjJSON(c)
+	}
+	return [][]byte{
+		base(),
+		base("jti", "seed-2", "requested_expiry", "120", "binding_message", "W4SCT", "acr_values", "urn:a urn:b"),
+		base("jti", "seed-3", "requested_expiry", 120, "client_notification_token", "8d67dc78-7faa-4d41-aabd-67707b374255"),
+		base("jti", "seed-4", "requested_expiry", 1.5),
+		base("aud", []string{"x", testIssuer}),
+		base("aud", nil),
+		base("iss", "fz2"),
+		base("exp", n+4200),
+		base("nbf", n+600),
+		base("nbf", n-4200),
+		base("exp", n-60),
+		base("iat", "yesterday"),
+		base("jti", nil),
+		base("login_hint_token", "a.b.c"),
+		base("binding_message", strings.Repeat("é", 100)),
+		base("request", "a.b.c"),
+		base("client_id", "cc"),
+		[]byte(`{"exp":1e309}`),
+		[]byte(`[]`),
+		[]byte(`null`),
+		[]byte(``),
+	}
+}
+
+// FuzzRequestObject: a signed authentication request is accepted with
+// parameters that pass every check, or refused with a 4xx *oauth.Error of a
+// known code; never a panic.
+func FuzzRequestObject(f *testing.F) {
+	s, key := fzjServer(f)
+	cl := s.clients.Get("fz")
+	for _, c := range fzjRequestSeedClaims() {
+		f.Add(fzjSign(f, key, c), c)
+	}
+	f.Add("eyJhbGciOiJub25lIn0.eyJpc3MiOiJmeiJ9.", []byte(nil))
+	f.Add("eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJmeiJ9.c2ln", []byte(nil))
+	f.Add("a.b.c.d.e", []byte(nil))
+	f.Add("...", []byte(`{}`))
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, raw string, claims []byte) {
+		check := func(jwt string) {
+			p, err := s.backchannelParams(ctx, cl, url.Values{"request": {jwt}})
+			if err != nil {
+				fzjCheckErr(t, "backchannelParams", jwt, err)
+				if p != nil {
+					t.Fatalf("params with an error for %q", jwt)
+				}
+				return
+			}
+			fzjCheckParams(t, jwt, p, s.cfg.BindingMessageMax)
+		}
+		check(raw)
+		if len(claims) > 0 {
+			check(fzjSign(t, key, claims))
+		}
+	})
+}
+
+// fzjCheckParams checks the invariants of accepted parameters.
+func fzjCheckParams(t *testing.T, in string, p *backchannelParams, max int) {
+	t.Helper()
+	if len(p.Scopes) == 0 {
+		t.Fatalf("%q: no scopes", in)
+	}
+	for _, sc := range p.Scopes {
+		if !oauth.ValidScopeToken(sc) {
+			t.Fatalf("%q: scope %q", in, sc)
+		}
+	}
+	hints := 0
+	for _, h := range []string{p.LoginHint, p.IDTokenHint, p.LoginHintToken} {
+		if h != "" {
+			hints++
+		}
+	}
+	if hints != 1 {
+		t.Fatalf("%q: %d hints", in, hints)
+	}
+	if p.BindingMessage != "" && checkBindingMessage(p.BindingMessage, max) != nil {
+		t.Fatalf("%q: binding message %q", in, p.BindingMessage)
+	}
+	if p.RequestedExpiry < 0 {
+		t.Fatalf("%q: requested_expiry %d", in, p.RequestedExpiry)
+	}
+	if p.NotificationToken != "" && !validBearerToken(p.NotificationToken) {
+		t.Fatalf("%q: notification token %q", in, p.NotificationToken)
+	}
+}
+
+// fzjAssertionSeedClaims are claims sets for FuzzClientAssertion.
+func fzjAssertionSeedClaims() [][]byte {
+	n := fzjNow.Unix()
+	base := func(kv ...any) []byte {
+		c := map[string]any{"iss": "fz", "sub": "fz", "aud": testIssuer, "exp": n + 60, "iat": n, "jti": "seed"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i+1] == nil {
+				delete(c, kv[i].(string))
+			} else {
+				c[kv[i].(string)] = kv[i+1]
+			}
+		}
+		return fzjJSON(c)
+	}
+	return [][]byte{
+		base(),
+		base("jti", "seed-2", "aud", testPublic+testTokenURL),
+		base("jti", "seed-3", "aud", []string{testPublic + DefaultEndpoint}),
+		base("aud", "https://other.example.com"),
+		base("sub", "fz2"),
+		base("iss", "cc", "sub", "cc"),
+		base("iss", "nobody", "sub", "nobody"),
+		base("exp", n-60),
+		base("exp", n+3600),
+		base("exp", nil),
+		base("nbf", n+600),
+		base("jti", nil),
+		base("exp", -1),
+		[]byte(`{"iss":1}`),
+		[]byte(`"fz"`),
+	}
+}
+
+// FuzzClientAssertion: a client assertion authenticates its
+// private_key_jwt client, or is refused with a 4xx *oauth.Error of a known
+// code; never a panic.
+func FuzzClientAssertion(f *testing.F) {
+	s, key := fzjServer(f)
+	for _, c := range fzjAssertionSeedClaims() {
+		f.Add(fzjSign(f, key, c), c)
+	}
+	f.Add("eyJhbGciOiJub25lIn0.eyJpc3MiOiJmeiIsInN1YiI6ImZ6In0.", []byte(nil))
+	f.Add("eyJhbGciOiJFUzI1NiIsImtpZCI6ImZ1enotMSJ9.e30.AAAA", []byte(nil))
+	f.Add("a.b.c.d.e", []byte(nil))
+	f.Add("", []byte(`{}`))
+	f.Fuzz(func(t *testing.T, raw string, claims []byte) {
+		check := func(jwt string) {
+			form := url.Values{"client_assertion_type": {clients.ClientAssertionType}, "client_assertion": {jwt}}
+			r := httptest.NewRequest(http.MethodPost, testPublic+DefaultEndpoint, nil)
+			cl, err := s.clients.Authenticate(r, form)
+			if err != nil {
+				fzjCheckErr(t, "Authenticate", jwt, err)
+				if cl != nil {
+					t.Fatalf("client with an error for %q", jwt)
+				}
+				return
+			}
+			if cl == nil || cl.AuthMethod != clients.AuthPrivateKeyJWT {
+				t.Fatalf("%q authenticated %+v", jwt, cl)
+			}
+		}
+		check(raw)
+		if len(claims) > 0 {
+			check(fzjSign(t, key, claims))
+		}
+	})
+}
+
+// TestFuzzJWTSeedsReachSuccess: the first seeds of the JWT fuzz targets are
+// accepted, so the fuzzers start from the success path.
+func TestFuzzJWTSeedsReachSuccess(t *testing.T) {
+	s, k1 := fzjServer(t)
+	for i, c := range fzjRequestSeedClaims()[:4] {
+		_, err := s.backchannelParams(context.Background(), s.clients.Get("fz"), url.Values{"request": {fzjSign(t, k1, c)}})
+		if (err == nil) != (i < 3) {
+			t.Errorf("request seed %d: %v", i, err)
+		}
+	}
+	for i, c := range fzjAssertionSeedClaims()[:3] {
+		form := url.Values{"client_assertion_type": {clients.ClientAssertionType}, "client_assertion": {fzjSign(t, k1, c)}}
+		if _, err := s.clients.Authenticate(httptest.NewRequest(http.MethodPost, "/", nil), form); err != nil {
+			t.Errorf("assertion seed %d: %v", i, err)
+		}
+	}
+}
