@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
 	badger "github.com/dgraph-io/badger/v4"
 )
 
@@ -29,28 +33,28 @@ func TestBackchannelErrors(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"no client authentication", "", hForm(), 401, CodeInvalidClient},
-		{"unknown client", "nobody", hForm(), 401, CodeInvalidClient},
-		{"disabled client", "off", hForm(), 400, CodeUnauthorizedClient},
-		{"missing scope", "cc", hForm("scope", ""), 400, CodeInvalidRequest},
-		{"scope without openid", "cc", hForm("scope", "email profile"), 400, CodeInvalidScope},
-		{"scope the client may not request", "narrow", hForm("scope", "openid email"), 400, CodeInvalidScope},
-		{"unknown scope", "cc", hForm("scope", "openid admin"), 400, CodeInvalidScope},
-		{"no hint", "cc", hForm("login_hint", ""), 400, CodeInvalidRequest},
-		{"two hints", "cc", hForm("login_hint_token", "x.y.z"), 400, CodeInvalidRequest},
-		{"three hints", "cc", hForm("login_hint_token", "x.y.z", "id_token_hint", "a.b.c"), 400, CodeInvalidRequest},
-		{"id_token_hint not offered", "cc", hForm("login_hint", "", "id_token_hint", "a.b.c"), 400, CodeInvalidRequest},
-		{"unknown user", "cc", hForm("login_hint", "mallory@example.com"), 400, CodeUnknownUserID},
-		{"binding message too long", "cc", hForm("binding_message", long), 400, CodeInvalidBindingMessage},
-		{"binding message with newline", "cc", hForm("binding_message", "A1\nB2"), 400, CodeInvalidBindingMessage},
-		{"binding message with a URL", "cc", hForm("binding_message", "see https://evil.example"), 400, CodeInvalidBindingMessage},
-		{"requested_expiry zero", "cc", hForm("requested_expiry", "0"), 400, CodeInvalidRequest},
-		{"requested_expiry not a number", "cc", hForm("requested_expiry", "ten"), 400, CodeInvalidRequest},
-		{"requested_expiry negative", "cc", hForm("requested_expiry", "-30"), 400, CodeInvalidRequest},
-		{"ping client without notification token", "pinger", hForm(), 400, CodeInvalidRequest},
-		{"notification token not a bearer token", "pinger", hForm("client_notification_token", "a b"), 400, CodeInvalidRequest},
-		{"signed request not offered", "cc", hForm("request", "eyJ.eyJ.sig"), 400, CodeInvalidRequest},
-		{"repeated parameter", "cc", url.Values{"scope": {"openid", "openid"}, "login_hint": {"alice"}}, 400, CodeInvalidRequest},
+		{"no client authentication", "", hForm(), 401, oauth.CodeInvalidClient},
+		{"unknown client", "nobody", hForm(), 401, oauth.CodeInvalidClient},
+		{"disabled client", "off", hForm(), 400, oauth.CodeUnauthorizedClient},
+		{"missing scope", "cc", hForm("scope", ""), 400, oauth.CodeInvalidRequest},
+		{"scope without openid", "cc", hForm("scope", "email profile"), 400, oauth.CodeInvalidScope},
+		{"scope the client may not request", "narrow", hForm("scope", "openid email"), 400, oauth.CodeInvalidScope},
+		{"unknown scope", "cc", hForm("scope", "openid admin"), 400, oauth.CodeInvalidScope},
+		{"no hint", "cc", hForm("login_hint", ""), 400, oauth.CodeInvalidRequest},
+		{"two hints", "cc", hForm("login_hint_token", "x.y.z"), 400, oauth.CodeInvalidRequest},
+		{"three hints", "cc", hForm("login_hint_token", "x.y.z", "id_token_hint", "a.b.c"), 400, oauth.CodeInvalidRequest},
+		{"id_token_hint not offered", "cc", hForm("login_hint", "", "id_token_hint", "a.b.c"), 400, oauth.CodeInvalidRequest},
+		{"unknown user", "cc", hForm("login_hint", "mallory@example.com"), 400, oauth.CodeUnknownUserID},
+		{"binding message too long", "cc", hForm("binding_message", long), 400, oauth.CodeInvalidBindingMessage},
+		{"binding message with newline", "cc", hForm("binding_message", "A1\nB2"), 400, oauth.CodeInvalidBindingMessage},
+		{"binding message with a URL", "cc", hForm("binding_message", "see https://evil.example"), 400, oauth.CodeInvalidBindingMessage},
+		{"requested_expiry zero", "cc", hForm("requested_expiry", "0"), 400, oauth.CodeInvalidRequest},
+		{"requested_expiry not a number", "cc", hForm("requested_expiry", "ten"), 400, oauth.CodeInvalidRequest},
+		{"requested_expiry negative", "cc", hForm("requested_expiry", "-30"), 400, oauth.CodeInvalidRequest},
+		{"ping client without notification token", "pinger", hForm(), 400, oauth.CodeInvalidRequest},
+		{"notification token not a bearer token", "pinger", hForm("client_notification_token", "a b"), 400, oauth.CodeInvalidRequest},
+		{"signed request not offered", "cc", hForm("request", "eyJ.eyJ.sig"), 400, oauth.CodeInvalidRequest},
+		{"repeated parameter", "cc", url.Values{"scope": {"openid", "openid"}, "login_hint": {"alice"}}, 400, oauth.CodeInvalidRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,7 +78,7 @@ func TestBackchannelErrors(t *testing.T) {
 // read: method, content type, size and encoding.
 func TestBackchannelTransport(t *testing.T) {
 	h := newHarness(t)
-	big := "scope=openid&login_hint=alice&pad=" + strings.Repeat("a", MaxBodyBytes)
+	big := "scope=openid&login_hint=alice&pad=" + strings.Repeat("a", oauth.MaxBodyBytes)
 	tests := []struct {
 		name   string
 		method string
@@ -99,7 +103,7 @@ func TestBackchannelTransport(t *testing.T) {
 			}
 			req.SetBasicAuth("cc", "cc-secret")
 			rec := h.serve(req)
-			wantOAuthError(t, rec, tc.status, CodeInvalidRequest)
+			wantOAuthError(t, rec, tc.status, oauth.CodeInvalidRequest)
 			if tc.status == 405 && rec.Header().Get("Allow") != "POST" {
 				t.Errorf("Allow = %q", rec.Header().Get("Allow"))
 			}
@@ -139,14 +143,14 @@ func TestBackchannelSuccess(t *testing.T) {
 	}
 	r := h.get(id)
 	if r.ClientID != "cc" || r.User.Username != "alice" || r.User.Subject != "alice" || r.BindingMessage != "W4-9X Ünïcödé" ||
-		r.Status != StatusPending || !r.Expires.Equal(h.clock.Now().Add(300*time.Second)) {
+		r.Status != store.StatusPending || !r.Expires.Equal(h.clock.Now().Add(300*time.Second)) {
 		t.Errorf("stored %+v", r)
 	}
-	if len(h.auth.keys) != 1 || h.auth.keys[0] != KeyOf(id) {
+	if len(h.auth.keys) != 1 || h.auth.keys[0] != store.KeyOf(id) {
 		t.Errorf("authenticator started for %v", h.auth.keys)
 	}
 	// The approval link is stored with the request and leads to it.
-	if k, err := h.store.Link(context.Background(), h.auth.links[0]); err != nil || k != KeyOf(id) {
+	if k, err := h.store.Link(context.Background(), h.auth.links[0]); err != nil || k != store.KeyOf(id) {
 		t.Errorf("link leads to %x, %v", k, err)
 	}
 	// The auth_req_id itself is stored nowhere, only its hash.
@@ -202,7 +206,7 @@ func TestAuthenticatorFailureStoresNothing(t *testing.T) {
 	h := newHarness(t)
 	h.auth.fail = errors.New("smtp down")
 	rec := h.post(DefaultEndpoint, "cc", hForm())
-	wantOAuthError(t, rec, 503, CodeTemporarilyUnavailable)
+	wantOAuthError(t, rec, 503, oauth.CodeTemporarilyUnavailable)
 	if rec.Header().Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")
 	}
@@ -219,7 +223,7 @@ func TestAuthenticatorFailureStoresNothing(t *testing.T) {
 func TestTokenErrors(t *testing.T) {
 	type step func(h *harness, id string)
 	deny := func(h *harness, id string) {
-		if _, err := h.srv.Decide(context.Background(), KeyOf(id), Deny); err != nil {
+		if _, err := h.srv.Decide(context.Background(), store.KeyOf(id), authn.Deny); err != nil {
 			h.t.Fatal(err)
 		}
 	}
@@ -239,25 +243,25 @@ func TestTokenErrors(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"pending", nil, "cc", nil, 400, CodeAuthorizationPending},
+		{"pending", nil, "cc", nil, 400, oauth.CodeAuthorizationPending},
 		{"unknown id", nil, "cc", func(string) url.Values {
-			return url.Values{"grant_type": {GrantTypeCIBA}, "auth_req_id": {"bm90LWEtcmVhbC1pZA"}}
-		}, 400, CodeInvalidGrant},
-		{"another client's id", nil, "other", nil, 400, CodeInvalidGrant},
-		{"expired", expire, "cc", nil, 400, CodeExpiredToken},
-		{"denied", deny, "cc", nil, 400, CodeAccessDenied},
-		{"denied and expired", func(h *harness, id string) { deny(h, id); expire(h, id) }, "cc", nil, 400, CodeAccessDenied},
-		{"approved but expired", func(h *harness, id string) { h.approve(id); expire(h, id) }, "cc", nil, 400, CodeExpiredToken},
-		{"already redeemed", redeem, "cc", nil, 400, CodeInvalidGrant},
+			return url.Values{"grant_type": {oauth.GrantTypeCIBA}, "auth_req_id": {"bm90LWEtcmVhbC1pZA"}}
+		}, 400, oauth.CodeInvalidGrant},
+		{"another client's id", nil, "other", nil, 400, oauth.CodeInvalidGrant},
+		{"expired", expire, "cc", nil, 400, oauth.CodeExpiredToken},
+		{"denied", deny, "cc", nil, 400, oauth.CodeAccessDenied},
+		{"denied and expired", func(h *harness, id string) { deny(h, id); expire(h, id) }, "cc", nil, 400, oauth.CodeAccessDenied},
+		{"approved but expired", func(h *harness, id string) { h.approve(id); expire(h, id) }, "cc", nil, 400, oauth.CodeExpiredToken},
+		{"already redeemed", redeem, "cc", nil, 400, oauth.CodeInvalidGrant},
 		{"missing auth_req_id", nil, "cc", func(string) url.Values {
-			return url.Values{"grant_type": {GrantTypeCIBA}}
-		}, 400, CodeInvalidRequest},
+			return url.Values{"grant_type": {oauth.GrantTypeCIBA}}
+		}, 400, oauth.CodeInvalidRequest},
 		{"repeated auth_req_id", nil, "cc", func(id string) url.Values {
-			return url.Values{"grant_type": {GrantTypeCIBA}, "auth_req_id": {id, id}}
-		}, 400, CodeInvalidRequest},
-		{"unauthenticated", nil, "", nil, 401, CodeInvalidClient},
-		{"wrong secret", nil, "nobody", nil, 401, CodeInvalidClient},
-		{"disabled client", nil, "off", nil, 400, CodeUnauthorizedClient},
+			return url.Values{"grant_type": {oauth.GrantTypeCIBA}, "auth_req_id": {id, id}}
+		}, 400, oauth.CodeInvalidRequest},
+		{"unauthenticated", nil, "", nil, 401, oauth.CodeInvalidClient},
+		{"wrong secret", nil, "nobody", nil, 401, oauth.CodeInvalidClient},
+		{"disabled client", nil, "off", nil, 400, oauth.CodeUnauthorizedClient},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -266,7 +270,7 @@ func TestTokenErrors(t *testing.T) {
 			if tc.before != nil {
 				tc.before(h, id)
 			}
-			form := url.Values{"grant_type": {GrantTypeCIBA}, "auth_req_id": {id}}
+			form := url.Values{"grant_type": {oauth.GrantTypeCIBA}, "auth_req_id": {id}}
 			if tc.form != nil {
 				form = tc.form(id)
 			}
@@ -291,15 +295,15 @@ func TestSlowDownThroughServer(t *testing.T) {
 		client  string
 		want    string
 	}{
-		{0, "other", CodeInvalidGrant},                    // another client: no change
-		{0, "", CodeInvalidClient},                        // unauthenticated: no change
-		{0, "cc", CodeAuthorizationPending},               // first poll is never slow_down
-		{1 * time.Second, "cc", CodeSlowDown},             // early: interval 5 → 10
-		{0, "other", CodeInvalidGrant},                    // no change
-		{9 * time.Second, "cc", CodeAuthorizationPending}, // 9 s ≥ 0.9 × 10 s
-		{5 * time.Second, "cc", CodeSlowDown},             // early: 10 → 15
-		{14 * time.Second, "cc", CodeAuthorizationPending},
-		{14 * time.Second, "cc", CodeAuthorizationPending},
+		{0, "other", oauth.CodeInvalidGrant},                    // another client: no change
+		{0, "", oauth.CodeInvalidClient},                        // unauthenticated: no change
+		{0, "cc", oauth.CodeAuthorizationPending},               // first poll is never slow_down
+		{1 * time.Second, "cc", oauth.CodeSlowDown},             // early: interval 5 → 10
+		{0, "other", oauth.CodeInvalidGrant},                    // no change
+		{9 * time.Second, "cc", oauth.CodeAuthorizationPending}, // 9 s ≥ 0.9 × 10 s
+		{5 * time.Second, "cc", oauth.CodeSlowDown},             // early: 10 → 15
+		{14 * time.Second, "cc", oauth.CodeAuthorizationPending},
+		{14 * time.Second, "cc", oauth.CodeAuthorizationPending},
 	}
 	for i, s := range steps {
 		h.clock.Advance(s.advance)
@@ -307,7 +311,7 @@ func TestSlowDownThroughServer(t *testing.T) {
 			t.Fatalf("step %d (%s after %v): %s, want %s", i, s.client, s.advance, got, s.want)
 		}
 	}
-	if iv, _ := h.backend.Polls.Interval(KeyOf(id)); iv != 15*time.Second {
+	if iv, _ := h.backend.Polls.Interval(store.KeyOf(id)); iv != 15*time.Second {
 		t.Errorf("interval = %v, want 15s", iv)
 	}
 }
@@ -346,11 +350,11 @@ func TestApprovedPollDeliversTokensOnce(t *testing.T) {
 		!g.AuthTime.Equal(h.clock.Now().Add(-2*time.Second)) {
 		t.Errorf("grant %+v", g)
 	}
-	if r := h.get(id); r.Status != StatusConsumed || r.Claim != "" {
+	if r := h.get(id); r.Status != store.StatusConsumed || r.Claim != "" {
 		t.Errorf("after redeem: %+v", r)
 	}
 	h.clock.Advance(10 * time.Second)
-	wantOAuthError(t, h.poll("cc", id), 400, CodeInvalidGrant)
+	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeInvalidGrant)
 	if h.minter.count() != 1 {
 		t.Errorf("minted %d times", h.minter.count())
 	}
@@ -360,12 +364,12 @@ func TestApprovedPollWithoutMinterIsTransient(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Minter = nil })
 	id := h.authorize("cc")
 	h.approve(id)
-	wantOAuthError(t, h.poll("cc", id), 400, CodeSlowDown)
+	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	r := h.get(id)
-	if r.Status != StatusApproved || r.Claim != "" {
+	if r.Status != store.StatusApproved || r.Claim != "" {
 		t.Errorf("after a failed mint: status %s claim %q", r.Status, r.Claim)
 	}
-	if iv, _ := h.backend.Polls.Interval(KeyOf(id)); iv != 10*time.Second {
+	if iv, _ := h.backend.Polls.Interval(store.KeyOf(id)); iv != 10*time.Second {
 		t.Errorf("interval %v after slow_down, want 10s", iv)
 	}
 }
@@ -374,11 +378,11 @@ func TestTransientMintFailureThenSuccess(t *testing.T) {
 	h := newHarness(t)
 	id := h.authorize("cc")
 	h.approve(id)
-	h.minter.set(&MintError{Err: errors.New("connection refused")})
-	wantOAuthError(t, h.poll("cc", id), 400, CodeSlowDown)
+	h.minter.set(&upstream.MintError{Err: errors.New("connection refused")})
+	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	h.minter.set(errors.New("timeout"))
 	h.clock.Advance(10 * time.Second)
-	wantOAuthError(t, h.poll("cc", id), 400, CodeSlowDown)
+	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	h.minter.set(nil)
 	h.clock.Advance(15 * time.Second)
 	if rec := h.poll("cc", id); rec.Code != 200 {
@@ -393,15 +397,15 @@ func TestRefusedMintIsServerError(t *testing.T) {
 	h := newHarness(t)
 	id := h.authorize("cc")
 	h.approve(id)
-	h.minter.set(&MintError{Refused: true, UpstreamError: "invalid_client", Err: errors.New("401 from upstream")})
+	h.minter.set(&upstream.MintError{Refused: true, UpstreamError: "invalid_client", Err: errors.New("401 from upstream")})
 	rec := h.poll("cc", id)
-	wantOAuthError(t, rec, 500, CodeServerError)
+	wantOAuthError(t, rec, 500, oauth.CodeServerError)
 	var e oauthErrorBody
 	_ = json.Unmarshal(rec.Body.Bytes(), &e)
 	if !strings.Contains(e.Description, "invalid_client") || strings.Contains(e.Description, "401 from upstream") {
 		t.Errorf("description %q should name the upstream error and not the cause", e.Description)
 	}
-	if r := h.get(id); r.Status != StatusApproved || r.Claim != "" {
+	if r := h.get(id); r.Status != store.StatusApproved || r.Claim != "" {
 		t.Errorf("claim not released: %+v", r)
 	}
 	h.minter.set(nil)
@@ -413,14 +417,14 @@ func TestRefusedMintIsServerError(t *testing.T) {
 
 func TestMinterWithoutIDTokenFailsClosed(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
-		c.Minter = MinterFunc(func(ctx context.Context, g *Grant) (*Tokens, error) {
-			return &Tokens{AccessToken: "at", TokenType: "Bearer"}, nil
+		c.Minter = MinterFunc(func(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error) {
+			return &upstream.Tokens{AccessToken: "at", TokenType: "Bearer"}, nil
 		})
 	})
 	id := h.authorize("cc")
 	h.approve(id)
-	wantOAuthError(t, h.poll("cc", id), 500, CodeServerError)
-	if r := h.get(id); r.Status != StatusApproved {
+	wantOAuthError(t, h.poll("cc", id), 500, oauth.CodeServerError)
+	if r := h.get(id); r.Status != store.StatusApproved {
 		t.Errorf("status %s", r.Status)
 	}
 }
@@ -455,7 +459,7 @@ func TestConcurrentPollsRedeemOnce(t *testing.T) {
 	for _, c := range codes {
 		count[c]++
 	}
-	if count["ok"] != 1 || count["ok"]+count[CodeSlowDown]+count[CodeInvalidGrant] != n {
+	if count["ok"] != 1 || count["ok"]+count[oauth.CodeSlowDown]+count[oauth.CodeInvalidGrant] != n {
 		t.Fatalf("answers %v, want exactly one ok and the rest slow_down or invalid_grant", count)
 	}
 	if h.minter.count() != 1 {
@@ -476,6 +480,7 @@ func TestConcurrentPollsAcrossServers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(srv2.Close)
 	id := h.authorize("cc")
 	h.approve(id)
 	var wg sync.WaitGroup
@@ -488,7 +493,7 @@ func TestConcurrentPollsAcrossServers(t *testing.T) {
 				srv = srv2
 			}
 			req := httptest.NewRequest(http.MethodPost, testPublic+testTokenURL,
-				strings.NewReader(url.Values{"grant_type": {GrantTypeCIBA}, "auth_req_id": {id}}.Encode()))
+				strings.NewReader(url.Values{"grant_type": {oauth.GrantTypeCIBA}, "auth_req_id": {id}}.Encode()))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			req.SetBasicAuth("cc", "cc-secret")
 			rec := httptest.NewRecorder()
@@ -515,13 +520,13 @@ func TestClaimLeaseFreesAfterCrash(t *testing.T) {
 	id := h.authorize("cc")
 	h.approve(id)
 	now := h.clock.Now()
-	if _, err := h.store.Update(context.Background(), KeyOf(id), func(r *AuthRequest) error {
+	if _, err := h.store.Update(context.Background(), store.KeyOf(id), func(r *store.AuthRequest) error {
 		r.Claim, r.ClaimUntil = "crashed-poll", now.Add(ClaimLease)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	wantOAuthError(t, h.poll("cc", id), 400, CodeSlowDown)
+	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	if h.minter.count() != 0 {
 		t.Fatal("minted while another claim holds")
 	}
@@ -538,7 +543,7 @@ func TestLostClaimDropsTokens(t *testing.T) {
 	id := h.authorize("cc")
 	h.approve(id)
 	h.minter.hook = func() {
-		_, err := h.store.Update(context.Background(), KeyOf(id), func(r *AuthRequest) error {
+		_, err := h.store.Update(context.Background(), store.KeyOf(id), func(r *store.AuthRequest) error {
 			r.Claim = "someone-else"
 			return nil
 		})
@@ -546,8 +551,8 @@ func TestLostClaimDropsTokens(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	wantOAuthError(t, h.poll("cc", id), 400, CodeSlowDown)
-	if r := h.get(id); r.Status != StatusApproved || r.Claim != "someone-else" {
+	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
+	if r := h.get(id); r.Status != store.StatusApproved || r.Claim != "someone-else" {
 		t.Errorf("the other claim was disturbed: %+v", r)
 	}
 }
@@ -555,34 +560,36 @@ func TestLostClaimDropsTokens(t *testing.T) {
 func TestDecide(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	if _, err := h.srv.Decide(ctx, KeyOf("unknown"), Approve); !errors.Is(err, ErrNotFound) {
+	if _, err := h.srv.Decide(ctx, store.KeyOf("unknown"), authn.Approve); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("unknown: %v", err)
 	}
 	id := h.authorize("cc")
-	r, err := h.srv.Decide(ctx, KeyOf(id), Deny)
-	if err != nil || r.Status != StatusDenied || !r.Decided.Equal(h.clock.Now()) {
+	r, err := h.srv.Decide(ctx, store.KeyOf(id), authn.Deny)
+	if err != nil || r.Status != store.StatusDenied || !r.Decided.Equal(h.clock.Now()) {
 		t.Fatalf("deny: %+v %v", r, err)
 	}
-	if _, err := h.srv.Decide(ctx, KeyOf(id), Approve); !errors.Is(err, ErrDecided) {
+	if _, err := h.srv.Decide(ctx, store.KeyOf(id), authn.Approve); !errors.Is(err, authn.ErrDecided) {
 		t.Errorf("second decision: %v", err)
 	}
-	if h.get(id).Status != StatusDenied {
+	if h.get(id).Status != store.StatusDenied {
 		t.Error("a second decision changed the first")
 	}
 	id2 := h.authorize("cc")
 	h.clock.Advance(300 * time.Second)
-	if _, err := h.srv.Decide(ctx, KeyOf(id2), Approve); !errors.Is(err, ErrExpired) {
+	if _, err := h.srv.Decide(ctx, store.KeyOf(id2), authn.Approve); !errors.Is(err, authn.ErrExpired) {
 		t.Errorf("expired: %v", err)
 	}
-	if h.get(id2).Status != StatusPending {
+	if h.get(id2).Status != store.StatusPending {
 		t.Error("deciding an expired request changed it")
 	}
 }
 
 func TestDiscoveryDocument(t *testing.T) {
 	h := newHarness(t)
-	h.upstream.doc["backchannel_authentication_request_signing_alg_values_supported"] = []string{"RS256"}
-	h.upstream.doc["backchannel_authentication_endpoint"] = "https://elsewhere.example.com/bc"
+	h.upstream.EditDoc(func(doc map[string]any) {
+		doc["backchannel_authentication_request_signing_alg_values_supported"] = []string{"RS256"}
+		doc["backchannel_authentication_endpoint"] = "https://elsewhere.example.com/bc"
+	})
 	req := httptest.NewRequest(http.MethodGet, testIssuer+"/.well-known/openid-configuration", nil)
 	rec := h.serve(req)
 	if rec.Code != 200 {
@@ -610,7 +617,7 @@ func TestDiscoveryDocument(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	if got := list("grant_types_supported"); got != "authorization_code implicit "+GrantTypeCIBA {
+	if got := list("grant_types_supported"); got != "authorization_code implicit "+oauth.GrantTypeCIBA {
 		t.Errorf("grant_types_supported = %s (defaults first, then the CIBA grant)", got)
 	}
 	if got := list("response_modes_supported"); got != "query fragment" {
@@ -630,9 +637,8 @@ func TestDiscoveryDocument(t *testing.T) {
 		t.Errorf("client assertion algorithms = %s", got)
 	}
 	// The upstream was called through upstream_via with the public Host.
-	h.upstream.mu.Lock()
-	host, proto := h.upstream.hosts[0], h.upstream.proto[0]
-	h.upstream.mu.Unlock()
+	seen := h.upstream.DiscoveryRequests()[0]
+	host, proto := seen.Host, seen.ForwardedProto
 	if host != "idp.example.com" || proto != "https" {
 		t.Errorf("upstream saw Host %q, X-Forwarded-Proto %q", host, proto)
 	}
@@ -641,33 +647,33 @@ func TestDiscoveryDocument(t *testing.T) {
 	if rec.Code != 200 || rec.Body.Len() != 0 {
 		t.Errorf("HEAD: %d, %d bytes", rec.Code, rec.Body.Len())
 	}
-	if n := h.upstream.fetches.Load(); n != 1 {
+	if n := h.upstream.DiscoveryFetches(); n != 1 {
 		t.Errorf("%d fetches; the document is cached on success", n)
 	}
 }
 
 func TestDiscoveryFailureIsNotCached(t *testing.T) {
 	h := newHarness(t)
-	h.upstream.down.Store(true)
+	h.upstream.SetDiscoveryStatus(http.StatusServiceUnavailable)
 	get := func() *httptest.ResponseRecorder {
 		return h.serve(httptest.NewRequest(http.MethodGet, testIssuer+"/.well-known/openid-configuration", nil))
 	}
 	rec := get()
-	wantOAuthError(t, rec, 503, CodeTemporarilyUnavailable)
-	h.upstream.down.Store(false)
+	wantOAuthError(t, rec, 503, oauth.CodeTemporarilyUnavailable)
+	h.upstream.SetDiscoveryStatus(0)
 	if rec := get(); rec.Code != 200 {
 		t.Fatalf("after recovery: %d", rec.Code)
 	}
 	if rec := get(); rec.Code != 200 {
 		t.Fatalf("cached: %d", rec.Code)
 	}
-	if n := h.upstream.fetches.Load(); n != 2 {
+	if n := h.upstream.DiscoveryFetches(); n != 2 {
 		t.Errorf("%d fetches, want 2 (one failed, one cached)", n)
 	}
 	// An issuer that does not match is refused.
 	h2 := newHarness(t)
-	h2.upstream.doc["issuer"] = "https://other.example.com/realms/main"
-	wantOAuthError(t, h2.serve(httptest.NewRequest(http.MethodGet, testIssuer+"/.well-known/openid-configuration", nil)), 503, CodeTemporarilyUnavailable)
+	h2.upstream.EditDoc(func(doc map[string]any) { doc["issuer"] = "https://other.example.com/realms/main" })
+	wantOAuthError(t, h2.serve(httptest.NewRequest(http.MethodGet, testIssuer+"/.well-known/openid-configuration", nil)), 503, oauth.CodeTemporarilyUnavailable)
 }
 
 // TestTokenPathFromDiscovery: without token_path the first POST that needs
@@ -683,32 +689,32 @@ func TestTokenPathFromDiscovery(t *testing.T) {
 	if h.serve(req).Code != -1 {
 		t.Fatal("a login form was answered")
 	}
-	if h.upstream.fetches.Load() != 0 {
+	if h.upstream.DiscoveryFetches() != 0 {
 		t.Fatal("discovery fetched before anything needed it")
 	}
 	// An accepted request makes the proxy learn the token path in the
 	// background, long before the first poll.
 	id := h.authorize("cc")
 	deadline := time.Now().Add(5 * time.Second)
-	for h.srv.knownTokenPath() == "" && time.Now().Before(deadline) {
+	for h.srv.tokenPath.known() == "" && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if got := h.srv.knownTokenPath(); got != testTokenURL {
+	if got := h.srv.tokenPath.known(); got != testTokenURL {
 		t.Fatalf("token path %q after a request", got)
 	}
-	wantOAuthError(t, h.poll("cc", id), 400, CodeAuthorizationPending)
-	if h.upstream.fetches.Load() != 1 {
-		t.Fatalf("%d fetches", h.upstream.fetches.Load())
+	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeAuthorizationPending)
+	if h.upstream.DiscoveryFetches() != 1 {
+		t.Fatalf("%d fetches", h.upstream.DiscoveryFetches())
 	}
 	if err := h.store.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	h2 := newHarnessIn(t, dir, noPath)
-	h2.upstream.down.Store(true)
+	h2.upstream.SetDiscoveryStatus(http.StatusServiceUnavailable)
 	h2.clock.Advance(10 * time.Second)
-	wantOAuthError(t, h2.poll("cc", id), 400, CodeAuthorizationPending)
-	if n := h2.upstream.fetches.Load(); n != 0 {
+	wantOAuthError(t, h2.poll("cc", id), 400, oauth.CodeAuthorizationPending)
+	if n := h2.upstream.DiscoveryFetches(); n != 0 {
 		t.Errorf("%d fetches; the remembered path should have been used", n)
 	}
 }
@@ -718,11 +724,11 @@ func TestTokenPathFromDiscovery(t *testing.T) {
 // unknown one gets 503 rather than being passed to a dead upstream.
 func TestPollWhileUpstreamNeverReached(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.TokenPath = "" })
-	h.upstream.down.Store(true)
+	h.upstream.SetDiscoveryStatus(http.StatusServiceUnavailable)
 	id := h.authorize("cc")
-	wantOAuthError(t, h.poll("cc", id), 400, CodeAuthorizationPending)
-	wantOAuthError(t, h.poll("cc", "bm90LWEtcmVhbC1pZA"), 503, CodeTemporarilyUnavailable)
-	if h.srv.knownTokenPath() != "" {
+	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeAuthorizationPending)
+	wantOAuthError(t, h.poll("cc", "bm90LWEtcmVhbC1pZA"), 503, oauth.CodeTemporarilyUnavailable)
+	if h.srv.tokenPath.known() != "" {
 		t.Fatal("a token path was learned from a failing upstream")
 	}
 }
@@ -743,9 +749,9 @@ func TestPassThrough(t *testing.T) {
 		{"other grant", "POST", testTokenURL, "application/x-www-form-urlencoded", "grant_type=authorization_code&code=abc&redirect_uri=https%3A%2F%2Fapp", true},
 		{"2 MiB refresh", "POST", testTokenURL, "application/x-www-form-urlencoded", "grant_type=refresh_token&pad=" + pad, true},
 		{"2 MiB chunked", "POST", testTokenURL, "application/x-www-form-urlencoded", "grant_type=refresh_token&pad=" + pad, false},
-		{"CIBA grant beyond the peek", "POST", testTokenURL, "application/x-www-form-urlencoded", "pad=" + strings.Repeat("y", MaxBodyBytes) + "&grant_type=" + url.QueryEscape(GrantTypeCIBA), false},
+		{"CIBA grant beyond the peek", "POST", testTokenURL, "application/x-www-form-urlencoded", "pad=" + strings.Repeat("y", oauth.MaxBodyBytes) + "&grant_type=" + url.QueryEscape(oauth.GrantTypeCIBA), false},
 		{"JSON to the token path", "POST", testTokenURL, "application/json", `{"grant_type":"urn:openid:params:grant-type:ciba"}`, true},
-		{"form elsewhere", "POST", "/realms/main/login", "application/x-www-form-urlencoded", "grant_type=" + url.QueryEscape(GrantTypeCIBA), true},
+		{"form elsewhere", "POST", "/realms/main/login", "application/x-www-form-urlencoded", "grant_type=" + url.QueryEscape(oauth.GrantTypeCIBA), true},
 		{"GET token path", "GET", testTokenURL, "", "", true},
 		{"other discovery path", "GET", "/.well-known/openid-configuration", "", "", true},
 	}
@@ -764,7 +770,7 @@ func TestPassThrough(t *testing.T) {
 			if h.srv.Handle(rec, req) {
 				t.Fatalf("handled: %d %s", rec.Code, rec.Body)
 			}
-			got, err := ioReadAll(req)
+			got, err := srvReadBody(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -797,13 +803,13 @@ func TestCIBAGrantVariantsAreIntercepted(t *testing.T) {
 	// A repeated grant_type with the CIBA grant among them is answered,
 	// not passed on.
 	req := httptest.NewRequest(http.MethodPost, testPublic+testTokenURL,
-		strings.NewReader("grant_type=password&grant_type="+url.QueryEscape(GrantTypeCIBA)+"&auth_req_id="+id))
+		strings.NewReader("grant_type=password&grant_type="+url.QueryEscape(oauth.GrantTypeCIBA)+"&auth_req_id="+id))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth("cc", "cc-secret")
-	wantOAuthError(t, h.serve(req), 400, CodeInvalidRequest)
+	wantOAuthError(t, h.serve(req), 400, oauth.CodeInvalidRequest)
 }
 
-func ioReadAll(r *http.Request) ([]byte, error) {
+func srvReadBody(r *http.Request) ([]byte, error) {
 	var b bytes.Buffer
 	_, err := b.ReadFrom(r.Body)
 	return b.Bytes(), err

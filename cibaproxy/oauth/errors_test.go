@@ -1,4 +1,4 @@
-package cibaproxy
+package oauth
 
 import (
 	"encoding/json"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 func TestWriteError(t *testing.T) {
@@ -21,27 +23,27 @@ func TestWriteError(t *testing.T) {
 		wantWWWAuth    bool
 		wantRetryAfter string
 	}{
-		{name: "invalid_request", err: errInvalidRequest("scope is required"),
+		{name: "invalid_request", err: InvalidRequest("scope is required"),
 			wantStatus: 400, wantCode: "invalid_request", wantDesc: "scope is required"},
 		{name: "status defaults to 400", err: &Error{Code: "slow_down", Description: "wait"},
 			wantStatus: 400, wantCode: "slow_down", wantDesc: "wait"},
 		{name: "no description", err: &Error{Code: "authorization_pending"},
 			wantStatus: 400, wantCode: "authorization_pending"},
-		{name: "invalid_client is 401 with WWW-Authenticate", err: errInvalidClient("client authentication failed"),
+		{name: "invalid_client is 401 with WWW-Authenticate", err: InvalidClient("client authentication failed"),
 			wantStatus: 401, wantCode: "invalid_client", wantDesc: "client authentication failed", wantWWWAuth: true},
-		{name: "access_denied 403", err: newError(http.StatusForbidden, CodeAccessDenied, "denied"),
+		{name: "access_denied 403", err: New(http.StatusForbidden, CodeAccessDenied, "denied"),
 			wantStatus: 403, wantCode: "access_denied", wantDesc: "denied"},
-		{name: "method not allowed", err: newError(http.StatusMethodNotAllowed, CodeInvalidRequest, "use POST"),
+		{name: "method not allowed", err: New(http.StatusMethodNotAllowed, CodeInvalidRequest, "use POST"),
 			wantStatus: 405, wantCode: "invalid_request", wantDesc: "use POST"},
-		{name: "temporarily_unavailable 503 with Retry-After", err: errUnavailable("store down", 5, errors.New("disk on fire")),
+		{name: "temporarily_unavailable 503 with Retry-After", err: Unavailable("store down", 5, errors.New("disk on fire")),
 			wantStatus: 503, wantCode: "temporarily_unavailable", wantDesc: "store down", wantRetryAfter: "5"},
-		{name: "server_error keeps its description", err: errServer("upstream refused", errors.New("secret-cause")),
+		{name: "server_error keeps its description", err: ServerError("upstream refused", errors.New("secret-cause")),
 			wantStatus: 500, wantCode: "server_error", wantDesc: "upstream refused"},
-		{name: "wrapped *Error written as is", err: fmt.Errorf("handling: %w", errInvalidGrant("unknown auth_req_id")),
+		{name: "wrapped *Error written as is", err: fmt.Errorf("handling: %w", InvalidGrant("unknown auth_req_id")),
 			wantStatus: 400, wantCode: "invalid_grant", wantDesc: "unknown auth_req_id"},
 		{name: "unknown error becomes server_error", err: errors.New("open /var/lib/cibaproxy/secret-path: permission denied"),
 			wantStatus: 500, wantCode: "server_error", wantDesc: "internal error"},
-		{name: "description with quotes and control characters", err: errInvalidRequest("bad \"x\"\\\n\tend\u00e9\u2028"),
+		{name: "description with quotes and control characters", err: InvalidRequest("bad \"x\"\\\n\tend\u00e9\u2028"),
 			wantStatus: 400, wantCode: "invalid_request", wantDesc: "bad ?x????end??"},
 		{name: "code with a quote", err: &Error{Code: `a"b`, Status: 400},
 			wantStatus: 400, wantCode: "a?b"},
@@ -116,7 +118,7 @@ func TestWriteErrorHidesCause(t *testing.T) {
 	}
 }
 
-func TestSafeErrorText(t *testing.T) {
+func TestSafeText(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
@@ -136,9 +138,9 @@ func TestSafeErrorText(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := safeErrorText(tc.in)
+			got := SafeText(tc.in)
 			if got != tc.want {
-				t.Errorf("safeErrorText(%q) = %q, want %q", tc.in, got, tc.want)
+				t.Errorf("SafeText(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 			for i := 0; i < len(got); i++ {
 				if !errorTextByte(got[i]) {
@@ -198,17 +200,17 @@ func TestErrorIs(t *testing.T) {
 		target error
 		want   bool
 	}{
-		{name: "slow_down matches ErrSlowDown", err: errSlowDown(), target: ErrSlowDown, want: true},
+		{name: "slow_down matches ErrSlowDown", err: SlowDown(), target: ErrSlowDown, want: true},
 		{name: "slow_down with other description", err: &Error{Code: CodeSlowDown, Description: "x", Status: 400}, target: ErrSlowDown, want: true},
-		{name: "wrapped slow_down", err: fmt.Errorf("poll: %w", errSlowDown()), target: ErrSlowDown, want: true},
-		{name: "pending is not slow_down", err: errPending(), target: ErrSlowDown},
-		{name: "pending matches ErrAuthorizationPending", err: errPending(), target: ErrAuthorizationPending, want: true},
-		{name: "invalid_grant matches", err: errInvalidGrant("x"), target: ErrInvalidGrant, want: true},
-		{name: "invalid_client matches", err: errInvalidClient("x"), target: ErrInvalidClient, want: true},
-		{name: "invalid_request is not invalid_client", err: errInvalidRequest("x"), target: ErrInvalidClient},
+		{name: "wrapped slow_down", err: fmt.Errorf("poll: %w", SlowDown()), target: ErrSlowDown, want: true},
+		{name: "pending is not slow_down", err: Pending(), target: ErrSlowDown},
+		{name: "pending matches ErrAuthorizationPending", err: Pending(), target: ErrAuthorizationPending, want: true},
+		{name: "invalid_grant matches", err: InvalidGrant("x"), target: ErrInvalidGrant, want: true},
+		{name: "invalid_client matches", err: InvalidClient("x"), target: ErrInvalidClient, want: true},
+		{name: "invalid_request is not invalid_client", err: InvalidRequest("x"), target: ErrInvalidClient},
 		{name: "plain error is not slow_down", err: errors.New("slow_down"), target: ErrSlowDown},
-		{name: "cause reachable", err: errServer("x", ErrNotFound), target: ErrNotFound, want: true},
-		{name: "server error is not its cause's code", err: errServer("x", errSlowDown()), target: ErrInvalidGrant},
+		{name: "cause reachable", err: ServerError("x", store.ErrNotFound), target: store.ErrNotFound, want: true},
+		{name: "server error is not its cause's code", err: ServerError("x", SlowDown()), target: ErrInvalidGrant},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -226,9 +228,9 @@ func TestErrorQuietAndText(t *testing.T) {
 		wantQuiet bool
 		wantText  string
 	}{
-		{name: "pending quiet", err: errPending(), wantQuiet: true, wantText: "authorization_pending: the user has not yet decided"},
-		{name: "slow_down quiet", err: errSlowDown(), wantQuiet: true},
-		{name: "invalid_grant loud", err: errInvalidGrant("unknown auth_req_id"), wantText: "invalid_grant: unknown auth_req_id"},
+		{name: "pending quiet", err: Pending(), wantQuiet: true, wantText: "authorization_pending: the user has not yet decided"},
+		{name: "slow_down quiet", err: SlowDown(), wantQuiet: true},
+		{name: "invalid_grant loud", err: InvalidGrant("unknown auth_req_id"), wantText: "invalid_grant: unknown auth_req_id"},
 		{name: "code only", err: &Error{Code: CodeExpiredToken}, wantText: "expired_token"},
 	}
 	for _, tc := range tests {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -71,7 +73,7 @@ func lgDecide(t *testing.T, s *opsSite, link, decision, ip, ua string) {
 	req.Header.Set("X-Test-Client-IP", ip)
 	req.AddCookie(cookie)
 	want := map[string]string{"approve": "approved", "deny": "denied"}[decision]
-	wantOutcome(t, s.serve(req), http.StatusOK, want)
+	opsWantOutcome(t, s.serve(req), http.StatusOK, want)
 }
 
 var lgAddress = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+`)
@@ -86,22 +88,22 @@ var lgAddress = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9
 // where.
 func TestLogsFullFlow(t *testing.T) {
 	buf := new(lgBuffer)
-	sink := startMailSink(t, "127.0.0.1:0")
-	sink.setMailErr(func(n int) error {
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	sink.SetMailErr(func(n int) error {
 		if n == 1 {
-			return smtpReply(451, "<Alice@Example.com> is over quota for now, try later")
+			return cibatest.SMTPReply(451, "<Alice@Example.com> is over quota for now, try later")
 		}
 		return nil
 	})
 	clientIP := func(r *http.Request) string { return r.Header.Get("X-Test-Client-IP") }
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.addr, logger: lgLogger(buf), clientIP: clientIP})
+	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), logger: lgLogger(buf), clientIP: clientIP})
 	secrets := []string{"cc-secret", "wrong-secret-6e1f", "alice@example.com", "bob@example.com"}
 
 	// alice: requested, polled, approved after 30 s, redeemed
 	aliceID, _, aliceLink := s.requestMail(sink, "binding_message", "Code 4711")
-	secrets = append(secrets, aliceID, tokenOf(t, aliceLink))
-	wantOAuthError(t, s.poll("cc", aliceID), 400, CodeAuthorizationPending)
-	wantOAuthError(t, s.poll("cc", aliceID), 400, CodeSlowDown)
+	secrets = append(secrets, aliceID, opsLinkToken(t, aliceLink))
+	wantOAuthError(t, s.poll("cc", aliceID), 400, oauth.CodeAuthorizationPending)
+	wantOAuthError(t, s.poll("cc", aliceID), 400, oauth.CodeSlowDown)
 	s.clock.Advance(30 * time.Second)
 	lgDecide(t, s, aliceLink, "approve", "203.0.113.7", "LogTest-Browser/1.0")
 	rec := s.poll("cc", aliceID)
@@ -115,17 +117,17 @@ func TestLogsFullFlow(t *testing.T) {
 	secrets = append(secrets, tok.AccessToken, tok.IDToken)
 
 	// a wrong client secret
-	wantOAuthError(t, s.serve(mxRequest(DefaultEndpoint, "cc", "wrong-secret-6e1f", hForm())), 401, CodeInvalidClient)
+	wantOAuthError(t, s.serve(mxRequest(DefaultEndpoint, "cc", "wrong-secret-6e1f", hForm())), 401, oauth.CodeInvalidClient)
 
 	// bob: requested by e-mail address, denied
-	bobID, _, bobLink := s.requestMail(sink, "login_hint", "bob@example.com", "binding_message", "Deny me")
-	secrets = append(secrets, bobID, tokenOf(t, bobLink))
+	bobID, _, bobLink := s.requestMail(sink, "login_hint", "bob@example.com", "binding_message", "authn.Deny me")
+	secrets = append(secrets, bobID, opsLinkToken(t, bobLink))
 	lgDecide(t, s, bobLink, "deny", "203.0.113.8", "LogTest-Other/2.0")
-	wantOAuthError(t, s.poll("cc", bobID), 400, CodeAccessDenied)
+	wantOAuthError(t, s.poll("cc", bobID), 400, oauth.CodeAccessDenied)
 	// a decided link, again: no second audit line
-	wantOutcome(t, s.page(http.MethodGet, bobLink, nil, nil), http.StatusConflict, "decided")
+	opsWantOutcome(t, s.page(http.MethodGet, bobLink, nil, nil), http.StatusConflict, "decided")
 
-	waitFor(t, 5*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
+	waitFor(t, 5*time.Second, "the outbox to empty", func() bool { return len(opsOutboxItems(t, s.store)) == 0 })
 	log := buf.String()
 	lower := strings.ToLower(log)
 	for _, sec := range secrets {
@@ -156,7 +158,7 @@ func TestLogsFullFlow(t *testing.T) {
 		endpoint, _ := l["endpoint"].(string)
 		outcome, _ := l["outcome"].(string)
 		answered[endpoint]++
-		quiet := (outcome == CodeAuthorizationPending || outcome == CodeSlowDown) && l["error"] == nil
+		quiet := (outcome == oauth.CodeAuthorizationPending || outcome == oauth.CodeSlowDown) && l["error"] == nil
 		level := l["level"]
 		switch {
 		case quiet && level != "debug":
@@ -187,7 +189,7 @@ func TestLogsFullFlow(t *testing.T) {
 	for i, want := range []map[string]any{
 		{"audit": "decision", "client_id": "cc", "user": "A***@E***.com", "binding_message": "Code 4711",
 			"decision": "approved", "remote_ip": "203.0.113.7", "user_agent": "LogTest-Browser/1.0", "level": "info"},
-		{"audit": "decision", "client_id": "cc", "user": "b***@e***.com", "binding_message": "Deny me",
+		{"audit": "decision", "client_id": "cc", "user": "b***@e***.com", "binding_message": "authn.Deny me",
 			"decision": "denied", "remote_ip": "203.0.113.8", "user_agent": "LogTest-Other/2.0", "level": "info"},
 	} {
 		for k, v := range want {
@@ -210,8 +212,8 @@ func TestLogsFullFlow(t *testing.T) {
 // names the browser's peer address, without its port.
 func TestLogsAuditPeerAddress(t *testing.T) {
 	buf := new(lgBuffer)
-	sink := startMailSink(t, "127.0.0.1:0")
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.addr, logger: lgLogger(buf)})
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), logger: lgLogger(buf)})
 	_, _, link := s.requestMail(sink)
 	cookie, csrf, _ := s.openForm(link)
 	req := httptest.NewRequest(http.MethodPost, link,
@@ -219,7 +221,7 @@ func TestLogsAuditPeerAddress(t *testing.T) {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.RemoteAddr = "198.51.100.44:50123"
 	req.AddCookie(cookie)
-	wantOutcome(t, s.serve(req), http.StatusOK, "approved")
+	opsWantOutcome(t, s.serve(req), http.StatusOK, "approved")
 	var audits []map[string]any
 	for _, l := range buf.lines(t) {
 		if l["audit"] == "decision" {

@@ -1,4 +1,4 @@
-package cibaproxy
+package metrics
 
 import (
 	"os"
@@ -16,7 +16,7 @@ func TestMonitoringAssetsNameRealMetrics(t *testing.T) {
 	known := map[string]bool{}
 	ch := make(chan *prometheus.Desc, 64)
 	go func() {
-		for _, c := range NewMetrics().Collectors() {
+		for _, c := range New().Collectors() {
 			c.Describe(ch)
 		}
 		close(ch)
@@ -32,7 +32,7 @@ func TestMonitoringAssetsNameRealMetrics(t *testing.T) {
 		}
 	}
 	used := regexp.MustCompile(`caddy_ciba_[a-z_]+`)
-	for _, f := range []string{"../scripts/monitoring/grafana-dashboard.json", "../scripts/monitoring/alerts.yml"} {
+	for _, f := range []string{"../../scripts/monitoring/grafana-dashboard.json", "../../scripts/monitoring/alerts.yml"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

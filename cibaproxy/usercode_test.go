@@ -7,27 +7,29 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 	"golang.org/x/crypto/bcrypt"
 )
 
-// codeHash hashes a user_code at the lowest cost, for fast tests.
-func codeHash(t *testing.T, code string) string {
+// ucCodeHash hashes a user_code at the lowest cost, for fast tests.
+func ucCodeHash(t *testing.T, code string) string {
 	t.Helper()
-	h, err := HashUserCode(code, bcrypt.MinCost)
+	h, err := users.HashUserCode(code, bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h
 }
 
-// withUserCodes gives alice the user_code 4711 (bob has none) and makes
+// ucWithCodes gives alice the user_code 4711 (bob has none) and makes
 // client "other" require user_code; hide sets hide_unknown_users.
-func withUserCodes(t *testing.T, hide bool) harnessOption {
-	users := `{"users":[
-		{"username":"alice","email":"alice@example.com","user_code_hash":"` + codeHash(t, "4711") + `"},
+func ucWithCodes(t *testing.T, hide bool) harnessOption {
+	doc := `{"users":[
+		{"username":"alice","email":"alice@example.com","user_code_hash":"` + ucCodeHash(t, "4711") + `"},
 		{"username":"bob","email":"bob@example.com","subject":"u-bob"}]}`
 	return func(c *Config) {
-		d, err := ParseUsers([]byte(users))
+		d, err := users.ParseUsers([]byte(doc))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,15 +54,15 @@ func TestUserCode(t *testing.T) {
 		code   string
 	}{
 		{name: "required and right", client: "other", kv: []string{"user_code", "4711"}, status: 200},
-		{name: "required and absent", client: "other", status: 400, code: CodeMissingUserCode},
-		{name: "required and wrong", client: "other", kv: []string{"user_code", "4712"}, status: 400, code: CodeInvalidUserCode},
-		{name: "required, right code with surrounding space", client: "other", kv: []string{"user_code", " 4711"}, status: 400, code: CodeInvalidUserCode},
-		{name: "required, longer than bcrypt reads", client: "other", kv: []string{"user_code", "4711" + strings.Repeat("x", 80)}, status: 400, code: CodeInvalidUserCode},
-		{name: "required, user without a code", client: "other", kv: []string{"login_hint", "bob", "user_code", "4711"}, status: 400, code: CodeInvalidUserCode},
-		{name: "required, user without a code, absent", client: "other", kv: []string{"login_hint", "bob"}, status: 400, code: CodeMissingUserCode},
-		{name: "required, unknown user", client: "other", kv: []string{"login_hint", "nobody", "user_code", "4711"}, status: 400, code: CodeUnknownUserID},
-		{name: "required, unknown user hidden", client: "other", hide: true, kv: []string{"login_hint", "nobody", "user_code", "4711"}, status: 400, code: CodeInvalidUserCode},
-		{name: "required, unknown user hidden, absent", client: "other", hide: true, kv: []string{"login_hint", "nobody"}, status: 400, code: CodeMissingUserCode},
+		{name: "required and absent", client: "other", status: 400, code: oauth.CodeMissingUserCode},
+		{name: "required and wrong", client: "other", kv: []string{"user_code", "4712"}, status: 400, code: oauth.CodeInvalidUserCode},
+		{name: "required, right code with surrounding space", client: "other", kv: []string{"user_code", " 4711"}, status: 400, code: oauth.CodeInvalidUserCode},
+		{name: "required, longer than bcrypt reads", client: "other", kv: []string{"user_code", "4711" + strings.Repeat("x", 80)}, status: 400, code: oauth.CodeInvalidUserCode},
+		{name: "required, user without a code", client: "other", kv: []string{"login_hint", "bob", "user_code", "4711"}, status: 400, code: oauth.CodeInvalidUserCode},
+		{name: "required, user without a code, absent", client: "other", kv: []string{"login_hint", "bob"}, status: 400, code: oauth.CodeMissingUserCode},
+		{name: "required, unknown user", client: "other", kv: []string{"login_hint", "nobody", "user_code", "4711"}, status: 400, code: oauth.CodeUnknownUserID},
+		{name: "required, unknown user hidden", client: "other", hide: true, kv: []string{"login_hint", "nobody", "user_code", "4711"}, status: 400, code: oauth.CodeInvalidUserCode},
+		{name: "required, unknown user hidden, absent", client: "other", hide: true, kv: []string{"login_hint", "nobody"}, status: 400, code: oauth.CodeMissingUserCode},
 		{name: "not required, absent", client: "cc", status: 200},
 		{name: "not required, wrong is ignored", client: "cc", kv: []string{"user_code", "0000"}, status: 200},
 		{name: "not required, user without a code", client: "cc", kv: []string{"login_hint", "bob", "user_code", "0000"}, status: 200},
@@ -68,7 +70,7 @@ func TestUserCode(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, withUserCodes(t, tc.hide))
+			h := newHarness(t, ucWithCodes(t, tc.hide))
 			rec := h.post(DefaultEndpoint, tc.client, hForm(tc.kv...))
 			if tc.status == http.StatusOK {
 				if rec.Code != http.StatusOK {
@@ -88,7 +90,7 @@ func TestUserCode(t *testing.T) {
 // request and its JSON carry the user without it.
 func TestUserCodeNotStored(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, withUserCodes(t, false))
+	h := newHarness(t, ucWithCodes(t, false))
 	id := h.authorize("other", "user_code", "4711")
 	req := h.get(id)
 	if req.User.UserCodeHash != "" {
@@ -104,24 +106,19 @@ func TestUserCodeNotStored(t *testing.T) {
 }
 
 // TestUserCodeDummyCost: a user without a code is compared against a dummy
-// hash of the directory's cost, so the time does not tell them apart.
+// hash of the directory's cost, so the time does not tell them apart: the
+// server compares at the cost of its directory's hashes (the dummy hash
+// itself is checked in package users).
 func TestUserCodeDummyCost(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, withUserCodes(t, false))
-	if got := h.srv.userCodeCost(); got != bcrypt.MinCost {
-		t.Errorf("userCodeCost = %d, want the directory's %d", got, bcrypt.MinCost)
-	}
-	d := dummyUserCodeHash(bcrypt.MinCost + 1)
-	if c, err := bcrypt.Cost(d); err != nil || c != bcrypt.MinCost+1 {
-		t.Errorf("dummy hash cost %d (%v), want %d", c, err, bcrypt.MinCost+1)
-	}
-	if again := dummyUserCodeHash(bcrypt.MinCost + 1); string(again) != string(d) {
-		t.Error("the dummy hash is not kept")
+	h := newHarness(t, ucWithCodes(t, false))
+	if got := users.CodeCost(h.srv.cfg.Users); got != bcrypt.MinCost {
+		t.Errorf("user code cost = %d, want the directory's %d", got, bcrypt.MinCost)
 	}
 
 	plain := newHarness(t)
-	if got := plain.srv.userCodeCost(); got != bcrypt.DefaultCost {
-		t.Errorf("userCodeCost without hashes = %d, want bcrypt.DefaultCost", got)
+	if got := users.CodeCost(plain.srv.cfg.Users); got != bcrypt.DefaultCost {
+		t.Errorf("user code cost without hashes = %d, want bcrypt.DefaultCost", got)
 	}
 }
 
@@ -141,7 +138,7 @@ func TestHashUserCode(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h, err := HashUserCode(tc.code, tc.cost)
+			h, err := users.HashUserCode(tc.code, tc.cost)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
@@ -154,7 +151,7 @@ func TestHashUserCode(t *testing.T) {
 			if bcrypt.CompareHashAndPassword([]byte(h), []byte(tc.code)) != nil {
 				t.Error("the hash does not match its code")
 			}
-			if _, err := ParseUsers([]byte(`{"users":[{"username":"a","email":"a@example.com","user_code_hash":"` + h + `"}]}`)); err != nil {
+			if _, err := users.ParseUsers([]byte(`{"users":[{"username":"a","email":"a@example.com","user_code_hash":"` + h + `"}]}`)); err != nil {
 				t.Errorf("users.json refuses the hash: %v", err)
 			}
 		})

@@ -17,6 +17,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 var limT0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -221,7 +226,7 @@ func TestRateLimiterConcurrent(t *testing.T) {
 // Retry-After in seconds.
 func limRetryAfter(t *testing.T, rec *httptest.ResponseRecorder) int {
 	t.Helper()
-	wantOAuthError(t, rec, http.StatusTooManyRequests, CodeAccessDenied)
+	wantOAuthError(t, rec, http.StatusTooManyRequests, oauth.CodeAccessDenied)
 	ra, err := strconv.Atoi(rec.Header().Get("Retry-After"))
 	if err != nil || ra <= 0 {
 		t.Fatalf("Retry-After %q, want a positive number of seconds", rec.Header().Get("Retry-After"))
@@ -229,13 +234,13 @@ func limRetryAfter(t *testing.T, rec *httptest.ResponseRecorder) int {
 	return ra
 }
 
-func withLimits(l Limits) harnessOption { return func(c *Config) { c.Limits = l } }
+func limitsOption(l Limits) harnessOption { return func(c *Config) { c.Limits = l } }
 
 // TestLimitClientRate: client_rate N/m refuses the N+1st request of a
 // client in a minute with 429 access_denied and Retry-After, other clients
 // unaffected, and passes again once the first has left the window.
 func TestLimitClientRate(t *testing.T) {
-	r := newMXRig(t, withLimits(Limits{ClientRate: 3}))
+	r := newMXRig(t, limitsOption(Limits{ClientRate: 3}))
 	for i := 0; i < 3; i++ {
 		r.authorize("cc")
 	}
@@ -253,14 +258,14 @@ func TestLimitClientRate(t *testing.T) {
 	r.authorize("cc")
 	limRetryAfter(t, r.post(DefaultEndpoint, "cc", hForm()))
 	mxWantFamily(t, r.reg, mxRefusals, map[string]float64{"limit=client_rate": 3})
-	mxWant(t, r.reg, 3, mxRequests, "endpoint", "backchannel", "outcome", CodeAccessDenied)
+	mxWant(t, r.reg, 3, mxRequests, "endpoint", "backchannel", "outcome", oauth.CodeAccessDenied)
 	mxWant(t, r.reg, 7, mxRequests, "endpoint", "backchannel", "outcome", "ok")
 }
 
 // TestLimitClientRateSpread: requests spread over time, at most N in any
 // 60 s at the endpoint too, Retry-After saying when the next passes.
 func TestLimitClientRateSpread(t *testing.T) {
-	r := newMXRig(t, withLimits(Limits{ClientRate: 3}))
+	r := newMXRig(t, limitsOption(Limits{ClientRate: 3}))
 	at := time.Duration(0)
 	for i, s := range []struct {
 		at    time.Duration
@@ -293,7 +298,7 @@ func TestLimitClientRateSpread(t *testing.T) {
 // TestLimitIPRate: ip_rate is keyed on Config.ClientIP (Caddy's client_ip)
 // whatever the client, and counted before client authentication.
 func TestLimitIPRate(t *testing.T) {
-	r := newMXRig(t, withLimits(Limits{IPRate: 2}), func(c *Config) {
+	r := newMXRig(t, limitsOption(Limits{IPRate: 2}), func(c *Config) {
 		c.ClientIP = func(r *http.Request) string { return r.Header.Get("X-Test-Client-IP") }
 	})
 	from := func(ip string, req *http.Request) *httptest.ResponseRecorder {
@@ -315,8 +320,8 @@ func TestLimitIPRate(t *testing.T) {
 	}
 	// counted before authentication: failed attempts use up the IP's
 	// requests, and a limited IP gets 429 even with a wrong secret
-	wantOAuthError(t, from("198.51.100.3", bc("cc", "wrong")), 401, CodeInvalidClient)
-	wantOAuthError(t, from("198.51.100.3", bc("cc", "wrong")), 401, CodeInvalidClient)
+	wantOAuthError(t, from("198.51.100.3", bc("cc", "wrong")), 401, oauth.CodeInvalidClient)
+	wantOAuthError(t, from("198.51.100.3", bc("cc", "wrong")), 401, oauth.CodeInvalidClient)
 	limRetryAfter(t, from("198.51.100.3", bc("cc", "cc-secret")))
 	limRetryAfter(t, from("198.51.100.3", bc("cc", "wrong")))
 	// the window moves on
@@ -339,7 +344,7 @@ func TestLimitIPRatePeerAddress(t *testing.T) {
 		{"ClientIP empty", func(*http.Request) string { return "" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newMXRig(t, withLimits(Limits{IPRate: 2}), func(c *Config) { c.ClientIP = tc.ip })
+			r := newMXRig(t, limitsOption(Limits{IPRate: 2}), func(c *Config) { c.ClientIP = tc.ip })
 			send := func(addr string) *httptest.ResponseRecorder {
 				req := mxRequest(DefaultEndpoint, "cc", "cc-secret", hForm())
 				req.RemoteAddr = addr
@@ -362,18 +367,18 @@ func TestLimitIPRatePeerAddress(t *testing.T) {
 // of a user with 403 access_denied (CIBA Core §13), whatever hint names the
 // user; a decision or an expiry frees a place; other users are unaffected.
 func TestLimitUserPending(t *testing.T) {
-	r := newMXRig(t, withLimits(Limits{UserPending: 2}))
+	r := newMXRig(t, limitsOption(Limits{UserPending: 2}))
 	a1 := r.authorize("cc")
 	r.authorize("other", "requested_expiry", "10") // alice's second, short-lived
-	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, CodeAccessDenied)
+	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, oauth.CodeAccessDenied)
 	// the same user by e-mail address, and through another client
-	wantOAuthError(t, r.post(DefaultEndpoint, "other", hForm("login_hint", "ALICE@example.com")), http.StatusForbidden, CodeAccessDenied)
+	wantOAuthError(t, r.post(DefaultEndpoint, "other", hForm("login_hint", "ALICE@example.com")), http.StatusForbidden, oauth.CodeAccessDenied)
 	r.authorize("cc", "login_hint", "bob")
 
 	// a decision frees a place
 	r.approve(a1)
 	a3 := r.authorize("cc")
-	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, CodeAccessDenied)
+	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, oauth.CodeAccessDenied)
 
 	// an expiry (swept) frees a place
 	r.clock.Advance(11 * time.Second)
@@ -381,13 +386,13 @@ func TestLimitUserPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.authorize("cc")
-	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, CodeAccessDenied)
+	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, oauth.CodeAccessDenied)
 	if n, err := r.store.UserPending(context.Background(), "alice"); err != nil || n != 2 {
 		t.Errorf("UserPending(alice) = %d, %v; want 2", n, err)
 	}
-	wantOAuthError(t, r.poll("cc", a3), 400, CodeAuthorizationPending)
+	wantOAuthError(t, r.poll("cc", a3), 400, oauth.CodeAuthorizationPending)
 	mxWantFamily(t, r.reg, mxRefusals, map[string]float64{"limit=user_pending": 4})
-	mxWant(t, r.reg, 4, mxRequests, "endpoint", "backchannel", "outcome", CodeAccessDenied)
+	mxWant(t, r.reg, 4, mxRequests, "endpoint", "backchannel", "outcome", oauth.CodeAccessDenied)
 	mxWantGauge(t, r.reg, 3, mxPending) // alice 2, bob 1
 }
 
@@ -395,8 +400,8 @@ func TestLimitUserPending(t *testing.T) {
 // user's oldest undecided one at once: its poll answers expired_token and
 // its queued mail is never sent; the others are mailed.
 func TestLimitUserPendingReplace(t *testing.T) {
-	sink := startMailSink(t, "127.0.0.1:0")
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.addr, holdSender: true,
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), holdSender: true,
 		limits: Limits{UserPending: 2, UserPendingReplace: true}})
 	a := s.authorize("cc", "binding_message", "AAA-111")
 	s.clock.Advance(time.Second)
@@ -404,29 +409,29 @@ func TestLimitUserPendingReplace(t *testing.T) {
 	s.clock.Advance(time.Second)
 	c := s.authorize("cc", "binding_message", "CCC-333")
 
-	wantOAuthError(t, s.poll("cc", a), 400, CodeExpiredToken)
-	wantOAuthError(t, s.poll("cc", b), 400, CodeAuthorizationPending)
-	wantOAuthError(t, s.poll("cc", c), 400, CodeAuthorizationPending)
+	wantOAuthError(t, s.poll("cc", a), 400, oauth.CodeExpiredToken)
+	wantOAuthError(t, s.poll("cc", b), 400, oauth.CodeAuthorizationPending)
+	wantOAuthError(t, s.poll("cc", c), 400, oauth.CodeAuthorizationPending)
 	mxWantGauge(t, s.reg, 2, mxPending)
 	mxWantGauge(t, s.reg, 2, mxQueued, "kind", "mail")
 	if n, err := s.store.UserPending(context.Background(), "alice"); err != nil || n != 2 {
 		t.Errorf("UserPending(alice) = %d, %v; want 2", n, err)
 	}
-	if _, err := s.srv.Decide(context.Background(), KeyOf(a), Approve); !errors.Is(err, ErrExpired) {
-		t.Errorf("deciding the replaced request: %v, want ErrExpired", err)
+	if _, err := s.srv.Decide(context.Background(), store.KeyOf(a), authn.Approve); !errors.Is(err, authn.ErrExpired) {
+		t.Errorf("deciding the replaced request: %v, want authn.ErrExpired", err)
 	}
 	mxWantFamily(t, s.reg, mxRefusals, map[string]float64{})
 
 	s.registerSender()
-	mails := sink.wait(t, 2, 10*time.Second)
-	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
+	mails := sink.Wait(t, 2, 10*time.Second)
+	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(opsOutboxItems(t, s.store)) == 0 })
 	time.Sleep(200 * time.Millisecond)
-	if got := len(sink.received()); got != 2 {
+	if got := len(sink.Received()); got != 2 {
 		t.Fatalf("%d mails sent, want 2 (not the replaced request's)", got)
 	}
 	var codes []string
 	for _, m := range mails {
-		text := parseMail(t, m.Data).Text
+		text := cibatest.ParseMail(t, m.Data).Text
 		for _, code := range []string{"AAA-111", "BBB-222", "CCC-333"} {
 			if strings.Contains(text, code) {
 				codes = append(codes, code)
@@ -460,7 +465,7 @@ func TestLimitsZeroTurnsOff(t *testing.T) {
 					*p = n + 1
 				}
 			}
-			r := newMXRig(t, withLimits(l))
+			r := newMXRig(t, limitsOption(l))
 			for i := 0; i < n; i++ {
 				if rec := r.post(DefaultEndpoint, "cc", hForm()); rec.Code != http.StatusOK {
 					t.Fatalf("request %d: %d %s", i+1, rec.Code, rec.Body)
@@ -474,9 +479,9 @@ func TestLimitsZeroTurnsOff(t *testing.T) {
 // TestLimitsOnlyAtBackchannel: polls, the approval page, discovery and
 // health never use up the limits; only backchannel requests do.
 func TestLimitsOnlyAtBackchannel(t *testing.T) {
-	sink := startMailSink(t, "127.0.0.1:0")
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	ip := func(*http.Request) string { return "198.51.100.7" }
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.addr, clientIP: ip,
+	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), clientIP: ip,
 		limits: Limits{ClientRate: 2, IPRate: 2, UserPending: 2}})
 	id, _, link := s.requestMail(sink)
 	for i := 0; i < 10; i++ {
@@ -498,7 +503,7 @@ func TestLimitsOnlyAtBackchannel(t *testing.T) {
 	}
 	// deciding frees alice's place but not the rates
 	cookie, csrf, _ := s.openForm(link)
-	wantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"deny"}}), 200, "denied")
+	opsWantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"deny"}}), 200, "denied")
 	s.authorize("cc")
 	limRetryAfter(t, s.post(DefaultEndpoint, "cc", hForm()))
 	mxWantFamily(t, s.reg, mxRefusals, map[string]float64{"limit=ip_rate": 1})
@@ -539,8 +544,8 @@ func limShape(t *testing.T, rec *httptest.ResponseRecorder) string {
 // one; no mail goes out for it; its polls answer authorization_pending,
 // then expired_token. The time of known and unknown answers is only logged.
 func TestHideUnknownUsers(t *testing.T) {
-	sink := startMailSink(t, "127.0.0.1:0")
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.addr, limits: Limits{HideUnknownUsers: true}})
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), limits: Limits{HideUnknownUsers: true}})
 
 	known := s.post(DefaultEndpoint, "cc", hForm("login_hint", "alice", "binding_message", "K-1"))
 	unknown := s.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory@example.org", "binding_message", "U-1"))
@@ -554,10 +559,10 @@ func TestHideUnknownUsers(t *testing.T) {
 	}
 	uid := limBCAnswer(t, unknown)["auth_req_id"].(string)
 
-	sink.wait(t, 2, 10*time.Second) // alice's and bob's
-	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
+	sink.Wait(t, 2, 10*time.Second) // alice's and bob's
+	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(opsOutboxItems(t, s.store)) == 0 })
 	time.Sleep(200 * time.Millisecond)
-	mails := sink.received()
+	mails := sink.Received()
 	if len(mails) != 2 {
 		t.Fatalf("%d mails, want 2 (none for the unknown hints)", len(mails))
 	}
@@ -567,17 +572,17 @@ func TestHideUnknownUsers(t *testing.T) {
 				t.Errorf("a mail went to %s", to)
 			}
 		}
-		if text := parseMail(t, m.Data).Text; strings.Contains(text, "U-1") {
+		if text := cibatest.ParseMail(t, m.Data).Text; strings.Contains(text, "U-1") {
 			t.Error("a mail carries the unknown hint's binding message")
 		}
 	}
 	mxWantFamily(t, s.reg, mxMails, map[string]float64{"result=sent": 2})
 
-	wantOAuthError(t, s.poll("cc", uid), 400, CodeAuthorizationPending)
+	wantOAuthError(t, s.poll("cc", uid), 400, oauth.CodeAuthorizationPending)
 	s.clock.Advance(DefaultRequestTTL + time.Second)
-	wantOAuthError(t, s.poll("cc", uid), 400, CodeExpiredToken)
+	wantOAuthError(t, s.poll("cc", uid), 400, oauth.CodeExpiredToken)
 	mxWant(t, s.reg, 4, mxRequests, "endpoint", "backchannel", "outcome", "ok")
-	mxWant(t, s.reg, 0, mxRequests, "endpoint", "backchannel", "outcome", CodeUnknownUserID)
+	mxWant(t, s.reg, 0, mxRequests, "endpoint", "backchannel", "outcome", oauth.CodeUnknownUserID)
 	if _, err := s.backend.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -612,7 +617,7 @@ func TestHideUnknownUsers(t *testing.T) {
 // hide_unknown_users an unknown hint gets 400 unknown_user_id.
 func TestHideUnknownUsersOffAnswersUnknown(t *testing.T) {
 	r := newMXRig(t)
-	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory")), 400, CodeUnknownUserID)
+	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory")), 400, oauth.CodeUnknownUserID)
 	if n := r.records(); n != 0 {
 		t.Errorf("%d requests stored", n)
 	}
@@ -623,9 +628,9 @@ func TestHideUnknownUsersOffAnswersUnknown(t *testing.T) {
 // limit) must refuse one for an unknown hint alike, or the refusal tells
 // the hints apart.
 func TestHideUnknownUsersRefusalsAlike(t *testing.T) {
-	sink := startMailSink(t, "127.0.0.1:0")
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	t.Run("match_binding_message without a binding message", func(t *testing.T) {
-		s := newOpsSite(t, opsOptions{smtpAddr: sink.addr, match: true, limits: Limits{HideUnknownUsers: true}})
+		s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), match: true, limits: Limits{HideUnknownUsers: true}})
 		k := s.post(DefaultEndpoint, "cc", hForm("login_hint", "alice"))
 		u := s.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory"))
 		if k.Code != u.Code || k.Body.String() != u.Body.String() {
@@ -633,7 +638,7 @@ func TestHideUnknownUsersRefusalsAlike(t *testing.T) {
 		}
 	})
 	t.Run("user_pending", func(t *testing.T) {
-		s := newOpsSite(t, opsOptions{smtpAddr: sink.addr, limits: Limits{HideUnknownUsers: true, UserPending: 2}})
+		s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), limits: Limits{HideUnknownUsers: true, UserPending: 2}})
 		var k, u *httptest.ResponseRecorder
 		for i := 0; i < 3; i++ {
 			k = s.post(DefaultEndpoint, "cc", hForm("login_hint", "alice"))

@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/email"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 )
 
 // hlReport is the health answer, strictly decoded: pointers tell absent
@@ -45,7 +49,7 @@ func hlGet(t *testing.T, h *harness, status int, forbidden ...string) (*hlReport
 		t.Errorf("Cache-Control %q, want no-store", cc)
 	}
 	body := rec.Body.String()
-	u, _ := url.Parse(h.upstream.srv.URL)
+	u, _ := url.Parse(h.upstream.URL())
 	for _, f := range append([]string{"127.0.0.1", "localhost", u.Host, "idp.example.com", "example", "error", "refused", "dial", "tcp", "status 5"}, forbidden...) {
 		if f != "" && strings.Contains(body, f) {
 			t.Errorf("the health report names %q: %s", f, body)
@@ -86,7 +90,7 @@ func TestHealth(t *testing.T) {
 			rec.Code, rec.Body.Len(), rec.Header().Get("Content-Length"))
 	}
 	rec = h.serve(httptest.NewRequest(http.MethodPost, testPublic+HealthPath, strings.NewReader("")))
-	wantOAuthError(t, rec, http.StatusMethodNotAllowed, CodeInvalidRequest)
+	wantOAuthError(t, rec, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest)
 	if a := rec.Header().Get("Allow"); !strings.Contains(a, "GET") {
 		t.Errorf("Allow %q", a)
 	}
@@ -100,18 +104,18 @@ func TestHealthUpstreamDown(t *testing.T) {
 	if rep, _ := hlGet(t, h, http.StatusOK); rep.Status != "ok" || !*rep.Upstream.OK {
 		t.Fatalf("report %+v, want ok", rep)
 	}
-	h.upstream.down.Store(true)
+	h.upstream.SetDiscoveryStatus(http.StatusServiceUnavailable)
 	rep, _ := hlGet(t, h, http.StatusOK)
 	if rep.Status != "degraded" || *rep.Upstream.OK || !*rep.Store.OK {
 		t.Errorf("upstream down: status %q upstream.ok %v store.ok %v; want degraded, false, true",
 			rep.Status, *rep.Upstream.OK, *rep.Store.OK)
 	}
-	h.upstream.down.Store(false)
+	h.upstream.SetDiscoveryStatus(0)
 	if rep, _ := hlGet(t, h, http.StatusOK); rep.Status != "ok" || !*rep.Upstream.OK {
 		t.Errorf("upstream back: %+v, want ok", rep)
 	}
 	// the upstream gone altogether (connection refused)
-	h.upstream.srv.Close()
+	h.upstream.Close()
 	if rep, _ := hlGet(t, h, http.StatusOK); rep.Status != "degraded" || *rep.Upstream.OK {
 		t.Errorf("upstream gone: status %q upstream.ok %v; want degraded, false", rep.Status, *rep.Upstream.OK)
 	}
@@ -138,7 +142,7 @@ func TestHealthStoreClosed(t *testing.T) {
 // degraded, still 200) with the queue length and the failure's time; once
 // a mail is delivered ok again, the queue empty, the success's time set.
 func TestHealthSMTP(t *testing.T) {
-	addr := freeAddr(t) // nothing listens yet: the SMTP server is down
+	addr := cibatest.FreeAddr(t) // nothing listens yet: the SMTP server is down
 	s := newOpsSite(t, opsOptions{smtpAddr: addr})
 	rep, _ := hlGet(t, s.harness, http.StatusOK, addr)
 	if rep.SMTP == nil || rep.SMTP.OK == nil || rep.SMTP.Queue == nil {
@@ -152,7 +156,7 @@ func TestHealthSMTP(t *testing.T) {
 	s.authorize("cc")
 	s.authorize("cc", "login_hint", "bob")
 	waitFor(t, 10*time.Second, "a failed delivery", func() bool {
-		return !s.mb.Outbox.Health(KindMail).LastFailure.IsZero()
+		return !s.backend.Outbox.Health(email.Kind).LastFailure.IsZero()
 	})
 	// Both mails must have failed once before the server comes up.
 	waitFor(t, 10*time.Second, "both deliveries to fail", func() bool { return mxValue(t, s.reg, mxMails, "result", "retry") >= 2 })
@@ -167,9 +171,9 @@ func TestHealthSMTP(t *testing.T) {
 	}
 
 	// the server comes up; the retries deliver
-	sink := startMailSink(t, addr)
-	sink.wait(t, 2, 15*time.Second)
-	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
+	sink := cibatest.StartSMTP(t, addr)
+	sink.Wait(t, 2, 15*time.Second)
+	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(opsOutboxItems(t, s.store)) == 0 })
 	// The outcome is counted just after the item leaves the outbox.
 	waitFor(t, 5*time.Second, "the deliveries to be counted", func() bool { return mxValue(t, s.reg, mxMails, "result", "sent") == 2 })
 	rep, _ = hlGet(t, s.harness, http.StatusOK, addr)

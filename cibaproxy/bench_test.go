@@ -3,6 +3,7 @@ package cibaproxy
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -16,12 +17,25 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/email"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/mail"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
 // The benchmarks of the hot paths: the backchannel request, the pending
 // and the approved poll, the store operations and client authentication.
 // Every one runs against Badger on disk (b.TempDir()) with the production
-// options (BadgerOptions: SyncWrites on), so a write costs what it costs in
+// options (badgerstore.Options: SyncWrites on), so a write costs what it costs in
 // production. They print figures; none asserts a timing. A wrong answer
 // (not the status the benchmark is about) fails it, as a broken test would.
 // The variants named -nosync and -groupsync run prototypes defined in this
@@ -41,11 +55,11 @@ const (
 // instant minter, benchUsers users (u00000…) and one poll client.
 type benchEnv struct {
 	srv     *Server
-	store   *BadgerStore
+	store   *badgerstore.Store
 	backend *Backend
-	clock   *hClock
+	clock   *cibatest.Clock
 	dir     string
-	users   []User
+	users   []store.User
 	auth    string // the client's Authorization header value
 }
 
@@ -56,7 +70,7 @@ type benchOptions struct {
 	// stores one link per request and queues nothing.
 	email bool
 	// fill creates this many pending requests before the Server starts,
-	// with SyncWrites off, then reopens the store with BadgerOptions.
+	// with SyncWrites off, then reopens the store with badgerstore.Options.
 	fill int
 	// noSync opens the store with SyncWrites off: not what production
 	// runs, a yardstick of what the fsync of every commit costs.
@@ -73,11 +87,11 @@ type benchOptions struct {
 
 // readStore hides the store's memory of pending requests (PendingPeeker):
 // every poll reads its request, as before that memory existed.
-type readStore struct{ Store }
+type readStore struct{ store.Store }
 
 // groupSyncStore is the group-commit prototype of benchOptions.groupSync.
 type groupSyncStore struct {
-	*BadgerStore
+	*badgerstore.Store
 	mu      sync.Mutex
 	cond    *sync.Cond
 	started uint64 // syncs started
@@ -87,8 +101,8 @@ type groupSyncStore struct {
 	syncNS  atomic.Int64
 }
 
-func newGroupSyncStore(s *BadgerStore) *groupSyncStore {
-	g := &groupSyncStore{BadgerStore: s}
+func newGroupSyncStore(s *badgerstore.Store) *groupSyncStore {
+	g := &groupSyncStore{Store: s}
 	g.cond = sync.NewCond(&g.mu)
 	return g
 }
@@ -125,36 +139,36 @@ func (g *groupSyncStore) wait(err error) error {
 	return nil
 }
 
-func (g *groupSyncStore) Create(ctx context.Context, key RequestKey, r *AuthRequest, out *Outbound, limit UserLimit) error {
-	return g.wait(g.BadgerStore.Create(ctx, key, r, out, limit))
+func (g *groupSyncStore) Create(ctx context.Context, key store.RequestKey, r *store.AuthRequest, out *store.Outbound, limit store.UserLimit) error {
+	return g.wait(g.Store.Create(ctx, key, r, out, limit))
 }
 
-func (g *groupSyncStore) Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error) {
-	r, err := g.BadgerStore.Update(ctx, key, fn)
+func (g *groupSyncStore) Update(ctx context.Context, key store.RequestKey, fn func(*store.AuthRequest) error) (*store.AuthRequest, error) {
+	r, err := g.Store.Update(ctx, key, fn)
 	return r, g.wait(err)
 }
 
-func (g *groupSyncStore) LeaseItem(ctx context.Context, id ItemID, now, until time.Time) (*OutboxItem, error) {
-	it, err := g.BadgerStore.LeaseItem(ctx, id, now, until)
+func (g *groupSyncStore) LeaseItem(ctx context.Context, id store.ItemID, now, until time.Time) (*store.OutboxItem, error) {
+	it, err := g.Store.LeaseItem(ctx, id, now, until)
 	return it, g.wait(err)
 }
 
-func (g *groupSyncStore) DeleteItem(ctx context.Context, id ItemID) error {
-	return g.wait(g.BadgerStore.DeleteItem(ctx, id))
+func (g *groupSyncStore) DeleteItem(ctx context.Context, id store.ItemID) error {
+	return g.wait(g.Store.DeleteItem(ctx, id))
 }
 
 // instantMinter mints constant tokens at once: the upstream exchange costs
 // nothing, so what is measured is cibaproxy's own time.
 type instantMinter struct{}
 
-func (instantMinter) Mint(_ context.Context, g *Grant) (*Tokens, error) {
-	return &Tokens{AccessToken: "at", TokenType: "Bearer", ExpiresIn: 300, IDToken: "idt", Scope: strings.Join(g.Scopes, " ")}, nil
+func (instantMinter) Mint(_ context.Context, g *upstream.Grant) (*upstream.Tokens, error) {
+	return &upstream.Tokens{AccessToken: "at", TokenType: "Bearer", ExpiresIn: 300, IDToken: "idt", Scope: strings.Join(g.Scopes, " ")}, nil
 }
 
-func benchUserList() ([]User, []byte) {
-	users := make([]User, benchUsers)
-	for i := range users {
-		users[i] = User{
+func benchUserList() ([]store.User, []byte) {
+	list := make([]store.User, benchUsers)
+	for i := range list {
+		list[i] = store.User{
 			Username: fmt.Sprintf("u%05d", i),
 			Email:    fmt.Sprintf("u%05d@bench.example", i),
 			Subject:  fmt.Sprintf("u%05d", i),
@@ -162,25 +176,25 @@ func benchUserList() ([]User, []byte) {
 		}
 	}
 	doc, _ := json.Marshal(struct {
-		Users []User `json:"users"`
-	}{users})
-	return users, doc
+		Users []store.User `json:"users"`
+	}{list})
+	return list, doc
 }
 
 // newBenchEnv builds the Server the benchmarks drive; everything is closed
 // by b.Cleanup. The returned ids are those of the o.fill requests.
 func newBenchEnv(b *testing.B, o benchOptions) (*benchEnv, []string) {
 	b.Helper()
-	e := &benchEnv{clock: newHClock(), dir: b.TempDir()}
+	e := &benchEnv{clock: cibatest.NewClock(time.Time{}), dir: b.TempDir()}
 	var userDoc []byte
 	e.users, userDoc = benchUserList()
-	dir, err := ParseUsers(userDoc)
+	dir, err := users.ParseUsers(userDoc)
 	if err != nil {
 		b.Fatal(err)
 	}
 	var ids []string
 	if o.fill > 0 {
-		st, err := OpenBadgerWithOptions(BadgerOptions(e.dir).WithSyncWrites(false), nil, e.clock.Now)
+		st, err := badgerstore.OpenWithOptions(badgerstore.Options(e.dir).WithSyncWrites(false), nil, e.clock.Now)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -193,14 +207,14 @@ func newBenchEnv(b *testing.B, o benchOptions) (*benchEnv, []string) {
 		}
 	}
 	if o.noSync || o.groupSync {
-		e.store, err = OpenBadgerWithOptions(BadgerOptions(e.dir).WithSyncWrites(false), nil, e.clock.Now)
+		e.store, err = badgerstore.OpenWithOptions(badgerstore.Options(e.dir).WithSyncWrites(false), nil, e.clock.Now)
 	} else {
-		e.store, err = OpenBadger(e.dir, nil, e.clock.Now)
+		e.store, err = badgerstore.Open(e.dir, nil, e.clock.Now)
 	}
 	if err != nil {
 		b.Fatal(err)
 	}
-	var st Store = e.store
+	var st store.Store = e.store
 	if o.groupSync {
 		st = newGroupSyncStore(e.store)
 	}
@@ -209,45 +223,50 @@ func newBenchEnv(b *testing.B, o benchOptions) (*benchEnv, []string) {
 	}
 	e.backend = NewBackend(st, nil, e.clock.Now)
 	b.Cleanup(func() { _ = e.backend.Close() })
-	disc, err := NewDiscovery(testIssuer, "http://127.0.0.1:9", nil, e.clock.Now)
+	disc, err := upstream.NewDiscovery(testIssuer, "http://127.0.0.1:9", nil, e.clock.Now)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var auth Authenticator = &testAuthenticator{}
+	var auth authn.Authenticator = &testAuthenticator{}
 	if o.email {
-		sender, err := NewSMTPSender(SMTPConfig{Addr: "127.0.0.1:25", TLS: TLSNone, From: "Bench <login@bench.example>"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ea, err := NewEmailAuthenticator(context.Background(), EmailConfig{
-			PublicURL: testPublic, Sender: sender, Store: st, Now: e.clock.Now,
+		ea, err := email.New(context.Background(), email.Config{
+			PublicURL: testPublic,
+			SMTP:      mail.Config{Addr: "127.0.0.1:25", TLS: mail.TLSNone, From: "Bench <login@bench.example>"},
+			Store:     st,
+			Now:       e.clock.Now,
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
-		unregister := e.backend.Outbox.Register(KindMail, ea.SenderName(),
-			DelivererFunc(func(context.Context, *OutboxItem) error { return nil }))
+		b.Cleanup(func() { _ = ea.Close() })
+		// Its mails go to a deliverer that accepts them at once, not to
+		// an SMTP server: held, so the Server does not register the real
+		// one.
+		kind, sender := ea.Route()
+		unregister := e.backend.Outbox.Register(kind, sender,
+			outbox.DelivererFunc(func(context.Context, *store.OutboxItem) error { return nil }))
 		b.Cleanup(unregister)
-		auth = ea
+		auth = heldAuthenticator{ea}
 	}
 	cfg := Config{
-		Issuer:        testIssuer,
-		PublicURL:     testPublic,
-		TokenPath:     testTokenURL,
-		RequestTTL:    1000 * time.Hour, // the fake clock runs far in long runs
-		Clients:       []*Client{{ID: benchClientID, Name: "Bench", SecretHashes: [][32]byte{HashSecret(benchSecret)}}},
-		Users:         dir,
-		Backend:       e.backend,
-		Discovery:     disc,
-		Authenticator: auth,
-		Minter:        instantMinter{},
-		Metrics:       NewMetrics(),
-		Now:           e.clock.Now,
+		Issuer:         testIssuer,
+		PublicURL:      testPublic,
+		TokenPath:      testTokenURL,
+		RequestTTL:     1000 * time.Hour, // the fake clock runs far in long runs
+		Clients:        []*clients.Client{{ID: benchClientID, Name: "Bench", SecretHashes: [][32]byte{clients.HashSecret(benchSecret)}}},
+		Users:          dir,
+		Backend:        e.backend,
+		Discovery:      disc,
+		Authenticators: []*authn.Entry{{Name: "bench", ACR: testACR, Fallback: true, Authenticator: auth}},
+		Minter:         instantMinter{},
+		Metrics:        metrics.New(),
+		Now:            e.clock.Now,
 	}
 	e.srv, err = New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(e.srv.Close)
 	e.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(benchClientID+":"+benchSecret))
 	return e, ids
 }
@@ -255,7 +274,7 @@ func newBenchEnv(b *testing.B, o benchOptions) (*benchEnv, []string) {
 // benchCreate stores n pending requests of the bench client, users taken
 // round-robin, from 8 goroutines (so Badger batches their commits), and
 // returns their auth_req_ids.
-func benchCreate(b *testing.B, st Store, n int, users []User, now time.Time, life time.Duration) []string {
+func benchCreate(b *testing.B, st store.Store, n int, users []store.User, now time.Time, life time.Duration) []string {
 	b.Helper()
 	ids := make([]string, n)
 	for i := range ids {
@@ -277,12 +296,12 @@ func benchCreate(b *testing.B, st Store, n int, users []User, now time.Time, lif
 				if i >= n {
 					return
 				}
-				r := &AuthRequest{
+				r := &store.AuthRequest{
 					ClientID: benchClientID, User: users[i%len(users)], Scopes: []string{"openid", "email"},
 					BindingMessage: "bench", Created: now, Expires: now.Add(life),
-					Interval: DefaultInterval, Status: StatusPending,
+					Interval: DefaultInterval, Status: store.StatusPending,
 				}
-				if err := st.Create(context.Background(), KeyOf(ids[i]), r, nil, UserLimit{}); err != nil {
+				if err := st.Create(context.Background(), store.KeyOf(ids[i]), r, nil, store.UserLimit{}); err != nil {
 					errs <- err
 					return
 				}
@@ -470,7 +489,7 @@ func BenchmarkPendingPoll(b *testing.B) {
 						e.clock.Advance(time.Millisecond)
 						w.reset()
 						e.srv.Handle(w, e.formRequest(testTokenURL, bodies[i%pending]))
-						if c := w.errorCode(); c != CodeAuthorizationPending && c != CodeSlowDown {
+						if c := w.errorCode(); c != oauth.CodeAuthorizationPending && c != oauth.CodeSlowDown {
 							other.Add(1)
 						}
 					}
@@ -497,12 +516,12 @@ func BenchmarkPendingPoll(b *testing.B) {
 				i++
 			}
 			for c := range counts {
-				if c != CodeAuthorizationPending && c != CodeSlowDown {
+				if c != oauth.CodeAuthorizationPending && c != oauth.CodeSlowDown {
 					b.Fatalf("answers %v: only authorization_pending and slow_down are expected", counts)
 				}
 			}
-			b.ReportMetric(float64(counts[CodeAuthorizationPending])/float64(i), "pending-frac")
-			b.ReportMetric(float64(counts[CodeSlowDown])/float64(i), "slowdown-frac")
+			b.ReportMetric(float64(counts[oauth.CodeAuthorizationPending])/float64(i), "pending-frac")
+			b.ReportMetric(float64(counts[oauth.CodeSlowDown])/float64(i), "slowdown-frac")
 			d.report(b)
 		})
 	}
@@ -530,7 +549,7 @@ func BenchmarkApprovedPoll(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for j := g; j < len(ids); j += 8 {
-					if _, err := e.srv.Decide(context.Background(), KeyOf(ids[j]), Approve); err != nil {
+					if _, err := e.srv.Decide(context.Background(), store.KeyOf(ids[j]), authn.Approve); err != nil {
 						errs <- err
 						return
 					}
@@ -565,7 +584,7 @@ func BenchmarkApprovedPoll(b *testing.B) {
 	d.report(b)
 }
 
-// BenchmarkStoreCreate is BadgerStore.Create of a pending request with its
+// BenchmarkStoreCreate is badgerstore.Store.Create of a pending request with its
 // indexes and counts (one synced transaction). "serial" is one writer, so
 // every Create waits for its own fsync; "parallel" has GOMAXPROCS×8
 // writers, whose commits Badger batches into shared fsyncs.
@@ -576,13 +595,13 @@ func BenchmarkStoreCreate(b *testing.B) {
 		var d durations
 		i := 0
 		for b.Loop() {
-			r := &AuthRequest{
+			r := &store.AuthRequest{
 				ClientID: benchClientID, User: e.users[i%len(e.users)], Scopes: []string{"openid", "email"},
-				Created: now, Expires: now.Add(time.Hour), Interval: DefaultInterval, Status: StatusPending,
+				Created: now, Expires: now.Add(time.Hour), Interval: DefaultInterval, Status: store.StatusPending,
 			}
-			key := KeyOf(fmt.Sprintf("create-%d", i))
+			key := store.KeyOf(fmt.Sprintf("create-%d", i))
 			t0 := time.Now()
-			if err := e.store.Create(context.Background(), key, r, nil, UserLimit{}); err != nil {
+			if err := e.store.Create(context.Background(), key, r, nil, store.UserLimit{}); err != nil {
 				b.Fatal(err)
 			}
 			d = append(d, time.Since(t0))
@@ -599,11 +618,11 @@ func BenchmarkStoreCreate(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				i := next.Add(1)
-				r := &AuthRequest{
+				r := &store.AuthRequest{
 					ClientID: benchClientID, User: e.users[int(i)%len(e.users)], Scopes: []string{"openid", "email"},
-					Created: now, Expires: now.Add(time.Hour), Interval: DefaultInterval, Status: StatusPending,
+					Created: now, Expires: now.Add(time.Hour), Interval: DefaultInterval, Status: store.StatusPending,
 				}
-				if err := e.store.Create(context.Background(), KeyOf(fmt.Sprintf("create-%d", i)), r, nil, UserLimit{}); err != nil {
+				if err := e.store.Create(context.Background(), store.KeyOf(fmt.Sprintf("create-%d", i)), r, nil, store.UserLimit{}); err != nil {
 					b.Error(err)
 					return
 				}
@@ -612,14 +631,14 @@ func BenchmarkStoreCreate(b *testing.B) {
 	})
 }
 
-// BenchmarkStoreGet is BadgerStore.Get (read and JSON decoding) of
+// BenchmarkStoreGet is badgerstore.Store.Get (read and JSON decoding) of
 // requests spread over 10,000.
 func BenchmarkStoreGet(b *testing.B) {
 	const n = 10000
 	e, ids := newBenchEnv(b, benchOptions{fill: n})
-	keys := make([]RequestKey, len(ids))
+	keys := make([]store.RequestKey, len(ids))
 	for i, id := range ids {
-		keys[i] = KeyOf(id)
+		keys[i] = store.KeyOf(id)
 	}
 	i := 0
 	for b.Loop() {
@@ -630,20 +649,20 @@ func BenchmarkStoreGet(b *testing.B) {
 	}
 }
 
-// BenchmarkStoreUpdate is BadgerStore.Update of a pending request that
+// BenchmarkStoreUpdate is badgerstore.Store.Update of a pending request that
 // stays pending (read, decode, encode, one synced write), one writer.
 func BenchmarkStoreUpdate(b *testing.B) {
 	const n = 10000
 	e, ids := newBenchEnv(b, benchOptions{fill: n})
-	keys := make([]RequestKey, len(ids))
+	keys := make([]store.RequestKey, len(ids))
 	for i, id := range ids {
-		keys[i] = KeyOf(id)
+		keys[i] = store.KeyOf(id)
 	}
 	var d durations
 	i := 0
 	for b.Loop() {
 		t0 := time.Now()
-		_, err := e.store.Update(context.Background(), keys[(i*7919)%n], func(r *AuthRequest) error {
+		_, err := e.store.Update(context.Background(), keys[(i*7919)%n], func(r *store.AuthRequest) error {
 			r.BindingMessage = "updated"
 			return nil
 		})
@@ -657,23 +676,30 @@ func BenchmarkStoreUpdate(b *testing.B) {
 }
 
 // BenchmarkClientAuth is client authentication on the poll path: "basic"
-// decodes the Authorization header and checks the secret; "check" is the
-// SHA-256 and constant-time comparison alone.
+// decodes the Authorization header and checks the secret (the client
+// registry's Authenticate); "check" is the SHA-256 of the secret
+// (clients.HashSecret) and the constant-time comparison with the client's
+// hashes alone, as the registry makes them.
 func BenchmarkClientAuth(b *testing.B) {
 	e, _ := newBenchEnv(b, benchOptions{})
 	b.Run("basic", func(b *testing.B) {
 		r := e.formRequest(testTokenURL, nil)
 		form := url.Values{}
 		for b.Loop() {
-			if _, err := e.srv.authenticateClient(r, form); err != nil {
+			if _, err := e.srv.clients.Authenticate(r, form); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("check", func(b *testing.B) {
-		cl := e.srv.clients[benchClientID]
+		cl := e.srv.clients.Get(benchClientID)
 		for b.Loop() {
-			if !checkSecret(cl, benchSecret) {
+			sum := clients.HashSecret(benchSecret)
+			ok := 0
+			for i := range cl.SecretHashes {
+				ok |= subtle.ConstantTimeCompare(sum[:], cl.SecretHashes[i][:])
+			}
+			if ok != 1 {
 				b.Fatal("the secret did not match")
 			}
 		}

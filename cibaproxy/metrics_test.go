@@ -2,14 +2,17 @@ package cibaproxy
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"html"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -18,13 +21,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/email"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/mail"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
 // ---- reading metrics back ----
 
 // mxRegistry is a fresh pedantic registry (it checks that what a collector
 // collects matches what it describes) holding m's collectors.
-func mxRegistry(t *testing.T, m *Metrics) *prometheus.Registry {
+func mxRegistry(t *testing.T, m *metrics.Metrics) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	for _, c := range m.Collectors() {
@@ -183,17 +200,17 @@ var mxPageOutcomes = []string{"shown", "approved", "denied", "mismatch", "decide
 
 // mxAllowed are the label values each label may take: small fixed sets.
 func mxAllowed(clients ...string) map[string][]string {
-	outcomes := []string{"ok", CodeInvalidRequest, CodeInvalidClient, CodeInvalidGrant, CodeUnauthorizedClient,
-		CodeUnsupportedGrantType, CodeInvalidScope, CodeAccessDenied, CodeServerError, CodeTemporarilyUnavailable,
-		CodeAuthorizationPending, CodeSlowDown, CodeExpiredToken, CodeExpiredLoginHintToken, CodeUnknownUserID,
-		CodeMissingUserCode, CodeInvalidUserCode, CodeInvalidBindingMessage}
+	outcomes := []string{"ok", oauth.CodeInvalidRequest, oauth.CodeInvalidClient, oauth.CodeInvalidGrant, oauth.CodeUnauthorizedClient,
+		oauth.CodeUnsupportedGrantType, oauth.CodeInvalidScope, oauth.CodeAccessDenied, oauth.CodeServerError, oauth.CodeTemporarilyUnavailable,
+		oauth.CodeAuthorizationPending, oauth.CodeSlowDown, oauth.CodeExpiredToken, oauth.CodeExpiredLoginHintToken, oauth.CodeUnknownUserID,
+		oauth.CodeMissingUserCode, oauth.CodeInvalidUserCode, oauth.CodeInvalidBindingMessage}
 	return map[string][]string{
 		"endpoint": {"backchannel", "token", "approval", "health"},
 		"outcome":  append(outcomes, mxPageOutcomes...),
 		"client":   clients,
 		"decision": {"approved", "denied"},
 		"result":   {"ok", "refused", "failed", "sent", "retry", "expired"},
-		"reason":   {SlowDownEarly, SlowDownOverlap, SlowDownUpstream},
+		"reason":   {metrics.SlowDownEarly, metrics.SlowDownOverlap, metrics.SlowDownUpstream},
 		"limit":    {"client_rate", "ip_rate", "user_pending"},
 		"kind":     {"mail", "ping", "channel"},
 	}
@@ -239,20 +256,20 @@ func mxCheckLabels(t *testing.T, g prometheus.Gatherer, forbidden []string, clie
 
 // mxRig is a harness (fake clock, test minter and authenticator) whose
 // server records into its own Metrics, registered into a fresh registry,
-// with the harness's backend watched.
+// with the harness's store watched.
 type mxRig struct {
 	*harness
-	m   *Metrics
+	m   *metrics.Metrics
 	reg *prometheus.Registry
 }
 
 func newMXRig(t *testing.T, opts ...harnessOption) *mxRig {
 	t.Helper()
-	m := NewMetrics()
+	m := metrics.New()
 	opts = append([]harnessOption{func(c *Config) { c.Metrics = m }}, opts...)
 	h := newHarness(t, opts...)
 	reg := mxRegistry(t, m)
-	t.Cleanup(m.Watch(h.backend))
+	t.Cleanup(m.Watch(h.store))
 	return &mxRig{harness: h, m: m, reg: reg}
 }
 
@@ -266,7 +283,7 @@ func mxRequest(path, id, secret string, form url.Values) *http.Request {
 
 // mxPollRequest builds a CIBA poll of id as client cc.
 func mxPollRequest(id string) *http.Request {
-	return mxRequest(testTokenURL, "cc", "cc-secret", url.Values{"grant_type": {GrantTypeCIBA}, "auth_req_id": {id}})
+	return mxRequest(testTokenURL, "cc", "cc-secret", url.Values{"grant_type": {oauth.GrantTypeCIBA}, "auth_req_id": {id}})
 }
 
 const (
@@ -301,16 +318,16 @@ func TestMetricsScriptedFlow(t *testing.T) {
 	mxWantGauge(t, r.reg, 0, mxPending)
 	id1 := authorize()
 	mxWantGauge(t, r.reg, 1, mxPending)
-	wantOAuthError(t, r.poll("cc", id1), 400, CodeAuthorizationPending)
-	wantOAuthError(t, r.poll("cc", id1), 400, CodeSlowDown) // early
-	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory")), 400, CodeUnknownUserID)
-	wantOAuthError(t, r.poll("cc", "no-such-request"), 400, CodeInvalidGrant)
-	wantOAuthError(t, r.serve(mxRequest(DefaultEndpoint, "cc", "wrong-secret", hForm())), 401, CodeInvalidClient)
+	wantOAuthError(t, r.poll("cc", id1), 400, oauth.CodeAuthorizationPending)
+	wantOAuthError(t, r.poll("cc", id1), 400, oauth.CodeSlowDown) // early
+	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory")), 400, oauth.CodeUnknownUserID)
+	wantOAuthError(t, r.poll("cc", "no-such-request"), 400, oauth.CodeInvalidGrant)
+	wantOAuthError(t, r.serve(mxRequest(DefaultEndpoint, "cc", "wrong-secret", hForm())), 401, oauth.CodeInvalidClient)
 	mxWantGauge(t, r.reg, 1, mxPending)
 
 	// approved after 42 s (fake clock), then redeemed
 	r.clock.Advance(42 * time.Second)
-	if _, err := r.srv.Decide(ctx, KeyOf(id1), Approve); err != nil {
+	if _, err := r.srv.Decide(ctx, store.KeyOf(id1), authn.Approve); err != nil {
 		t.Fatal(err)
 	}
 	mxWantGauge(t, r.reg, 0, mxPending)
@@ -322,11 +339,11 @@ func TestMetricsScriptedFlow(t *testing.T) {
 	id2 := authorize("login_hint", "bob")
 	mxWantGauge(t, r.reg, 1, mxPending)
 	r.clock.Advance(7 * time.Second)
-	if _, err := r.srv.Decide(ctx, KeyOf(id2), Deny); err != nil {
+	if _, err := r.srv.Decide(ctx, store.KeyOf(id2), authn.Deny); err != nil {
 		t.Fatal(err)
 	}
 	mxWantGauge(t, r.reg, 0, mxPending)
-	wantOAuthError(t, r.poll("cc", id2), 400, CodeAccessDenied)
+	wantOAuthError(t, r.poll("cc", id2), 400, oauth.CodeAccessDenied)
 
 	// expires undecided: counted until swept
 	id3 := authorize()
@@ -336,17 +353,17 @@ func TestMetricsScriptedFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	mxWantGauge(t, r.reg, 0, mxPending)
-	wantOAuthError(t, r.poll("cc", id3), 400, CodeExpiredToken)
+	wantOAuthError(t, r.poll("cc", id3), 400, oauth.CodeExpiredToken)
 
 	// approved after 3 s; the upstream fails, refuses, then mints
 	id4 := authorize()
 	r.clock.Advance(3 * time.Second)
 	r.approve(id4)
-	r.minter.set(&MintError{Err: errors.New("connection refused")})
-	wantOAuthError(t, r.poll("cc", id4), 400, CodeSlowDown)
-	r.minter.set(&MintError{Refused: true, UpstreamError: "invalid_client", Err: errors.New("401")})
+	r.minter.set(&upstream.MintError{Err: errors.New("connection refused")})
+	wantOAuthError(t, r.poll("cc", id4), 400, oauth.CodeSlowDown)
+	r.minter.set(&upstream.MintError{Refused: true, UpstreamError: "invalid_client", Err: errors.New("401")})
 	r.clock.Advance(15 * time.Second)
-	wantOAuthError(t, r.poll("cc", id4), 500, CodeServerError)
+	wantOAuthError(t, r.poll("cc", id4), 500, oauth.CodeServerError)
 	r.minter.set(nil)
 	r.clock.Advance(20 * time.Second)
 	if rec := r.poll("cc", id4); rec.Code != http.StatusOK {
@@ -376,7 +393,7 @@ func TestMetricsScriptedFlow(t *testing.T) {
 
 	forbidden := append([]string{"alice", "bob", "mallory", "example", "@", "192.0.2", "link-"}, ids...)
 	for _, id := range ids {
-		forbidden = append(forbidden, shortKey(KeyOf(id)))
+		forbidden = append(forbidden, store.KeyOf(id).Short())
 	}
 	mxCheckLabels(t, r.reg, forbidden)
 }
@@ -387,7 +404,7 @@ func TestMetricsClientLabel(t *testing.T) {
 	r := newMXRig(t, func(c *Config) { c.MetricsClientLabel = true })
 	id := r.authorize("cc")
 	r.authorize("other")
-	wantOAuthError(t, r.serve(mxRequest(DefaultEndpoint, "cc", "wrong-secret", hForm())), 401, CodeInvalidClient)
+	wantOAuthError(t, r.serve(mxRequest(DefaultEndpoint, "cc", "wrong-secret", hForm())), 401, oauth.CodeInvalidClient)
 	r.clock.Advance(2 * time.Second)
 	r.approve(id)
 	mxWantFamily(t, r.reg, mxRequests, map[string]float64{
@@ -427,6 +444,7 @@ func TestMetricsSlowDownOverlap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(srv2.Close)
 
 	id := r.authorize("cc")
 	r.approve(id)
@@ -442,20 +460,20 @@ func TestMetricsSlowDownOverlap(t *testing.T) {
 		t.Fatal("the first poll never reached the minter")
 	}
 	// overlapping on the same server: the tracker sees the poll in flight
-	wantOAuthError(t, r.poll("cc", id), 400, CodeSlowDown)
-	mxWant(t, r.reg, 1, mxSlowDowns, "reason", SlowDownOverlap)
+	wantOAuthError(t, r.poll("cc", id), 400, oauth.CodeSlowDown)
+	mxWant(t, r.reg, 1, mxSlowDowns, "reason", metrics.SlowDownOverlap)
 	// overlapping through the other server: the claim in the store
 	rec := httptest.NewRecorder()
 	srv2.Handle(rec, mxPollRequest(id))
-	wantOAuthError(t, rec, 400, CodeSlowDown)
-	mxWant(t, r.reg, 2, mxSlowDowns, "reason", SlowDownOverlap)
+	wantOAuthError(t, rec, 400, oauth.CodeSlowDown)
+	mxWant(t, r.reg, 2, mxSlowDowns, "reason", metrics.SlowDownOverlap)
 	close(release)
 	if code := <-done; code != http.StatusOK {
 		t.Fatalf("the claimant's poll: %d", code)
 	}
 	mxWantFamily(t, r.reg, mxSlowDowns, map[string]float64{"reason=overlap": 2})
 	mxWantFamily(t, r.reg, mxExchanges, map[string]float64{"result=ok": 1})
-	mxWant(t, r.reg, 2, mxRequests, "endpoint", "token", "outcome", CodeSlowDown)
+	mxWant(t, r.reg, 2, mxRequests, "endpoint", "token", "outcome", oauth.CodeSlowDown)
 	mxWant(t, r.reg, 1, mxRequests, "endpoint", "token", "outcome", "ok")
 }
 
@@ -475,15 +493,15 @@ func TestMetricsPendingAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	st, err := OpenBadger(dir, nil, h.clock.Now)
+	st, err := badgerstore.Open(dir, nil, h.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := NewBackend(st, nil, h.clock.Now)
 	t.Cleanup(func() { _ = b.Close() })
-	m := NewMetrics()
+	m := metrics.New()
 	reg := mxRegistry(t, m)
-	unwatch := m.Watch(b)
+	unwatch := m.Watch(b.Store)
 	mxWantGauge(t, reg, 3, mxPending)
 	mxWantGauge(t, reg, 0, mxQueued, "kind", "mail")
 
@@ -501,12 +519,13 @@ func TestMetricsPendingAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.Decide(context.Background(), KeyOf(a2), Deny); err != nil {
+	t.Cleanup(srv.Close)
+	if _, err := srv.Decide(context.Background(), store.KeyOf(a2), authn.Deny); err != nil {
 		t.Fatal(err)
 	}
 	mxWantGauge(t, reg, 1, mxPending)
-	if _, err := srv.Decide(context.Background(), KeyOf(a3), Approve); !errors.Is(err, ErrExpired) {
-		t.Errorf("deciding the expired a3: %v, want ErrExpired", err)
+	if _, err := srv.Decide(context.Background(), store.KeyOf(a3), authn.Approve); !errors.Is(err, authn.ErrExpired) {
+		t.Errorf("deciding the expired a3: %v, want authn.ErrExpired", err)
 	}
 	mxWantGauge(t, reg, 1, mxPending)
 
@@ -519,7 +538,7 @@ func TestMetricsPendingAfterRestart(t *testing.T) {
 func TestMetricsPendingTwoBackends(t *testing.T) {
 	r := newMXRig(t)
 	h2 := newHarness(t)
-	t.Cleanup(r.m.Watch(h2.backend))
+	t.Cleanup(r.m.Watch(h2.store))
 	r.authorize("cc")
 	h2.authorize("cc")
 	h2.authorize("cc", "login_hint", "bob")
@@ -531,33 +550,33 @@ func TestMetricsPendingTwoBackends(t *testing.T) {
 // the queued gauge by kind before and after.
 func TestMetricsOutbox(t *testing.T) {
 	h := newHarness(t)
-	m := NewMetrics()
+	m := metrics.New()
 	reg := mxRegistry(t, m)
 	h.backend.Outbox.Observe(m.Outbox)
-	t.Cleanup(m.Watch(h.backend))
+	t.Cleanup(m.Watch(h.store))
 	ctx := context.Background()
 	now := h.clock.Now()
-	enqueue := func(kind byte, sender, name string, next, notAfter time.Time) {
+	enqueue := func(kind store.Kind, sender, name string, next, notAfter time.Time) {
 		t.Helper()
-		err := h.store.Enqueue(ctx, &OutboxItem{
-			ID: ItemID{Kind: kind, Request: KeyOf(name)}, Sender: sender,
+		err := h.store.Enqueue(ctx, &store.OutboxItem{
+			ID: store.ItemID{Kind: kind, Request: store.KeyOf(name)}, Sender: sender,
 			Payload: []byte(name), Next: next, NotAfter: notAfter,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	enqueue(KindMail, "mx", "ok", now, now.Add(5*time.Minute))
-	enqueue(KindMail, "mx", "retry", now, now.Add(5*time.Minute))
-	enqueue(KindMail, "mx", "permanent", now, now.Add(5*time.Minute))
-	enqueue(KindMail, "mx", "late", now.Add(time.Hour), now.Add(time.Second))
-	enqueue(KindPing, "mxping", "ping", now, now.Add(5*time.Minute))
+	enqueue(email.Kind, "mx", "ok", now, now.Add(5*time.Minute))
+	enqueue(email.Kind, "mx", "retry", now, now.Add(5*time.Minute))
+	enqueue(email.Kind, "mx", "permanent", now, now.Add(5*time.Minute))
+	enqueue(email.Kind, "mx", "late", now.Add(time.Hour), now.Add(time.Second))
+	enqueue(ping.Kind, "mxping", "ping", now, now.Add(5*time.Minute))
 	mxWantGauge(t, reg, 4, mxQueued, "kind", "mail")
 	mxWantGauge(t, reg, 1, mxQueued, "kind", "ping")
 
 	var mu sync.Mutex
 	attempts := map[string]int{}
-	h.backend.Outbox.Register(KindMail, "mx", DelivererFunc(func(_ context.Context, it *OutboxItem) error {
+	h.backend.Outbox.Register(email.Kind, "mx", outbox.DelivererFunc(func(_ context.Context, it *store.OutboxItem) error {
 		mu.Lock()
 		attempts[string(it.Payload)]++
 		n := attempts[string(it.Payload)]
@@ -568,7 +587,7 @@ func TestMetricsOutbox(t *testing.T) {
 				return errors.New("421 try again later")
 			}
 		case "permanent":
-			return &PermanentError{Err: errors.New("550 no such mailbox")}
+			return &outbox.PermanentError{Err: errors.New("550 no such mailbox")}
 		}
 		return nil
 	}))
@@ -591,226 +610,32 @@ func TestMetricsOutbox(t *testing.T) {
 	mxWantFamily(t, reg, mxMails, map[string]float64{"result=sent": 2, "result=retry": 1, "result=failed": 1, "result=expired": 1})
 	mxWantGauge(t, reg, 0, mxQueued, "kind", "mail")
 
-	h.backend.Outbox.Register(KindPing, "mxping", DelivererFunc(func(context.Context, *OutboxItem) error { return nil }))
+	h.backend.Outbox.Register(ping.Kind, "mxping", outbox.DelivererFunc(func(context.Context, *store.OutboxItem) error { return nil }))
 	waitFor(t, 10*time.Second, "the ping", value(mxPings, "result", "sent"))
 	mxWantFamily(t, reg, mxPings, map[string]float64{"result=sent": 1})
 	mxWantGauge(t, reg, 0, mxQueued, "kind", "ping")
 	mxCheckLabels(t, reg, []string{"mx", "@"})
 }
 
-// TestMetricsOutboxEvents maps each outbox outcome to its counter.
-func TestMetricsOutboxEvents(t *testing.T) {
-	m := NewMetrics()
-	reg := mxRegistry(t, m)
-	for _, o := range []string{"delivered", "delivered", "retry", "failed", "expired"} {
-		m.Outbox(OutboxEvent{Kind: KindMail, Outcome: o})
-	}
-	for _, o := range []string{"delivered", "retry", "retry"} {
-		m.Outbox(OutboxEvent{Kind: KindPing, Outcome: o})
-	}
-	m.Outbox(OutboxEvent{Kind: 'x', Outcome: "delivered"}) // unknown kind: ignored
-	mxWantFamily(t, reg, mxMails, map[string]float64{"result=sent": 2, "result=retry": 1, "result=failed": 1, "result=expired": 1})
-	mxWantFamily(t, reg, mxPings, map[string]float64{"result=sent": 1, "result=retry": 2})
-}
-
-// TestMetricsNil: a nil *Metrics records nothing and does not panic, and a
-// server without metrics works.
+// TestMetricsNil: a server without metrics (nil *metrics.Metrics, which
+// records nothing) works; the nil collectors themselves are checked in
+// package metrics.
 func TestMetricsNil(t *testing.T) {
-	var m *Metrics
-	m.Request("token", "ok", "")
-	m.Decision(true, "", time.Second)
-	m.Exchange("ok", time.Second)
-	m.SlowDown(SlowDownEarly)
-	m.LimitRefusal("ip_rate")
-	m.Outbox(OutboxEvent{Kind: KindMail, Outcome: "delivered"})
-	m.Watch(nil)()
-
 	h := newHarness(t, func(c *Config) { c.Limits = Limits{ClientRate: 1} })
 	id := h.authorize("cc")
-	wantOAuthError(t, h.post(DefaultEndpoint, "cc", hForm()), 429, CodeAccessDenied)
+	wantOAuthError(t, h.post(DefaultEndpoint, "cc", hForm()), 429, oauth.CodeAccessDenied)
 	h.approve(id)
 	if rec := h.poll("cc", id); rec.Code != http.StatusOK {
 		t.Fatalf("poll without metrics: %d %s", rec.Code, rec.Body)
 	}
 }
 
-// TestMetricsDescriptions: every family is named caddy_ciba_*, with help
-// text, counters ending in _total and histograms in _seconds; the
-// collectors go into any number of registries (one per Caddy config) but
-// only once into each.
-func TestMetricsDescriptions(t *testing.T) {
-	m := NewMetrics()
-	reg := mxRegistry(t, m)
-	// make every vector hold one series so that it is gathered
-	m.Request("token", "ok", "")
-	m.Decision(true, "", time.Second)
-	m.Exchange("ok", time.Second)
-	m.SlowDown(SlowDownEarly)
-	m.LimitRefusal("ip_rate")
-	m.Outbox(OutboxEvent{Kind: KindMail, Outcome: "delivered"})
-	m.Outbox(OutboxEvent{Kind: KindPing, Outcome: "delivered"})
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, mf := range mfs {
-		name := mf.GetName()
-		names = append(names, name)
-		if mf.GetHelp() == "" {
-			t.Errorf("%s has no help text", name)
-		}
-		switch mf.GetType() {
-		case dto.MetricType_COUNTER:
-			if !strings.HasSuffix(name, "_total") {
-				t.Errorf("counter %s does not end in _total", name)
-			}
-		case dto.MetricType_HISTOGRAM:
-			if !strings.HasSuffix(name, "_seconds") {
-				t.Errorf("histogram %s does not end in _seconds", name)
-			}
-		}
-	}
-	sort.Strings(names)
-	want := []string{mxDecSecs, mxDecisions, mxRefusals, mxMails, mxPings, mxQueued, mxPending,
-		mxRequests, mxSlowDowns, mxExchSecs, mxExchanges}
-	sort.Strings(want)
-	if !slices.Equal(names, want) {
-		t.Errorf("families %q, want %q", names, want)
-	}
-
-	// a second registry (the next config) takes them all
-	mxRegistry(t, m)
-	// the same registry twice: AlreadyRegisteredError, which the Caddy
-	// module tolerates
-	for _, c := range m.Collectors() {
-		var are prometheus.AlreadyRegisteredError
-		if err := reg.Register(c); !errors.As(err, &are) {
-			t.Errorf("registering %T twice: %v, want AlreadyRegisteredError", c, err)
-		}
-	}
-}
-
-// ---- a mail site with metrics, limits and a logger of the test's choice ----
-
-// opsOptions configure an opsSite.
-type opsOptions struct {
-	smtpAddr    string      // the SMTP server (a mailSink's addr, or freeAddr for one that is down)
-	logger      *zap.Logger // nil: none
-	limits      Limits
-	clientIP    func(*http.Request) string // for the server and the approval page
-	clientLabel bool
-	match       bool // match_binding_message
-	holdSender  bool // do not register the mail deliverer yet (opsSite.registerSender)
-}
-
-// opsSite is a mailSite (a Server with a real EmailAuthenticator on a
-// Badger backend with a live clock) recording into its own Metrics.
-type opsSite struct {
-	*mailSite
-	metrics *Metrics
-	reg     *prometheus.Registry
-}
-
-func newOpsSite(t *testing.T, o opsOptions) *opsSite {
-	t.Helper()
-	ctx := context.Background()
-	clock := &liveClock{}
-	logger := o.logger
-	if logger == nil {
-		logger = zap.NewNop()
-	}
-	st, err := OpenBadger(t.TempDir(), logger, clock.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := NewBackend(st, logger, clock.Now)
-	t.Cleanup(func() { _ = b.Close() })
-	m := NewMetrics()
-	reg := mxRegistry(t, m)
-	b.Outbox.Observe(m.Outbox)
-	t.Cleanup(m.Watch(b))
-
-	sender, err := NewSMTPSender(SMTPConfig{
-		Addr: o.smtpAddr, TLS: TLSNone, From: "Example Login <login@example.com>", Timeout: 3 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients := testClients()
-	names := make(map[string]string)
-	for _, c := range clients {
-		names[c.ID] = c.DisplayName()
-	}
-	auth, err := NewEmailAuthenticator(ctx, EmailConfig{
-		PublicURL:           testPublic,
-		Sender:              sender,
-		MatchBindingMessage: o.match,
-		Store:               st,
-		ClientName:          func(id string) string { return names[id] },
-		ClientIP:            o.clientIP,
-		Metrics:             m,
-		Logger:              logger,
-		Now:                 clock.Now,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	unregister := func() {}
-	if !o.holdSender {
-		unregister = b.Outbox.Register(KindMail, auth.SenderName(), auth)
-		t.Cleanup(unregister)
-	}
-
-	upstream := newFakeUpstream(t, testIssuer)
-	disc, err := NewDiscovery(testIssuer, upstream.srv.URL, nil, clock.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	users, err := ParseUsers([]byte(testUsers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, minter: &testMinter{}, upstream: upstream, store: st, backend: b}
-	h.cfg = Config{
-		Issuer:             testIssuer,
-		PublicURL:          testPublic,
-		TokenPath:          testTokenURL,
-		Clients:            clients,
-		Users:              users,
-		Backend:            b,
-		Discovery:          disc,
-		Authenticator:      auth,
-		Minter:             h.minter,
-		Limits:             o.limits,
-		ClientIP:           o.clientIP,
-		Metrics:            m,
-		MetricsClientLabel: o.clientLabel,
-		Logger:             logger,
-		Now:                clock.Now,
-	}
-	if h.srv, err = New(h.cfg); err != nil {
-		t.Fatal(err)
-	}
-	mb := &mailBackend{Backend: b, store: st, clock: clock, log: logger}
-	return &opsSite{
-		mailSite: &mailSite{harness: h, mb: mb, clock: clock, auth: auth, unregister: unregister},
-		metrics:  m,
-		reg:      reg,
-	}
-}
-
-// registerSender registers the site's mail deliverer (holdSender).
-func (s *opsSite) registerSender() {
-	s.t.Cleanup(s.mb.Outbox.Register(KindMail, s.auth.SenderName(), s.auth))
-}
-
 // mxRetryingStore runs every Update's fn once more before the real update,
 // on a copy, as the Store contract allows (fn is retried on conflicting
 // writes): a metric counted inside fn would count twice.
-type mxRetryingStore struct{ Store }
+type mxRetryingStore struct{ store.Store }
 
-func (s mxRetryingStore) Update(ctx context.Context, key RequestKey, fn func(*AuthRequest) error) (*AuthRequest, error) {
+func (s mxRetryingStore) Update(ctx context.Context, key store.RequestKey, fn func(*store.AuthRequest) error) (*store.AuthRequest, error) {
 	if r, err := s.Store.Get(ctx, key); err == nil {
 		_ = fn(r) // the attempt that lost to a conflicting write
 	}
@@ -840,6 +665,7 @@ func TestMetricsOverlapCountedOnceWhenUpdateRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(srv2.Close)
 	id := r.authorize("cc")
 	r.approve(id)
 	done := make(chan int)
@@ -855,11 +681,248 @@ func TestMetricsOverlapCountedOnceWhenUpdateRetries(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	srv2.Handle(rec, mxPollRequest(id))
-	wantOAuthError(t, rec, 400, CodeSlowDown)
+	wantOAuthError(t, rec, 400, oauth.CodeSlowDown)
 	close(release)
 	if code := <-done; code != http.StatusOK {
 		t.Fatalf("the claimant's poll: %d", code)
 	}
 	mxWantFamily(t, r.reg, mxSlowDowns, map[string]float64{"reason=overlap": 1})
-	mxWant(t, r.reg, 1, mxRequests, "endpoint", "token", "outcome", CodeSlowDown)
+	mxWant(t, r.reg, 1, mxRequests, "endpoint", "token", "outcome", oauth.CodeSlowDown)
+}
+
+// ---- a mail site with metrics, limits and a logger of the test's choice ----
+
+// opsOptions configure an opsSite.
+type opsOptions struct {
+	smtpAddr    string      // the SMTP server (a cibatest.SMTPSink's Addr, or cibatest.FreeAddr for one that is down)
+	logger      *zap.Logger // nil: none
+	limits      Limits
+	clientIP    func(*http.Request) string // for the server and the approval page
+	clientLabel bool
+	match       bool // match_binding_message
+	holdSender  bool // the mails wait in the outbox until opsSite.registerSender
+}
+
+// opsSite is a Server whose one authenticator is the real e-mail link
+// authenticator, on a Badger backend with a live clock (the outbox's real
+// timers and backoff work as in production, and a request can still be
+// made to expire at once), recording into its own Metrics.
+type opsSite struct {
+	*harness
+	clock   *cibatest.LiveClock
+	auth    *email.Authenticator
+	metrics *metrics.Metrics
+	reg     *prometheus.Registry
+}
+
+// opsClients are the harness's clients.
+func opsClients() []*clients.Client {
+	return []*clients.Client{
+		{ID: "cc", Name: "Call Centre", SecretHashes: [][32]byte{clients.HashSecret("cc-secret"), clients.HashSecret("cc-new")}},
+		{ID: "other", SecretHashes: [][32]byte{clients.HashSecret("other-secret")}},
+		{ID: "off", SecretHashes: [][32]byte{clients.HashSecret("off-secret")}, Disabled: true},
+		{ID: "pinger", Mode: clients.ModePing, NotificationEndpoint: "https://cd.example.com/cb", SecretHashes: [][32]byte{clients.HashSecret("pinger-secret")}},
+		{ID: "narrow", Scopes: []string{"openid"}, SecretHashes: [][32]byte{clients.HashSecret("narrow-secret")}},
+	}
+}
+
+func newOpsSite(t *testing.T, o opsOptions) *opsSite {
+	t.Helper()
+	ctx := context.Background()
+	clock := cibatest.NewLiveClock()
+	logger := o.logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	st, err := badgerstore.Open(t.TempDir(), logger, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBackend(st, logger, clock.Now)
+	t.Cleanup(func() { _ = b.Close() })
+	m := metrics.New()
+	reg := mxRegistry(t, m)
+	b.Outbox.Observe(m.Outbox)
+	t.Cleanup(m.Watch(st))
+
+	cls := opsClients()
+	names := make(map[string]string)
+	for _, c := range cls {
+		names[c.ID] = c.DisplayName()
+	}
+	auth, err := email.New(ctx, email.Config{
+		PublicURL: testPublic,
+		SMTP: mail.Config{
+			Addr: o.smtpAddr, TLS: mail.TLSNone, From: "Example Login <login@example.com>", Timeout: 3 * time.Second,
+		},
+		MatchBindingMessage: o.match,
+		Store:               st,
+		ClientName:          func(id string) string { return names[id] },
+		ClientIP:            o.clientIP,
+		Metrics:             m,
+		Logger:              logger,
+		Now:                 clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := auth.Entry()
+	if o.holdSender {
+		entry.Authenticator = heldAuthenticator{auth}
+		t.Cleanup(func() { _ = auth.Close() })
+	}
+
+	op := cibatest.StartOP(t, testIssuer)
+	disc, err := upstream.NewDiscovery(testIssuer, op.URL(), nil, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := users.ParseUsers([]byte(testUsers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, minter: &testMinter{}, upstream: op, store: st, backend: b}
+	h.cfg = Config{
+		Issuer:             testIssuer,
+		PublicURL:          testPublic,
+		TokenPath:          testTokenURL,
+		Clients:            cls,
+		Users:              dir,
+		Backend:            b,
+		Discovery:          disc,
+		Authenticators:     []*authn.Entry{entry},
+		Minter:             h.minter,
+		SealKey:            testSealKey,
+		Limits:             o.limits,
+		ClientIP:           o.clientIP,
+		Metrics:            m,
+		MetricsClientLabel: o.clientLabel,
+		Logger:             logger,
+		Now:                clock.Now,
+	}
+	if h.srv, err = New(h.cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.srv.Close)
+	return &opsSite{harness: h, clock: clock, auth: auth, metrics: m, reg: reg}
+}
+
+// registerSender registers the site's mail deliverer (holdSender): the
+// mails queued so far go out.
+func (s *opsSite) registerSender() {
+	kind, sender := s.auth.Route()
+	s.t.Cleanup(s.backend.Outbox.Register(kind, sender, s.auth))
+}
+
+// requestMail makes a backchannel request as cc and returns its id, the
+// mail it caused and the approval link (the first URL of the text part).
+func (s *opsSite) requestMail(sink *cibatest.SMTPSink, kv ...string) (string, *cibatest.ParsedMail, string) {
+	s.t.Helper()
+	n := len(sink.Received())
+	id := s.authorize("cc", kv...)
+	mails := sink.Wait(s.t, n+1, 10*time.Second)
+	pm := cibatest.ParseMail(s.t, mails[n].Data)
+	link := pm.ApprovalURL()
+	if !strings.HasPrefix(link, testPublic+email.ApprovePath) {
+		s.t.Fatalf("first URL of the text part is %q, not an approval link", link)
+	}
+	return id, pm, link
+}
+
+// page sends method to link with an optional cookie and form.
+func (s *opsSite) page(method, link string, cookie *http.Cookie, form url.Values) *httptest.ResponseRecorder {
+	s.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req := httptest.NewRequest(method, link, body)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if cookie != nil {
+		req.AddCookie(cookie)
+	}
+	return s.serve(req)
+}
+
+// opsCSRFCookie is the approval form's double-submit cookie.
+const opsCSRFCookie = "ciba_csrf"
+
+var opsCSRFField = regexp.MustCompile(`<input type="hidden" name="csrf" value="([^"]+)">`)
+
+// openForm GETs the approval page and returns its CSRF cookie, the CSRF
+// form field and the page.
+func (s *opsSite) openForm(link string) (*http.Cookie, string, string) {
+	s.t.Helper()
+	rec := s.page(http.MethodGet, link, nil, nil)
+	if rec.Code != http.StatusOK {
+		s.t.Fatalf("GET %s: %d\n%s", link, rec.Code, rec.Body)
+	}
+	var cookie *http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == opsCSRFCookie {
+			cookie = c
+		}
+	}
+	if cookie == nil {
+		s.t.Fatal("the approval page set no CSRF cookie")
+	}
+	m := opsCSRFField.FindStringSubmatch(rec.Body.String())
+	if m == nil {
+		s.t.Fatalf("the approval page has no CSRF field:\n%s", rec.Body)
+	}
+	return &http.Cookie{Name: cookie.Name, Value: cookie.Value}, html.UnescapeString(m[1]), rec.Body.String()
+}
+
+// opsWantOutcome checks an answer of the approval page: its status, its
+// outcome and its security headers.
+func opsWantOutcome(t *testing.T, rec *httptest.ResponseRecorder, status int, outcome string) {
+	t.Helper()
+	if rec.Code != status {
+		t.Fatalf("status = %d, want %d\n%s", rec.Code, status, rec.Body)
+	}
+	if want := `data-outcome="` + outcome + `"`; !strings.Contains(rec.Body.String(), want) {
+		t.Fatalf("page lacks %s:\n%s", want, rec.Body)
+	}
+	want := map[string]string{
+		"Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+		"Referrer-Policy":         "no-referrer",
+		"Cache-Control":           "no-store",
+		"X-Content-Type-Options":  "nosniff",
+		"Content-Type":            "text/html; charset=utf-8",
+	}
+	for k, v := range want {
+		if got := rec.Header().Values(k); len(got) != 1 || got[0] != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+}
+
+// opsOutboxItems returns the queued items.
+func opsOutboxItems(t *testing.T, st store.Queue) []*store.OutboxItem {
+	t.Helper()
+	var items []*store.OutboxItem
+	if err := st.ScanOutbox(context.Background(), func(it *store.OutboxItem) bool {
+		items = append(items, it)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return items
+}
+
+// opsLinkToken returns the token of an approval link, checking it is 256
+// bits of unpadded base64url.
+func opsLinkToken(t *testing.T, link string) string {
+	t.Helper()
+	u, err := url.Parse(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimPrefix(u.Path, email.ApprovePath)
+	if raw, err := base64.RawURLEncoding.DecodeString(tok); err != nil || len(raw) != 32 {
+		t.Fatalf("link token %q is not 256 bits of base64url", tok)
+	}
+	return tok
 }

@@ -6,27 +6,29 @@ import (
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 )
 
-// knownCodes are the error codes the parsers may answer.
-var knownCodes = map[string]bool{
-	CodeInvalidRequest: true, CodeInvalidClient: true, CodeInvalidGrant: true,
-	CodeUnauthorizedClient: true, CodeUnsupportedGrantType: true, CodeInvalidScope: true,
-	CodeAccessDenied: true, CodeServerError: true, CodeTemporarilyUnavailable: true,
-	CodeAuthorizationPending: true, CodeSlowDown: true, CodeExpiredToken: true,
-	CodeExpiredLoginHintToken: true, CodeUnknownUserID: true, CodeMissingUserCode: true,
-	CodeInvalidUserCode: true, CodeInvalidBindingMessage: true,
+// fuzzKnownCodes are the error codes the parsers may answer.
+var fuzzKnownCodes = map[string]bool{
+	oauth.CodeInvalidRequest: true, oauth.CodeInvalidClient: true, oauth.CodeInvalidGrant: true,
+	oauth.CodeUnauthorizedClient: true, oauth.CodeUnsupportedGrantType: true, oauth.CodeInvalidScope: true,
+	oauth.CodeAccessDenied: true, oauth.CodeServerError: true, oauth.CodeTemporarilyUnavailable: true,
+	oauth.CodeAuthorizationPending: true, oauth.CodeSlowDown: true, oauth.CodeExpiredToken: true,
+	oauth.CodeExpiredLoginHintToken: true, oauth.CodeUnknownUserID: true, oauth.CodeMissingUserCode: true,
+	oauth.CodeInvalidUserCode: true, oauth.CodeInvalidBindingMessage: true,
 }
 
-// checkFuzzErr fails unless err is an *Error with a known code and a 4xx
+// fuzzFormErr fails unless err is an *oauth.Error with a known code and a 4xx
 // status.
-func checkFuzzErr(t *testing.T, what string, body []byte, err error) {
+func fuzzFormErr(t *testing.T, what string, body []byte, err error) {
 	t.Helper()
-	var e *Error
+	var e *oauth.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("%s(%q): error %T %v is not an *Error", what, body, err, err)
+		t.Fatalf("%s(%q): error %T %v is not an *oauth.Error", what, body, err, err)
 	}
-	if !knownCodes[e.Code] {
+	if !fuzzKnownCodes[e.Code] {
 		t.Fatalf("%s(%q): unknown code %q", what, body, e.Code)
 	}
 	if e.Status < 400 || e.Status > 499 {
@@ -64,22 +66,22 @@ func FuzzBackchannelRequest(f *testing.F) {
 	}
 	const max = 64
 	f.Fuzz(func(t *testing.T, body []byte) {
-		form, err := parseForm(body)
+		form, err := oauth.ParseForm(body)
 		if err != nil {
-			checkFuzzErr(t, "parseForm", body, err)
+			fuzzFormErr(t, "oauth.ParseForm", body, err)
 			return
 		}
 		for name, vals := range form {
-			if singleParams[name] && len(vals) != 1 {
-				t.Fatalf("parseForm(%q): %s has %d values", body, name, len(vals))
+			if oauth.IsKnownParam(name) && len(vals) != 1 {
+				t.Fatalf("oauth.ParseForm(%q): %s has %d values", body, name, len(vals))
 			}
-			if singleParams[name] && vals[0] == "" {
-				t.Fatalf("parseForm(%q): empty %s kept", body, name)
+			if oauth.IsKnownParam(name) && vals[0] == "" {
+				t.Fatalf("oauth.ParseForm(%q): empty %s kept", body, name)
 			}
 		}
 		p, err := parseBackchannelParams(form, max)
 		if err != nil {
-			checkFuzzErr(t, "parseBackchannelParams", body, err)
+			fuzzFormErr(t, "parseBackchannelParams", body, err)
 			if p != nil {
 				t.Fatalf("params with an error for %q", body)
 			}
@@ -90,7 +92,7 @@ func FuzzBackchannelRequest(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, s := range p.Scopes {
-			if !validScopeToken(s) || seen[s] {
+			if !oauth.ValidScopeToken(s) || seen[s] {
 				t.Fatalf("%q: bad or duplicate scope %q", body, s)
 			}
 			seen[s] = true
@@ -127,7 +129,7 @@ func FuzzBackchannelRequest(f *testing.F) {
 			t.Fatalf("%q: notification token %q", body, p.NotificationToken)
 		}
 		for _, a := range p.ACRValues {
-			if !validScopeToken(a) {
+			if !oauth.ValidScopeToken(a) {
 				t.Fatalf("%q: acr value %q", body, a)
 			}
 		}
@@ -166,30 +168,30 @@ func FuzzTokenRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		peek := peekGrantType(body)
-		form, err := parseForm(body)
+		form, err := oauth.ParseForm(body)
 		if err != nil {
-			checkFuzzErr(t, "parseForm", body, err)
+			fuzzFormErr(t, "oauth.ParseForm", body, err)
 			return
 		}
 		if len(form["grant_type"]) > 1 {
-			t.Fatalf("parseForm(%q) kept a repeated grant_type", body)
+			t.Fatalf("oauth.ParseForm(%q) kept a repeated grant_type", body)
 		}
-		p, err := parseTokenParams(form)
-		isCIBA := form.Get("grant_type") == GrantTypeCIBA
+		id, err := parseTokenParams(form)
+		isCIBA := form.Get("grant_type") == oauth.GrantTypeCIBA
 		if peek != isCIBA {
 			t.Fatalf("peekGrantType(%q) = %v, but the parsed grant_type is %q", body, peek, form.Get("grant_type"))
 		}
 		if err != nil {
-			checkFuzzErr(t, "parseTokenParams", body, err)
-			var e *Error
+			fuzzFormErr(t, "parseTokenParams", body, err)
+			var e *oauth.Error
 			errors.As(err, &e)
-			if (e.Code == CodeUnsupportedGrantType) == isCIBA {
+			if (e.Code == oauth.CodeUnsupportedGrantType) == isCIBA {
 				t.Fatalf("parseTokenParams(%q): %s with grant_type %q", body, e.Code, form.Get("grant_type"))
 			}
 			return
 		}
-		if !isCIBA || p.AuthReqID == "" || p.AuthReqID != form.Get("auth_req_id") {
-			t.Fatalf("parseTokenParams(%q) = %+v", body, p)
+		if !isCIBA || id == "" || id != form.Get("auth_req_id") {
+			t.Fatalf("parseTokenParams(%q) = %q", body, id)
 		}
 	})
 }
@@ -200,15 +202,15 @@ func TestFormEqual(t *testing.T) {
 		eq        bool
 	}{
 		{"grant_type", "grant_type", true},
-		{"urn%3Aopenid%3Aparams%3Agrant-type%3Aciba", GrantTypeCIBA, true},
-		{"urn%3aopenid%3aparams%3agrant-type%3aciba", GrantTypeCIBA, true},
-		{"urn:openid:params:grant-type:ciba", GrantTypeCIBA, true},
+		{"urn%3Aopenid%3Aparams%3Agrant-type%3Aciba", oauth.GrantTypeCIBA, true},
+		{"urn%3aopenid%3aparams%3agrant-type%3aciba", oauth.GrantTypeCIBA, true},
+		{"urn:openid:params:grant-type:ciba", oauth.GrantTypeCIBA, true},
 		{"a+b", "a b", true},
 		{"a%20b", "a b", true},
 		{"a%2", "a\x02", false},
 		{"a%zz", "a", false},
-		{"urn:openid:params:grant-type:cib", GrantTypeCIBA, false},
-		{"urn:openid:params:grant-type:cibaa", GrantTypeCIBA, false},
+		{"urn:openid:params:grant-type:cib", oauth.GrantTypeCIBA, false},
+		{"urn:openid:params:grant-type:cibaa", oauth.GrantTypeCIBA, false},
 		{"", "", true},
 		{"", "x", false},
 	} {

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 // TestKillHelper is not a test: TestSIGKILLRestart runs the test binary
@@ -75,20 +78,20 @@ func TestSIGKILLRestart(t *testing.T) {
 
 	h := newHarnessIn(t, dir)
 	pending, approved, claimed := ids[0], ids[1], ids[2]
-	wantOAuthError(t, h.poll("cc", pending), 400, CodeAuthorizationPending)
+	wantOAuthError(t, h.poll("cc", pending), 400, oauth.CodeAuthorizationPending)
 
 	if rec := h.poll("cc", approved); rec.Code != 200 {
 		t.Fatalf("approved request after restart: %d %s", rec.Code, rec.Body)
 	}
-	if r := h.get(approved); r.User.Username != "bob" || r.Status != StatusConsumed {
+	if r := h.get(approved); r.User.Username != "bob" || r.Status != store.StatusConsumed {
 		t.Errorf("approved request: %+v", r)
 	}
 	h.clock.Advance(6 * time.Second)
-	wantOAuthError(t, h.poll("cc", approved), 400, CodeInvalidGrant)
+	wantOAuthError(t, h.poll("cc", approved), 400, oauth.CodeInvalidGrant)
 
 	// The dead claimant's lease still holds: overlapping, slow_down.
-	wantOAuthError(t, h.poll("cc", claimed), 400, CodeSlowDown)
-	if r := h.get(claimed); r.Claim == "" || r.Status != StatusApproved {
+	wantOAuthError(t, h.poll("cc", claimed), 400, oauth.CodeSlowDown)
+	if r := h.get(claimed); r.Claim == "" || r.Status != store.StatusApproved {
 		t.Fatalf("claim not persisted: %+v", r)
 	}
 	h.clock.Advance(ClaimLease)
@@ -98,7 +101,7 @@ func TestSIGKILLRestart(t *testing.T) {
 	if h.minter.count() != 2 {
 		t.Errorf("minted %d times, want 2", h.minter.count())
 	}
-	if _, err := h.store.Get(context.Background(), KeyOf(claimed)); err != nil {
+	if _, err := h.store.Get(context.Background(), store.KeyOf(claimed)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 // pollStep is one call on a PollTracker in a scripted scenario.
@@ -17,8 +19,8 @@ type pollStep struct {
 	len      int           // when non-zero, the tracker's expected Len after the step
 }
 
-func pollTestKey(shard, b byte) RequestKey {
-	var k RequestKey
+func pollTestKey(shard, b byte) store.RequestKey {
+	var k store.RequestKey
 	k[0] = shard
 	k[1] = b
 	return k
@@ -30,7 +32,7 @@ func runPollScript(t *testing.T, base, expiresIn time.Duration, steps []pollStep
 	t.Helper()
 	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	pt := NewPollTracker()
-	held := map[RequestKey][]func(){}
+	held := map[store.RequestKey][]func(){}
 	for i, st := range steps {
 		key := pollTestKey(st.keyShard, st.key)
 		now := start.Add(st.at)
@@ -413,7 +415,7 @@ func TestPollConcurrent(t *testing.T) {
 			const n = 50
 			start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 			pt := NewPollTracker()
-			key := KeyOf("concurrent")
+			key := store.KeyOf("concurrent")
 			now := start
 			if !tc.firstPoll {
 				_, done := pt.Poll(key, start, 5*time.Second, start.Add(time.Hour))
