@@ -205,6 +205,19 @@ func (r *pingRig) decide(id string, d authn.Decision) {
 	}
 }
 
+// settled waits until the outbox holds no notification: the delivered
+// ones are removed (a delivery's item goes once its attempt returned, a
+// moment after the endpoint saw the call; moving the clock past its lease
+// before that would let the outbox deliver it again, as it must after a
+// crash).
+func (r *pingRig) settled() {
+	r.t.Helper()
+	waitFor(r.t, 5*time.Second, "the delivered notifications to leave the outbox", func() bool {
+		counts, err := r.store.OutboxCounts(context.Background())
+		return err == nil && counts[ping.Kind] == 0
+	})
+}
+
 // advance moves the clock on (retries come due) and wakes the outbox.
 func (r *pingRig) advance(d time.Duration) {
 	r.clock.Advance(d)
@@ -555,6 +568,7 @@ func TestPingReloadAndTwoSites(t *testing.T) {
 	waitFor(t, 5*time.Second, "both notifications", func() bool { return len(epA.Calls()) == 1 && len(epB.Calls()) == 1 })
 	pingWantNotification(t, epA.Calls()[0], idA, tokenA)
 	pingWantNotification(t, epB.Calls()[0], idB, tokenB)
+	r.settled()
 	r.advance(time.Minute)
 	pingQuiet(t, epA, 1)
 	pingQuiet(t, epB, 1)
@@ -643,6 +657,7 @@ func TestPingSIGKILL(t *testing.T) {
 			t.Fatalf("notifications %v: none for %s", got, id)
 		}
 	}
+	r.settled()
 	r.advance(time.Minute) // past the old lease: nothing is sent again
 	pingQuiet(t, ep, 2)
 	r.wantTokens(leased)
