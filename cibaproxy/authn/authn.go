@@ -84,3 +84,14 @@ var (
 	ErrDecided = errors.New("request already decided")
 	ErrExpired = errors.New("request expired")
 )
+
+// Recorder counts the answers of the pages (metrics.Metrics does).
+type Recorder interface {
+	Request(endpoint, outcome, client string)
+}
+
+// NoRecorder counts nothing.
+type NoRecorder struct{}
+
+// Request implements Recorder.
+func (NoRecorder) Request(string, string, string) {}

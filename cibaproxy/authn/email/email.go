@@ -85,7 +85,7 @@ type Config struct {
 	// (Caddy's client_ip); nil means the peer's address.
 	ClientIP func(*http.Request) string
 	// Metrics counts the page's answers; nil counts nothing.
-	Metrics Recorder
+	Metrics authn.Recorder
 	// Logger receives the log; nil means none.
 	Logger *zap.Logger
 	// Now is the clock; nil means time.Now.
@@ -99,15 +99,6 @@ type Store interface {
 	AddLink(ctx context.Context, link store.LinkKey, key store.RequestKey, expires time.Time) error
 	SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error)
 }
-
-// Recorder counts the answers of the approval page (metrics.Metrics).
-type Recorder interface {
-	Request(endpoint, outcome, client string)
-}
-
-type noRecorder struct{}
-
-func (noRecorder) Request(string, string, string) {}
 
 // Kind is the outbox kind of approval mails.
 var Kind = store.RegisterKind('m', "mail")
@@ -137,7 +128,7 @@ type Authenticator struct {
 	secure   bool
 	mailText *texttemplate.Template
 	mailHTML *htmltemplate.Template
-	// The mail templates' skeletons (mailskeleton.go), for the embedded
+	// The mail templates' skeletons (skeleton.go), for the embedded
 	// ones; nil for one read from templates_dir.
 	textSkeletons *mailSkeletons
 	htmlSkeletons *mailSkeletons
@@ -180,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 		cfg.AMR = slices.Clone(DefaultAMR)
 	}
 	if cfg.Metrics == nil {
-		cfg.Metrics = noRecorder{}
+		cfg.Metrics = authn.NoRecorder{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()

@@ -127,7 +127,7 @@ type Config struct {
 	// the peer's address.
 	ClientIP func(*http.Request) string
 	// Metrics counts the callback's answers; nil counts nothing.
-	Metrics Recorder
+	Metrics authn.Recorder
 	// Logger receives the log; nil means none.
 	Logger *zap.Logger
 	// Now is the clock; nil means time.Now.
@@ -197,7 +197,7 @@ func New(cfg Config) (*Channel, error) {
 		cfg.AMR = slices.Clone(DefaultAMR)
 	}
 	if cfg.Metrics == nil {
-		cfg.Metrics = noRecorder{}
+		cfg.Metrics = authn.NoRecorder{}
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = newHTTPClient()
