@@ -191,11 +191,12 @@ func caWithRS256Client(t testing.TB) harnessOption {
 // that what validation refuses is refused at the endpoints all the same.
 func caSetAcceptedAlgs(h *harness, algs []string) {
 	s := h.srv
-	s.clients = clients.NewRegistry(clients.Config{
+	// In place: the endpoints hold the site's registry.
+	*s.clients = *clients.NewRegistry(clients.Config{
 		Clients:          s.cfg.Clients,
 		AssertionAlgs:    algs,
 		Issuer:           s.cfg.Issuer,
-		BackchannelURL:   s.bcURL,
+		BackchannelURL:   s.BackchannelURL(),
 		TokenEndpointURL: s.tokenPath.endpointURL,
 		Replay:           s.cfg.Backend.Store,
 		Now:              s.cfg.Now,

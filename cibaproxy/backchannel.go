@@ -2,8 +2,6 @@ package cibaproxy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
@@ -15,12 +13,25 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/clientip"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/random"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
-	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
-// The backchannel authentication endpoint (CIBA Core §7).
+// backchannelEndpoint answers the backchannel authentication requests of a
+// site (CIBA Core §7): it authenticates the client, checks the request,
+// resolves the user, and stores the request with what reaches the user.
+type backchannelEndpoint struct {
+	cfg       *Config
+	clients   *clients.Registry
+	users     *userResolver
+	auth      *authenticators
+	store     Store
+	outbox    *outbox.Worker
+	limits    limiters
+	tokenPath *tokenPaths
+	answers   *answers
+}
 
 type bcResponse struct {
 	AuthReqID string `json:"auth_req_id"`
@@ -28,51 +39,45 @@ type bcResponse struct {
 	Interval  int64  `json:"interval"`
 }
 
-// answered is what the log says of an answered request: its client and
-// request, when they are known.
-type answered struct {
-	client *clients.Client
-	key    *store.RequestKey
-}
-
-func (s *Server) serveBackchannel(w http.ResponseWriter, r *http.Request) {
-	resp, who, err := s.backchannel(w, r)
+// serve answers a request to the endpoint.
+func (b *backchannelEndpoint) serve(w http.ResponseWriter, r *http.Request) {
+	resp, who, err := b.answer(w, r)
 	if err != nil {
-		s.logOutcome("backchannel", who, oauth.WriteError(w, err))
+		b.answers.record("backchannel", who, oauth.WriteError(w, err))
 		return
 	}
 	oauth.WriteJSON(w, http.StatusOK, resp)
-	s.logOutcome("backchannel", who, nil)
+	b.answers.record("backchannel", who, nil)
 }
 
-// backchannel answers a backchannel authentication request, in the order
+// answer answers a backchannel authentication request, in the order
 // of CIBA Core §7.2: authenticate the client, then validate the request,
 // resolve the user, store the request with what reaches the user.
-func (s *Server) backchannel(w http.ResponseWriter, r *http.Request) (*bcResponse, answered, error) {
+func (b *backchannelEndpoint) answer(w http.ResponseWriter, r *http.Request) (*bcResponse, answered, error) {
 	var who answered
 	form, err := oauth.ReadForm(w, r)
 	if err != nil {
 		return nil, who, err
 	}
-	now := s.now()
-	cl, err := s.admit(r, form, now)
+	now := b.cfg.Now()
+	cl, err := b.admit(r, form, now)
 	who.client = cl
 	if err != nil {
 		return nil, who, err
 	}
 	ctx := r.Context()
-	p, err := s.backchannelParams(ctx, cl, form)
+	p, err := b.backchannelParams(ctx, cl, form)
 	if err != nil {
 		return nil, who, err
 	}
 	if err := checkRequestFor(cl, p); err != nil {
 		return nil, who, err
 	}
-	user, phantom, err := s.resolveUser(ctx, cl, p)
+	user, phantom, err := b.users.resolveUser(ctx, cl, p)
 	if err != nil {
 		return nil, who, err
 	}
-	entry, err := s.auth.choose(p.ACRValues)
+	entry, err := b.auth.choose(p.ACRValues)
 	if err != nil {
 		return nil, who, err
 	}
@@ -81,35 +86,35 @@ func (s *Server) backchannel(w http.ResponseWriter, r *http.Request) (*bcRespons
 		return nil, who, oauth.ServerError("internal error", err)
 	}
 	key := store.KeyOf(id)
-	req := s.newRequest(cl, p, user, entry, now)
+	req := b.newRequest(cl, p, user, entry, now)
 	if cl.Mode == clients.ModePing {
-		if req.Ping, err = ping.Seal(s.cfg.SealKey, cl.ID, id, p.NotificationToken); err != nil {
+		if req.Ping, err = ping.Seal(b.cfg.SealKey, cl.ID, id, p.NotificationToken); err != nil {
 			return nil, who, oauth.ServerError("ping notifications are not available", err)
 		}
 	}
-	if err := s.storeRequest(ctx, entry.Authenticator, key, req, phantom); err != nil {
+	if err := b.storeRequest(ctx, entry.Authenticator, key, req, phantom); err != nil {
 		return nil, who, err
 	}
 	who.key = &key
-	s.tokenPath.learnSoon()
+	b.tokenPath.learnSoon()
 	expiresIn := int64(req.Expires.Sub(req.Created) / time.Second)
-	return &bcResponse{AuthReqID: id, ExpiresIn: expiresIn, Interval: int64(s.cfg.Interval / time.Second)}, who, nil
+	return &bcResponse{AuthReqID: id, ExpiresIn: expiresIn, Interval: int64(b.cfg.Interval / time.Second)}, who, nil
 }
 
 // admit applies the ip_rate limit, authenticates the client, and applies
 // its own limit; the client is returned once it is authenticated.
-func (s *Server) admit(r *http.Request, form url.Values, now time.Time) (*clients.Client, error) {
-	if err := s.limit(s.limits.ip, "ip_rate", rateKeyIP(clientip.Of(r, s.cfg.ClientIP)), now); err != nil {
+func (b *backchannelEndpoint) admit(r *http.Request, form url.Values, now time.Time) (*clients.Client, error) {
+	if err := b.limit(b.limits.ip, "ip_rate", rateKeyIP(clientip.Of(r, b.cfg.ClientIP)), now); err != nil {
 		return nil, err
 	}
-	cl, err := s.clients.Authenticate(r, form)
+	cl, err := b.clients.Authenticate(r, form)
 	if err != nil {
 		return nil, err
 	}
 	if cl.Disabled {
 		return cl, oauth.UnauthorizedClient("this client is disabled")
 	}
-	return cl, s.limit(s.limits.client, "client_rate", cl.ID, now)
+	return cl, b.limit(b.limits.client, "client_rate", cl.ID, now)
 }
 
 // checkRequestFor checks a request's scopes and notification token against
@@ -135,8 +140,8 @@ func checkRequestFor(cl *clients.Client, p *backchannelParams) error {
 
 // newRequest returns the request to store: expires_in = min(requested_expiry,
 // request_ttl), requested_expiry raised to MinRequestedExpiry.
-func (s *Server) newRequest(cl *clients.Client, p *backchannelParams, user *store.User, entry *authn.Entry, now time.Time) *store.AuthRequest {
-	ttl := s.cfg.RequestTTL
+func (b *backchannelEndpoint) newRequest(cl *clients.Client, p *backchannelParams, user *store.User, entry *authn.Entry, now time.Time) *store.AuthRequest {
+	ttl := b.cfg.RequestTTL
 	if p.RequestedExpiry > 0 && p.RequestedExpiry < int64(ttl/time.Second) {
 		ttl = max(time.Duration(p.RequestedExpiry)*time.Second, MinRequestedExpiry)
 	}
@@ -149,7 +154,7 @@ func (s *Server) newRequest(cl *clients.Client, p *backchannelParams, user *stor
 		ACRValues:      p.ACRValues,
 		Created:        now,
 		Expires:        now.Add(ttl),
-		Interval:       s.cfg.Interval,
+		Interval:       b.cfg.Interval,
 		Status:         store.StatusPending,
 		ACR:            entry.ACR,
 		AMR:            entry.AMR,
@@ -159,7 +164,7 @@ func (s *Server) newRequest(cl *clients.Client, p *backchannelParams, user *stor
 // storeRequest stores a new request with what its authenticator (nil: none)
 // queues to reach the user; a phantom request (hide_unknown_users) reaches
 // nobody, but its authenticator checks it like any other.
-func (s *Server) storeRequest(ctx context.Context, auth authn.Authenticator, key store.RequestKey, req *store.AuthRequest, phantom bool) error {
+func (b *backchannelEndpoint) storeRequest(ctx context.Context, auth authn.Authenticator, key store.RequestKey, req *store.AuthRequest, phantom bool) error {
 	var out *store.Outbound
 	if auth != nil {
 		var err error
@@ -175,9 +180,9 @@ func (s *Server) storeRequest(ctx context.Context, auth authn.Authenticator, key
 			out = nil // nobody to reach: the request simply expires
 		}
 	}
-	limit := store.UserLimit{Max: s.cfg.Limits.UserPending, ReplaceOldest: s.cfg.Limits.UserPendingReplace}
-	if err := s.store.Create(ctx, key, req, out, limit); errors.Is(err, store.ErrUserLimit) {
-		s.cfg.Metrics.LimitRefusal("user_pending")
+	limit := store.UserLimit{Max: b.cfg.Limits.UserPending, ReplaceOldest: b.cfg.Limits.UserPendingReplace}
+	if err := b.store.Create(ctx, key, req, out, limit); errors.Is(err, store.ErrUserLimit) {
+		b.cfg.Metrics.LimitRefusal("user_pending")
 		// CIBA Core §13: access_denied, 403, for a request the OP denies
 		// before any user interaction.
 		return oauth.New(http.StatusForbidden, oauth.CodeAccessDenied, "this user has too many undecided requests; let them decide or wait for them to expire")
@@ -185,28 +190,19 @@ func (s *Server) storeRequest(ctx context.Context, auth authn.Authenticator, key
 		return oauth.Unavailable("the request could not be stored", 5, err)
 	}
 	if out != nil && len(out.Items) > 0 {
-		s.outbox.Wake()
+		b.outbox.Wake()
 	}
 	return nil
 }
 
-// phantomUser is the stand-in of an unknown hint under hide_unknown_users:
-// it must be answered exactly like a known one, limits included, so it
-// counts against a user key derived from the hint.
-func phantomUser(p *backchannelParams) *store.User {
-	hint := p.LoginHint + "\x00" + p.IDTokenHint + "\x00" + p.LoginHintToken
-	sum := sha256.Sum256([]byte(users.NormalizeHint(hint)))
-	return &store.User{Subject: "unknown:" + hex.EncodeToString(sum[:16])}
-}
-
 // limit counts an event of the rate limit l (nil: off) for key, and refuses
 // it with 429 and Retry-After beyond the limit.
-func (s *Server) limit(l *RateLimiter, name, key string, now time.Time) error {
+func (b *backchannelEndpoint) limit(l *RateLimiter, name, key string, now time.Time) error {
 	ok, wait := l.Allow(key, now)
 	if ok {
 		return nil
 	}
-	s.cfg.Metrics.LimitRefusal(name)
+	b.cfg.Metrics.LimitRefusal(name)
 	e := oauth.New(http.StatusTooManyRequests, oauth.CodeAccessDenied, "too many requests; retry after the time in Retry-After")
 	e.RetryAfter = int((wait + time.Second - 1) / time.Second)
 	return e

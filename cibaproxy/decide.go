@@ -6,18 +6,29 @@ import (
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
-// Decide records the user's decision on the request under key:
-// store.ErrNotFound when there is none, authn.ErrDecided when it was
-// decided before, authn.ErrExpired when it expired. Nothing changes in
-// those cases. A ping client's notification is queued with the decision.
-func (s *Server) Decide(ctx context.Context, key store.RequestKey, d authn.Decision) (*store.AuthRequest, error) {
-	now := s.now()
+// decisions records the users' decisions, with the notifications of ping
+// clients.
+type decisions struct {
+	store     Store
+	clients   *clients.Registry
+	outbox    *outbox.Worker
+	answers   *answers
+	metrics   *metrics.Metrics
+	publicURL string
+	now       func() time.Time
+}
+
+// decide records a decision (Server.Decide).
+func (dc *decisions) decide(ctx context.Context, key store.RequestKey, d authn.Decision) (*store.AuthRequest, error) {
+	now := dc.now()
 	var items []*store.OutboxItem
-	r, err := s.store.UpdateQueue(ctx, key, func(r *store.AuthRequest) ([]*store.OutboxItem, error) {
+	r, err := dc.store.UpdateQueue(ctx, key, func(r *store.AuthRequest) ([]*store.OutboxItem, error) {
 		if r.Status != store.StatusPending {
 			return nil, authn.ErrDecided
 		}
@@ -29,16 +40,16 @@ func (s *Server) Decide(ctx context.Context, key store.RequestKey, d authn.Decis
 			r.Status = store.StatusApproved
 		}
 		r.Decided = now
-		items = s.pingItems(r, now)
+		items = dc.pingItems(r, now)
 		return items, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	if len(items) > 0 {
-		s.outbox.Wake()
+		dc.outbox.Wake()
 	}
-	s.cfg.Metrics.Decision(d == authn.Approve, s.clientLabel(r.ClientID), r.Decided.Sub(r.Created))
+	dc.metrics.Decision(d == authn.Approve, dc.answers.clientLabel(r.ClientID), r.Decided.Sub(r.Created))
 	return r, nil
 }
 
@@ -46,12 +57,12 @@ func (s *Server) Decide(ctx context.Context, key store.RequestKey, d authn.Decis
 // §10.2: "after the OP has either successfully authenticated the end-user
 // or failed to do so"): one item for a request of a ping client, none
 // otherwise.
-func (s *Server) pingItems(r *store.AuthRequest, now time.Time) []*store.OutboxItem {
+func (dc *decisions) pingItems(r *store.AuthRequest, now time.Time) []*store.OutboxItem {
 	if len(r.Ping) == 0 {
 		return nil
 	}
-	if cl := s.clients.Get(r.ClientID); cl == nil || cl.Mode != clients.ModePing {
+	if cl := dc.clients.Get(r.ClientID); cl == nil || cl.Mode != clients.ModePing {
 		return nil // the configuration no longer makes it a ping client
 	}
-	return []*store.OutboxItem{ping.Item(r.Ping, s.cfg.PublicURL, r.Expires, now)}
+	return []*store.OutboxItem{ping.Item(r.Ping, dc.publicURL, r.Expires, now)}
 }

@@ -11,25 +11,44 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
 )
 
-// discoveryDoc is the augmented discovery document, built once per fetch
-// of the upstream's.
+// discoveryDoc serves the upstream's discovery document with the CIBA
+// metadata added (CIBA Core §4), built once per fetch of the upstream's.
 type discoveryDoc struct {
+	disc      *upstream.Discovery
+	fields    upstream.CIBAFields
+	tokenPath *tokenPaths
+	log       *zap.Logger
+
 	mu   sync.Mutex
 	from *upstream.Metadata // the metadata doc was built from
 	doc  []byte
 }
 
-func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
-	meta, err := s.disc.Metadata(r.Context())
+// cibaFields is what discovery advertises: poll and ping, user codes,
+// signed requests and private_key_jwt with the accepted algorithms.
+func cibaFields(backchannelURL string, algs []string) upstream.CIBAFields {
+	return upstream.CIBAFields{
+		BackchannelEndpoint: backchannelURL,
+		DeliveryModes:       []string{"poll", "ping"},
+		UserCodeSupported:   true,
+		RequestSigningAlgs:  algs,
+		AuthMethods:         []string{"private_key_jwt"},
+		AuthSigningAlgs:     algs,
+	}
+}
+
+// serve answers a GET or HEAD of the document.
+func (d *discoveryDoc) serve(w http.ResponseWriter, r *http.Request) {
+	meta, err := d.disc.Metadata(r.Context())
 	if err != nil {
 		oauth.WriteError(w, oauth.Unavailable("the upstream's discovery document is unavailable", 5, err))
-		s.log.Warn("upstream discovery failed", zap.Error(err))
+		d.log.Warn("upstream discovery failed", zap.Error(err))
 		return
 	}
-	doc, err := s.discoveryDoc(meta)
+	doc, err := d.build(meta)
 	if err != nil {
 		oauth.WriteError(w, oauth.ServerError("the upstream's discovery document is malformed", err))
-		s.log.Error("upstream discovery is malformed", zap.Error(err))
+		d.log.Error("upstream discovery is malformed", zap.Error(err))
 		return
 	}
 	h := w.Header()
@@ -41,32 +60,19 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// discoveryDoc returns the augmented document, built once per fetch.
-func (s *Server) discoveryDoc(meta *upstream.Metadata) ([]byte, error) {
-	s.doc.mu.Lock()
-	defer s.doc.mu.Unlock()
-	if s.doc.from == meta {
-		return s.doc.doc, nil
+// build returns the augmented document of meta, built once per fetch; the
+// token path is learned from each fetch.
+func (d *discoveryDoc) build(meta *upstream.Metadata) ([]byte, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.from == meta {
+		return d.doc, nil
 	}
-	doc, err := meta.Augment(s.cibaFields())
+	doc, err := meta.Augment(d.fields)
 	if err != nil {
 		return nil, err
 	}
-	s.tokenPath.learn(meta)
-	s.doc.from, s.doc.doc = meta, doc
+	d.tokenPath.learn(meta)
+	d.from, d.doc = meta, doc
 	return doc, nil
-}
-
-// cibaFields is what discovery advertises: poll and ping, user codes,
-// signed requests and private_key_jwt with the accepted algorithms.
-func (s *Server) cibaFields() upstream.CIBAFields {
-	algs := s.clients.AcceptedAlgs()
-	return upstream.CIBAFields{
-		BackchannelEndpoint: s.bcURL,
-		DeliveryModes:       []string{"poll", "ping"},
-		UserCodeSupported:   true,
-		RequestSigningAlgs:  algs,
-		AuthMethods:         []string{"private_key_jwt"},
-		AuthSigningAlgs:     algs,
-	}
 }

@@ -207,7 +207,7 @@ func FuzzRequestObject(f *testing.F) {
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, raw string, claims []byte) {
 		check := func(jwt string) {
-			p, err := s.backchannelParams(ctx, cl, url.Values{"request": {jwt}})
+			p, err := s.backchannel.backchannelParams(ctx, cl, url.Values{"request": {jwt}})
 			if err != nil {
 				fzjCheckErr(t, "backchannelParams", jwt, err)
 				if p != nil {
@@ -328,7 +328,7 @@ func FuzzClientAssertion(f *testing.F) {
 func TestFuzzJWTSeedsReachSuccess(t *testing.T) {
 	s, k1 := fzjServer(t)
 	for i, c := range fzjRequestSeedClaims()[:4] {
-		_, err := s.backchannelParams(context.Background(), s.clients.Get("fz"), url.Values{"request": {fzjSign(t, k1, c)}})
+		_, err := s.backchannel.backchannelParams(context.Background(), s.clients.Get("fz"), url.Values{"request": {fzjSign(t, k1, c)}})
 		if (err == nil) != (i < 3) {
 			t.Errorf("request seed %d: %v", i, err)
 		}

@@ -12,8 +12,11 @@ import (
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
 )
 
 // HealthPath is the health endpoint, under the public URL.
@@ -76,18 +79,26 @@ func (r *healthReport) MarshalJSON() ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// healthState remembers whether the upstream was failing at the last
-// check, so a change is logged once, not on every probe.
-type healthState struct {
+// health answers the health endpoint of a site.
+type health struct {
+	store   Store
+	disc    *upstream.Discovery
+	outbox  *outbox.Worker
+	auth    *authenticators
+	metrics *metrics.Metrics
+	log     *zap.Logger
+
+	// failing remembers whether the upstream was failing at the last
+	// check, so a change is logged once, not on every probe.
 	mu      sync.Mutex
 	failing bool
 }
 
-// serveHealth answers GET /ciba/health: 200 with the state of the store,
+// serve answers GET /ciba/health: 200 with the state of the store,
 // the upstream's discovery and the deliveries of the authenticators that
 // report them; 503 only when the store is unusable (the proxy cannot
 // answer anything then).
-func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+func (hl *health) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		oauth.WriteError(w, oauth.New(http.StatusMethodNotAllowed, oauth.CodeInvalidRequest, "use GET"))
@@ -97,18 +108,18 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rep := &healthReport{Status: "ok"}
 
-	n, err := s.store.PendingCount(ctx)
+	n, err := hl.store.PendingCount(ctx)
 	rep.Store = healthStore{OK: err == nil, Pending: n}
 	if err != nil {
-		s.log.Error("health: the store is unusable", zap.Error(err))
+		hl.log.Error("health: the store is unusable", zap.Error(err))
 		rep.Status = "failing"
 	}
-	if err := s.checkUpstream(ctx); err != nil {
+	if err := hl.checkUpstream(ctx); err != nil {
 		rep.degrade()
 	} else {
 		rep.Upstream.OK = true
 	}
-	s.reportDeliveries(ctx, rep)
+	hl.reportDeliveries(ctx, rep)
 
 	body, _ := json.Marshal(rep)
 	h := w.Header()
@@ -123,7 +134,7 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(body)
 	}
-	s.cfg.Metrics.Request("health", rep.Status, "")
+	hl.metrics.Request("health", rep.Status, "")
 }
 
 // degrade marks the report degraded, unless it is failing.
@@ -136,15 +147,15 @@ func (r *healthReport) degrade() {
 // reportDeliveries adds the sections of the authenticators that report
 // their deliveries: how the last attempts went, in this process, and how
 // many items wait.
-func (s *Server) reportDeliveries(ctx context.Context, rep *healthReport) {
+func (hl *health) reportDeliveries(ctx context.Context, rep *healthReport) {
 	var counts map[store.Kind]int
-	for _, e := range s.auth.entries {
+	for _, e := range hl.auth.entries {
 		hr, ok := e.Authenticator.(authn.HealthReporter)
 		if !ok {
 			continue
 		}
 		kind, _ := hr.Route()
-		h := s.outbox.Health(kind)
+		h := hl.outbox.Health(kind)
 		d := &healthDeliveries{OK: !h.Failing()}
 		if !h.LastSuccess.IsZero() {
 			d.LastSuccess = &h.LastSuccess
@@ -153,7 +164,7 @@ func (s *Server) reportDeliveries(ctx context.Context, rep *healthReport) {
 			d.LastFailure = &h.LastFailure
 		}
 		if counts == nil {
-			counts, _ = s.store.OutboxCounts(ctx)
+			counts, _ = hl.store.OutboxCounts(ctx)
 		}
 		d.Queue = counts[kind]
 		if !d.OK {
@@ -165,17 +176,17 @@ func (s *Server) reportDeliveries(ctx context.Context, rep *healthReport) {
 
 // checkUpstream fetches the upstream's discovery document; a change from
 // working to failing (or back) is logged once, not on every probe.
-func (s *Server) checkUpstream(ctx context.Context) error {
-	_, err := s.disc.Check(ctx)
-	s.health.mu.Lock()
-	failing, was := err != nil, s.health.failing
-	s.health.failing = failing
-	s.health.mu.Unlock()
+func (hl *health) checkUpstream(ctx context.Context) error {
+	_, err := hl.disc.Check(ctx)
+	hl.mu.Lock()
+	failing, was := err != nil, hl.failing
+	hl.failing = failing
+	hl.mu.Unlock()
 	switch {
 	case failing && !was:
-		s.log.Warn("health: upstream discovery fails", zap.Error(err))
+		hl.log.Warn("health: upstream discovery fails", zap.Error(err))
 	case !failing && was:
-		s.log.Info("health: upstream discovery works again")
+		hl.log.Info("health: upstream discovery works again")
 	}
 	return err
 }

@@ -24,22 +24,22 @@ const MaxNotificationTokenLen = 1024
 // Core §7.1.1) when there is one, else from the form. The parameters of a
 // signed request go through the same checks as form parameters; its jti
 // is recorded only once they passed, and a replayed one is refused.
-func (s *Server) backchannelParams(ctx context.Context, cl *clients.Client, form url.Values) (*backchannelParams, error) {
+func (b *backchannelEndpoint) backchannelParams(ctx context.Context, cl *clients.Client, form url.Values) (*backchannelParams, error) {
 	if !form.Has(oauth.ParamRequest) {
-		if s.cfg.RequireSignedRequests || cl.RequireSignedRequests {
+		if b.cfg.RequireSignedRequests || cl.RequireSignedRequests {
 			return nil, oauth.InvalidRequest("this client must send a signed authentication request (the request parameter)")
 		}
-		return parseBackchannelParams(form, s.cfg.BindingMessageMax)
+		return parseBackchannelParams(form, b.cfg.BindingMessageMax)
 	}
-	ro, err := s.clients.ParseRequestObject(ctx, cl, form)
+	ro, err := b.clients.ParseRequestObject(ctx, cl, form)
 	if err != nil {
 		return nil, err
 	}
-	p, err := parseBackchannelParams(ro.Values, s.cfg.BindingMessageMax)
+	p, err := parseBackchannelParams(ro.Values, b.cfg.BindingMessageMax)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.clients.Consume(ctx, ro); err != nil {
+	if err := b.clients.Consume(ctx, ro); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -24,16 +24,57 @@ const ClaimLease = 30 * time.Second
 // a live claimant always finishes (or gives up) within its lease.
 const MintTimeout = 20 * time.Second
 
+// Minter mints the tokens of an approved request (at the upstream, by
+// RFC 8693 token exchange, in production: upstream.Exchanger).
+type Minter interface {
+	// Mint returns tokens for g. An error is a transient failure (the poll
+	// is answered slow_down and may succeed later) unless it is or wraps a
+	// *upstream.MintError with Refused set.
+	Mint(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error)
+}
+
+// MinterFunc adapts a function to Minter.
+type MinterFunc func(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error)
+
+// Mint implements Minter.
+func (f MinterFunc) Mint(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error) {
+	return f(ctx, g)
+}
+
+// ErrNoMinter is the transient failure of a proxy that cannot mint tokens:
+// no upstream exchange is configured.
+var ErrNoMinter = errors.New("no token minter is configured")
+
+// redeemer redeems approved requests: it claims one, mints its tokens and
+// marks it consumed.
+type redeemer struct {
+	store   Store
+	minter  Minter
+	polls   *PollTracker
+	metrics *metrics.Metrics
+	log     *zap.Logger
+}
+
+// tokenResponse is a successful token response (CIBA Core §10.1.1).
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in,omitempty"`
+	IDToken      string `json:"id_token"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
 // redeem claims an approved request, mints its tokens and marks it
 // consumed, in that order. Exactly one poll can hold the claim (a lease,
 // so a crash mid-mint frees it); tokens are answered only once the
 // consumption is stored, so a grant is never redeemed twice.
-func (s *Server) redeem(ctx context.Context, key store.RequestKey, cl *clients.Client, now time.Time) (*tokenResponse, error) {
+func (rd *redeemer) redeem(ctx context.Context, key store.RequestKey, cl *clients.Client, now time.Time) (*tokenResponse, error) {
 	claim, err := random.Token(16)
 	if err != nil {
 		return nil, oauth.ServerError("internal error", err)
 	}
-	req, err := s.store.Update(ctx, key, func(r *store.AuthRequest) error {
+	req, err := rd.store.Update(ctx, key, func(r *store.AuthRequest) error {
 		switch {
 		case r.Status == store.StatusConsumed:
 			return oauth.InvalidGrant("auth_req_id was already redeemed")
@@ -50,7 +91,7 @@ func (s *Server) redeem(ctx context.Context, key store.RequestKey, cl *clients.C
 	})
 	if errors.Is(err, oauth.ErrSlowDown) {
 		// Counted here, once: the store may run the function again.
-		s.cfg.Metrics.SlowDown(metrics.SlowDownOverlap)
+		rd.metrics.SlowDown(metrics.SlowDownOverlap)
 	}
 	if err != nil {
 		return nil, storeError(err)
@@ -58,13 +99,13 @@ func (s *Server) redeem(ctx context.Context, key store.RequestKey, cl *clients.C
 
 	mctx, cancel := context.WithTimeout(ctx, MintTimeout)
 	defer cancel()
-	tokens, err := s.mint(mctx, cl, req)
+	tokens, err := rd.mint(mctx, cl, req)
 	if err != nil {
-		s.release(key, claim)
-		return nil, s.mintFailure(key, now, err)
+		rd.release(key, claim)
+		return nil, rd.mintFailure(key, now, err)
 	}
 
-	_, err = s.store.Update(ctx, key, func(r *store.AuthRequest) error {
+	_, err = rd.store.Update(ctx, key, func(r *store.AuthRequest) error {
 		if r.Claim != claim {
 			// The lease ran out and another poll took the grant over:
 			// these tokens are dropped, never delivered twice.
@@ -76,7 +117,7 @@ func (s *Server) redeem(ctx context.Context, key store.RequestKey, cl *clients.C
 	if err != nil {
 		return nil, storeError(err)
 	}
-	s.polls.Forget(key)
+	rd.polls.Forget(key)
 	return &tokenResponse{
 		AccessToken:  tokens.AccessToken,
 		TokenType:    tokens.TokenType,
@@ -91,7 +132,7 @@ func (s *Server) redeem(ctx context.Context, key store.RequestKey, cl *clients.C
 // refusal is a server_error naming its code (never answered as the proxy's
 // own: its invalid_client is not this client's fault); a transient failure
 // is slow_down, the grant kept for the next poll.
-func (s *Server) mintFailure(key store.RequestKey, now time.Time, err error) error {
+func (rd *redeemer) mintFailure(key store.RequestKey, now time.Time, err error) error {
 	var me *upstream.MintError
 	if errors.As(err, &me) && me.Refused {
 		desc := "the upstream refused to issue tokens"
@@ -100,17 +141,17 @@ func (s *Server) mintFailure(key store.RequestKey, now time.Time, err error) err
 		}
 		return oauth.ServerError(desc, err)
 	}
-	s.polls.SlowDown(key, now)
-	s.cfg.Metrics.SlowDown(metrics.SlowDownUpstream)
+	rd.polls.SlowDown(key, now)
+	rd.metrics.SlowDown(metrics.SlowDownUpstream)
 	return oauth.SlowDown().WithCause(err)
 }
 
-func (s *Server) mint(ctx context.Context, cl *clients.Client, req *store.AuthRequest) (*upstream.Tokens, error) {
-	if s.cfg.Minter == nil {
+func (rd *redeemer) mint(ctx context.Context, cl *clients.Client, req *store.AuthRequest) (*upstream.Tokens, error) {
+	if rd.minter == nil {
 		return nil, ErrNoMinter
 	}
 	start := time.Now()
-	t, err := s.cfg.Minter.Mint(ctx, &upstream.Grant{
+	t, err := rd.minter.Mint(ctx, &upstream.Grant{
 		Client:   cl,
 		User:     req.User,
 		Scopes:   req.Scopes,
@@ -121,11 +162,11 @@ func (s *Server) mint(ctx context.Context, cl *clients.Client, req *store.AuthRe
 	var me *upstream.MintError
 	switch {
 	case err == nil:
-		s.cfg.Metrics.Exchange("ok", time.Since(start))
+		rd.metrics.Exchange("ok", time.Since(start))
 	case errors.As(err, &me) && me.Refused:
-		s.cfg.Metrics.Exchange("refused", time.Since(start))
+		rd.metrics.Exchange("refused", time.Since(start))
 	default:
-		s.cfg.Metrics.Exchange("failed", time.Since(start))
+		rd.metrics.Exchange("failed", time.Since(start))
 	}
 	if err != nil {
 		return nil, err
@@ -139,10 +180,10 @@ func (s *Server) mint(ctx context.Context, cl *clients.Client, req *store.AuthRe
 }
 
 // release gives up a claim so that a later poll may mint again.
-func (s *Server) release(key store.RequestKey, claim string) {
+func (rd *redeemer) release(key store.RequestKey, claim string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := s.store.Update(ctx, key, func(r *store.AuthRequest) error {
+	_, err := rd.store.Update(ctx, key, func(r *store.AuthRequest) error {
 		if r.Claim != claim {
 			return errNoChange
 		}
@@ -150,7 +191,7 @@ func (s *Server) release(key store.RequestKey, claim string) {
 		return nil
 	})
 	if err != nil && !errors.Is(err, errNoChange) {
-		s.log.Warn("could not release a claim; it frees itself when its lease runs out",
+		rd.log.Warn("could not release a claim; it frees itself when its lease runs out",
 			zap.String("request", key.Short()), zap.Error(err))
 	}
 }

@@ -2,14 +2,10 @@ package cibaproxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
@@ -17,61 +13,27 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
-	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
 )
-
-// Minter mints the tokens of an approved request (at the upstream, by
-// RFC 8693 token exchange, in production: upstream.Exchanger).
-type Minter interface {
-	// Mint returns tokens for g. An error is a transient failure (the poll
-	// is answered slow_down and may succeed later) unless it is or wraps a
-	// *upstream.MintError with Refused set.
-	Mint(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error)
-}
-
-// MinterFunc adapts a function to Minter.
-type MinterFunc func(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error)
-
-// Mint implements Minter.
-func (f MinterFunc) Mint(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error) {
-	return f(ctx, g)
-}
-
-// ErrNoMinter is the transient failure of a proxy that cannot mint tokens:
-// no upstream exchange is configured.
-var ErrNoMinter = errors.New("no token minter is configured")
-
-// Store is the part of the store a Server uses.
-type Store interface {
-	store.Requests
-	Setting(ctx context.Context, name string) ([]byte, error)
-	PutSetting(ctx context.Context, name string, value []byte) error
-	OutboxCounts(ctx context.Context) (map[store.Kind]int, error)
-}
 
 // Server is the CIBA core of one site: the backchannel authentication
 // endpoint, the CIBA grant of the token endpoint, the augmented discovery
-// document, and the pages of its authenticators and issuer under /ciba.
+// document, the health report, and the pages of its authenticators and
+// issuer under /ciba.
 type Server struct {
 	cfg     Config
-	clients *clients.Registry
 	store   Store
-	polls   *PollTracker
+	clients *clients.Registry
 	outbox  *outbox.Worker
-	disc    *upstream.Discovery
-	log     *zap.Logger
-	now     func() time.Time
-	bcURL   string
-	// wellKnown is the path of the upstream's discovery document, served
-	// augmented.
-	wellKnown string
+	auth    *authenticators
+	answers *answers
 
-	auth      authenticators
-	limits    limiters
-	tokenPath *tokenPaths
-	hints     *hintVerifier
-	health    healthState
-	doc       discoveryDoc
+	backchannel *backchannelEndpoint
+	token       *tokenEndpoint
+	decisions   *decisions
+	discovery   *discoveryDoc
+	wellKnown   string // the discovery document's path
+	health      *health
+	tokenPath   *tokenPaths
 }
 
 // New checks cfg and returns its Server, whose authenticators and ping
@@ -81,37 +43,56 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	b := cfg.Backend
 	s := &Server{
-		cfg:       cfg,
-		store:     b.Store,
-		polls:     b.Polls,
-		outbox:    b.Outbox,
-		disc:      cfg.Discovery,
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		bcURL:     strings.TrimSuffix(cfg.PublicURL, "/") + cfg.Endpoint,
-		wellKnown: cfg.Discovery.WellKnownPath(),
-		limits: limiters{
-			// In the backend, so a reload keeps their counts.
-			ip:     b.Limiter(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate),
-			client: b.Limiter(cfg.PublicURL+" client_rate", cfg.Limits.ClientRate),
-		},
+		cfg:     cfg,
+		store:   cfg.Backend.Store,
+		outbox:  cfg.Backend.Outbox,
+		auth:    &authenticators{},
+		answers: &answers{log: cfg.Logger, metrics: cfg.Metrics, byClient: cfg.MetricsClientLabel},
 	}
-	s.tokenPath = newTokenPaths(cfg.TokenPath, cfg.PublicURL, s.disc, s.store, s.log)
+	if err := s.auth.init(cfg.Authenticators, cfg.ACRFallback); err != nil {
+		return nil, err
+	}
+	bcURL := strings.TrimSuffix(cfg.PublicURL, "/") + cfg.Endpoint
+	s.tokenPath = newTokenPaths(cfg.TokenPath, cfg.PublicURL, cfg.Discovery, s.store, cfg.Logger)
 	s.clients = clients.NewRegistry(clients.Config{
 		Clients:          cfg.Clients,
 		AssertionAlgs:    cfg.AssertionAlgs,
 		Issuer:           cfg.Issuer,
-		BackchannelURL:   s.bcURL,
+		BackchannelURL:   bcURL,
 		TokenEndpointURL: s.tokenPath.endpointURL,
-		Replay:           b.Store,
+		Replay:           cfg.Backend.Store,
 		Now:              cfg.Now,
 	})
-	s.hints = newHintVerifier(s.disc, cfg.LoginHintTokenIssuers, cfg.IDTokenHintMaxAge)
-	if err := s.auth.init(cfg.Authenticators, cfg.ACRFallback); err != nil {
-		return nil, err
+	s.backchannel = &backchannelEndpoint{
+		cfg:     &s.cfg,
+		clients: s.clients,
+		users: &userResolver{
+			users:       cfg.Users,
+			hints:       newHintVerifier(cfg.Discovery, cfg.LoginHintTokenIssuers, cfg.IDTokenHintMaxAge),
+			hideUnknown: cfg.Limits.HideUnknownUsers,
+			now:         cfg.Now,
+		},
+		auth:   s.auth,
+		store:  s.store,
+		outbox: s.outbox,
+		limits: limiters{
+			// In the backend, so a reload keeps their counts.
+			ip:     cfg.Backend.Limiter(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate),
+			client: cfg.Backend.Limiter(cfg.PublicURL+" client_rate", cfg.Limits.ClientRate),
+		},
+		tokenPath: s.tokenPath,
+		answers:   s.answers,
 	}
+	s.token = &tokenEndpoint{cfg: &s.cfg, clients: s.clients, store: s.store, polls: cfg.Backend.Polls,
+		redeemer:  &redeemer{store: s.store, minter: cfg.Minter, polls: cfg.Backend.Polls, metrics: cfg.Metrics, log: cfg.Logger},
+		tokenPath: s.tokenPath, answers: s.answers}
+	s.decisions = &decisions{store: s.store, clients: s.clients, outbox: s.outbox, answers: s.answers,
+		metrics: cfg.Metrics, publicURL: cfg.PublicURL, now: cfg.Now}
+	s.discovery = &discoveryDoc{disc: cfg.Discovery, fields: cibaFields(bcURL, s.clients.AcceptedAlgs()),
+		tokenPath: s.tokenPath, log: cfg.Logger}
+	s.wellKnown = cfg.Discovery.WellKnownPath()
+	s.health = &health{store: s.store, disc: cfg.Discovery, outbox: s.outbox, auth: s.auth, metrics: cfg.Metrics, log: cfg.Logger}
 	if err := s.registerDeliverers(); err != nil {
 		s.Close()
 		return nil, err
@@ -132,7 +113,7 @@ func (s *Server) registerDeliverers() error {
 		if cl.Mode != clients.ModePing {
 			continue
 		}
-		n, err := ping.New(ping.Config{Clients: s.clients.Clients(), SealKey: s.cfg.SealKey, TLSConfig: s.cfg.PingTLSConfig, Logger: s.log})
+		n, err := ping.New(ping.Config{Clients: s.clients.Clients(), SealKey: s.cfg.SealKey, TLSConfig: s.cfg.PingTLSConfig, Logger: s.cfg.Logger})
 		if err != nil {
 			return fmt.Errorf("ping notifications: %w", err)
 		}
@@ -159,7 +140,7 @@ func (s *Server) Close() {
 }
 
 // BackchannelURL returns the URL of the backchannel authentication endpoint.
-func (s *Server) BackchannelURL() string { return s.bcURL }
+func (s *Server) BackchannelURL() string { return s.discovery.fields.BackchannelEndpoint }
 
 // Handle serves the requests that are the proxy's own and reports whether it
 // did. Every other request is left untouched, its body included, for the
@@ -168,15 +149,15 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 	path := r.URL.Path
 	switch {
 	case path == s.cfg.Endpoint:
-		s.serveBackchannel(w, r)
+		s.backchannel.serve(w, r)
 		return true
 	case path == s.wellKnown && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		s.serveDiscovery(w, r)
+		s.discovery.serve(w, r)
 		return true
 	case strings.HasPrefix(path, issuer.Path+"/") && s.serveCIBAPath(w, r):
 		return true
 	case r.Method == http.MethodPost:
-		return s.maybeServeToken(w, r)
+		return s.token.maybeServe(w, r)
 	}
 	return false
 }
@@ -185,7 +166,7 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 // authenticators' pages under /ciba/.
 func (s *Server) serveCIBAPath(w http.ResponseWriter, r *http.Request) bool {
 	if r.URL.Path == HealthPath {
-		s.serveHealth(w, r)
+		s.health.serve(w, r)
 		return true
 	}
 	if s.cfg.SubjectIssuer != nil && s.cfg.SubjectIssuer.Serve(w, r) {
@@ -199,16 +180,15 @@ func (s *Server) serveCIBAPath(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// Decide records the user's decision on the request under key:
+// store.ErrNotFound when there is none, authn.ErrDecided when it was
+// decided before, authn.ErrExpired when it expired. Nothing changes in
+// those cases. A ping client's notification is queued with the decision.
+func (s *Server) Decide(ctx context.Context, key store.RequestKey, d authn.Decision) (*store.AuthRequest, error) {
+	return s.decisions.decide(ctx, key, d)
+}
+
 // Request returns the stored request under key (for the approval page).
 func (s *Server) Request(ctx context.Context, key store.RequestKey) (*store.AuthRequest, error) {
 	return s.store.Get(ctx, key)
-}
-
-// clientLabel is the client label of metrics: the client id when the
-// configuration turns it on, else empty.
-func (s *Server) clientLabel(id string) string {
-	if s.cfg.MetricsClientLabel {
-		return id
-	}
-	return ""
 }

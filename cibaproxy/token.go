@@ -14,17 +14,28 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
-// The token endpoint, CIBA grant (CIBA Core §10.1, §11).
+// tokenEndpoint answers the CIBA grant at the upstream's token endpoint
+// path (CIBA Core §10.1, §11): the polls of pending requests, and the
+// redemption of approved ones for tokens the Minter mints.
+type tokenEndpoint struct {
+	cfg       *Config
+	clients   *clients.Registry
+	store     Store
+	polls     *PollTracker
+	redeemer  *redeemer
+	tokenPath *tokenPaths
+	answers   *answers
+}
 
-// maybeServeToken serves a POST to the upstream's token endpoint path whose
+// maybeServe serves a POST to the upstream's token endpoint path whose
 // grant_type is the CIBA grant, and reports whether it did. It reads at most
 // oauth.MaxBodyBytes to decide; any other request gets its body back byte
 // for byte.
-func (s *Server) maybeServeToken(w http.ResponseWriter, r *http.Request) bool {
+func (tk *tokenEndpoint) maybeServe(w http.ResponseWriter, r *http.Request) bool {
 	if !oauth.IsFormRequest(r) || r.ContentLength > oauth.MaxBodyBytes {
 		return false
 	}
-	tp := s.tokenPath.known()
+	tp := tk.tokenPath.known()
 	if tp != "" && r.URL.Path != tp {
 		return false
 	}
@@ -36,17 +47,17 @@ func (s *Server) maybeServeToken(w http.ResponseWriter, r *http.Request) bool {
 	if tp == "" {
 		// Only a CIBA grant makes the proxy fetch discovery to learn the
 		// token path; other traffic never waits for it.
-		tp = s.tokenPath.discover(r.Context())
+		tp = tk.tokenPath.discover(r.Context())
 		if tp == "" {
 			// The upstream is down and no path was ever learned. A poll
 			// for a request of ours is answered all the same; anything
 			// else could not be answered by the upstream either.
-			if s.isOurRequest(r.Context(), body) {
-				s.serveToken(w, r, body)
+			if tk.isOurRequest(r.Context(), body) {
+				tk.serve(w, r, body)
 				return true
 			}
 			e := oauth.WriteError(w, oauth.Unavailable("the upstream's token endpoint is not known yet; try again", 5, nil))
-			s.logOutcome("token", answered{}, e)
+			tk.answers.record("token", answered{}, e)
 			return true
 		}
 		if r.URL.Path != tp {
@@ -54,17 +65,17 @@ func (s *Server) maybeServeToken(w http.ResponseWriter, r *http.Request) bool {
 			return false
 		}
 	}
-	s.serveToken(w, r, body)
+	tk.serve(w, r, body)
 	return true
 }
 
 // isOurRequest reports whether a CIBA token request names a stored request.
-func (s *Server) isOurRequest(ctx context.Context, body []byte) bool {
+func (tk *tokenEndpoint) isOurRequest(ctx context.Context, body []byte) bool {
 	form, err := oauth.ParseForm(body)
 	if err != nil || form.Get(oauth.ParamAuthReqID) == "" {
 		return false
 	}
-	_, err = s.store.Get(ctx, store.KeyOf(form.Get(oauth.ParamAuthReqID)))
+	_, err = tk.store.Get(ctx, store.KeyOf(form.Get(oauth.ParamAuthReqID)))
 	return err == nil
 }
 
@@ -86,34 +97,25 @@ type replayBody struct {
 	io.Closer
 }
 
-type tokenResponse struct {
-	AccessToken  string `json:"access_token"`
-	TokenType    string `json:"token_type"`
-	ExpiresIn    int64  `json:"expires_in,omitempty"`
-	IDToken      string `json:"id_token"`
-	RefreshToken string `json:"refresh_token,omitempty"`
-	Scope        string `json:"scope,omitempty"`
-}
-
-func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, body []byte) {
-	resp, who, err := s.token(r, body)
+func (tk *tokenEndpoint) serve(w http.ResponseWriter, r *http.Request, body []byte) {
+	resp, who, err := tk.answer(r, body)
 	if err != nil {
-		s.logOutcome("token", who, oauth.WriteError(w, err))
+		tk.answers.record("token", who, oauth.WriteError(w, err))
 		return
 	}
 	oauth.WriteJSON(w, http.StatusOK, resp)
-	s.logOutcome("token", who, nil)
+	tk.answers.record("token", who, nil)
 }
 
-// token answers a CIBA token request: pending, slow_down, denied, expired
+// answer answers a CIBA token request: pending, slow_down, denied, expired
 // or redeemed (CIBA Core §11).
-func (s *Server) token(r *http.Request, body []byte) (*tokenResponse, answered, error) {
+func (tk *tokenEndpoint) answer(r *http.Request, body []byte) (*tokenResponse, answered, error) {
 	var who answered
 	form, err := oauth.ParseForm(body)
 	if err != nil {
 		return nil, who, err
 	}
-	cl, err := s.clients.Authenticate(r, form)
+	cl, err := tk.clients.Authenticate(r, form)
 	if err != nil {
 		return nil, who, err
 	}
@@ -127,15 +129,15 @@ func (s *Server) token(r *http.Request, body []byte) (*tokenResponse, answered, 
 	}
 	key := store.KeyOf(id)
 	who.key = &key
-	resp, err := s.poll(r.Context(), cl, key)
+	resp, err := tk.poll(r.Context(), cl, key)
 	return resp, who, err
 }
 
 // poll answers the poll of client cl for the request under key.
-func (s *Server) poll(ctx context.Context, cl *clients.Client, key store.RequestKey) (*tokenResponse, error) {
-	now := s.now()
+func (tk *tokenEndpoint) poll(ctx context.Context, cl *clients.Client, key store.RequestKey) (*tokenResponse, error) {
+	now := tk.cfg.Now()
 	var held store.AuthRequest
-	req, err := s.pollState(ctx, key, now, &held)
+	req, err := tk.pollState(ctx, key, now, &held)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, oauth.InvalidGrant("unknown auth_req_id")
 	}
@@ -156,16 +158,16 @@ func (s *Server) poll(ctx context.Context, cl *clients.Client, key store.Request
 	case req.Expired(now):
 		return nil, oauth.New(http.StatusBadRequest, oauth.CodeExpiredToken, "auth_req_id has expired")
 	}
-	why, done := s.polls.PollWhy(key, now, req.Interval, req.Expires)
+	why, done := tk.polls.PollWhy(key, now, req.Interval, req.Expires)
 	if why != "" {
-		s.cfg.Metrics.SlowDown(why)
+		tk.cfg.Metrics.SlowDown(why)
 		return nil, pollSlowDown
 	}
 	defer done()
 	if req.Status != store.StatusApproved {
 		return nil, pollPending
 	}
-	return s.redeem(ctx, key, cl, now)
+	return tk.redeemer.redeem(ctx, key, cl, now)
 }
 
 // Shared answers of the poll path: pending, and slow_down the client
@@ -178,14 +180,14 @@ var (
 // pollState returns what poll needs of the request under key: from the
 // store's memory while the store knows it to be pending (filled into held),
 // else read. Either way the answer is the same.
-func (s *Server) pollState(ctx context.Context, key store.RequestKey, now time.Time, held *store.AuthRequest) (*store.AuthRequest, error) {
-	if p, ok := s.store.(store.PendingPeeker); ok {
+func (tk *tokenEndpoint) pollState(ctx context.Context, key store.RequestKey, now time.Time, held *store.AuthRequest) (*store.AuthRequest, error) {
+	if p, ok := tk.store.(store.PendingPeeker); ok {
 		if st, ok := p.PeekPending(key, now); ok {
 			*held = store.AuthRequest{ClientID: st.ClientID, Expires: st.Expires, Interval: st.Interval, Status: store.StatusPending}
 			return held, nil
 		}
 	}
-	return s.store.Get(ctx, key)
+	return tk.store.Get(ctx, key)
 }
 
 // parseTokenParams checks the syntax of a CIBA token request's parameters

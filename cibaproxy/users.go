@@ -2,9 +2,12 @@ package cibaproxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
@@ -12,33 +15,43 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
+// userResolver finds the users that backchannel requests name: in the
+// user directory, by login_hint, or by the claims of a verified
+// id_token_hint or login_hint_token.
+type userResolver struct {
+	users       users.Directory
+	hints       *hintVerifier
+	hideUnknown bool // hide_unknown_users
+	now         func() time.Time
+}
+
 // resolveUser finds the user a backchannel request names by its hint
 // (CIBA Core §7.1, §7.2 step 4), and checks the user_code of a client that
 // requires one. phantom is set when the hint names nobody and
 // hide_unknown_users answers as for a known user: the user is then a
 // stand-in (phantomUser).
-func (s *Server) resolveUser(ctx context.Context, cl *clients.Client, p *backchannelParams) (user *store.User, phantom bool, err error) {
+func (u *userResolver) resolveUser(ctx context.Context, cl *clients.Client, p *backchannelParams) (user *store.User, phantom bool, err error) {
 	var hint string // the parameter, for the descriptions
 	switch {
 	case p.IDTokenHint != "":
 		hint = oauth.ParamIDTokenHint
 		var id *identity
-		if id, err = s.hints.idTokenHint(ctx, cl.ID, p.IDTokenHint, s.now()); err == nil {
-			user, err = s.identityUser(ctx, id)
+		if id, err = u.hints.idTokenHint(ctx, cl.ID, p.IDTokenHint, u.now()); err == nil {
+			user, err = u.identityUser(ctx, id)
 		}
 	case p.LoginHintToken != "":
 		hint = oauth.ParamLoginHintToken
 		var id *identity
-		if id, err = s.hints.loginHintToken(ctx, p.LoginHintToken, s.now()); err == nil {
-			user, err = s.identityUser(ctx, id)
+		if id, err = u.hints.loginHintToken(ctx, p.LoginHintToken, u.now()); err == nil {
+			user, err = u.identityUser(ctx, id)
 		}
 	default:
 		hint = oauth.ParamLoginHint
-		user, err = s.cfg.Users.LookupHint(ctx, p.LoginHint)
+		user, err = u.users.LookupHint(ctx, p.LoginHint)
 	}
 	var e *oauth.Error
 	switch {
-	case errors.Is(err, store.ErrNotFound) && s.cfg.Limits.HideUnknownUsers:
+	case errors.Is(err, store.ErrNotFound) && u.hideUnknown:
 		// CIBA Core §7.2 allows answering as for a known user, so hints
 		// cannot be enumerated: the request is stored like any other and
 		// expires, with no mail and no user.
@@ -53,7 +66,7 @@ func (s *Server) resolveUser(ctx context.Context, cl *clients.Client, p *backcha
 	if cl.UserCodeRequired {
 		// A phantom is checked like a user without a code: its answer
 		// (invalid_user_code, after as long a comparison) is the same.
-		if err := s.checkUserCode(user, p.UserCode); err != nil {
+		if err := u.checkUserCode(user, p.UserCode); err != nil {
 			return nil, false, err
 		}
 	}
@@ -66,15 +79,15 @@ func (s *Server) resolveUser(ctx context.Context, cl *clients.Client, p *backcha
 // subject), else by email unless email_verified is false. An upstream's
 // sub often differs from the directory's subject (Dex encodes the
 // connector's subject with the connector id), hence the email.
-func (s *Server) identityUser(ctx context.Context, id *identity) (*store.User, error) {
+func (u *userResolver) identityUser(ctx context.Context, id *identity) (*store.User, error) {
 	if id.Subject != "" {
-		u, err := s.cfg.Users.LookupSubject(ctx, id.Subject)
+		u, err := u.users.LookupSubject(ctx, id.Subject)
 		if !errors.Is(err, store.ErrNotFound) {
 			return u, err
 		}
 	}
 	if id.Email != "" && !isFalse(id.EmailVerified) {
-		return s.cfg.Users.LookupEmail(ctx, id.Email)
+		return u.users.LookupEmail(ctx, id.Email)
 	}
 	return nil, store.ErrNotFound
 }
@@ -95,12 +108,21 @@ func isFalse(raw json.RawMessage) bool {
 // from the request", "invalid_user_code: User code was invalid" (CIBA Core
 // §13). The comparison takes as long whoever the user is
 // (users.MatchUserCode).
-func (s *Server) checkUserCode(u *store.User, code string) error {
+func (u *userResolver) checkUserCode(user *store.User, code string) error {
 	if code == "" {
 		return oauth.New(http.StatusBadRequest, oauth.CodeMissingUserCode, "user_code is required for this client")
 	}
-	if !users.MatchUserCode(u, code, users.CodeCost(s.cfg.Users)) {
+	if !users.MatchUserCode(user, code, users.CodeCost(u.users)) {
 		return oauth.New(http.StatusBadRequest, oauth.CodeInvalidUserCode, "user_code is not the user's code")
 	}
 	return nil
+}
+
+// phantomUser is the stand-in of an unknown hint under hide_unknown_users:
+// it must be answered exactly like a known one, limits included, so it
+// counts against a user key derived from the hint.
+func phantomUser(p *backchannelParams) *store.User {
+	hint := p.LoginHint + "\x00" + p.IDTokenHint + "\x00" + p.LoginHintToken
+	sum := sha256.Sum256([]byte(users.NormalizeHint(hint)))
+	return &store.User{Subject: "unknown:" + hex.EncodeToString(sum[:16])}
 }

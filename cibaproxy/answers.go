@@ -4,22 +4,49 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
-// logOutcome counts an answer of endpoint and logs it: errors the client
+// answered is what the log says of an answered request: its client and
+// request, when they are known.
+type answered struct {
+	client *clients.Client
+	key    *store.RequestKey
+}
+
+// answers counts and logs the answers of a site's endpoints.
+type answers struct {
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	// byClient fills the client label of the metrics with the client id.
+	byClient bool
+}
+
+// clientLabel is the client label of metrics: the client id when the
+// configuration turns it on, else empty.
+func (a *answers) clientLabel(id string) string {
+	if a.byClient {
+		return id
+	}
+	return ""
+}
+
+// record counts an answer of endpoint and logs it: errors the client
 // caused at info, normal polling at debug, upstream failures at warn,
 // server errors at error.
-func (s *Server) logOutcome(endpoint string, who answered, e *oauth.Error) {
-	if s.cfg.Metrics != nil {
+func (a *answers) record(endpoint string, who answered, e *oauth.Error) {
+	if a.metrics != nil {
 		outcome, client := "ok", ""
 		if e != nil {
 			outcome = e.Code
 		}
 		if who.client != nil {
-			client = s.clientLabel(who.client.ID)
+			client = a.clientLabel(who.client.ID)
 		}
-		s.cfg.Metrics.Request(endpoint, outcome, client)
+		a.metrics.Request(endpoint, outcome, client)
 	}
 	level := zapcore.InfoLevel
 	switch {
@@ -31,7 +58,7 @@ func (s *Server) logOutcome(endpoint string, who answered, e *oauth.Error) {
 	case e.Unwrap() != nil:
 		level = zapcore.WarnLevel // e.g. slow_down for an upstream failure
 	}
-	c := s.log.Check(level, "request answered")
+	c := a.log.Check(level, "request answered")
 	if c == nil {
 		return
 	}
