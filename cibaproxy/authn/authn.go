@@ -85,6 +85,24 @@ var (
 	ErrExpired = errors.New("request expired")
 )
 
+// Refusal names what a page answers when Requests.Decide (or a lookup of
+// the request) failed: "decided", "expired" or "unknown" when nothing was
+// changed, "error" when the store failed (which the page logs); "" when
+// err is nil.
+func Refusal(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrDecided):
+		return "decided"
+	case errors.Is(err, ErrExpired):
+		return "expired"
+	case errors.Is(err, store.ErrNotFound):
+		return "unknown"
+	}
+	return "error"
+}
+
 // Recorder counts the answers of the pages (metrics.Metrics does).
 type Recorder interface {
 	Request(endpoint, outcome, client string)

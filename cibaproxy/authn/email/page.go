@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -160,23 +159,15 @@ func (a *Authenticator) serveApproval(w http.ResponseWriter, r *http.Request, re
 	ctx := r.Context()
 	link := store.LinkKeyOf(token)
 	key, err := a.cfg.Store.Link(ctx, link)
-	if errors.Is(err, store.ErrNotFound) {
-		a.writeOutcome(w, r, "unknown")
-		return
+	var req *store.AuthRequest
+	if err == nil {
+		req, err = reqs.Request(ctx, key)
 	}
-	if err != nil {
-		a.log.Warn("approval page: store failed", zap.Error(err))
-		a.writeOutcome(w, r, "error")
-		return
-	}
-	req, err := reqs.Request(ctx, key)
-	if errors.Is(err, store.ErrNotFound) {
-		a.writeOutcome(w, r, "unknown")
-		return
-	}
-	if err != nil {
-		a.log.Warn("approval page: store failed", zap.Error(err))
-		a.writeOutcome(w, r, "error")
+	if o := authn.Refusal(err); o != "" {
+		if o == "error" {
+			a.log.Warn("approval page: store failed", zap.Error(err))
+		}
+		a.writeOutcome(w, r, o)
 		return
 	}
 	switch {
@@ -269,18 +260,14 @@ func (a *Authenticator) decide(w http.ResponseWriter, r *http.Request, reqs auth
 		}
 	}
 	decided, err := reqs.Decide(r.Context(), key, d)
-	switch {
-	case err == nil:
+	switch o := authn.Refusal(err); o {
+	case "":
 		authn.AuditDecision(a.log, r, a.cfg.ClientIP, key, decided, outcome)
-	case errors.Is(err, authn.ErrDecided):
-		outcome = "decided"
-	case errors.Is(err, authn.ErrExpired):
-		outcome = "expired"
-	case errors.Is(err, store.ErrNotFound):
-		outcome = "unknown"
-	case err != nil:
+	case "error":
 		a.log.Warn("approval page: recording the decision failed", zap.Error(err))
-		outcome = "error"
+		fallthrough
+	default:
+		outcome = o
 	}
 	a.writeOutcome(w, r, outcome)
 }

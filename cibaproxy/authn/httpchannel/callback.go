@@ -154,18 +154,14 @@ func (c *Channel) serveCallback(w http.ResponseWriter, r *http.Request, reqs aut
 	if d == authn.Approve {
 		outcome = "approved"
 	}
-	switch {
-	case err == nil:
+	switch o := authn.Refusal(err); o {
+	case "":
 		authn.AuditDecision(c.log, r, c.cfg.ClientIP, key, decided, outcome, zap.String("authenticator", "http"), zap.String("acr", decided.ACR))
-	case errors.Is(err, authn.ErrDecided):
-		outcome = "decided"
-	case errors.Is(err, authn.ErrExpired):
-		outcome = "expired"
-	case errors.Is(err, store.ErrNotFound):
-		outcome = "unknown"
-	default:
+	case "error":
 		c.log.Warn("channel callback: recording the decision failed", zap.Error(err))
-		outcome = "error"
+		fallthrough
+	default:
+		outcome = o
 	}
 	c.writeCallback(w, outcome)
 }
