@@ -246,21 +246,6 @@ func authBackchannel(t *testing.T, h *Handler, acrValues string) *httptest.Respo
 	return serve(t, h, req)
 }
 
-// authReqIDOf returns the auth_req_id of a successful backchannel answer.
-func authReqIDOf(t *testing.T, rec *httptest.ResponseRecorder) string {
-	t.Helper()
-	if rec.Code != http.StatusOK {
-		t.Fatalf("backchannel request: %d %s", rec.Code, rec.Body)
-	}
-	var resp struct {
-		AuthReqID string `json:"auth_req_id"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || resp.AuthReqID == "" {
-		t.Fatalf("backchannel answer %s: %v", rec.Body, err)
-	}
-	return resp.AuthReqID
-}
-
 // TestProvisionAuthenticators checks the authenticators a handler builds,
 // in order, and that the core uses them as configured: each one's acr
 // chooses it (its acr and amr are stored with the request), a request
@@ -324,7 +309,7 @@ func TestProvisionAuthenticators(t *testing.T) {
 
 			// Each acr chooses its authenticator.
 			for _, w := range want {
-				r := storedRequest(t, h, authReqIDOf(t, authBackchannel(t, h, w.ACR)))
+				r := storedRequest(t, h, cibatest.AuthReqID(t, authBackchannel(t, h, w.ACR)))
 				if r.ACR != w.ACR || strings.Join(r.AMR, " ") != w.AMR {
 					t.Errorf("acr_values %s: stored acr %q amr %q, want %q %q", w.ACR, r.ACR, r.AMR, w.ACR, w.AMR)
 				}
@@ -334,14 +319,14 @@ func TestProvisionAuthenticators(t *testing.T) {
 			if len(want) > 0 {
 				first = want[0]
 			}
-			if r := storedRequest(t, h, authReqIDOf(t, authBackchannel(t, h, ""))); r.ACR != first.ACR || strings.Join(r.AMR, " ") != first.AMR {
+			if r := storedRequest(t, h, cibatest.AuthReqID(t, authBackchannel(t, h, ""))); r.ACR != first.ACR || strings.Join(r.AMR, " ") != first.AMR {
 				t.Errorf("without acr_values: stored acr %q amr %q, want the first authenticator's %q %q", r.ACR, r.AMR, first.ACR, first.AMR)
 			}
 			// An acr no authenticator satisfies: the fallback, if any.
 			rec := authBackchannel(t, h, "urn:example:acr:unknown")
 			switch {
 			case fallback >= 0:
-				if r := storedRequest(t, h, authReqIDOf(t, rec)); r.ACR != want[fallback].ACR {
+				if r := storedRequest(t, h, cibatest.AuthReqID(t, rec)); r.ACR != want[fallback].ACR {
 					t.Errorf("unknown acr: stored acr %q, want the fallback's %q", r.ACR, want[fallback].ACR)
 				}
 			case len(want) > 0:
@@ -349,7 +334,7 @@ func TestProvisionAuthenticators(t *testing.T) {
 					t.Errorf("unknown acr without a fallback: %d %s, want 400 invalid_request", rec.Code, rec.Body)
 				}
 			default:
-				if r := storedRequest(t, h, authReqIDOf(t, rec)); r.ACR != "" {
+				if r := storedRequest(t, h, cibatest.AuthReqID(t, rec)); r.ACR != "" {
 					t.Errorf("unknown acr without authenticators: stored acr %q, want none", r.ACR)
 				}
 			}

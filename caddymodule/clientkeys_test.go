@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,57 +18,22 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 )
 
-// clientKey is a test client's signing key.
-type clientKey struct {
-	priv *ecdsa.PrivateKey
-	kid  string
-}
-
-func newClientKey(t *testing.T, kid string) clientKey {
-	t.Helper()
-	return clientKey{priv: cibatest.ECKey(t), kid: kid}
-}
-
-func (k clientKey) jwks(t *testing.T) []byte {
-	t.Helper()
-	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.priv.PublicKey, KeyID: k.kid, Use: "sig"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func (k clientKey) writeJWKS(t *testing.T) string {
+// writeJWKS writes the JWK Set of k's public key to a file and returns
+// its path.
+func writeJWKS(t *testing.T, k cibatest.Key) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "jwks.json")
-	if err := os.WriteFile(path, k.jwks(t), 0o600); err != nil {
+	if err := os.WriteFile(path, cibatest.JWKSJSON(t, k), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-func (k clientKey) sign(t *testing.T, claims map[string]any) string {
+// assertion signs a fresh client assertion of client with k.
+func assertion(t *testing.T, k cibatest.Key, client string) string {
 	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.priv},
-		(&jose.SignerOptions{}).WithHeader(jose.HeaderKey("kid"), k.kid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, _ := json.Marshal(claims)
-	obj, err := sig.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := obj.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (k clientKey) assertion(t *testing.T, client string) string {
 	now := time.Now()
-	return k.sign(t, map[string]any{
+	return k.Sign(t, jose.ES256, "", map[string]any{
 		"iss": client, "sub": client, "aud": "https://idp.example.com/realms/main",
 		"exp": now.Add(time.Minute).Unix(), "iat": now.Unix(),
 		"jti": rand.Text(),
@@ -107,16 +70,16 @@ func assertionForm(assertion string) url.Values {
 // TestClientJWKSFile: a private_key_jwt client with a jwks file
 // authenticates with an assertion signed by its key, and no other.
 func TestClientJWKSFile(t *testing.T) {
-	key, other := newClientKey(t, "k1"), newClientKey(t, "k1")
+	key, other := cibatest.NewKey(t, "k1"), cibatest.NewKey(t, "k1")
 	h := validHandler(t)
-	h.Clients = append(h.Clients, &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: key.writeJWKS(t), UpstreamSecret: "up"})
+	h.Clients = append(h.Clients, &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: writeJWKS(t, key), UpstreamSecret: "up"})
 	if err := provision(t, h); err != nil {
 		t.Fatal(err)
 	}
-	if rec := serveForm(t, h, assertionForm(key.assertion(t, "pk")), "", ""); rec.Code != http.StatusOK {
+	if rec := serveForm(t, h, assertionForm(assertion(t, key, "pk")), "", ""); rec.Code != http.StatusOK {
 		t.Fatalf("with the client's key: %d %s", rec.Code, rec.Body)
 	}
-	if rec := serveForm(t, h, assertionForm(other.assertion(t, "pk")), "", ""); rec.Code != http.StatusUnauthorized {
+	if rec := serveForm(t, h, assertionForm(assertion(t, other, "pk")), "", ""); rec.Code != http.StatusUnauthorized {
 		t.Errorf("with another key: %d %s, want 401", rec.Code, rec.Body)
 	}
 }
@@ -124,27 +87,21 @@ func TestClientJWKSFile(t *testing.T) {
 // TestClientJWKSURI: the keys of a jwks_uri client are fetched on first
 // use, not at provisioning, and its signed requests are accepted.
 func TestClientJWKSURI(t *testing.T) {
-	key := newClientKey(t, "k1")
-	var fetches atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fetches.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(key.jwks(t))
-	}))
-	defer srv.Close()
+	key := cibatest.NewKey(t, "k1")
+	srv := cibatest.StartJWKS(t, cibatest.JWKSJSON(t, key))
 	h := validHandler(t)
-	h.Clients = append(h.Clients, &Client{ID: "signer", Secrets: []string{"signer-secret"}, JWKSURI: srv.URL + "/jwks", RequestSigningAlg: "ES256", RequireSignedRequests: true})
+	h.Clients = append(h.Clients, &Client{ID: "signer", Secrets: []string{"signer-secret"}, JWKSURI: srv.URL() + "/jwks", RequestSigningAlg: "ES256", RequireSignedRequests: true})
 	if err := provision(t, h); err != nil {
 		t.Fatal(err)
 	}
-	if n := fetches.Load(); n != 0 {
+	if n := srv.Fetches(); n != 0 {
 		t.Errorf("fetched %d times while provisioning", n)
 	}
 	if rec := serveForm(t, h, url.Values{"scope": {"openid"}, "login_hint": {"alice"}}, "signer", "signer-secret"); rec.Code != http.StatusBadRequest {
 		t.Errorf("unsigned request: %d %s, want 400", rec.Code, rec.Body)
 	}
 	now := time.Now()
-	req := key.sign(t, map[string]any{
+	req := key.Sign(t, jose.ES256, "", map[string]any{
 		"iss": "signer", "aud": "https://idp.example.com/realms/main", "exp": now.Add(5 * time.Minute).Unix(),
 		"iat": now.Unix(), "nbf": now.Unix(), "jti": "r1", "scope": "openid", "login_hint": "alice", "requested_expiry": "60",
 	})
@@ -155,26 +112,26 @@ func TestClientJWKSURI(t *testing.T) {
 	if !strings.Contains(rec.Body.String(), `"expires_in":60`) {
 		t.Errorf("answer %s, want expires_in 60", rec.Body)
 	}
-	if n := fetches.Load(); n != 1 {
+	if n := srv.Fetches(); n != 1 {
 		t.Errorf("fetched %d times, want 1", n)
 	}
 }
 
 func TestClientKeysRefused(t *testing.T) {
-	key := newClientKey(t, "k1")
+	key := cibatest.NewKey(t, "k1")
 	for _, tc := range []struct {
 		name   string
 		client func(t *testing.T) *Client
 		want   string
 	}{
 		{"jwks and jwks_uri", func(t *testing.T) *Client {
-			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: key.writeJWKS(t), JWKSURI: "https://pk.example.com/jwks", UpstreamSecret: "u"}
+			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: writeJWKS(t, key), JWKSURI: "https://pk.example.com/jwks", UpstreamSecret: "u"}
 		}, "mutually exclusive"},
 		{"jwks file missing", func(t *testing.T) *Client {
 			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: filepath.Join(t.TempDir(), "nope.json"), UpstreamSecret: "u"}
 		}, "jwks"},
 		{"jwks file with a private key", func(t *testing.T) *Client {
-			b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.priv, KeyID: "k1"}}})
+			b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Signer, KeyID: "k1"}}})
 			path := filepath.Join(t.TempDir(), "jwks.json")
 			if err := os.WriteFile(path, b, 0o600); err != nil {
 				t.Fatal(err)
@@ -188,13 +145,13 @@ func TestClientKeysRefused(t *testing.T) {
 			return &Client{ID: "pk", AuthMethod: "private_key_jwt", UpstreamSecret: "u"}
 		}, "jwks"},
 		{"private_key_jwt without upstream_secret", func(t *testing.T) *Client {
-			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: key.writeJWKS(t)}
+			return &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: writeJWKS(t, key)}
 		}, "upstream_secret"},
 		{"request_signing_alg HS256", func(t *testing.T) *Client {
-			return &Client{ID: "pk", Secrets: []string{"s"}, JWKS: key.writeJWKS(t), RequestSigningAlg: "HS256"}
+			return &Client{ID: "pk", Secrets: []string{"s"}, JWKS: writeJWKS(t, key), RequestSigningAlg: "HS256"}
 		}, "request_signing_alg"},
 		{"require_signed_requests without request_signing_alg", func(t *testing.T) *Client {
-			return &Client{ID: "pk", Secrets: []string{"s"}, JWKS: key.writeJWKS(t), RequireSignedRequests: true}
+			return &Client{ID: "pk", Secrets: []string{"s"}, JWKS: writeJWKS(t, key), RequireSignedRequests: true}
 		}, "request_signing_alg"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,16 +171,16 @@ func TestClientKeysRefused(t *testing.T) {
 // TestPrivateKeyJWTSecretIsUpstreamSecret: a private_key_jwt client's
 // secret serves as its upstream secret; it does not authenticate it here.
 func TestPrivateKeyJWTSecretIsUpstreamSecret(t *testing.T) {
-	key := newClientKey(t, "k1")
+	key := cibatest.NewKey(t, "k1")
 	h := validHandler(t)
-	h.Clients = append(h.Clients, &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: key.writeJWKS(t), Secrets: []string{"pk-secret"}})
+	h.Clients = append(h.Clients, &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: writeJWKS(t, key), Secrets: []string{"pk-secret"}})
 	if err := provision(t, h); err != nil {
 		t.Fatal(err)
 	}
 	if rec := serveForm(t, h, url.Values{"scope": {"openid"}, "login_hint": {"alice"}}, "pk", "pk-secret"); rec.Code != http.StatusUnauthorized {
 		t.Errorf("with the secret: %d %s, want 401", rec.Code, rec.Body)
 	}
-	if rec := serveForm(t, h, assertionForm(key.assertion(t, "pk")), "", ""); rec.Code != http.StatusOK {
+	if rec := serveForm(t, h, assertionForm(assertion(t, key, "pk")), "", ""); rec.Code != http.StatusOK {
 		t.Errorf("with an assertion: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -48,7 +48,7 @@ func pingRequest(t *testing.T, h *Handler, token string) string {
 	req := httptest.NewRequest(http.MethodPost, "https://idp.example.com/bc-authorize", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth("cc", "s3cret")
-	return authReqIDOf(t, serve(t, h, req))
+	return cibatest.AuthReqID(t, serve(t, h, req))
 }
 
 // wantSealedWith checks that h sealed the notification of request id

@@ -1,11 +1,6 @@
 package cibaproxy
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"maps"
@@ -13,12 +8,12 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/random"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
@@ -29,97 +24,14 @@ import (
 
 // ---- keys and JWTs for the tests ----
 
-// caKey is a client's signing key.
-type caKey struct {
-	priv crypto.Signer
-	kid  string
-}
-
-// caKeys are the clients' test keys, made once per run: "es1", "es2",
-// "es3", "es-rotated" (P-256) and "rsa" (2048 bits, not the key of the
-// harness's upstream, so that it also stands for a stranger's key there).
-var caKeys = sync.OnceValue(func() map[string]caKey {
-	m := map[string]caKey{}
-	for _, n := range []string{"es1", "es2", "es3", "es-rotated"} {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic(err)
-		}
-		m[n] = caKey{priv: k, kid: "kid-" + n}
-	}
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		panic(err)
-	}
-	m["rsa"] = caKey{priv: k, kid: "kid-rsa"}
-	return m
-})
-
-// caTestKey returns the named test key.
-func caTestKey(name string) caKey {
-	k, ok := caKeys()[name]
-	if !ok {
-		panic("no test key " + name)
-	}
-	return k
-}
-
-// public returns the key's public JWK.
-func (k caKey) public() jose.JSONWebKey {
-	return jose.JSONWebKey{Key: k.priv.Public(), KeyID: k.kid, Use: "sig"}
-}
-
-// caJWKS returns a JWK Set of the public keys.
-func caJWKS(keys ...caKey) []byte {
-	set := jose.JSONWebKeySet{}
-	for _, k := range keys {
-		set.Keys = append(set.Keys, k.public())
-	}
-	b, err := json.Marshal(set)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // caStaticKeys returns client keys holding the public keys.
-func caStaticKeys(t testing.TB, keys ...caKey) *clients.StaticKeys {
+func caStaticKeys(t testing.TB, keys ...cibatest.Key) *clients.StaticKeys {
 	t.Helper()
-	sk, err := clients.NewStaticKeys(caJWKS(keys...))
+	sk, err := clients.NewStaticKeys(cibatest.JWKSJSON(t, keys...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return sk
-}
-
-// caSign signs claims with k using alg; kid "" keeps the key's kid, "-"
-// sends none.
-func caSign(t testing.TB, k caKey, alg jose.SignatureAlgorithm, kid string, claims map[string]any) string {
-	t.Helper()
-	if kid == "" {
-		kid = k.kid
-	}
-	opts := (&jose.SignerOptions{}).WithType("JWT")
-	if kid != "-" {
-		opts.WithHeader(jose.HeaderKey("kid"), kid)
-	}
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: k.priv}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, err := sig.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := obj.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // caUnsigned builds a JWT with the given header and claims and an
@@ -161,14 +73,14 @@ const caPKUpstreamSecret = "pk-upstream-secret"
 func caWithKeyClients(t testing.TB) harnessOption {
 	return func(c *Config) {
 		c.Clients = append(c.Clients,
-			&clients.Client{ID: "pk", AuthMethod: clients.AuthPrivateKeyJWT, Keys: caStaticKeys(t, caTestKey("es1"), caTestKey("rsa")),
+			&clients.Client{ID: "pk", AuthMethod: clients.AuthPrivateKeyJWT, Keys: caStaticKeys(t, cibatest.ClientKey(t, "es1"), cibatest.ClientKey(t, "rsa")),
 				UpstreamSecret: caPKUpstreamSecret, RequestSigningAlg: "ES256"},
-			&clients.Client{ID: "pk2", AuthMethod: clients.AuthPrivateKeyJWT, Keys: caStaticKeys(t, caTestKey("es2")),
+			&clients.Client{ID: "pk2", AuthMethod: clients.AuthPrivateKeyJWT, Keys: caStaticKeys(t, cibatest.ClientKey(t, "es2")),
 				UpstreamSecret: "pk2-upstream", RequestSigningAlg: "ES256"},
 			&clients.Client{ID: "signer", SecretHashes: [][32]byte{clients.HashSecret("signer-secret")},
-				Keys: caStaticKeys(t, caTestKey("es3")), RequestSigningAlg: "ES256"},
+				Keys: caStaticKeys(t, cibatest.ClientKey(t, "es3")), RequestSigningAlg: "ES256"},
 			&clients.Client{ID: "strict", SecretHashes: [][32]byte{clients.HashSecret("strict-secret")},
-				Keys: caStaticKeys(t, caTestKey("es3")), RequestSigningAlg: "ES256", RequireSignedRequests: true},
+				Keys: caStaticKeys(t, cibatest.ClientKey(t, "es3")), RequestSigningAlg: "ES256", RequireSignedRequests: true},
 		)
 	}
 }
@@ -182,7 +94,7 @@ func caWithRS256Client(t testing.TB) harnessOption {
 	return func(c *Config) {
 		c.AssertionAlgs = []string{"ES256", "PS256", "RS256"}
 		c.Clients = append(c.Clients, &clients.Client{ID: "rs", SecretHashes: [][32]byte{clients.HashSecret("rs-secret")},
-			Keys: caStaticKeys(t, caTestKey("rsa")), RequestSigningAlg: "RS256"})
+			Keys: caStaticKeys(t, cibatest.ClientKey(t, "rsa")), RequestSigningAlg: "RS256"})
 	}
 }
 
@@ -225,11 +137,11 @@ func (h *harness) caAssertionClaims(client string) map[string]any {
 // caAssertion signs a fresh valid client assertion for pk (with es1) or
 // pk2 (with es2).
 func (h *harness) caAssertion(client string) string {
-	k := caTestKey("es1")
+	k := cibatest.ClientKey(h.t, "es1")
 	if client == "pk2" {
-		k = caTestKey("es2")
+		k = cibatest.ClientKey(h.t, "es2")
 	}
-	return caSign(h.t, k, jose.ES256, "", h.caAssertionClaims(client))
+	return k.Sign(h.t, jose.ES256, "", h.caAssertionClaims(client))
 }
 
 // caPostAssertion sends form to path with a client assertion and no other
@@ -250,26 +162,12 @@ func caPollForm(id string) url.Values {
 	return url.Values{"grant_type": {oauth.GrantTypeCIBA}, "auth_req_id": {id}}
 }
 
-// caBCID checks a successful backchannel answer and returns its
-// auth_req_id.
-func caBCID(t *testing.T, rec *httptest.ResponseRecorder) string {
-	t.Helper()
-	if rec.Code != http.StatusOK {
-		t.Fatalf("backchannel request: %d %s", rec.Code, rec.Body)
-	}
-	var resp bcResponse
-	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || resp.AuthReqID == "" {
-		t.Fatalf("backchannel answer %s", rec.Body)
-	}
-	return resp.AuthReqID
-}
-
 // ---- tests ----
 
 // TestClientAssertion covers private_key_jwt (RFC 7523 §2.2, §3) at the
 // backchannel endpoint: each rule with a passing and a failing case.
 func TestClientAssertion(t *testing.T) {
-	es1, es2, rsaKey := caTestKey("es1"), caTestKey("es2"), caTestKey("rsa")
+	es1, es2, rsaKey := cibatest.ClientKey(t, "es1"), cibatest.ClientKey(t, "es2"), cibatest.ClientKey(t, "rsa")
 	type mod func(h *harness, c map[string]any)
 	set := func(kv ...any) mod {
 		return func(h *harness, c map[string]any) {
@@ -321,37 +219,37 @@ func TestClientAssertion(t *testing.T) {
 		{name: "unknown client", claims: set("iss", "nobody", "sub", "nobody"), status: 401, code: oauth.CodeInvalidClient},
 		{name: "secret client sends an assertion", claims: set("iss", "signer", "sub", "signer"), status: 401, code: oauth.CodeInvalidClient},
 		{name: "another private_key_jwt client's assertion by its own key", claims: set("iss", "pk2", "sub", "pk2"),
-			sign: func(t *testing.T, c map[string]any) string { return caSign(t, es2, jose.ES256, "", c) }},
+			sign: func(t *testing.T, c map[string]any) string { return es2.Sign(t, jose.ES256, "", c) }},
 		{name: "signed by another client's key", sign: func(t *testing.T, c map[string]any) string {
-			return caSign(t, es2, jose.ES256, "-", c)
+			return es2.Sign(t, jose.ES256, "-", c)
 		}, status: 401, code: oauth.CodeInvalidClient},
 		{name: "another client's key under its kid", sign: func(t *testing.T, c map[string]any) string {
-			return caSign(t, es2, jose.ES256, es1.kid, c)
+			return es2.Sign(t, jose.ES256, es1.ID, c)
 		}, status: 401, code: oauth.CodeInvalidClient},
 		{name: "unknown kid", sign: func(t *testing.T, c map[string]any) string {
-			return caSign(t, es1, jose.ES256, "kid-unknown", c)
+			return es1.Sign(t, jose.ES256, "kid-unknown", c)
 		}, status: 401, code: oauth.CodeInvalidClient},
-		{name: "no kid", sign: func(t *testing.T, c map[string]any) string { return caSign(t, es1, jose.ES256, "-", c) }},
-		{name: "PS256", sign: func(t *testing.T, c map[string]any) string { return caSign(t, rsaKey, jose.PS256, "", c) }},
+		{name: "no kid", sign: func(t *testing.T, c map[string]any) string { return es1.Sign(t, jose.ES256, "-", c) }},
+		{name: "PS256", sign: func(t *testing.T, c map[string]any) string { return rsaKey.Sign(t, jose.PS256, "", c) }},
 		{name: "RS256 when not allowed", sign: func(t *testing.T, c map[string]any) string {
-			return caSign(t, rsaKey, jose.RS256, "", c)
+			return rsaKey.Sign(t, jose.RS256, "", c)
 		}, status: 401, code: oauth.CodeInvalidClient},
 		{name: "RS256 when allowed", opts: []harnessOption{func(c *Config) { c.AssertionAlgs = []string{"ES256", "RS256"} }},
-			sign: func(t *testing.T, c map[string]any) string { return caSign(t, rsaKey, jose.RS256, "", c) }},
+			sign: func(t *testing.T, c map[string]any) string { return rsaKey.Sign(t, jose.RS256, "", c) }},
 		{name: "PS256 when only ES256 is allowed", opts: []harnessOption{func(c *Config) { c.AssertionAlgs = []string{"ES256"} }},
-			sign: func(t *testing.T, c map[string]any) string { return caSign(t, rsaKey, jose.PS256, "", c) }, status: 401, code: oauth.CodeInvalidClient},
+			sign: func(t *testing.T, c map[string]any) string { return rsaKey.Sign(t, jose.PS256, "", c) }, status: 401, code: oauth.CodeInvalidClient},
 		{name: "HS256 configured is still refused", setup: func(h *harness) {
 			// past the validation of the configuration, which refuses it
 			caSetAcceptedAlgs(h, []string{"HS256", "ES256"})
 		},
 			sign: func(t *testing.T, c map[string]any) string {
-				return caUnsigned(map[string]any{"alg": "HS256", "kid": es1.kid}, c, "c2ln")
+				return caUnsigned(map[string]any{"alg": "HS256", "kid": es1.ID}, c, "c2ln")
 			}, status: 401, code: oauth.CodeInvalidClient},
 		{name: "alg none", sign: func(t *testing.T, c map[string]any) string {
 			return caUnsigned(map[string]any{"alg": "none"}, c, "")
 		}, status: 401, code: oauth.CodeInvalidClient},
 		{name: "broken signature", sign: func(t *testing.T, c map[string]any) string {
-			return caBreakSig(caSign(t, es1, jose.ES256, "", c))
+			return caBreakSig(es1.Sign(t, jose.ES256, "", c))
 		}, status: 401, code: oauth.CodeInvalidClient},
 		{name: "encrypted (five parts)", sign: func(t *testing.T, c map[string]any) string { return "a.b.c.d.e" }, status: 401, code: oauth.CodeInvalidClient},
 		{name: "not a JWT", sign: func(t *testing.T, c map[string]any) string { return "garbage" }, status: 401, code: oauth.CodeInvalidClient},
@@ -376,7 +274,7 @@ func TestClientAssertion(t *testing.T) {
 			if tc.sign != nil {
 				a = tc.sign(t, c)
 			} else {
-				a = caSign(t, es1, jose.ES256, "", c)
+				a = es1.Sign(t, jose.ES256, "", c)
 			}
 			form := hForm()
 			form.Set("client_assertion_type", clients.ClientAssertionType)
@@ -392,10 +290,10 @@ func TestClientAssertion(t *testing.T) {
 			}
 			rec := h.serve(req)
 			if tc.status == 0 {
-				caBCID(t, rec)
+				cibatest.AuthReqID(t, rec)
 				return
 			}
-			wantOAuthError(t, rec, tc.status, tc.code)
+			cibatest.WantOAuthError(t, rec, tc.status, tc.code)
 			if tc.status == 401 && rec.Header().Get("WWW-Authenticate") == "" {
 				t.Error("401 without WWW-Authenticate")
 			}
@@ -418,7 +316,7 @@ func TestClientAssertionMissing(t *testing.T) {
 			}
 		}
 	})
-	id := caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), h.caAssertion("pk")))
+	id := cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), h.caAssertion("pk")))
 	for _, ep := range []struct {
 		name string
 		path string
@@ -432,10 +330,10 @@ func TestClientAssertionMissing(t *testing.T) {
 			for k, v := range ep.form {
 				f[k] = v
 			}
-			wantOAuthError(t, h.post(ep.path, "", f), 401, oauth.CodeInvalidClient)
-			wantOAuthError(t, h.caPostAs(ep.path, "pk", "pk-secret", ep.form), 401, oauth.CodeInvalidClient)
+			cibatest.WantOAuthError(t, h.post(ep.path, "", f), 401, oauth.CodeInvalidClient)
+			cibatest.WantOAuthError(t, h.caPostAs(ep.path, "pk", "pk-secret", ep.form), 401, oauth.CodeInvalidClient)
 			f.Set("client_secret", "pk-secret")
-			wantOAuthError(t, h.post(ep.path, "", f), 401, oauth.CodeInvalidClient)
+			cibatest.WantOAuthError(t, h.post(ep.path, "", f), 401, oauth.CodeInvalidClient)
 		})
 	}
 	if n := h.records(); n != 1 {
@@ -448,22 +346,22 @@ func TestClientAssertionMissing(t *testing.T) {
 func TestClientAssertionReplay(t *testing.T) {
 	h := newHarness(t, caWithKeyClients(t))
 	a := h.caAssertion("pk")
-	caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), a))
-	wantOAuthError(t, h.caPostAssertion(DefaultEndpoint, hForm(), a), 401, oauth.CodeInvalidClient)
-	wantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm("x"), a), 401, oauth.CodeInvalidClient)
+	cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), a))
+	cibatest.WantOAuthError(t, h.caPostAssertion(DefaultEndpoint, hForm(), a), 401, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm("x"), a), 401, oauth.CodeInvalidClient)
 
 	// The same jti from another client is that client's own.
 	c1 := h.caAssertionClaims("pk")
 	c2 := h.caAssertionClaims("pk2")
 	c2["jti"] = c1["jti"]
-	caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), caSign(t, caTestKey("es1"), jose.ES256, "", c1)))
-	caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), caSign(t, caTestKey("es2"), jose.ES256, "", c2)))
+	cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), cibatest.ClientKey(t, "es1").Sign(t, jose.ES256, "", c1)))
+	cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), cibatest.ClientKey(t, "es2").Sign(t, jose.ES256, "", c2)))
 
 	// A replayed assertion stays refused after a restart of the server on
 	// the same store, until it expires.
 	c3 := h.caAssertionClaims("pk")
-	a3 := caSign(t, caTestKey("es1"), jose.ES256, "", c3)
-	caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), a3))
+	a3 := cibatest.ClientKey(t, "es1").Sign(t, jose.ES256, "", c3)
+	cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), a3))
 	h.srv.Close()
 	srv, err := New(h.cfg)
 	if err != nil {
@@ -471,30 +369,30 @@ func TestClientAssertionReplay(t *testing.T) {
 	}
 	t.Cleanup(srv.Close)
 	h.srv = srv
-	wantOAuthError(t, h.caPostAssertion(DefaultEndpoint, hForm(), a3), 401, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, h.caPostAssertion(DefaultEndpoint, hForm(), a3), 401, oauth.CodeInvalidClient)
 }
 
 // TestClientAssertionTokenEndpoint: the token endpoint takes assertions
 // as the backchannel endpoint does, with the same rules.
 func TestClientAssertionTokenEndpoint(t *testing.T) {
 	h := newHarness(t, caWithKeyClients(t))
-	id := caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), h.caAssertion("pk")))
+	id := cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), h.caAssertion("pk")))
 
 	rs := h.caAssertionClaims("pk")
-	wantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), caSign(t, caTestKey("rsa"), jose.RS256, "", rs)), 401, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), cibatest.ClientKey(t, "rsa").Sign(t, jose.RS256, "", rs)), 401, oauth.CodeInvalidClient)
 	wrong := h.caAssertionClaims("pk")
 	wrong["aud"] = "https://other.example.com"
-	wantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), caSign(t, caTestKey("es1"), jose.ES256, "", wrong)), 401, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), cibatest.ClientKey(t, "es1").Sign(t, jose.ES256, "", wrong)), 401, oauth.CodeInvalidClient)
 
 	for _, aud := range []string{testIssuer, testPublic + testTokenURL, testPublic + DefaultEndpoint} {
 		c := h.caAssertionClaims("pk")
 		c["aud"] = aud
 		h.clock.Advance(6 * time.Second)
-		wantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), caSign(t, caTestKey("es1"), jose.ES256, "", c)), 400, oauth.CodeAuthorizationPending)
+		cibatest.WantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), cibatest.ClientKey(t, "es1").Sign(t, jose.ES256, "", c)), 400, oauth.CodeAuthorizationPending)
 	}
 	// Another private_key_jwt client cannot poll pk's request.
 	h.clock.Advance(6 * time.Second)
-	wantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), h.caAssertion("pk2")), 400, oauth.CodeInvalidGrant)
+	cibatest.WantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), h.caAssertion("pk2")), 400, oauth.CodeInvalidGrant)
 }
 
 // TestPrivateKeyJWTPollFlow: a private_key_jwt client with a signed
@@ -502,13 +400,13 @@ func TestClientAssertionTokenEndpoint(t *testing.T) {
 func TestPrivateKeyJWTPollFlow(t *testing.T) {
 	h := newHarness(t, caWithKeyClients(t))
 	now := h.clock.Now()
-	req := caSign(t, caTestKey("es1"), jose.ES256, "", map[string]any{
+	req := cibatest.ClientKey(t, "es1").Sign(t, jose.ES256, "", map[string]any{
 		"iss": "pk", "aud": testIssuer, "exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix(),
 		"nbf": now.Unix(), "jti": caJTI(), "scope": "openid email", "login_hint": "bob",
 		"binding_message": "K7-QX", "requested_expiry": "120",
 	})
 	rec := h.caPostAssertion(DefaultEndpoint, url.Values{"request": {req}}, h.caAssertion("pk"))
-	id := caBCID(t, rec)
+	id := cibatest.AuthReqID(t, rec)
 	var ack bcResponse
 	_ = json.Unmarshal(rec.Body.Bytes(), &ack)
 	if ack.ExpiresIn != 120 {
@@ -518,7 +416,7 @@ func TestPrivateKeyJWTPollFlow(t *testing.T) {
 	if stored.ClientID != "pk" || stored.User.Username != "bob" || stored.BindingMessage != "K7-QX" {
 		t.Errorf("stored %+v", stored)
 	}
-	wantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), h.caAssertion("pk")), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), h.caAssertion("pk")), 400, oauth.CodeAuthorizationPending)
 	h.approve(id)
 	h.clock.Advance(5 * time.Second)
 	rec = h.caPostAssertion(testTokenURL, caPollForm(id), h.caAssertion("pk"))
@@ -537,7 +435,7 @@ func TestPrivateKeyJWTPollFlow(t *testing.T) {
 	}
 	// Redeemed once.
 	h.clock.Advance(5 * time.Second)
-	wantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), h.caAssertion("pk")), 400, oauth.CodeInvalidGrant)
+	cibatest.WantOAuthError(t, h.caPostAssertion(testTokenURL, caPollForm(id), h.caAssertion("pk")), 400, oauth.CodeInvalidGrant)
 }
 
 // TestAssertionAudienceLearnsTokenPath: without token_path, aud = the
@@ -546,12 +444,12 @@ func TestAssertionAudienceLearnsTokenPath(t *testing.T) {
 	h := newHarness(t, caWithKeyClients(t), func(c *Config) { c.TokenPath = "" })
 	c := h.caAssertionClaims("pk")
 	c["aud"] = testIssuer + "/protocol/openid-connect/token"
-	caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), caSign(t, caTestKey("es1"), jose.ES256, "", c)))
+	cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), cibatest.ClientKey(t, "es1").Sign(t, jose.ES256, "", c)))
 	h.upstream.SetDiscoveryStatus(http.StatusServiceUnavailable)
 	c = h.caAssertionClaims("pk")
 	c["aud"] = testIssuer + "/protocol/openid-connect/token"
 	// learned and remembered: no discovery needed any more
-	caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), caSign(t, caTestKey("es1"), jose.ES256, "", c)))
+	cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), cibatest.ClientKey(t, "es1").Sign(t, jose.ES256, "", c)))
 }
 
 // TestDiscoveryAdvertisesKeys: discovery lists private_key_jwt with the

@@ -93,7 +93,7 @@ func newChoiceSite(t *testing.T, fallback string) *choiceSite {
 func (s *choiceSite) kinds(id string) []store.Kind {
 	s.t.Helper()
 	var out []store.Kind
-	for _, it := range opsOutboxItems(s.t, s.store) {
+	for _, it := range outboxItems(s.t, s.store) {
 		if it.ID.Request == store.KeyOf(id) {
 			out = append(out, it.ID.Kind)
 		}
@@ -129,14 +129,14 @@ func TestACRValuesChooseAuthenticator(t *testing.T) {
 			s := newChoiceSite(t, tc.fallback)
 			rec := s.post(DefaultEndpoint, "cc", hForm("acr_values", tc.acrValues))
 			if tc.wantKind == refused {
-				wantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidRequest)
+				cibatest.WantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidRequest)
 				if !strings.Contains(rec.Body.String(), choiceACREmail) || !strings.Contains(rec.Body.String(), choiceACRDevice) {
 					t.Errorf("the error does not name the supported acr values: %s", rec.Body)
 				}
 				if n := s.records(); n != 0 {
 					t.Errorf("%d requests stored", n)
 				}
-				if items := opsOutboxItems(t, s.store); len(items) != 0 {
+				if items := outboxItems(t, s.store); len(items) != 0 {
 					t.Errorf("%d items queued", len(items))
 				}
 				return
@@ -219,7 +219,7 @@ func TestSingleFallbackEntryReachesEveryRequest(t *testing.T) {
 	if r := none.get(id); r.ACR != "" || r.AMR != nil || r.Status != store.StatusPending {
 		t.Errorf("without authenticators: stored %+v", r)
 	}
-	if len(none.auth.keys) != 0 || len(opsOutboxItems(t, none.store)) != 0 {
+	if len(none.auth.keys) != 0 || len(outboxItems(t, none.store)) != 0 {
 		t.Error("a site without authenticators reached someone")
 	}
 }
@@ -230,7 +230,7 @@ func TestSingleFallbackEntryReachesEveryRequest(t *testing.T) {
 func TestChannelTokenIsNoEmailLink(t *testing.T) {
 	s := newChoiceSite(t, "")
 	id := s.authorize("cc", "acr_values", choiceACRDevice)
-	items := opsOutboxItems(t, s.store)
+	items := outboxItems(t, s.store)
 	if len(items) != 1 {
 		t.Fatalf("%d items", len(items))
 	}

@@ -250,7 +250,7 @@ func TestHTTPChannelEndToEnd(t *testing.T) {
 	if bytes.Contains(p.Raw, []byte(id)) {
 		t.Error("the channel request carries the auth_req_id")
 	}
-	if badgerHolds(t, s.store, []byte(b.CallbackToken)) {
+	if storeHolds(t, s.store, []byte(b.CallbackToken)) {
 		t.Error("the callback token is stored in clear")
 	}
 	select {
@@ -264,7 +264,7 @@ func TestHTTPChannelEndToEnd(t *testing.T) {
 	if st := s.get(id).Status; st != store.StatusApproved {
 		t.Fatalf("status %v after the callback approved", st)
 	}
-	waitFor(t, 5*time.Second, "the delivered item to leave the outbox", func() bool { return len(queuedItems(t, s.store)) == 0 })
+	cibatest.WaitFor(t, 5*time.Second, "the delivered item to leave the outbox", func() bool { return len(outboxItems(t, s.store)) == 0 })
 
 	rec := s.poll("cc", id)
 	if rec.Code != http.StatusOK {
@@ -374,7 +374,7 @@ func TestHTTPChannelCallbackRules(t *testing.T) {
 	if code != http.StatusOK || ans.Status != "denied" {
 		t.Fatalf("deny: %d %+v", code, ans)
 	}
-	wantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeAccessDenied)
 	for _, body := range []string{chanApproveBody, `{"decision":"deny"}`} {
 		code, ans, _ = s.callback(t, http.MethodPost, cb.CallbackURL, good, "application/json", body)
 		if code != http.StatusConflict || ans.Error != "already_decided" {
@@ -400,7 +400,7 @@ func TestHTTPChannelCallbackRules(t *testing.T) {
 	if r := s.get(other); r.Status != store.StatusPending {
 		t.Errorf("an expired request became %v", r.Status)
 	}
-	wantOAuthError(t, s.poll("cc", other), http.StatusBadRequest, oauth.CodeExpiredToken)
+	cibatest.WantOAuthError(t, s.poll("cc", other), http.StatusBadRequest, oauth.CodeExpiredToken)
 }
 
 // TestHTTPChannelDelivery checks how the channel's POST is retried: after
@@ -418,14 +418,14 @@ func TestHTTPChannelDelivery(t *testing.T) {
 		s := newChanSite(t, service.URL(), nil)
 		id := s.authorize("cc")
 		service.Wait(t, 1)
-		waitFor(t, 5*time.Second, "the retry to be scheduled", func() bool {
-			items := queuedItems(t, s.store)
+		cibatest.WaitFor(t, 5*time.Second, "the retry to be scheduled", func() bool {
+			items := outboxItems(t, s.store)
 			return len(items) == 1 && items[0].ID.Kind == httpchannel.Kind && strings.Contains(items[0].LastError, "503")
 		})
 		s.clock.Advance(2 * time.Second)
 		s.backend.Outbox.Wake()
 		posts := service.Wait(t, 2)
-		waitFor(t, 5*time.Second, "the delivered item to leave the outbox", func() bool { return len(queuedItems(t, s.store)) == 0 })
+		cibatest.WaitFor(t, 5*time.Second, "the delivered item to leave the outbox", func() bool { return len(outboxItems(t, s.store)) == 0 })
 		if posts[0].Body.RequestID != posts[1].Body.RequestID || posts[1].Body.RequestID != chanRequestID(id) {
 			t.Errorf("request ids %q and %q", posts[0].Body.RequestID, posts[1].Body.RequestID)
 		}
@@ -453,7 +453,7 @@ func TestHTTPChannelDelivery(t *testing.T) {
 			s := newChanSite(t, service.URL(), nil)
 			id := s.authorize("cc")
 			service.Wait(t, 1)
-			waitFor(t, 5*time.Second, "the abandoned item to leave the outbox", func() bool { return len(queuedItems(t, s.store)) == 0 })
+			cibatest.WaitFor(t, 5*time.Second, "the abandoned item to leave the outbox", func() bool { return len(outboxItems(t, s.store)) == 0 })
 			s.clock.Advance(time.Minute)
 			s.backend.Outbox.Wake()
 			time.Sleep(100 * time.Millisecond)
@@ -470,11 +470,11 @@ func TestHTTPChannelDelivery(t *testing.T) {
 		down := "http://" + cibatest.FreeAddr(t) // connection refused
 		s := newChanSite(t, down, nil)
 		s.authorize("cc")
-		waitFor(t, 5*time.Second, "a failed attempt", func() bool {
-			items := queuedItems(t, s.store)
+		cibatest.WaitFor(t, 5*time.Second, "a failed attempt", func() bool {
+			items := outboxItems(t, s.store)
 			return len(items) == 1 && items[0].Attempts >= 1 && items[0].LastError != "" && items[0].LeaseUntil.IsZero()
 		})
-		items := queuedItems(t, s.store)
+		items := outboxItems(t, s.store)
 		if strings.Contains(items[0].LastError, "key=abc") || strings.Contains(items[0].LastError, down) {
 			t.Errorf("the error repeats the endpoint: %s", items[0].LastError)
 		}

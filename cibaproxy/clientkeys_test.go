@@ -2,9 +2,6 @@ package cibaproxy
 
 import (
 	"net/http"
-	"net/http/httptest"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -14,62 +11,31 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 )
 
-// caJWKSServer is a client's jwks_uri serving a JWK Set the test changes.
-type caJWKSServer struct {
-	srv     *httptest.Server
-	mu      sync.Mutex
-	body    []byte
-	fetches atomic.Int32
-}
-
-func caStartJWKS(t *testing.T, keys ...caKey) *caJWKSServer {
-	t.Helper()
-	s := &caJWKSServer{body: caJWKS(keys...)}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.fetches.Add(1)
-		s.mu.Lock()
-		body := s.body
-		s.mu.Unlock()
-		w.Header().Set("Content-Type", "application/jwk-set+json")
-		_, _ = w.Write(body)
-	}))
-	s.srv.Listener = cibatest.ListenLoopback(t)
-	s.srv.Start()
-	t.Cleanup(s.srv.Close)
-	return s
-}
-
-func (s *caJWKSServer) set(body []byte) {
-	s.mu.Lock()
-	s.body = body
-	s.mu.Unlock()
-}
-
 // TestJWKSURIRotation: a private_key_jwt client with a jwks_uri rotates its
 // key; its next assertion, under the new kid, is accepted once the keys
 // were fetched again.
 func TestJWKSURIRotation(t *testing.T) {
-	old, rotated := caTestKey("es1"), caTestKey("es-rotated")
-	srv := caStartJWKS(t, old)
+	old, rotated := cibatest.ClientKey(t, "es1"), cibatest.ClientKey(t, "es-rotated")
+	srv := cibatest.StartJWKS(t, cibatest.JWKSJSON(t, old))
 	h := newHarness(t, func(c *Config) {
-		rk, err := clients.NewRemoteKeys(clients.RemoteKeysConfig{URL: srv.srv.URL, Now: c.Now})
+		rk, err := clients.NewRemoteKeys(clients.RemoteKeysConfig{URL: srv.URL(), Now: c.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.Clients = append(c.Clients, &clients.Client{ID: "remote", AuthMethod: clients.AuthPrivateKeyJWT, Keys: rk, UpstreamSecret: "x"})
 	})
-	sign := func(k caKey) string { return caSign(t, k, jose.ES256, "", h.caAssertionClaims("remote")) }
-	caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), sign(old)))
-	srv.set(caJWKS(rotated))
+	sign := func(k cibatest.Key) string { return k.Sign(t, jose.ES256, "", h.caAssertionClaims("remote")) }
+	cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), sign(old)))
+	srv.Set(http.StatusOK, cibatest.JWKSJSON(t, rotated))
 	h.clock.Advance(clients.DefaultJWKSMinRefetch)
-	caBCID(t, h.caPostAssertion(DefaultEndpoint, hForm(), sign(rotated)))
-	if n := srv.fetches.Load(); n != 2 {
+	cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, hForm(), sign(rotated)))
+	if n := srv.Fetches(); n != 2 {
 		t.Errorf("%d fetches, want 2", n)
 	}
 	// The old key is gone from the set: refused (401), and an unknown kid
 	// right after does not fetch again.
-	wantOAuthError(t, h.caPostAssertion(DefaultEndpoint, hForm(), sign(old)), 401, oauth.CodeInvalidClient)
-	if n := srv.fetches.Load(); n != 2 {
+	cibatest.WantOAuthError(t, h.caPostAssertion(DefaultEndpoint, hForm(), sign(old)), 401, oauth.CodeInvalidClient)
+	if n := srv.Fetches(); n != 2 {
 		t.Errorf("%d fetches, want none within the minimum interval", n)
 	}
 	// An unreachable jwks_uri on the first use is invalid_client, not a 5xx.
@@ -80,5 +46,5 @@ func TestJWKSURIRotation(t *testing.T) {
 	h2 := newHarness(t, func(c *Config) {
 		c.Clients = append(c.Clients, &clients.Client{ID: "remote", AuthMethod: clients.AuthPrivateKeyJWT, Keys: rk2, UpstreamSecret: "x"})
 	})
-	wantOAuthError(t, h2.caPostAssertion(DefaultEndpoint, hForm(), caSign(t, old, jose.ES256, "", h2.caAssertionClaims("remote"))), 401, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, h2.caPostAssertion(DefaultEndpoint, hForm(), old.Sign(t, jose.ES256, "", h2.caAssertionClaims("remote"))), 401, oauth.CodeInvalidClient)
 }

@@ -1,14 +1,12 @@
-package email_test
+package cibaproxy
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +14,6 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
@@ -33,18 +30,18 @@ func TestEmailSMTPDown(t *testing.T) {
 	t.Parallel()
 	addr := cibatest.FreeAddr(t) // nothing listens yet
 	clock := cibatest.NewClock(time.Time{})
-	mb := newMailBackend(t, t.TempDir(), clock)
-	s := newMailSite(t, mb, siteOptions{smtpAddr: addr})
+	mb := newObservedBackend(t, t.TempDir(), clock)
+	s := newMailSiteOn(t, mb, mailOptions{smtpAddr: addr})
 
 	start := time.Now()
-	rec := s.post(cibaproxy.DefaultEndpoint, "cc", hForm("binding_message", "DOWN-1"))
+	rec := s.post(DefaultEndpoint, "cc", hForm("binding_message", "DOWN-1"))
 	took := time.Since(start)
-	id := authReqID(t, rec)
+	id := cibatest.AuthReqID(t, rec)
 	if took > 500*time.Millisecond {
 		t.Errorf("the endpoint took %v with SMTP down: it waits for SMTP", took)
 	}
 	// Wait for the first attempt to fail, so the delivery is a retry.
-	waitFor(t, 5*time.Second, "a failed attempt", func() bool {
+	cibatest.WaitFor(t, 5*time.Second, "a failed attempt", func() bool {
 		items := outboxItems(t, s.store)
 		return len(items) == 1 && items[0].LastError != "" && items[0].LeaseUntil.IsZero()
 	})
@@ -62,7 +59,7 @@ func TestEmailSMTPDown(t *testing.T) {
 	}
 	t.Logf("the retry is due %v after SMTP came up (attempts before: %d)", retryIn, items[0].Attempts)
 	clock.Advance(retryIn)
-	mb.Outbox.Wake()
+	mb.backend.Outbox.Wake()
 	mails := sink.Wait(t, 1, 5*time.Second)
 	if !clock.Now().Before(s.get(id).Expires) {
 		t.Error("delivered after the request expired")
@@ -100,8 +97,8 @@ func TestEmailEndpointDoesNotWaitForSMTP(t *testing.T) {
 			heldMu.Unlock()
 		}
 	}()
-	mb := newMailBackend(t, t.TempDir(), nil)
-	s := newMailSite(t, mb, siteOptions{smtpAddr: ln.Addr().String()})
+	mb := newObservedBackend(t, t.TempDir(), cibatest.NewLiveClock())
+	s := newMailSiteOn(t, mb, mailOptions{smtpAddr: ln.Addr().String()})
 	// Registered after the backend, so it runs before the backend's Close,
 	// which waits for the attempts in flight.
 	t.Cleanup(func() {
@@ -119,7 +116,7 @@ func TestEmailEndpointDoesNotWaitForSMTP(t *testing.T) {
 			t.Errorf("the endpoint took %v while the mail server hangs", took)
 		}
 	}
-	waitFor(t, 2*time.Second, "the attempts to be in flight", func() bool {
+	cibatest.WaitFor(t, 2*time.Second, "the attempts to be in flight", func() bool {
 		now := mb.clock.Now()
 		items := outboxItems(t, s.store)
 		for _, it := range items {
@@ -143,15 +140,15 @@ func TestEmailSMTPTempFailure(t *testing.T) {
 		return nil
 	})
 	clock := cibatest.NewClock(time.Time{})
-	mb := newMailBackend(t, t.TempDir(), clock)
-	s := newMailSite(t, mb, siteOptions{smtpAddr: sink.Addr()})
+	mb := newObservedBackend(t, t.TempDir(), clock)
+	s := newMailSiteOn(t, mb, mailOptions{smtpAddr: sink.Addr()})
 	failedAt := clock.Now()
 	start := time.Now()
 	s.authorize("cc")
 	if took := time.Since(start); took > 500*time.Millisecond {
 		t.Errorf("the endpoint took %v", took)
 	}
-	waitFor(t, 5*time.Second, "the refused attempt", func() bool {
+	cibatest.WaitFor(t, 5*time.Second, "the refused attempt", func() bool {
 		items := outboxItems(t, s.store)
 		return len(items) == 1 && items[0].LastError != "" && items[0].LeaseUntil.IsZero()
 	})
@@ -164,7 +161,7 @@ func TestEmailSMTPTempFailure(t *testing.T) {
 		t.Fatalf("%d mails delivered before the retry", n)
 	}
 	clock.Advance(time.Second)
-	mb.Outbox.Wake()
+	mb.backend.Outbox.Wake()
 	sink.Wait(t, 1, 5*time.Second)
 	mb.settle(t)
 	if n := len(sink.Received()); n != 1 {
@@ -184,11 +181,11 @@ func TestEmailPermanentFailure(t *testing.T) {
 	t.Parallel()
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	sink.SetRcptErr(cibatest.SMTPReply(550, "<Alice@Example.com>: mailbox unavailable"))
-	mb := newMailBackend(t, t.TempDir(), nil)
-	s := newMailSite(t, mb, siteOptions{smtpAddr: sink.Addr()})
+	mb := newObservedBackend(t, t.TempDir(), cibatest.NewLiveClock())
+	s := newMailSiteOn(t, mb, mailOptions{smtpAddr: sink.Addr()})
 	id := s.authorize("cc")
-	waitFor(t, 5*time.Second, "the mail to be dropped", func() bool { return len(outboxItems(t, s.store)) == 0 })
-	waitFor(t, 5*time.Second, "the abandonment to be logged", func() bool {
+	cibatest.WaitFor(t, 5*time.Second, "the mail to be dropped", func() bool { return len(outboxItems(t, s.store)) == 0 })
+	cibatest.WaitFor(t, 5*time.Second, "the abandonment to be logged", func() bool {
 		return mb.logs.FilterMessage("delivery abandoned").Len() == 1
 	})
 	e := mb.logs.FilterMessage("delivery abandoned").All()[0]
@@ -226,9 +223,12 @@ func TestEmailKillHelper(t *testing.T) {
 	if dir == "" {
 		t.Skip("helper process for TestEmailSIGKILLQueuedMail")
 	}
-	mb := newMailBackend(t, dir, nil)
+	mb := newObservedBackend(t, dir, cibatest.NewLiveClock())
+	s := newMailSiteOn(t, mb, mailOptions{smtpAddr: os.Getenv("CIBAPROXY_MAILKILL_SMTP")})
+	// Observed after the site is built, which has its metrics observe the
+	// outbox; nothing is queued yet.
 	failed := make(chan struct{}, 1)
-	mb.Outbox.Observe(func(ev outbox.Event) {
+	mb.backend.Outbox.Observe(func(ev outbox.Event) {
 		if ev.Outcome == "retry" {
 			select {
 			case failed <- struct{}{}:
@@ -236,7 +236,6 @@ func TestEmailKillHelper(t *testing.T) {
 			}
 		}
 	})
-	s := newMailSite(t, mb, siteOptions{smtpAddr: os.Getenv("CIBAPROXY_MAILKILL_SMTP")})
 	id := s.authorize("cc", "binding_message", "KILL-9")
 	<-failed
 	fmt.Printf("queued %s\n", id)
@@ -252,40 +251,24 @@ func TestEmailSIGKILLQueuedMail(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	addr := cibatest.FreeAddr(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestEmailKillHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), "CIBAPROXY_MAILKILL_DIR="+dir, "CIBAPROXY_MAILKILL_SMTP="+addr)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.AfterFunc(time.Minute, func() { _ = cmd.Process.Kill() })
 	var id string
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "queued" {
+	runKilled(t, "TestEmailKillHelper", []string{"CIBAPROXY_MAILKILL_DIR=" + dir, "CIBAPROXY_MAILKILL_SMTP=" + addr}, func(f []string) bool {
+		if len(f) == 2 && f[0] == "queued" {
 			id = f[1]
-			break
+			return true
 		}
-	}
-	deadline.Stop()
-	if err := cmd.Process.Kill(); err != nil { // SIGKILL
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+		return false
+	})
 	if id == "" {
 		t.Fatal("the helper did not queue its request")
 	}
 
 	sink := cibatest.StartSMTP(t, addr)
-	mb := newMailBackend(t, dir, nil)
+	mb := newObservedBackend(t, dir, cibatest.NewLiveClock())
 	if n := len(outboxItems(t, mb.store)); n != 1 {
 		t.Fatalf("%d items queued after the kill, want 1", n)
 	}
-	s := newMailSite(t, mb, siteOptions{smtpAddr: addr})
+	s := newMailSiteOn(t, mb, mailOptions{smtpAddr: addr})
 	mails := sink.Wait(t, 1, outbox.ItemLease+5*time.Second)
 	mb.settle(t)
 	if n := len(sink.Received()); n != 1 {
@@ -297,7 +280,7 @@ func TestEmailSIGKILLQueuedMail(t *testing.T) {
 	}
 	// Its link leads to the request the dead process answered.
 	link := cibatest.FirstURL(pm.Text)
-	lk, err := s.store.Link(context.Background(), store.LinkKeyOf(tokenOf(t, link)))
+	lk, err := s.store.Link(context.Background(), store.LinkKeyOf(linkToken(t, link)))
 	if err != nil || lk != store.KeyOf(id) {
 		t.Fatalf("the link does not lead to %s: %v", id, err)
 	}
@@ -318,14 +301,14 @@ func TestEmailReloadWhileQueued(t *testing.T) {
 	t.Parallel()
 	oldAddr, newAddr := cibatest.FreeAddr(t), cibatest.FreeAddr(t)
 	clock := cibatest.NewClock(time.Time{})
-	mb := newMailBackend(t, t.TempDir(), clock)
-	old := newMailSite(t, mb, siteOptions{smtpAddr: oldAddr, senderName: "idp"})
+	mb := newObservedBackend(t, t.TempDir(), clock)
+	old := newMailSiteOn(t, mb, mailOptions{smtpAddr: oldAddr, senderName: "idp"})
 	ids := make(map[string]string) // binding message → auth_req_id
 	for i := 1; i <= 5; i++ {
 		bm := fmt.Sprintf("R-%d", i)
 		ids[bm] = old.authorize("cc", "binding_message", bm)
 	}
-	waitFor(t, 5*time.Second, "every mail to fail once", func() bool {
+	cibatest.WaitFor(t, 5*time.Second, "every mail to fail once", func() bool {
 		items := outboxItems(t, mb.store)
 		for _, it := range items {
 			if it.Attempts < 1 || it.LastError == "" {
@@ -337,10 +320,10 @@ func TestEmailReloadWhileQueued(t *testing.T) {
 
 	// The reload: the new configuration is provisioned, then the old one
 	// closed (its deliverer unregistered).
-	next := newMailSite(t, mb, siteOptions{smtpAddr: newAddr, senderName: "idp"})
+	next := newMailSiteOn(t, mb, mailOptions{smtpAddr: newAddr, senderName: "idp"})
 	old.srv.Close()
 	// No attempt of the old configuration may still be in flight.
-	waitFor(t, 5*time.Second, "no attempt in flight", func() bool {
+	cibatest.WaitFor(t, 5*time.Second, "no attempt in flight", func() bool {
 		now := mb.clock.Now()
 		for _, it := range outboxItems(t, mb.store) {
 			if it.LeaseUntil.After(now) {
@@ -353,7 +336,7 @@ func TestEmailReloadWhileQueued(t *testing.T) {
 	newSink := cibatest.StartSMTP(t, newAddr)
 	// Every retry is due within the backoff cap.
 	clock.Advance(outbox.MaxRetryDelay)
-	mb.Outbox.Wake()
+	mb.backend.Outbox.Wake()
 	mails := newSink.Wait(t, 5, 10*time.Second)
 	mb.settle(t)
 	if n := len(newSink.Received()); n != 5 {
@@ -366,7 +349,7 @@ func TestEmailReloadWhileQueued(t *testing.T) {
 	for _, m := range mails {
 		pm := cibatest.ParseMail(t, m.Data)
 		link := cibatest.FirstURL(pm.Text)
-		lk, err := mb.Store.Link(context.Background(), store.LinkKeyOf(tokenOf(t, link)))
+		lk, err := mb.store.Link(context.Background(), store.LinkKeyOf(linkToken(t, link)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package email_test
+package cibaproxy
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cibaproxy/cibaproxy/cibaproxy"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/authn/email"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/random"
@@ -22,8 +21,9 @@ import (
 )
 
 var (
-	formTag  = regexp.MustCompile(`(?i)<form\b[^>]*>`)
-	timeLeft = regexp.MustCompile(`id="time-left">(4 minutes 5\d seconds|5 minutes)<`)
+	formTag   = regexp.MustCompile(`(?i)<form\b[^>]*>`)
+	timeLeft  = regexp.MustCompile(`id="time-left">(4 minutes 5\d seconds|5 minutes)<`)
+	styleLink = regexp.MustCompile(`<link rel="stylesheet" href="([^"]+)">`)
 )
 
 // TestEmailApprovalFlow: the mail arrives within a second with the link and
@@ -32,7 +32,7 @@ var (
 // answers 409; the link token is never stored in clear.
 func TestEmailApprovalFlow(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
-	s := newMailTest(t, sink, siteOptions{})
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr()})
 
 	start := time.Now()
 	id := s.authorize("cc", "binding_message", "A1-B2")
@@ -62,7 +62,7 @@ func TestEmailApprovalFlow(t *testing.T) {
 	if !strings.HasPrefix(link, testPublic+email.ApprovePath) {
 		t.Fatalf("first URL of the text part %q is not the approval link:\n%s", link, pm.Text)
 	}
-	token := tokenOf(t, link)
+	token := linkToken(t, link)
 	if !strings.Contains(pm.HTML, `href="`+link+`"`) {
 		t.Errorf("the HTML part does not link to %s:\n%s", link, pm.HTML)
 	}
@@ -77,6 +77,7 @@ func TestEmailApprovalFlow(t *testing.T) {
 	}
 
 	// GET and HEAD, several times: 200, and nothing changes.
+	var page string
 	for i := 0; i < 3; i++ {
 		rec := s.page(http.MethodGet, link, nil, nil)
 		if rec.Code != http.StatusOK {
@@ -84,6 +85,7 @@ func TestEmailApprovalFlow(t *testing.T) {
 		}
 		wantPageHeaders(t, rec)
 		body := rec.Body.String()
+		page = body
 		for _, want := range []string{`<html lang="en">`, `<meta name="viewport" content="width=device-width, initial-scale=1">`,
 			"Call Centre", "A1-B2", "your identity", "your e-mail address",
 			`<button type="submit" name="decision" value="approve"`, `<button type="submit" name="decision" value="deny"`} {
@@ -98,9 +100,9 @@ func TestEmailApprovalFlow(t *testing.T) {
 			t.Errorf("page does not show the time left")
 		}
 		cookies := rec.Result().Cookies()
-		if len(cookies) != 1 || cookies[0].Name != email.CSRFCookieName || !cookies[0].HttpOnly || !cookies[0].Secure ||
+		if len(cookies) != 1 || cookies[0].Name != mailCSRFCookie || !cookies[0].HttpOnly || !cookies[0].Secure ||
 			cookies[0].SameSite != http.SameSiteStrictMode || cookies[0].Path != email.ApprovePath+token ||
-			cookies[0].MaxAge <= 0 || cookies[0].MaxAge > int(cibaproxy.DefaultRequestTTL/time.Second) {
+			cookies[0].MaxAge <= 0 || cookies[0].MaxAge > int(DefaultRequestTTL/time.Second) {
 			t.Errorf("CSRF cookie %+v: want one HttpOnly, Secure, SameSite=Strict cookie for the link's path, living as long as the request", cookies)
 		}
 		head := s.page(http.MethodHead, link, nil, nil)
@@ -110,10 +112,14 @@ func TestEmailApprovalFlow(t *testing.T) {
 		wantPageHeaders(t, head)
 	}
 	s.wantStatus(id, store.StatusPending)
-	wantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeAuthorizationPending)
 
 	// The stylesheet the page links to is served (CSP style-src 'self').
-	if rec := s.page(http.MethodGet, testPublic+email.StyleSheetPath, nil, nil); rec.Code != http.StatusOK ||
+	style := styleLink.FindStringSubmatch(page)
+	if style == nil || !strings.HasPrefix(style[1], "/") {
+		t.Fatalf("the page links to no stylesheet of its own origin:\n%s", page)
+	}
+	if rec := s.page(http.MethodGet, testPublic+style[1], nil, nil); rec.Code != http.StatusOK ||
 		!strings.HasPrefix(rec.Header().Get("Content-Type"), "text/css") || rec.Body.Len() == 0 {
 		t.Errorf("stylesheet: %d %q", rec.Code, rec.Header().Get("Content-Type"))
 	}
@@ -166,7 +172,7 @@ func TestEmailApprovalFlow(t *testing.T) {
 		t.Errorf("the link's hash does not lead to the request: %v", err)
 	}
 	// The delivered item leaves the outbox (once the SMTP session ends).
-	waitFor(t, 5*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
+	cibatest.WaitFor(t, 5*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
 	if n := len(sink.Received()); n != 1 {
 		t.Errorf("%d mails sent, want 1", n)
 	}
@@ -176,12 +182,12 @@ func TestEmailApprovalFlow(t *testing.T) {
 // answers 409.
 func TestEmailDeny(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
-	s := newMailTest(t, sink, siteOptions{})
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr()})
 	id, _, link := s.requestMail(sink)
 	cookie, csrf, _ := s.openForm(link)
 	wantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"deny"}}), http.StatusOK, "denied")
 	s.wantStatus(id, store.StatusDenied)
-	wantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeAccessDenied)
 	wantOutcome(t, s.page(http.MethodGet, link, nil, nil), http.StatusConflict, "decided")
 	wantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"approve"}}), http.StatusConflict, "decided")
 	s.wantStatus(id, store.StatusDenied)
@@ -194,17 +200,17 @@ func TestEmailDeny(t *testing.T) {
 // does not exist 404, each changing nothing.
 func TestEmailLateAndUnknownLinks(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
-	s := newMailTest(t, sink, siteOptions{})
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr()})
 	id, _, link := s.requestMail(sink)
 	cookie, csrf, _ := s.openForm(link)
-	s.clock.Advance(cibaproxy.DefaultRequestTTL + time.Second)
+	s.clock.Advance(DefaultRequestTTL + time.Second)
 	wantOutcome(t, s.page(http.MethodGet, link, nil, nil), http.StatusGone, "expired")
 	if rec := s.page(http.MethodHead, link, nil, nil); rec.Code != http.StatusGone || rec.Body.Len() != 0 {
 		t.Errorf("HEAD of an expired link: %d", rec.Code)
 	}
 	wantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"approve"}}), http.StatusGone, "expired")
 	s.wantStatus(id, store.StatusPending)
-	wantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeExpiredToken)
+	cibatest.WantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeExpiredToken)
 
 	unknown, err := random.Token(32)
 	if err != nil {
@@ -229,7 +235,7 @@ func TestEmailLateAndUnknownLinks(t *testing.T) {
 // and changes nothing.
 func TestEmailCSRF(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
-	s := newMailTest(t, sink, siteOptions{})
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr()})
 	idA, _, linkA := s.requestMail(sink, "binding_message", "A")
 	_, _, linkB := s.requestMail(sink, "binding_message", "B")
 	cookieA, csrfA, _ := s.openForm(linkA)
@@ -258,9 +264,9 @@ func TestEmailCSRF(t *testing.T) {
 		{"cookie and field of another link", cookieB, url.Values{"csrf": {csrfB}, "decision": {"approve"}}},
 		{"field of another link", cookieA, url.Values{"csrf": {csrfB}, "decision": {"approve"}}},
 		{"tampered field", cookieA, url.Values{"csrf": {flip(csrfA)}, "decision": {"approve"}}},
-		{"tampered nonce in both", &http.Cookie{Name: email.CSRFCookieName, Value: flip(csrfA)}, url.Values{"csrf": {flip(csrfA)}, "decision": {"approve"}}},
-		{"tampered mac in both", &http.Cookie{Name: email.CSRFCookieName, Value: tamperedMAC}, url.Values{"csrf": {tamperedMAC}, "decision": {"approve"}}},
-		{"no mac", &http.Cookie{Name: email.CSRFCookieName, Value: "nonce"}, url.Values{"csrf": {"nonce"}, "decision": {"approve"}}},
+		{"tampered nonce in both", &http.Cookie{Name: mailCSRFCookie, Value: flip(csrfA)}, url.Values{"csrf": {flip(csrfA)}, "decision": {"approve"}}},
+		{"tampered mac in both", &http.Cookie{Name: mailCSRFCookie, Value: tamperedMAC}, url.Values{"csrf": {tamperedMAC}, "decision": {"approve"}}},
+		{"no mac", &http.Cookie{Name: mailCSRFCookie, Value: "nonce"}, url.Values{"csrf": {"nonce"}, "decision": {"approve"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -287,7 +293,7 @@ func TestEmailCSRF(t *testing.T) {
 // the mail carries a value the client sent.
 func TestEmailEscaping(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
-	s := newMailTest(t, sink, siteOptions{subject: "Confirm your sign-in"})
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr(), subject: "Confirm your sign-in"})
 	const msg = `<b>x</b>&"'`
 	id, pm, link := s.requestMail(sink, "binding_message", msg)
 	if s.get(id).BindingMessage != msg {
@@ -320,13 +326,13 @@ func TestEmailEscaping(t *testing.T) {
 	// CR and LF cannot reach a header (or the mail): refused, nothing stored.
 	before := s.records()
 	for _, bad := range []string{"hi\r\nBcc: evil@example.com", "hi\nX-Evil: 1", "hi\rthere"} {
-		rec := s.post(cibaproxy.DefaultEndpoint, "cc", hForm("binding_message", bad))
-		wantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidBindingMessage)
+		rec := s.post(DefaultEndpoint, "cc", hForm("binding_message", bad))
+		cibatest.WantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidBindingMessage)
 	}
 	if s.records() != before {
 		t.Error("a refused request was stored")
 	}
-	s.mb.settle(t)
+	s.settle(t)
 	if n := len(sink.Received()); n != 1 {
 		t.Errorf("%d mails sent, want 1", n)
 	}
@@ -342,9 +348,9 @@ func TestEmailEscaping(t *testing.T) {
 func TestEmailTwoSitesOneStore(t *testing.T) {
 	t.Parallel()
 	sinkA, sinkB := cibatest.StartSMTP(t, "127.0.0.1:0"), cibatest.StartSMTP(t, "127.0.0.1:0")
-	mb := newMailBackend(t, t.TempDir(), nil)
-	a := newMailSite(t, mb, siteOptions{smtpAddr: sinkA.Addr(), senderName: "site-a"})
-	b := newMailSite(t, mb, siteOptions{smtpAddr: sinkB.Addr(), senderName: "site-b"})
+	mb := newObservedBackend(t, t.TempDir(), cibatest.NewLiveClock())
+	a := newMailSiteOn(t, mb, mailOptions{smtpAddr: sinkA.Addr(), senderName: "site-a"})
+	b := newMailSiteOn(t, mb, mailOptions{smtpAddr: sinkB.Addr(), senderName: "site-b"})
 	for i := 0; i < 3; i++ {
 		a.authorize("cc", "binding_message", fmt.Sprintf("A-%d", i))
 	}
@@ -396,16 +402,16 @@ func pageChoices(page string) []string {
 // right one approves it; a request without a binding message is refused.
 func TestEmailNumberMatching(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
-	s := newMailTest(t, sink, siteOptions{match: true})
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr(), match: true})
 
 	before := s.records()
-	rec := s.post(cibaproxy.DefaultEndpoint, "cc", hForm())
-	wantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidRequest)
+	rec := s.post(DefaultEndpoint, "cc", hForm())
+	cibatest.WantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidRequest)
 	// Decoys vary ASCII letters and digits: a message without any would be
 	// the only choice of its kind.
 	for _, msg := range []string{"Привет", "---", "★★"} {
-		rec = s.post(cibaproxy.DefaultEndpoint, "cc", hForm("binding_message", msg))
-		wantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidBindingMessage)
+		rec = s.post(DefaultEndpoint, "cc", hForm("binding_message", msg))
+		cibatest.WantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidBindingMessage)
 	}
 	if s.records() != before {
 		t.Error("a refused request was stored")
@@ -455,7 +461,7 @@ func TestEmailNumberMatching(t *testing.T) {
 	wantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"approve"}, "choice": {wrong}}),
 		http.StatusBadRequest, "mismatch")
 	s.wantStatus(id, store.StatusDenied)
-	wantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeAccessDenied)
 	wantOutcome(t, s.page(http.MethodGet, link, nil, nil), http.StatusConflict, "decided")
 
 	// No pick at all (a scanner submitting the form) denies too.

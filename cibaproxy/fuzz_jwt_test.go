@@ -2,9 +2,7 @@ package cibaproxy
 
 import (
 	"context"
-	"crypto"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -38,15 +36,6 @@ const (
 	fzjKey2 = `{"kty":"EC","kid":"fuzz-2","crv":"P-256","x":"D88NXuhkSYqc0J67gORS_bZSz5Hwc5ddpKFM2_iz31U","y":"cg10AUEfXaPW49rSh62HgraCfExIQ_-QVMgnyd1XLW0","d":"pv2eBklRkaQ_g-XornJT3el8t3fXAmxwO_2ubUX0HsE"}`
 )
 
-func fzjTestKey(t testing.TB, jwk string) caKey {
-	t.Helper()
-	var k jose.JSONWebKey
-	if err := json.Unmarshal([]byte(jwk), &k); err != nil {
-		t.Fatal(err)
-	}
-	return caKey{priv: k.Key.(crypto.Signer), kid: k.KeyID}
-}
-
 // fzjStore is the Badger store of the fuzz targets, whose replay cache
 // finds every jti fresh, so that an input behaves the same each time it
 // runs (the fuzzer minimizes and replays inputs; the replay cache has its
@@ -58,9 +47,9 @@ func (fzjStore) Remember(context.Context, string, string, time.Time) (bool, erro
 // fzjServer is a Server with the private_key_jwt clients fz (key fuzz-1)
 // and fz2 (key fuzz-2), both sending ES256 signed requests. Its upstream is
 // never reached: the parsers fuzzed do not need it.
-func fzjServer(tb testing.TB) (*Server, caKey) {
+func fzjServer(tb testing.TB) (*Server, cibatest.Key) {
 	tb.Helper()
-	k1, k2 := fzjTestKey(tb, fzjKey1), fzjTestKey(tb, fzjKey2)
+	k1, k2 := cibatest.KeyFromJWK(tb, fzjKey1), cibatest.KeyFromJWK(tb, fzjKey2)
 	now := func() time.Time { return fzjNow }
 	st, err := badgerstore.Open(tb.TempDir(), nil, now)
 	if err != nil {
@@ -97,57 +86,12 @@ func fzjServer(tb testing.TB) (*Server, caKey) {
 	return s, k1
 }
 
-// fzjSign signs payload with k (ES256, kid set).
-func fzjSign(t testing.TB, k caKey, payload []byte) string {
-	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.priv},
-		(&jose.SignerOptions{}).WithHeader(jose.HeaderKey("kid"), k.kid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, err := sig.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := obj.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func fzjJSON(v map[string]any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic(err)
 	}
 	return b
-}
-
-// fzjKnownCodes are the error codes the parsers may answer.
-var fzjKnownCodes = map[string]bool{
-	oauth.CodeInvalidRequest: true, oauth.CodeInvalidClient: true, oauth.CodeInvalidGrant: true,
-	oauth.CodeUnauthorizedClient: true, oauth.CodeUnsupportedGrantType: true, oauth.CodeInvalidScope: true,
-	oauth.CodeAccessDenied: true, oauth.CodeServerError: true, oauth.CodeTemporarilyUnavailable: true,
-	oauth.CodeAuthorizationPending: true, oauth.CodeSlowDown: true, oauth.CodeExpiredToken: true,
-	oauth.CodeExpiredLoginHintToken: true, oauth.CodeUnknownUserID: true, oauth.CodeMissingUserCode: true,
-	oauth.CodeInvalidUserCode: true, oauth.CodeInvalidBindingMessage: true,
-}
-
-// fzjCheckErr fails unless err is an *oauth.Error with a known code and a
-// 4xx status.
-func fzjCheckErr(t *testing.T, what, in string, err error) {
-	t.Helper()
-	var e *oauth.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("%s(%q): error %T %v is not an *oauth.Error", what, in, err, err)
-	}
-	if !fzjKnownCodes[e.Code] {
-		t.Fatalf("%s(%q): unknown code %q", what, in, e.Code)
-	}
-	if e.Status < 400 || e.Status > 499 {
-		t.Fatalf("%s(%q): status %d for %s", what, in, e.Status, e.Code)
-	}
 }
 
 // fzjRequestSeedClaims are claims sets for FuzzRequestObject: valid ones
@@ -198,7 +142,7 @@ func FuzzRequestObject(f *testing.F) {
 	s, key := fzjServer(f)
 	cl := s.clients.Get("fz")
 	for _, c := range fzjRequestSeedClaims() {
-		f.Add(fzjSign(f, key, c), c)
+		f.Add(key.SignBytes(f, jose.ES256, "", c), c)
 	}
 	f.Add("eyJhbGciOiJub25lIn0.eyJpc3MiOiJmeiJ9.", []byte(nil))
 	f.Add("eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJmeiJ9.c2ln", []byte(nil))
@@ -209,7 +153,7 @@ func FuzzRequestObject(f *testing.F) {
 		check := func(jwt string) {
 			p, err := s.backchannel.backchannelParams(ctx, cl, url.Values{"request": {jwt}})
 			if err != nil {
-				fzjCheckErr(t, "backchannelParams", jwt, err)
+				fuzzCheckErr(t, "backchannelParams", jwt, err)
 				if p != nil {
 					t.Fatalf("params with an error for %q", jwt)
 				}
@@ -219,7 +163,7 @@ func FuzzRequestObject(f *testing.F) {
 		}
 		check(raw)
 		if len(claims) > 0 {
-			check(fzjSign(t, key, claims))
+			check(key.SignBytes(t, jose.ES256, "", claims))
 		}
 	})
 }
@@ -294,7 +238,7 @@ func fzjAssertionSeedClaims() [][]byte {
 func FuzzClientAssertion(f *testing.F) {
 	s, key := fzjServer(f)
 	for _, c := range fzjAssertionSeedClaims() {
-		f.Add(fzjSign(f, key, c), c)
+		f.Add(key.SignBytes(f, jose.ES256, "", c), c)
 	}
 	f.Add("eyJhbGciOiJub25lIn0.eyJpc3MiOiJmeiIsInN1YiI6ImZ6In0.", []byte(nil))
 	f.Add("eyJhbGciOiJFUzI1NiIsImtpZCI6ImZ1enotMSJ9.e30.AAAA", []byte(nil))
@@ -306,7 +250,7 @@ func FuzzClientAssertion(f *testing.F) {
 			r := httptest.NewRequest(http.MethodPost, testPublic+DefaultEndpoint, nil)
 			cl, err := s.clients.Authenticate(r, form)
 			if err != nil {
-				fzjCheckErr(t, "Authenticate", jwt, err)
+				fuzzCheckErr(t, "Authenticate", jwt, err)
 				if cl != nil {
 					t.Fatalf("client with an error for %q", jwt)
 				}
@@ -318,7 +262,7 @@ func FuzzClientAssertion(f *testing.F) {
 		}
 		check(raw)
 		if len(claims) > 0 {
-			check(fzjSign(t, key, claims))
+			check(key.SignBytes(t, jose.ES256, "", claims))
 		}
 	})
 }
@@ -328,13 +272,13 @@ func FuzzClientAssertion(f *testing.F) {
 func TestFuzzJWTSeedsReachSuccess(t *testing.T) {
 	s, k1 := fzjServer(t)
 	for i, c := range fzjRequestSeedClaims()[:4] {
-		_, err := s.backchannel.backchannelParams(context.Background(), s.clients.Get("fz"), url.Values{"request": {fzjSign(t, k1, c)}})
+		_, err := s.backchannel.backchannelParams(context.Background(), s.clients.Get("fz"), url.Values{"request": {k1.SignBytes(t, jose.ES256, "", c)}})
 		if (err == nil) != (i < 3) {
 			t.Errorf("request seed %d: %v", i, err)
 		}
 	}
 	for i, c := range fzjAssertionSeedClaims()[:3] {
-		form := url.Values{"client_assertion_type": {clients.ClientAssertionType}, "client_assertion": {fzjSign(t, k1, c)}}
+		form := url.Values{"client_assertion_type": {clients.ClientAssertionType}, "client_assertion": {k1.SignBytes(t, jose.ES256, "", c)}}
 		if _, err := s.clients.Authenticate(httptest.NewRequest(http.MethodPost, "/", nil), form); err != nil {
 			t.Errorf("assertion seed %d: %v", i, err)
 		}

@@ -20,19 +20,19 @@ var fuzzKnownCodes = map[string]bool{
 	oauth.CodeInvalidUserCode: true, oauth.CodeInvalidBindingMessage: true,
 }
 
-// fuzzFormErr fails unless err is an *oauth.Error with a known code and a 4xx
-// status.
-func fuzzFormErr(t *testing.T, what string, body []byte, err error) {
+// fuzzCheckErr fails unless err, what a parser answered to in, is an
+// *oauth.Error with a known code and a 4xx status.
+func fuzzCheckErr(t *testing.T, what, in string, err error) {
 	t.Helper()
 	var e *oauth.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("%s(%q): error %T %v is not an *oauth.Error", what, body, err, err)
+		t.Fatalf("%s(%q): error %T %v is not an *oauth.Error", what, in, err, err)
 	}
 	if !fuzzKnownCodes[e.Code] {
-		t.Fatalf("%s(%q): unknown code %q", what, body, e.Code)
+		t.Fatalf("%s(%q): unknown code %q", what, in, e.Code)
 	}
 	if e.Status < 400 || e.Status > 499 {
-		t.Fatalf("%s(%q): status %d for %s", what, body, e.Status, e.Code)
+		t.Fatalf("%s(%q): status %d for %s", what, in, e.Status, e.Code)
 	}
 }
 
@@ -68,7 +68,7 @@ func FuzzBackchannelRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		form, err := oauth.ParseForm(body)
 		if err != nil {
-			fuzzFormErr(t, "oauth.ParseForm", body, err)
+			fuzzCheckErr(t, "oauth.ParseForm", string(body), err)
 			return
 		}
 		for name, vals := range form {
@@ -81,7 +81,7 @@ func FuzzBackchannelRequest(f *testing.F) {
 		}
 		p, err := parseBackchannelParams(form, max)
 		if err != nil {
-			fuzzFormErr(t, "parseBackchannelParams", body, err)
+			fuzzCheckErr(t, "parseBackchannelParams", string(body), err)
 			if p != nil {
 				t.Fatalf("params with an error for %q", body)
 			}
@@ -170,7 +170,7 @@ func FuzzTokenRequest(f *testing.F) {
 		peek := peekGrantType(body)
 		form, err := oauth.ParseForm(body)
 		if err != nil {
-			fuzzFormErr(t, "oauth.ParseForm", body, err)
+			fuzzCheckErr(t, "oauth.ParseForm", string(body), err)
 			return
 		}
 		if len(form["grant_type"]) > 1 {
@@ -182,7 +182,7 @@ func FuzzTokenRequest(f *testing.F) {
 			t.Fatalf("peekGrantType(%q) = %v, but the parsed grant_type is %q", body, peek, form.Get("grant_type"))
 		}
 		if err != nil {
-			fuzzFormErr(t, "parseTokenParams", body, err)
+			fuzzCheckErr(t, "parseTokenParams", string(body), err)
 			var e *oauth.Error
 			errors.As(err, &e)
 			if (e.Code == oauth.CodeUnsupportedGrantType) == isCIBA {

@@ -1,18 +1,24 @@
 package cibaproxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
@@ -26,7 +32,8 @@ import (
 
 // The harness of the core's tests: a Server on a Badger store on disk, a
 // fake upstream OP serving discovery, a clock the test advances, a minter
-// and an authenticator written for the tests.
+// and an authenticator written for the tests. harness_mail_test.go builds
+// the same site around the real e-mail link authenticator.
 
 // testMinter is a Minter written for the tests: it returns recognisable
 // tokens, or the error set in fail.
@@ -79,6 +86,22 @@ func (m *testMinter) count() int {
 	return m.calls
 }
 
+// holdFirst makes the first mint wait until release is closed; entered is
+// closed once that mint began (a claim is then in flight).
+func (m *testMinter) holdFirst() (entered, release chan struct{}) {
+	entered, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	m.mu.Lock()
+	m.hook = func() {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+	}
+	m.mu.Unlock()
+	return entered, release
+}
+
 // testAuthenticator records the requests it was asked to reach, with one
 // approval link each.
 type testAuthenticator struct {
@@ -115,17 +138,64 @@ const (
 // testSealKey seals the ping notifications of the harness's site.
 var testSealKey = []byte("0123456789abcdef0123456789abcdef")
 
+// siteClock is the clock of a backend and of the sites on it: a
+// cibatest.Clock (fixed: time moves when the test advances it) or a
+// cibatest.LiveClock (real time, so that the outbox's timers and backoff
+// run as in production, and a deadline can still be made to pass at once).
+type siteClock interface {
+	Now() time.Time
+	Advance(d time.Duration)
+}
+
+// siteBackend is a Backend on a Badger store in a directory, with the
+// clock of the sites built on it.
+type siteBackend struct {
+	backend *Backend
+	store   *badgerstore.Store
+	clock   siteClock
+	log     *zap.Logger            // of the store, the backend and its sites (nil: none)
+	logs    *observer.ObservedLogs // what log wrote, for newObservedBackend
+}
+
+// newSiteBackend opens the Badger store in dir on clock and builds a
+// Backend on it, both logging to log (nil: nowhere); t.Cleanup closes it.
+func newSiteBackend(t testing.TB, dir string, clock siteClock, log *zap.Logger) *siteBackend {
+	t.Helper()
+	st, err := badgerstore.Open(dir, log, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBackend(st, log, clock.Now)
+	t.Cleanup(func() { _ = b.Close() })
+	return &siteBackend{backend: b, store: st, clock: clock, log: log}
+}
+
+// newObservedBackend is newSiteBackend logging at debug level to logs.
+func newObservedBackend(t testing.TB, dir string, clock siteClock) *siteBackend {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	b := newSiteBackend(t, dir, clock, zap.New(core))
+	b.logs = logs
+	return b
+}
+
+// settle waits for the outbox to empty and stops its worker, which waits
+// for the deliveries in flight: what the mail servers received is then
+// final, no attempt being left to come.
+func (b *siteBackend) settle(t *testing.T) {
+	t.Helper()
+	cibatest.WaitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, b.store)) == 0 })
+	b.backend.Outbox.Close()
+}
+
 type harness struct {
+	*siteBackend
 	t        *testing.T
 	srv      *Server
 	cfg      Config
-	store    *badgerstore.Store
-	backend  *Backend
-	clock    *cibatest.Clock
 	minter   *testMinter
 	auth     *testAuthenticator
 	upstream *cibatest.FakeOP
-	dir      string
 }
 
 type harnessOption func(*Config)
@@ -138,23 +208,23 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	return newHarnessIn(t, t.TempDir(), opts...)
 }
 
-// newHarnessIn is newHarness on the store in dir.
+// newHarnessIn is newHarness on the store in dir, on a fixed clock.
 func newHarnessIn(t *testing.T, dir string, opts ...harnessOption) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: cibatest.NewClock(time.Time{}), minter: &testMinter{}, auth: &testAuthenticator{}, dir: dir}
-	st, err := badgerstore.Open(dir, nil, h.clock.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.store = st
-	h.backend = NewBackend(st, nil, h.clock.Now)
-	t.Cleanup(func() { _ = h.backend.Close() })
+	return newHarnessOn(t, newSiteBackend(t, dir, cibatest.NewClock(time.Time{}), nil), opts...)
+}
+
+// newHarnessOn is newHarness on b: on its store and clock, logging to its
+// logger.
+func newHarnessOn(t *testing.T, b *siteBackend, opts ...harnessOption) *harness {
+	t.Helper()
+	h := &harness{siteBackend: b, t: t, minter: &testMinter{}, auth: &testAuthenticator{}}
 	h.upstream = cibatest.StartOP(t, testIssuer)
-	disc, err := upstream.NewDiscovery(testIssuer, h.upstream.URL(), nil, h.clock.Now)
+	disc, err := upstream.NewDiscovery(testIssuer, h.upstream.URL(), nil, b.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir2, err := users.ParseUsers([]byte(testUsers))
+	dir, err := users.ParseUsers([]byte(testUsers))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,13 +239,14 @@ func newHarnessIn(t *testing.T, dir string, opts ...harnessOption) *harness {
 			{ID: "pinger", Mode: clients.ModePing, NotificationEndpoint: "https://cd.example.com/cb", SecretHashes: [][32]byte{clients.HashSecret("pinger-secret")}},
 			{ID: "narrow", Scopes: []string{"openid"}, SecretHashes: [][32]byte{clients.HashSecret("narrow-secret")}},
 		},
-		Users:          dir2,
-		Backend:        h.backend,
+		Users:          dir,
+		Backend:        b.backend,
 		Discovery:      disc,
 		Authenticators: []*authn.Entry{{Name: "test", ACR: testACR, Fallback: true, Authenticator: h.auth}},
 		Minter:         h.minter,
 		SealKey:        testSealKey,
-		Now:            h.clock.Now,
+		Logger:         b.log,
+		Now:            b.clock.Now,
 	}
 	for _, o := range opts {
 		o(&h.cfg)
@@ -232,17 +303,7 @@ func hForm(kv ...string) url.Values {
 // authorize makes a successful backchannel request and returns its id.
 func (h *harness) authorize(client string, kv ...string) string {
 	h.t.Helper()
-	rec := h.post(DefaultEndpoint, client, hForm(kv...))
-	if rec.Code != http.StatusOK {
-		h.t.Fatalf("backchannel request: %d %s", rec.Code, rec.Body)
-	}
-	var resp struct {
-		AuthReqID string `json:"auth_req_id"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
-		h.t.Fatal(err)
-	}
-	return resp.AuthReqID
+	return cibatest.AuthReqID(h.t, h.post(DefaultEndpoint, client, hForm(kv...)))
 }
 
 // poll makes a CIBA token request of client for id.
@@ -254,27 +315,6 @@ func (h *harness) poll(client, id string) *httptest.ResponseRecorder {
 type oauthErrorBody struct {
 	Error       string `json:"error"`
 	Description string `json:"error_description"`
-}
-
-// wantOAuthError checks an OAuth error answer.
-func wantOAuthError(t *testing.T, rec *httptest.ResponseRecorder, status int, code string) {
-	t.Helper()
-	if rec.Code != status {
-		t.Fatalf("status = %d, want %d; body %s", rec.Code, status, rec.Body)
-	}
-	var e oauthErrorBody
-	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
-		t.Fatalf("body %q is not JSON: %v", rec.Body, err)
-	}
-	if e.Error != code {
-		t.Fatalf("error = %q (%s), want %q", e.Error, e.Description, code)
-	}
-	if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
-		t.Errorf("Cache-Control = %q, want no-store", cc)
-	}
-	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type = %q", ct)
-	}
 }
 
 // approve records the user's approval of id.
@@ -316,16 +356,78 @@ func (h *harness) get(id string) *store.AuthRequest {
 	return r
 }
 
-// waitFor waits up to timeout for cond, failing the test with what.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// outboxItems returns the items queued in the store.
+func outboxItems(t testing.TB, st store.Queue) []*store.OutboxItem {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	var items []*store.OutboxItem
+	if err := st.ScanOutbox(context.Background(), func(it *store.OutboxItem) bool {
+		items = append(items, it)
+		return true
+	}); err != nil {
+		t.Fatal(err)
 	}
+	return items
+}
+
+// storeHolds reports whether needle occurs in any key or value (any
+// version) of the Badger store.
+func storeHolds(t testing.TB, st *badgerstore.Store, needle []byte) bool {
+	t.Helper()
+	found := false
+	err := st.DB().View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{AllVersions: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			if bytes.Contains(item.Key(), needle) {
+				found = true
+			}
+			if err := item.Value(func(v []byte) error {
+				if bytes.Contains(v, needle) {
+					found = true
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+// runKilled runs the test binary's test named helper as a child process,
+// with env added to its environment; it hands each line of the child's
+// standard output, split into fields, to line until line reports it has
+// what it waited for (or a minute passes), then kills the child with
+// SIGKILL.
+func runKilled(t *testing.T, helper string, env []string, line func(fields []string) (done bool)) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+helper+"$", "-test.v")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.AfterFunc(time.Minute, func() { _ = cmd.Process.Kill() })
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if line(strings.Fields(sc.Text())) {
+			break
+		}
+	}
+	deadline.Stop()
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
 }
 
 // TestHarness checks the harness itself: a request is stored, reaches the
@@ -342,5 +444,5 @@ func TestHarness(t *testing.T) {
 	if r := h.get(id); r.ACR != testACR || r.Status != store.StatusPending {
 		t.Errorf("stored %+v", r)
 	}
-	wantOAuthError(t, h.poll("cc", id), http.StatusBadRequest, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, h.poll("cc", id), http.StatusBadRequest, oauth.CodeAuthorizationPending)
 }

@@ -90,7 +90,7 @@ func TestHealth(t *testing.T) {
 			rec.Code, rec.Body.Len(), rec.Header().Get("Content-Length"))
 	}
 	rec = h.serve(httptest.NewRequest(http.MethodPost, testPublic+HealthPath, strings.NewReader("")))
-	wantOAuthError(t, rec, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest)
+	cibatest.WantOAuthError(t, rec, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest)
 	if a := rec.Header().Get("Allow"); !strings.Contains(a, "GET") {
 		t.Errorf("Allow %q", a)
 	}
@@ -143,7 +143,7 @@ func TestHealthStoreClosed(t *testing.T) {
 // a mail is delivered ok again, the queue empty, the success's time set.
 func TestHealthSMTP(t *testing.T) {
 	addr := cibatest.FreeAddr(t) // nothing listens yet: the SMTP server is down
-	s := newOpsSite(t, opsOptions{smtpAddr: addr})
+	s := newMailSite(t, mailOptions{smtpAddr: addr})
 	rep, _ := hlGet(t, s.harness, http.StatusOK, addr)
 	if rep.SMTP == nil || rep.SMTP.OK == nil || rep.SMTP.Queue == nil {
 		t.Fatalf("no smtp block with ok and queue: %+v", rep)
@@ -155,11 +155,11 @@ func TestHealthSMTP(t *testing.T) {
 	before := s.clock.Now()
 	s.authorize("cc")
 	s.authorize("cc", "login_hint", "bob")
-	waitFor(t, 10*time.Second, "a failed delivery", func() bool {
+	cibatest.WaitFor(t, 10*time.Second, "a failed delivery", func() bool {
 		return !s.backend.Outbox.Health(email.Kind).LastFailure.IsZero()
 	})
 	// Both mails must have failed once before the server comes up.
-	waitFor(t, 10*time.Second, "both deliveries to fail", func() bool { return mxValue(t, s.reg, mxMails, "result", "retry") >= 2 })
+	cibatest.WaitFor(t, 10*time.Second, "both deliveries to fail", func() bool { return mxValue(t, s.reg, cibatest.FamilyMails, "result", "retry") >= 2 })
 	rep, _ = hlGet(t, s.harness, http.StatusOK, addr)
 	if rep.Status != "degraded" || *rep.SMTP.OK || *rep.SMTP.Queue != 2 || rep.SMTP.LastFailure == nil || rep.SMTP.LastSuccess != nil {
 		t.Errorf("SMTP down: %q smtp %+v; want degraded, ok false, queue 2, a last_failure only", rep.Status, *rep.SMTP)
@@ -173,9 +173,9 @@ func TestHealthSMTP(t *testing.T) {
 	// the server comes up; the retries deliver
 	sink := cibatest.StartSMTP(t, addr)
 	sink.Wait(t, 2, 15*time.Second)
-	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(opsOutboxItems(t, s.store)) == 0 })
+	cibatest.WaitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
 	// The outcome is counted just after the item leaves the outbox.
-	waitFor(t, 5*time.Second, "the deliveries to be counted", func() bool { return mxValue(t, s.reg, mxMails, "result", "sent") == 2 })
+	cibatest.WaitFor(t, 5*time.Second, "the deliveries to be counted", func() bool { return mxValue(t, s.reg, cibatest.FamilyMails, "result", "sent") == 2 })
 	rep, _ = hlGet(t, s.harness, http.StatusOK, addr)
 	if rep.Status != "ok" || !*rep.SMTP.OK || *rep.SMTP.Queue != 0 || rep.SMTP.LastSuccess == nil || rep.SMTP.LastFailure == nil {
 		t.Fatalf("SMTP back: %q smtp %+v; want ok, queue 0, both times", rep.Status, *rep.SMTP)
@@ -183,8 +183,8 @@ func TestHealthSMTP(t *testing.T) {
 	if !rep.SMTP.LastSuccess.After(*rep.SMTP.LastFailure) {
 		t.Errorf("last_success %v not after last_failure %v", rep.SMTP.LastSuccess, rep.SMTP.LastFailure)
 	}
-	mxWantFamily(t, s.reg, mxMails, map[string]float64{"result=sent": 2, "result=retry": mxValue(t, s.reg, mxMails, "result", "retry")})
-	if n := mxValue(t, s.reg, mxMails, "result", "retry"); n < 2 {
+	cibatest.WantFamily(t, s.reg, cibatest.FamilyMails, map[string]float64{"result=sent": 2, "result=retry": mxValue(t, s.reg, cibatest.FamilyMails, "result", "retry")})
+	if n := mxValue(t, s.reg, cibatest.FamilyMails, "result", "retry"); n < 2 {
 		t.Errorf("mails_total{result=retry} = %v, want at least 2", n)
 	}
 }

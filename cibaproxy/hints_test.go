@@ -93,7 +93,7 @@ func TestIDTokenHint(t *testing.T) {
 	// The upstream is the harness's: it signs RS256 with the kit's key.
 	// stranger is another RSA key; other is another issuer, signing RS256
 	// with it.
-	stranger := caTestKey("rsa").priv
+	stranger := cibatest.ClientKey(t, "rsa").Signer
 	other := cibatest.StartOP(t, "", cibatest.WithKey(stranger, jose.RS256), cibatest.WithKeyID("k1"))
 
 	tests := []struct {
@@ -201,7 +201,7 @@ func TestIDTokenHint(t *testing.T) {
 			case tc.phantom:
 				htWantPhantom(t, h, rec)
 			default:
-				wantOAuthError(t, rec, tc.status, tc.code)
+				cibatest.WantOAuthError(t, rec, tc.status, tc.code)
 				htWantDescription(t, rec, tc.desc)
 				if n := h.records(); n != 0 {
 					t.Errorf("%d requests stored after a refused hint", n)
@@ -222,7 +222,7 @@ func TestIDTokenHintKeysUnavailable(t *testing.T) {
 	h.upstream.SetJWKSStatus(http.StatusServiceUnavailable)
 	hint := h.upstream.Sign(t, htClaims(h, testIssuer, "cc"))
 	rec := h.post(DefaultEndpoint, "cc", hForm("login_hint", "", "id_token_hint", hint))
-	wantOAuthError(t, rec, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
+	cibatest.WantOAuthError(t, rec, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
 	h.upstream.SetJWKSStatus(0)
 	htWantUser(t, h, h.post(DefaultEndpoint, "cc", hForm("login_hint", "", "id_token_hint", hint)), "bob")
 
@@ -346,7 +346,7 @@ func TestLoginHintToken(t *testing.T) {
 			case tc.phantom:
 				htWantPhantom(t, h, rec)
 			default:
-				wantOAuthError(t, rec, tc.status, tc.code)
+				cibatest.WantOAuthError(t, rec, tc.status, tc.code)
 				htWantDescription(t, rec, tc.desc)
 				if n := h.records(); n != 0 {
 					t.Errorf("%d requests stored after a refused hint", n)
@@ -364,7 +364,7 @@ func TestLoginHintUnknownUserHidden(t *testing.T) {
 	htWantPhantom(t, h, h.post(DefaultEndpoint, "cc", hForm("login_hint", "nobody")))
 	h2 := newHarness(t)
 	rec := h2.post(DefaultEndpoint, "cc", hForm("login_hint", "nobody"))
-	wantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeUnknownUserID)
+	cibatest.WantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeUnknownUserID)
 	htWantDescription(t, rec, "login_hint does not identify")
 }
 

@@ -226,7 +226,7 @@ func TestRateLimiterConcurrent(t *testing.T) {
 // Retry-After in seconds.
 func limRetryAfter(t *testing.T, rec *httptest.ResponseRecorder) int {
 	t.Helper()
-	wantOAuthError(t, rec, http.StatusTooManyRequests, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, rec, http.StatusTooManyRequests, oauth.CodeAccessDenied)
 	ra, err := strconv.Atoi(rec.Header().Get("Retry-After"))
 	if err != nil || ra <= 0 {
 		t.Fatalf("Retry-After %q, want a positive number of seconds", rec.Header().Get("Retry-After"))
@@ -257,9 +257,9 @@ func TestLimitClientRate(t *testing.T) {
 	r.authorize("cc")
 	r.authorize("cc")
 	limRetryAfter(t, r.post(DefaultEndpoint, "cc", hForm()))
-	mxWantFamily(t, r.reg, mxRefusals, map[string]float64{"limit=client_rate": 3})
-	mxWant(t, r.reg, 3, mxRequests, "endpoint", "backchannel", "outcome", oauth.CodeAccessDenied)
-	mxWant(t, r.reg, 7, mxRequests, "endpoint", "backchannel", "outcome", "ok")
+	cibatest.WantFamily(t, r.reg, cibatest.FamilyRefusals, map[string]float64{"limit=client_rate": 3})
+	mxWant(t, r.reg, 3, cibatest.FamilyRequests, "endpoint", "backchannel", "outcome", oauth.CodeAccessDenied)
+	mxWant(t, r.reg, 7, cibatest.FamilyRequests, "endpoint", "backchannel", "outcome", "ok")
 }
 
 // TestLimitClientRateSpread: requests spread over time, at most N in any
@@ -292,7 +292,7 @@ func TestLimitClientRateSpread(t *testing.T) {
 			t.Errorf("step %d at +%v: Retry-After %d, want %d", i, s.at, ra, s.retry)
 		}
 	}
-	mxWantFamily(t, r.reg, mxRefusals, map[string]float64{"limit=client_rate": 3})
+	cibatest.WantFamily(t, r.reg, cibatest.FamilyRefusals, map[string]float64{"limit=client_rate": 3})
 }
 
 // TestLimitIPRate: ip_rate is keyed on Config.ClientIP (Caddy's client_ip)
@@ -320,8 +320,8 @@ func TestLimitIPRate(t *testing.T) {
 	}
 	// counted before authentication: failed attempts use up the IP's
 	// requests, and a limited IP gets 429 even with a wrong secret
-	wantOAuthError(t, from("198.51.100.3", bc("cc", "wrong")), 401, oauth.CodeInvalidClient)
-	wantOAuthError(t, from("198.51.100.3", bc("cc", "wrong")), 401, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, from("198.51.100.3", bc("cc", "wrong")), 401, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, from("198.51.100.3", bc("cc", "wrong")), 401, oauth.CodeInvalidClient)
 	limRetryAfter(t, from("198.51.100.3", bc("cc", "cc-secret")))
 	limRetryAfter(t, from("198.51.100.3", bc("cc", "wrong")))
 	// the window moves on
@@ -329,7 +329,7 @@ func TestLimitIPRate(t *testing.T) {
 	if rec := from("198.51.100.3", bc("cc", "cc-secret")); rec.Code != http.StatusOK {
 		t.Fatalf("cc from .3 a minute later: %d %s", rec.Code, rec.Body)
 	}
-	mxWantFamily(t, r.reg, mxRefusals, map[string]float64{"limit=ip_rate": 3})
+	cibatest.WantFamily(t, r.reg, cibatest.FamilyRefusals, map[string]float64{"limit=ip_rate": 3})
 	mxCheckLabels(t, r.reg, []string{"198.51.100", "@", "alice"})
 }
 
@@ -370,15 +370,15 @@ func TestLimitUserPending(t *testing.T) {
 	r := newMXRig(t, limitsOption(Limits{UserPending: 2}))
 	a1 := r.authorize("cc")
 	r.authorize("other", "requested_expiry", "10") // alice's second, short-lived
-	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, oauth.CodeAccessDenied)
 	// the same user by e-mail address, and through another client
-	wantOAuthError(t, r.post(DefaultEndpoint, "other", hForm("login_hint", "ALICE@example.com")), http.StatusForbidden, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, r.post(DefaultEndpoint, "other", hForm("login_hint", "ALICE@example.com")), http.StatusForbidden, oauth.CodeAccessDenied)
 	r.authorize("cc", "login_hint", "bob")
 
 	// a decision frees a place
 	r.approve(a1)
 	a3 := r.authorize("cc")
-	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, oauth.CodeAccessDenied)
 
 	// an expiry (swept) frees a place
 	r.clock.Advance(11 * time.Second)
@@ -386,14 +386,14 @@ func TestLimitUserPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.authorize("cc")
-	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm()), http.StatusForbidden, oauth.CodeAccessDenied)
 	if n, err := r.store.UserPending(context.Background(), "alice"); err != nil || n != 2 {
 		t.Errorf("UserPending(alice) = %d, %v; want 2", n, err)
 	}
-	wantOAuthError(t, r.poll("cc", a3), 400, oauth.CodeAuthorizationPending)
-	mxWantFamily(t, r.reg, mxRefusals, map[string]float64{"limit=user_pending": 4})
-	mxWant(t, r.reg, 4, mxRequests, "endpoint", "backchannel", "outcome", oauth.CodeAccessDenied)
-	mxWantGauge(t, r.reg, 3, mxPending) // alice 2, bob 1
+	cibatest.WantOAuthError(t, r.poll("cc", a3), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantFamily(t, r.reg, cibatest.FamilyRefusals, map[string]float64{"limit=user_pending": 4})
+	mxWant(t, r.reg, 4, cibatest.FamilyRequests, "endpoint", "backchannel", "outcome", oauth.CodeAccessDenied)
+	mxWantGauge(t, r.reg, 3, cibatest.FamilyPending) // alice 2, bob 1
 }
 
 // TestLimitUserPendingReplace: with replace, the N+1st request expires the
@@ -401,30 +401,30 @@ func TestLimitUserPending(t *testing.T) {
 // its queued mail is never sent; the others are mailed.
 func TestLimitUserPendingReplace(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), holdSender: true,
-		limits: Limits{UserPending: 2, UserPendingReplace: true}})
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr(), holdSender: true},
+		limitsOption(Limits{UserPending: 2, UserPendingReplace: true}))
 	a := s.authorize("cc", "binding_message", "AAA-111")
 	s.clock.Advance(time.Second)
 	b := s.authorize("cc", "binding_message", "BBB-222")
 	s.clock.Advance(time.Second)
 	c := s.authorize("cc", "binding_message", "CCC-333")
 
-	wantOAuthError(t, s.poll("cc", a), 400, oauth.CodeExpiredToken)
-	wantOAuthError(t, s.poll("cc", b), 400, oauth.CodeAuthorizationPending)
-	wantOAuthError(t, s.poll("cc", c), 400, oauth.CodeAuthorizationPending)
-	mxWantGauge(t, s.reg, 2, mxPending)
-	mxWantGauge(t, s.reg, 2, mxQueued, "kind", "mail")
+	cibatest.WantOAuthError(t, s.poll("cc", a), 400, oauth.CodeExpiredToken)
+	cibatest.WantOAuthError(t, s.poll("cc", b), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, s.poll("cc", c), 400, oauth.CodeAuthorizationPending)
+	mxWantGauge(t, s.reg, 2, cibatest.FamilyPending)
+	mxWantGauge(t, s.reg, 2, cibatest.FamilyQueued, "kind", "mail")
 	if n, err := s.store.UserPending(context.Background(), "alice"); err != nil || n != 2 {
 		t.Errorf("UserPending(alice) = %d, %v; want 2", n, err)
 	}
 	if _, err := s.srv.Decide(context.Background(), store.KeyOf(a), authn.Approve); !errors.Is(err, authn.ErrExpired) {
 		t.Errorf("deciding the replaced request: %v, want authn.ErrExpired", err)
 	}
-	mxWantFamily(t, s.reg, mxRefusals, map[string]float64{})
+	cibatest.WantFamily(t, s.reg, cibatest.FamilyRefusals, map[string]float64{})
 
 	s.registerSender()
 	mails := sink.Wait(t, 2, 10*time.Second)
-	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(opsOutboxItems(t, s.store)) == 0 })
+	cibatest.WaitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
 	time.Sleep(200 * time.Millisecond)
 	if got := len(sink.Received()); got != 2 {
 		t.Fatalf("%d mails sent, want 2 (not the replaced request's)", got)
@@ -442,7 +442,7 @@ func TestLimitUserPendingReplace(t *testing.T) {
 	if !slices.Equal(codes, []string{"BBB-222", "CCC-333"}) {
 		t.Errorf("mails for %v, want BBB-222 and CCC-333", codes)
 	}
-	mxWantFamily(t, s.reg, mxMails, map[string]float64{"result=sent": 2})
+	cibatest.WantFamily(t, s.reg, cibatest.FamilyMails, map[string]float64{"result=sent": 2})
 }
 
 // TestLimitsZeroTurnsOff: each limit at 0 is off while the others are on.
@@ -471,7 +471,7 @@ func TestLimitsZeroTurnsOff(t *testing.T) {
 					t.Fatalf("request %d: %d %s", i+1, rec.Code, rec.Body)
 				}
 			}
-			mxWantFamily(t, r.reg, mxRefusals, map[string]float64{})
+			cibatest.WantFamily(t, r.reg, cibatest.FamilyRefusals, map[string]float64{})
 		})
 	}
 }
@@ -481,8 +481,8 @@ func TestLimitsZeroTurnsOff(t *testing.T) {
 func TestLimitsOnlyAtBackchannel(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	ip := func(*http.Request) string { return "198.51.100.7" }
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), clientIP: ip,
-		limits: Limits{ClientRate: 2, IPRate: 2, UserPending: 2}})
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr(), clientIP: ip},
+		limitsOption(Limits{ClientRate: 2, IPRate: 2, UserPending: 2}))
 	id, _, link := s.requestMail(sink)
 	for i := 0; i < 10; i++ {
 		if rec := s.poll("cc", id); rec.Code == http.StatusTooManyRequests {
@@ -503,10 +503,10 @@ func TestLimitsOnlyAtBackchannel(t *testing.T) {
 	}
 	// deciding frees alice's place but not the rates
 	cookie, csrf, _ := s.openForm(link)
-	opsWantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"deny"}}), 200, "denied")
+	wantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"deny"}}), 200, "denied")
 	s.authorize("cc")
 	limRetryAfter(t, s.post(DefaultEndpoint, "cc", hForm()))
-	mxWantFamily(t, s.reg, mxRefusals, map[string]float64{"limit=ip_rate": 1})
+	cibatest.WantFamily(t, s.reg, cibatest.FamilyRefusals, map[string]float64{"limit=ip_rate": 1})
 }
 
 // ---- hide_unknown_users ----
@@ -545,7 +545,7 @@ func limShape(t *testing.T, rec *httptest.ResponseRecorder) string {
 // then expired_token. The time of known and unknown answers is only logged.
 func TestHideUnknownUsers(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), limits: Limits{HideUnknownUsers: true}})
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr()}, limitsOption(Limits{HideUnknownUsers: true}))
 
 	known := s.post(DefaultEndpoint, "cc", hForm("login_hint", "alice", "binding_message", "K-1"))
 	unknown := s.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory@example.org", "binding_message", "U-1"))
@@ -560,7 +560,7 @@ func TestHideUnknownUsers(t *testing.T) {
 	uid := limBCAnswer(t, unknown)["auth_req_id"].(string)
 
 	sink.Wait(t, 2, 10*time.Second) // alice's and bob's
-	waitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(opsOutboxItems(t, s.store)) == 0 })
+	cibatest.WaitFor(t, 10*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
 	time.Sleep(200 * time.Millisecond)
 	mails := sink.Received()
 	if len(mails) != 2 {
@@ -576,17 +576,17 @@ func TestHideUnknownUsers(t *testing.T) {
 			t.Error("a mail carries the unknown hint's binding message")
 		}
 	}
-	mxWantFamily(t, s.reg, mxMails, map[string]float64{"result=sent": 2})
+	cibatest.WantFamily(t, s.reg, cibatest.FamilyMails, map[string]float64{"result=sent": 2})
 
-	wantOAuthError(t, s.poll("cc", uid), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, s.poll("cc", uid), 400, oauth.CodeAuthorizationPending)
 	s.clock.Advance(DefaultRequestTTL + time.Second)
-	wantOAuthError(t, s.poll("cc", uid), 400, oauth.CodeExpiredToken)
-	mxWant(t, s.reg, 4, mxRequests, "endpoint", "backchannel", "outcome", "ok")
-	mxWant(t, s.reg, 0, mxRequests, "endpoint", "backchannel", "outcome", oauth.CodeUnknownUserID)
+	cibatest.WantOAuthError(t, s.poll("cc", uid), 400, oauth.CodeExpiredToken)
+	mxWant(t, s.reg, 4, cibatest.FamilyRequests, "endpoint", "backchannel", "outcome", "ok")
+	mxWant(t, s.reg, 0, cibatest.FamilyRequests, "endpoint", "backchannel", "outcome", oauth.CodeUnknownUserID)
 	if _, err := s.backend.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mxWantGauge(t, s.reg, 0, mxPending)
+	mxWantGauge(t, s.reg, 0, cibatest.FamilyPending)
 	mxCheckLabels(t, s.reg, []string{"mallory", "nobody", "alice", "bob", "@", uid})
 
 	// Timing, only logged: a known hint queues a mail, an unknown one not.
@@ -617,7 +617,7 @@ func TestHideUnknownUsers(t *testing.T) {
 // hide_unknown_users an unknown hint gets 400 unknown_user_id.
 func TestHideUnknownUsersOffAnswersUnknown(t *testing.T) {
 	r := newMXRig(t)
-	wantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory")), 400, oauth.CodeUnknownUserID)
+	cibatest.WantOAuthError(t, r.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory")), 400, oauth.CodeUnknownUserID)
 	if n := r.records(); n != 0 {
 		t.Errorf("%d requests stored", n)
 	}
@@ -630,7 +630,7 @@ func TestHideUnknownUsersOffAnswersUnknown(t *testing.T) {
 func TestHideUnknownUsersRefusalsAlike(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	t.Run("match_binding_message without a binding message", func(t *testing.T) {
-		s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), match: true, limits: Limits{HideUnknownUsers: true}})
+		s := newMailSite(t, mailOptions{smtpAddr: sink.Addr(), match: true}, limitsOption(Limits{HideUnknownUsers: true}))
 		k := s.post(DefaultEndpoint, "cc", hForm("login_hint", "alice"))
 		u := s.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory"))
 		if k.Code != u.Code || k.Body.String() != u.Body.String() {
@@ -638,7 +638,7 @@ func TestHideUnknownUsersRefusalsAlike(t *testing.T) {
 		}
 	})
 	t.Run("user_pending", func(t *testing.T) {
-		s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), limits: Limits{HideUnknownUsers: true, UserPending: 2}})
+		s := newMailSite(t, mailOptions{smtpAddr: sink.Addr()}, limitsOption(Limits{HideUnknownUsers: true, UserPending: 2}))
 		var k, u *httptest.ResponseRecorder
 		for i := 0; i < 3; i++ {
 			k = s.post(DefaultEndpoint, "cc", hForm("login_hint", "alice"))

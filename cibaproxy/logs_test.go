@@ -63,7 +63,7 @@ func lgLogger(buf *lgBuffer) *zap.Logger {
 }
 
 // lgDecide posts the approval form as a browser at ip with user agent ua.
-func lgDecide(t *testing.T, s *opsSite, link, decision, ip, ua string) {
+func lgDecide(t *testing.T, s *mailSite, link, decision, ip, ua string) {
 	t.Helper()
 	cookie, csrf, _ := s.openForm(link)
 	req := httptest.NewRequest(http.MethodPost, link,
@@ -73,7 +73,7 @@ func lgDecide(t *testing.T, s *opsSite, link, decision, ip, ua string) {
 	req.Header.Set("X-Test-Client-IP", ip)
 	req.AddCookie(cookie)
 	want := map[string]string{"approve": "approved", "deny": "denied"}[decision]
-	opsWantOutcome(t, s.serve(req), http.StatusOK, want)
+	wantOutcome(t, s.serve(req), http.StatusOK, want)
 }
 
 var lgAddress = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+`)
@@ -96,14 +96,14 @@ func TestLogsFullFlow(t *testing.T) {
 		return nil
 	})
 	clientIP := func(r *http.Request) string { return r.Header.Get("X-Test-Client-IP") }
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), logger: lgLogger(buf), clientIP: clientIP})
+	s := newMailSiteOn(t, newSiteBackend(t, t.TempDir(), cibatest.NewLiveClock(), lgLogger(buf)), mailOptions{smtpAddr: sink.Addr(), clientIP: clientIP})
 	secrets := []string{"cc-secret", "wrong-secret-6e1f", "alice@example.com", "bob@example.com"}
 
 	// alice: requested, polled, approved after 30 s, redeemed
 	aliceID, _, aliceLink := s.requestMail(sink, "binding_message", "Code 4711")
-	secrets = append(secrets, aliceID, opsLinkToken(t, aliceLink))
-	wantOAuthError(t, s.poll("cc", aliceID), 400, oauth.CodeAuthorizationPending)
-	wantOAuthError(t, s.poll("cc", aliceID), 400, oauth.CodeSlowDown)
+	secrets = append(secrets, aliceID, linkToken(t, aliceLink))
+	cibatest.WantOAuthError(t, s.poll("cc", aliceID), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, s.poll("cc", aliceID), 400, oauth.CodeSlowDown)
 	s.clock.Advance(30 * time.Second)
 	lgDecide(t, s, aliceLink, "approve", "203.0.113.7", "LogTest-Browser/1.0")
 	rec := s.poll("cc", aliceID)
@@ -117,17 +117,17 @@ func TestLogsFullFlow(t *testing.T) {
 	secrets = append(secrets, tok.AccessToken, tok.IDToken)
 
 	// a wrong client secret
-	wantOAuthError(t, s.serve(mxRequest(DefaultEndpoint, "cc", "wrong-secret-6e1f", hForm())), 401, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, s.serve(mxRequest(DefaultEndpoint, "cc", "wrong-secret-6e1f", hForm())), 401, oauth.CodeInvalidClient)
 
 	// bob: requested by e-mail address, denied
 	bobID, _, bobLink := s.requestMail(sink, "login_hint", "bob@example.com", "binding_message", "authn.Deny me")
-	secrets = append(secrets, bobID, opsLinkToken(t, bobLink))
+	secrets = append(secrets, bobID, linkToken(t, bobLink))
 	lgDecide(t, s, bobLink, "deny", "203.0.113.8", "LogTest-Other/2.0")
-	wantOAuthError(t, s.poll("cc", bobID), 400, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, s.poll("cc", bobID), 400, oauth.CodeAccessDenied)
 	// a decided link, again: no second audit line
-	opsWantOutcome(t, s.page(http.MethodGet, bobLink, nil, nil), http.StatusConflict, "decided")
+	wantOutcome(t, s.page(http.MethodGet, bobLink, nil, nil), http.StatusConflict, "decided")
 
-	waitFor(t, 5*time.Second, "the outbox to empty", func() bool { return len(opsOutboxItems(t, s.store)) == 0 })
+	cibatest.WaitFor(t, 5*time.Second, "the outbox to empty", func() bool { return len(outboxItems(t, s.store)) == 0 })
 	log := buf.String()
 	lower := strings.ToLower(log)
 	for _, sec := range secrets {
@@ -177,10 +177,10 @@ func TestLogsFullFlow(t *testing.T) {
 
 	// the approval page's outcomes are in the metrics, labelled from the
 	// fixed sets only
-	mxWant(t, s.reg, 2, mxRequests, "endpoint", "approval", "outcome", "shown")
-	mxWant(t, s.reg, 1, mxRequests, "endpoint", "approval", "outcome", "approved")
-	mxWant(t, s.reg, 1, mxRequests, "endpoint", "approval", "outcome", "denied")
-	mxWant(t, s.reg, 1, mxRequests, "endpoint", "approval", "outcome", "decided")
+	mxWant(t, s.reg, 2, cibatest.FamilyRequests, "endpoint", "approval", "outcome", "shown")
+	mxWant(t, s.reg, 1, cibatest.FamilyRequests, "endpoint", "approval", "outcome", "approved")
+	mxWant(t, s.reg, 1, cibatest.FamilyRequests, "endpoint", "approval", "outcome", "denied")
+	mxWant(t, s.reg, 1, cibatest.FamilyRequests, "endpoint", "approval", "outcome", "decided")
 	mxCheckLabels(t, s.reg, append(secrets, "203.0.113", "alice", "bob", "LogTest"))
 
 	if len(audits) != 2 {
@@ -213,7 +213,7 @@ func TestLogsFullFlow(t *testing.T) {
 func TestLogsAuditPeerAddress(t *testing.T) {
 	buf := new(lgBuffer)
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
-	s := newOpsSite(t, opsOptions{smtpAddr: sink.Addr(), logger: lgLogger(buf)})
+	s := newMailSiteOn(t, newSiteBackend(t, t.TempDir(), cibatest.NewLiveClock(), lgLogger(buf)), mailOptions{smtpAddr: sink.Addr()})
 	_, _, link := s.requestMail(sink)
 	cookie, csrf, _ := s.openForm(link)
 	req := httptest.NewRequest(http.MethodPost, link,
@@ -221,7 +221,7 @@ func TestLogsAuditPeerAddress(t *testing.T) {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.RemoteAddr = "198.51.100.44:50123"
 	req.AddCookie(cookie)
-	opsWantOutcome(t, s.serve(req), http.StatusOK, "approved")
+	wantOutcome(t, s.serve(req), http.StatusOK, "approved")
 	var audits []map[string]any
 	for _, l := range buf.lines(t) {
 		if l["audit"] == "decision" {

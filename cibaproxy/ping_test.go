@@ -1,7 +1,6 @@
 package cibaproxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -13,14 +12,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -33,7 +30,6 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
-	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
 )
 
 // pingCall is a notification the test endpoint received.
@@ -212,7 +208,7 @@ func (r *pingRig) decide(id string, d authn.Decision) {
 // crash).
 func (r *pingRig) settled() {
 	r.t.Helper()
-	waitFor(r.t, 5*time.Second, "the delivered notifications to leave the outbox", func() bool {
+	cibatest.WaitFor(r.t, 5*time.Second, "the delivered notifications to leave the outbox", func() bool {
 		counts, err := r.store.OutboxCounts(context.Background())
 		return err == nil && counts[ping.Kind] == 0
 	})
@@ -277,55 +273,12 @@ func (r *pingRig) wantTokens(id string) {
 	}
 }
 
-// queuedItems returns the items queued in the store.
-func queuedItems(t *testing.T, st store.Store) []*store.OutboxItem {
-	t.Helper()
-	var items []*store.OutboxItem
-	if err := st.ScanOutbox(context.Background(), func(it *store.OutboxItem) bool {
-		items = append(items, it)
-		return true
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return items
-}
-
-// badgerHolds reports whether needle occurs in any key or value (any
-// version) of the Badger store.
-func badgerHolds(t *testing.T, st *badgerstore.Store, needle []byte) bool {
-	t.Helper()
-	found := false
-	err := st.DB().View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{AllVersions: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			if bytes.Contains(item.Key(), needle) {
-				found = true
-			}
-			if err := item.Value(func(v []byte) error {
-				if bytes.Contains(v, needle) {
-					found = true
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
-}
-
 // checkNothingLeaks fails if the store holds the auth_req_id or the token
 // in readable form, or if a log entry or delivery error holds either.
 func (r *pingRig) checkNothingLeaks(secrets ...string) {
 	r.t.Helper()
 	for _, s := range secrets {
-		if badgerHolds(r.t, r.store, []byte(s)) {
+		if storeHolds(r.t, r.store, []byte(s)) {
 			r.t.Errorf("the store holds %q readable", s)
 		}
 		for _, e := range r.logs.All() {
@@ -355,14 +308,14 @@ func TestPingApproved(t *testing.T) {
 	id, token := r.start()
 
 	// Ping clients may poll as well (CIBA Core §10.2).
-	wantOAuthError(t, r.poll("pinger", id), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, r.poll("pinger", id), 400, oauth.CodeAuthorizationPending)
 	if sealed := r.get(id).Ping; len(sealed) == 0 {
 		t.Fatal("the request keeps nothing for its notification")
 	}
 	r.checkNothingLeaks(id, token)
 
 	r.decide(id, authn.Approve)
-	items := queuedItems(t, r.store)
+	items := outboxItems(t, r.store)
 	if len(items) != 1 || items[0].ID.Kind != ping.Kind || items[0].ID.Request != store.KeyOf(id) ||
 		items[0].Sender != ping.SenderName(testPublic) || !items[0].NotAfter.Equal(r.get(id).Expires) {
 		t.Fatalf("queued with the decision: %+v", items)
@@ -373,10 +326,10 @@ func TestPingApproved(t *testing.T) {
 	}
 
 	r.register()
-	waitFor(t, 5*time.Second, "the notification", func() bool { return len(ep.Calls()) == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "the notification", func() bool { return len(ep.Calls()) == 1 })
 	pingWantNotification(t, ep.Calls()[0], id, token)
-	waitFor(t, 5*time.Second, "the delivery to be recorded", func() bool { return r.events.count("delivered") == 1 })
-	if n := len(queuedItems(t, r.store)); n != 0 {
+	cibatest.WaitFor(t, 5*time.Second, "the delivery to be recorded", func() bool { return r.events.count("delivered") == 1 })
+	if n := len(outboxItems(t, r.store)); n != 0 {
 		t.Errorf("%d items left in the outbox", n)
 	}
 
@@ -392,9 +345,9 @@ func TestPingDenied(t *testing.T) {
 	r := newPingRig(t, t.TempDir(), ep.URL, true)
 	id, token := r.start()
 	r.decide(id, authn.Deny)
-	waitFor(t, 5*time.Second, "the notification", func() bool { return len(ep.Calls()) == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "the notification", func() bool { return len(ep.Calls()) == 1 })
 	pingWantNotification(t, ep.Calls()[0], id, token)
-	wantOAuthError(t, r.poll("pinger", id), 400, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, r.poll("pinger", id), 400, oauth.CodeAccessDenied)
 	pingQuiet(t, ep, 1)
 	r.checkNothingLeaks(id, token)
 }
@@ -408,7 +361,7 @@ func TestPingPollClientNotNotified(t *testing.T) {
 		t.Error("a poll client's request keeps a notification")
 	}
 	r.approve(id)
-	if n := len(queuedItems(t, r.store)); n != 0 {
+	if n := len(outboxItems(t, r.store)); n != 0 {
 		t.Errorf("%d items queued for a poll client", n)
 	}
 	pingQuiet(t, ep, 0)
@@ -447,20 +400,20 @@ func TestPingEndpointAnswers(t *testing.T) {
 			id, token := r.start()
 			r.approve(id)
 			for n := 1; n <= tc.calls; n++ {
-				waitFor(t, 5*time.Second, fmt.Sprintf("call %d", n), func() bool { return len(ep.Calls()) >= n })
+				cibatest.WaitFor(t, 5*time.Second, fmt.Sprintf("call %d", n), func() bool { return len(ep.Calls()) >= n })
 				pingWantNotification(t, ep.Calls()[n-1], id, token)
 				if n < tc.calls {
-					waitFor(t, 5*time.Second, "the retry to be scheduled", func() bool { return r.events.count("retry") == n })
+					cibatest.WaitFor(t, 5*time.Second, "the retry to be scheduled", func() bool { return r.events.count("retry") == n })
 					// Not before the backoff: 1 s, then 2 s.
 					pingQuiet(t, ep, n)
 					r.advance(pingRetryDelay(n))
 				}
 			}
-			waitFor(t, 5*time.Second, tc.outcome, func() bool { return r.events.count(tc.outcome) == 1 })
+			cibatest.WaitFor(t, 5*time.Second, tc.outcome, func() bool { return r.events.count(tc.outcome) == 1 })
 			// Nothing more, however long the request lives.
 			r.advance(time.Minute)
 			pingQuiet(t, ep, tc.calls)
-			if n := len(queuedItems(t, r.store)); n != 0 {
+			if n := len(outboxItems(t, r.store)); n != 0 {
 				t.Errorf("%d items left in the outbox", n)
 			}
 			r.wantTokens(id)
@@ -482,7 +435,7 @@ func TestPingRedirectNotFollowed(t *testing.T) {
 	r := newPingRig(t, t.TempDir(), ep.URL, true)
 	id, token := r.start()
 	r.approve(id)
-	waitFor(t, 5*time.Second, "the failure", func() bool { return r.events.count("failed") == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "the failure", func() bool { return r.events.count("failed") == 1 })
 	r.advance(time.Minute)
 	pingQuiet(t, ep, 1)
 	if n := len(target.Calls()); n != 0 {
@@ -500,7 +453,7 @@ func TestPingEndpointDown(t *testing.T) {
 	r := newPingRig(t, t.TempDir(), endpoint, true)
 	id, token := r.start()
 	r.approve(id)
-	waitFor(t, 5*time.Second, "a failed attempt", func() bool { return r.events.count("retry") == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "a failed attempt", func() bool { return r.events.count("retry") == 1 })
 	if ev := r.events.all()[0]; ev.Err == nil || !strings.Contains(ev.Err.Error(), "pinger") {
 		t.Errorf("retry reason %v: should name the client", ev.Err)
 	}
@@ -515,9 +468,9 @@ func TestPingEndpointDown(t *testing.T) {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	r.advance(pingRetryDelay(1))
-	waitFor(t, 5*time.Second, "the notification", func() bool { return len(ep.Calls()) == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "the notification", func() bool { return len(ep.Calls()) == 1 })
 	pingWantNotification(t, ep.Calls()[0], id, token)
-	waitFor(t, 5*time.Second, "the delivery", func() bool { return r.events.count("delivered") == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "the delivery", func() bool { return r.events.count("delivered") == 1 })
 	r.advance(time.Minute)
 	pingQuiet(t, ep, 1)
 	r.checkNothingLeaks(id, token)
@@ -532,7 +485,7 @@ func TestPingExpiredNotSent(t *testing.T) {
 	r.approve(id)
 	r.clock.Advance(DefaultRequestTTL)
 	r.register()
-	waitFor(t, 5*time.Second, "the item to be dropped", func() bool { return r.events.count("expired") == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "the item to be dropped", func() bool { return r.events.count("expired") == 1 })
 	pingQuiet(t, ep, 0)
 }
 
@@ -565,7 +518,7 @@ func TestPingReloadAndTwoSites(t *testing.T) {
 	if _, err := srvB.Decide(context.Background(), store.KeyOf(idB), authn.Deny); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "both notifications", func() bool { return len(epA.Calls()) == 1 && len(epB.Calls()) == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "both notifications", func() bool { return len(epA.Calls()) == 1 && len(epB.Calls()) == 1 })
 	pingWantNotification(t, epA.Calls()[0], idA, tokenA)
 	pingWantNotification(t, epB.Calls()[0], idB, tokenB)
 	r.settled()
@@ -613,30 +566,14 @@ func TestPingSIGKILL(t *testing.T) {
 		t.Skip("starts a child process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPingKillHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), "CIBAPROXY_PING_KILL_DIR="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	var ids []string
-	sc := bufio.NewScanner(out)
-	deadline := time.AfterFunc(time.Minute, func() { _ = cmd.Process.Kill() })
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "ping-ids" {
+	runKilled(t, "TestPingKillHelper", []string{"CIBAPROXY_PING_KILL_DIR=" + dir}, func(f []string) bool {
+		if len(f) == 3 && f[0] == "ping-ids" {
 			ids = f[1:]
-			break
+			return true
 		}
-	}
-	deadline.Stop()
-	if err := cmd.Process.Kill(); err != nil { // SIGKILL
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+		return false
+	})
 	if len(ids) != 2 {
 		t.Fatal("the helper did not report its requests")
 	}
@@ -646,7 +583,7 @@ func TestPingSIGKILL(t *testing.T) {
 	r := newPingRig(t, dir, ep.URL, true)
 	// Both go at once, without the clock moving: the dead process's lease
 	// is void at open.
-	waitFor(t, 5*time.Second, "both notifications", func() bool { return len(ep.Calls()) == 2 })
+	cibatest.WaitFor(t, 5*time.Second, "both notifications", func() bool { return len(ep.Calls()) == 2 })
 	pingQuiet(t, ep, 2)
 	got := map[string]bool{}
 	for _, c := range ep.Calls() {
@@ -661,7 +598,7 @@ func TestPingSIGKILL(t *testing.T) {
 	r.advance(time.Minute) // past the old lease: nothing is sent again
 	pingQuiet(t, ep, 2)
 	r.wantTokens(leased)
-	wantOAuthError(t, r.poll("pinger", queued), 400, oauth.CodeAccessDenied)
+	cibatest.WantOAuthError(t, r.poll("pinger", queued), 400, oauth.CodeAccessDenied)
 }
 
 // TestPingWrongSealKey: a notification sealed with another key (the key
@@ -680,7 +617,7 @@ func TestPingWrongSealKey(t *testing.T) {
 	t.Cleanup(srv.Close)
 	id, _ := r.start() // sealed with the old key, by the closed Server
 	r.approve(id)
-	waitFor(t, 5*time.Second, "the failure", func() bool { return r.events.count("failed") == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "the failure", func() bool { return r.events.count("failed") == 1 })
 	pingQuiet(t, ep, 0)
 }
 
@@ -704,7 +641,7 @@ func TestPingWithoutSealKey(t *testing.T) {
 		c.Clients = slices.DeleteFunc(slices.Clone(c.Clients), func(cl *clients.Client) bool { return cl.Mode == clients.ModePing })
 	})
 	pollOnly.authorize("cc")
-	wantOAuthError(t, pollOnly.post(DefaultEndpoint, "pinger", hForm("client_notification_token", "tok")), 401, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, pollOnly.post(DefaultEndpoint, "pinger", hForm("client_notification_token", "tok")), 401, oauth.CodeInvalidClient)
 	if _, err := ping.New(ping.Config{}); err == nil {
 		t.Error("a notifier without a seal key was built")
 	}
@@ -760,14 +697,7 @@ func TestPingValidation(t *testing.T) {
 			cl := &clients.Client{ID: "c", Mode: tc.mode, NotificationEndpoint: tc.endpoint, InsecureNotification: tc.insecure,
 				SecretHashes: [][32]byte{clients.HashSecret("s")}}
 			err := clients.Validate([]*clients.Client{cl}, nil, false)
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("refused: %v", err)
-			case tc.want != "" && err == nil:
-				t.Fatal("accepted")
-			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
-				t.Fatalf("error %q, want it to say %q", err, tc.want)
-			}
+			cibatest.WantErr(t, err, tc.want)
 		})
 	}
 	// Through the whole configuration.

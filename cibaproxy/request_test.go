@@ -1,31 +1,15 @@
 package cibaproxy
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 )
-
-// reqCheckErr fails unless err is an *oauth.Error with the given code and HTTP
-// status.
-func reqCheckErr(t *testing.T, err error, code string, status int) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("got no error, want %s (%d)", code, status)
-	}
-	var e *oauth.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("got %T %v, want an *oauth.Error", err, err)
-	}
-	if e.Code != code || e.Status != status {
-		t.Fatalf("got %s (%d) %q, want %s (%d)", e.Code, e.Status, e.Description, code, status)
-	}
-}
 
 // bcForm builds a valid backchannel form and applies changes: an empty
 // value deletes the parameter.
@@ -208,7 +192,7 @@ func TestParseBackchannelParams(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := parseBackchannelParams(tc.form, max)
 			if tc.wantErr != "" {
-				reqCheckErr(t, err, tc.wantErr, http.StatusBadRequest)
+				cibatest.WantOAuthErr(t, err, http.StatusBadRequest, tc.wantErr)
 				if p != nil {
 					t.Errorf("got params %+v with the error", p)
 				}
@@ -275,7 +259,7 @@ func TestParseBackchannelParamsFromBody(t *testing.T) {
 			}
 			p, err := parseBackchannelParams(form, DefaultBindingMessageMax)
 			if tc.wantErr != "" {
-				reqCheckErr(t, err, tc.wantErr, http.StatusBadRequest)
+				cibatest.WantOAuthErr(t, err, http.StatusBadRequest, tc.wantErr)
 				return
 			}
 			if err != nil {
@@ -313,7 +297,7 @@ func TestCheckBindingMessageMax(t *testing.T) {
 				}
 				return
 			}
-			reqCheckErr(t, err, oauth.CodeInvalidBindingMessage, http.StatusBadRequest)
+			cibatest.WantOAuthErr(t, err, http.StatusBadRequest, oauth.CodeInvalidBindingMessage)
 		})
 	}
 }
@@ -345,7 +329,7 @@ func TestParseRequestedExpiry(t *testing.T) {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := parseRequestedExpiry(tc.in)
 			if !tc.ok {
-				reqCheckErr(t, err, oauth.CodeInvalidRequest, http.StatusBadRequest)
+				cibatest.WantOAuthErr(t, err, http.StatusBadRequest, oauth.CodeInvalidRequest)
 				return
 			}
 			if err != nil || got != tc.want {
@@ -422,7 +406,7 @@ func TestParseScope(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseScope(tc.scope)
 			if tc.wantErr != "" {
-				reqCheckErr(t, err, tc.wantErr, http.StatusBadRequest)
+				cibatest.WantOAuthErr(t, err, http.StatusBadRequest, tc.wantErr)
 				return
 			}
 			if err != nil {
@@ -472,7 +456,7 @@ func TestParseTokenParams(t *testing.T) {
 			}
 			id, err := parseTokenParams(form)
 			if tc.wantCode != "" {
-				reqCheckErr(t, err, tc.wantCode, tc.wantStatus)
+				cibatest.WantOAuthErr(t, err, tc.wantStatus, tc.wantCode)
 				return
 			}
 			if err != nil {

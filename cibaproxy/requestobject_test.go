@@ -11,6 +11,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 )
@@ -30,7 +31,7 @@ func (h *harness) roRequestClaims(client string) map[string]any {
 // §7.1.1, FAPI-CIBA §5.2.2) and each request-object case of the OIDF
 // conformance suite, with a passing case for each rule.
 func TestRequestObject(t *testing.T) {
-	es1, es2, es3, rsaKey := caTestKey("es1"), caTestKey("es2"), caTestKey("es3"), caTestKey("rsa")
+	es1, es2, es3, rsaKey := cibatest.ClientKey(t, "es1"), cibatest.ClientKey(t, "es2"), cibatest.ClientKey(t, "es3"), cibatest.ClientKey(t, "rsa")
 	type mod func(h *harness, c map[string]any)
 	set := func(kv ...any) mod {
 		return func(h *harness, c map[string]any) {
@@ -95,28 +96,28 @@ func TestRequestObject(t *testing.T) {
 			return caUnsigned(map[string]any{"alg": "HS256"}, c, "c2ln")
 		}, status: 400, code: oauth.CodeInvalidRequest},
 		{name: "broken signature", sign: func(t *testing.T, c map[string]any) string {
-			return caBreakSig(caSign(t, es3, jose.ES256, "", c))
+			return caBreakSig(es3.Sign(t, jose.ES256, "", c))
 		}, status: 400, code: oauth.CodeInvalidRequest},
 		{name: "signed by another client's key", sign: func(t *testing.T, c map[string]any) string {
-			return caSign(t, es2, jose.ES256, "", c)
+			return es2.Sign(t, jose.ES256, "", c)
 		}, status: 400, code: oauth.CodeInvalidRequest},
 		{name: "another client's key under the client's kid", sign: func(t *testing.T, c map[string]any) string {
-			return caSign(t, es1, jose.ES256, es3.kid, c)
+			return es1.Sign(t, jose.ES256, es3.ID, c)
 		}, status: 400, code: oauth.CodeInvalidRequest},
-		{name: "no kid", sign: func(t *testing.T, c map[string]any) string { return caSign(t, es3, jose.ES256, "-", c) }},
+		{name: "no kid", sign: func(t *testing.T, c map[string]any) string { return es3.Sign(t, jose.ES256, "-", c) }},
 		{name: "RS256 when not allowed", sign: func(t *testing.T, c map[string]any) string {
-			return caSign(t, rsaKey, jose.RS256, "", c)
+			return rsaKey.Sign(t, jose.RS256, "", c)
 		}, status: 400, code: oauth.CodeInvalidRequest},
 		{name: "RS256 when allowed and registered", client: "rs", claims: set("iss", "rs"), opts: []harnessOption{caWithRS256Client(t)},
-			sign: func(t *testing.T, c map[string]any) string { return caSign(t, rsaKey, jose.RS256, "", c) }},
+			sign: func(t *testing.T, c map[string]any) string { return rsaKey.Sign(t, jose.RS256, "", c) }},
 		{name: "an algorithm other than the registered one", client: "rs", claims: set("iss", "rs"), opts: []harnessOption{caWithRS256Client(t)},
-			sign: func(t *testing.T, c map[string]any) string { return caSign(t, rsaKey, jose.PS256, "", c) }, status: 400, code: oauth.CodeInvalidRequest},
+			sign: func(t *testing.T, c map[string]any) string { return rsaKey.Sign(t, jose.PS256, "", c) }, status: 400, code: oauth.CodeInvalidRequest},
 		{name: "registered algorithm no longer allowed", client: "rs", claims: set("iss", "rs"),
 			opts: []harnessOption{caWithRS256Client(t)}, setup: func(h *harness) {
 				// past the validation of the configuration, which refuses it
 				caSetAcceptedAlgs(h, []string{"ES256"})
 			},
-			sign: func(t *testing.T, c map[string]any) string { return caSign(t, rsaKey, jose.RS256, "", c) }, status: 400, code: oauth.CodeInvalidRequest},
+			sign: func(t *testing.T, c map[string]any) string { return rsaKey.Sign(t, jose.RS256, "", c) }, status: 400, code: oauth.CodeInvalidRequest},
 		{name: "client without request_signing_alg", client: "cc", claims: set("iss", "cc"), status: 400, code: oauth.CodeInvalidRequest},
 		{name: "encrypted", sign: func(t *testing.T, c map[string]any) string { return "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d" }, status: 400, code: oauth.CodeInvalidRequest},
 		{name: "not a JWT", sign: func(t *testing.T, c map[string]any) string { return "eyJ.eyJ.sig" }, status: 400, code: oauth.CodeInvalidRequest},
@@ -156,7 +157,7 @@ func TestRequestObject(t *testing.T) {
 
 		// the client authenticates by private_key_jwt
 		{name: "private_key_jwt client", client: "pk", claims: set("iss", "pk"),
-			sign: func(t *testing.T, c map[string]any) string { return caSign(t, es1, jose.ES256, "", c) }},
+			sign: func(t *testing.T, c map[string]any) string { return es1.Sign(t, jose.ES256, "", c) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,7 +173,7 @@ func TestRequestObject(t *testing.T) {
 			if tc.sign != nil {
 				jwt = tc.sign(t, c)
 			} else {
-				jwt = caSign(t, es3, jose.ES256, "", c)
+				jwt = es3.Sign(t, jose.ES256, "", c)
 			}
 			form := url.Values{"request": {jwt}}
 			for k, v := range tc.form {
@@ -193,13 +194,13 @@ func TestRequestObject(t *testing.T) {
 				return h.caPostAs(DefaultEndpoint, client, secret, form)
 			}()
 			if tc.status == 0 {
-				id := caBCID(t, rec)
+				id := cibatest.AuthReqID(t, rec)
 				if tc.check != nil {
 					tc.check(t, h, id)
 				}
 				return
 			}
-			wantOAuthError(t, rec, tc.status, tc.code)
+			cibatest.WantOAuthError(t, rec, tc.status, tc.code)
 			if n := h.records(); n != 0 {
 				t.Errorf("%d requests stored", n)
 			}
@@ -221,16 +222,16 @@ func roWantExpiresIn(n int64) func(t *testing.T, h *harness, id string) {
 func TestRequestObjectReplay(t *testing.T) {
 	h := newHarness(t, caWithKeyClients(t))
 	c := h.roRequestClaims("signer")
-	jwt := caSign(t, caTestKey("es3"), jose.ES256, "", c)
-	caBCID(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret", url.Values{"request": {jwt}}))
+	jwt := cibatest.ClientKey(t, "es3").Sign(t, jose.ES256, "", c)
+	cibatest.AuthReqID(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret", url.Values{"request": {jwt}}))
 	rec := h.caPostAs(DefaultEndpoint, "signer", "signer-secret", url.Values{"request": {jwt}})
-	wantOAuthError(t, rec, 400, oauth.CodeInvalidRequest)
+	cibatest.WantOAuthError(t, rec, 400, oauth.CodeInvalidRequest)
 	if !strings.Contains(rec.Body.String(), "jti") {
 		t.Errorf("replay answered %s", rec.Body)
 	}
 	// Re-signed with the same jti: still a replay.
-	wantOAuthError(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret",
-		url.Values{"request": {caSign(t, caTestKey("es3"), jose.ES256, "-", c)}}), 400, oauth.CodeInvalidRequest)
+	cibatest.WantOAuthError(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret",
+		url.Values{"request": {cibatest.ClientKey(t, "es3").Sign(t, jose.ES256, "-", c)}}), 400, oauth.CodeInvalidRequest)
 
 	// The same jti in another client's request is that client's own, and a
 	// client assertion may share it with the signed request it carries.
@@ -238,17 +239,17 @@ func TestRequestObjectReplay(t *testing.T) {
 	c2["jti"] = c["jti"]
 	a := h.caAssertionClaims("pk")
 	a["jti"] = c["jti"]
-	caBCID(t, h.caPostAssertion(DefaultEndpoint, url.Values{"request": {caSign(t, caTestKey("es1"), jose.ES256, "", c2)}},
-		caSign(t, caTestKey("es1"), jose.ES256, "", a)))
+	cibatest.AuthReqID(t, h.caPostAssertion(DefaultEndpoint, url.Values{"request": {cibatest.ClientKey(t, "es1").Sign(t, jose.ES256, "", c2)}},
+		cibatest.ClientKey(t, "es1").Sign(t, jose.ES256, "", a)))
 
 	// A request whose parameters are refused does not use up its jti.
 	c3 := h.roRequestClaims("signer")
 	c3["binding_message"] = strings.Repeat("x", 100)
-	wantOAuthError(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret",
-		url.Values{"request": {caSign(t, caTestKey("es3"), jose.ES256, "", c3)}}), 400, oauth.CodeInvalidBindingMessage)
+	cibatest.WantOAuthError(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret",
+		url.Values{"request": {cibatest.ClientKey(t, "es3").Sign(t, jose.ES256, "", c3)}}), 400, oauth.CodeInvalidBindingMessage)
 	c3["binding_message"] = "ok"
-	caBCID(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret",
-		url.Values{"request": {caSign(t, caTestKey("es3"), jose.ES256, "", c3)}}))
+	cibatest.AuthReqID(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret",
+		url.Values{"request": {cibatest.ClientKey(t, "es3").Sign(t, jose.ES256, "", c3)}}))
 }
 
 // TestRequireSignedRequests: require_signed_requests, for one client or
@@ -256,11 +257,11 @@ func TestRequestObjectReplay(t *testing.T) {
 func TestRequireSignedRequests(t *testing.T) {
 	t.Run("client", func(t *testing.T) {
 		h := newHarness(t, caWithKeyClients(t))
-		wantOAuthError(t, h.caPostAs(DefaultEndpoint, "strict", "strict-secret", hForm()), 400, oauth.CodeInvalidRequest)
+		cibatest.WantOAuthError(t, h.caPostAs(DefaultEndpoint, "strict", "strict-secret", hForm()), 400, oauth.CodeInvalidRequest)
 		c := h.roRequestClaims("strict")
-		caBCID(t, h.caPostAs(DefaultEndpoint, "strict", "strict-secret", url.Values{"request": {caSign(t, caTestKey("es3"), jose.ES256, "", c)}}))
+		cibatest.AuthReqID(t, h.caPostAs(DefaultEndpoint, "strict", "strict-secret", url.Values{"request": {cibatest.ClientKey(t, "es3").Sign(t, jose.ES256, "", c)}}))
 		// other clients may still send unsigned requests
-		caBCID(t, h.post(DefaultEndpoint, "cc", hForm()))
+		cibatest.AuthReqID(t, h.post(DefaultEndpoint, "cc", hForm()))
 	})
 	t.Run("proxy", func(t *testing.T) {
 		h := newHarness(t, caWithKeyClients(t), func(c *Config) {
@@ -271,10 +272,10 @@ func TestRequireSignedRequests(t *testing.T) {
 		if err := h.cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		wantOAuthError(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret", hForm()), 400, oauth.CodeInvalidRequest)
-		wantOAuthError(t, h.caPostAssertion(DefaultEndpoint, hForm(), h.caAssertion("pk")), 400, oauth.CodeInvalidRequest)
+		cibatest.WantOAuthError(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret", hForm()), 400, oauth.CodeInvalidRequest)
+		cibatest.WantOAuthError(t, h.caPostAssertion(DefaultEndpoint, hForm(), h.caAssertion("pk")), 400, oauth.CodeInvalidRequest)
 		c := h.roRequestClaims("signer")
-		caBCID(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret", url.Values{"request": {caSign(t, caTestKey("es3"), jose.ES256, "", c)}}))
+		cibatest.AuthReqID(t, h.caPostAs(DefaultEndpoint, "signer", "signer-secret", url.Values{"request": {cibatest.ClientKey(t, "es3").Sign(t, jose.ES256, "", c)}}))
 		if n := h.records(); n != 1 {
 			t.Errorf("%d requests stored, want 1", n)
 		}
@@ -287,9 +288,9 @@ func TestRequestObjectAfterClientAuthentication(t *testing.T) {
 	h := newHarness(t, caWithKeyClients(t))
 	c := h.roRequestClaims("signer")
 	rec := h.caPostAs(DefaultEndpoint, "signer", "wrong", url.Values{"request": {"not-a-jwt"}})
-	wantOAuthError(t, rec, http.StatusUnauthorized, oauth.CodeInvalidClient)
+	cibatest.WantOAuthError(t, rec, http.StatusUnauthorized, oauth.CodeInvalidClient)
 	// A valid request of signer sent by another client is that client's
 	// request with a foreign iss.
-	rec = h.post(DefaultEndpoint, "cc", url.Values{"request": {caSign(t, caTestKey("es3"), jose.ES256, "", c)}})
-	wantOAuthError(t, rec, 400, oauth.CodeInvalidRequest)
+	rec = h.post(DefaultEndpoint, "cc", url.Values{"request": {cibatest.ClientKey(t, "es3").Sign(t, jose.ES256, "", c)}})
+	cibatest.WantOAuthError(t, rec, 400, oauth.CodeInvalidRequest)
 }

@@ -1,15 +1,13 @@
 package cibaproxy
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
@@ -45,40 +43,20 @@ func TestSIGKILLRestart(t *testing.T) {
 		t.Skip("starts a child process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), "CIBAPROXY_KILL_DIR="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	var ids []string
-	sc := bufio.NewScanner(out)
-	deadline := time.AfterFunc(time.Minute, func() { _ = cmd.Process.Kill() })
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	runKilled(t, "TestKillHelper", []string{"CIBAPROXY_KILL_DIR=" + dir}, func(f []string) bool {
 		if len(f) == 4 && f[0] == "ids" {
 			ids = f[1:]
 		}
-		if len(f) == 2 && f[0] == "claimed" {
-			break
-		}
-	}
-	deadline.Stop()
+		return len(f) == 2 && f[0] == "claimed"
+	})
 	if len(ids) != 3 {
 		t.Fatalf("the helper did not report its requests (%v)", ids)
 	}
-	if err := cmd.Process.Kill(); err != nil { // SIGKILL
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
 
 	h := newHarnessIn(t, dir)
 	pending, approved, claimed := ids[0], ids[1], ids[2]
-	wantOAuthError(t, h.poll("cc", pending), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, h.poll("cc", pending), 400, oauth.CodeAuthorizationPending)
 
 	if rec := h.poll("cc", approved); rec.Code != 200 {
 		t.Fatalf("approved request after restart: %d %s", rec.Code, rec.Body)
@@ -87,10 +65,10 @@ func TestSIGKILLRestart(t *testing.T) {
 		t.Errorf("approved request: %+v", r)
 	}
 	h.clock.Advance(6 * time.Second)
-	wantOAuthError(t, h.poll("cc", approved), 400, oauth.CodeInvalidGrant)
+	cibatest.WantOAuthError(t, h.poll("cc", approved), 400, oauth.CodeInvalidGrant)
 
 	// The dead claimant's lease still holds: overlapping, slow_down.
-	wantOAuthError(t, h.poll("cc", claimed), 400, oauth.CodeSlowDown)
+	cibatest.WantOAuthError(t, h.poll("cc", claimed), 400, oauth.CodeSlowDown)
 	if r := h.get(claimed); r.Claim == "" || r.Status != store.StatusApproved {
 		t.Fatalf("claim not persisted: %+v", r)
 	}

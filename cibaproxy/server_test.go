@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
@@ -60,7 +61,7 @@ func TestBackchannelErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			rec := h.post(DefaultEndpoint, tc.client, tc.form)
-			wantOAuthError(t, rec, tc.status, tc.code)
+			cibatest.WantOAuthError(t, rec, tc.status, tc.code)
 			if tc.status == 401 && rec.Header().Get("WWW-Authenticate") == "" {
 				t.Error("401 without WWW-Authenticate")
 			}
@@ -103,7 +104,7 @@ func TestBackchannelTransport(t *testing.T) {
 			}
 			req.SetBasicAuth("cc", "cc-secret")
 			rec := h.serve(req)
-			wantOAuthError(t, rec, tc.status, oauth.CodeInvalidRequest)
+			cibatest.WantOAuthError(t, rec, tc.status, oauth.CodeInvalidRequest)
 			if tc.status == 405 && rec.Header().Get("Allow") != "POST" {
 				t.Errorf("Allow = %q", rec.Header().Get("Allow"))
 			}
@@ -206,7 +207,7 @@ func TestAuthenticatorFailureStoresNothing(t *testing.T) {
 	h := newHarness(t)
 	h.auth.fail = errors.New("smtp down")
 	rec := h.post(DefaultEndpoint, "cc", hForm())
-	wantOAuthError(t, rec, 503, oauth.CodeTemporarilyUnavailable)
+	cibatest.WantOAuthError(t, rec, 503, oauth.CodeTemporarilyUnavailable)
 	if rec.Header().Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")
 	}
@@ -275,7 +276,7 @@ func TestTokenErrors(t *testing.T) {
 				form = tc.form(id)
 			}
 			rec := h.post(testTokenURL, tc.client, form)
-			wantOAuthError(t, rec, tc.status, tc.code)
+			cibatest.WantOAuthError(t, rec, tc.status, tc.code)
 		})
 	}
 }
@@ -354,7 +355,7 @@ func TestApprovedPollDeliversTokensOnce(t *testing.T) {
 		t.Errorf("after redeem: %+v", r)
 	}
 	h.clock.Advance(10 * time.Second)
-	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeInvalidGrant)
+	cibatest.WantOAuthError(t, h.poll("cc", id), 400, oauth.CodeInvalidGrant)
 	if h.minter.count() != 1 {
 		t.Errorf("minted %d times", h.minter.count())
 	}
@@ -364,7 +365,7 @@ func TestApprovedPollWithoutMinterIsTransient(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Minter = nil })
 	id := h.authorize("cc")
 	h.approve(id)
-	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
+	cibatest.WantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	r := h.get(id)
 	if r.Status != store.StatusApproved || r.Claim != "" {
 		t.Errorf("after a failed mint: status %s claim %q", r.Status, r.Claim)
@@ -379,10 +380,10 @@ func TestTransientMintFailureThenSuccess(t *testing.T) {
 	id := h.authorize("cc")
 	h.approve(id)
 	h.minter.set(&upstream.MintError{Err: errors.New("connection refused")})
-	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
+	cibatest.WantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	h.minter.set(errors.New("timeout"))
 	h.clock.Advance(10 * time.Second)
-	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
+	cibatest.WantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	h.minter.set(nil)
 	h.clock.Advance(15 * time.Second)
 	if rec := h.poll("cc", id); rec.Code != 200 {
@@ -399,7 +400,7 @@ func TestRefusedMintIsServerError(t *testing.T) {
 	h.approve(id)
 	h.minter.set(&upstream.MintError{Refused: true, UpstreamError: "invalid_client", Err: errors.New("401 from upstream")})
 	rec := h.poll("cc", id)
-	wantOAuthError(t, rec, 500, oauth.CodeServerError)
+	cibatest.WantOAuthError(t, rec, 500, oauth.CodeServerError)
 	var e oauthErrorBody
 	_ = json.Unmarshal(rec.Body.Bytes(), &e)
 	if !strings.Contains(e.Description, "invalid_client") || strings.Contains(e.Description, "401 from upstream") {
@@ -423,7 +424,7 @@ func TestMinterWithoutIDTokenFailsClosed(t *testing.T) {
 	})
 	id := h.authorize("cc")
 	h.approve(id)
-	wantOAuthError(t, h.poll("cc", id), 500, oauth.CodeServerError)
+	cibatest.WantOAuthError(t, h.poll("cc", id), 500, oauth.CodeServerError)
 	if r := h.get(id); r.Status != store.StatusApproved {
 		t.Errorf("status %s", r.Status)
 	}
@@ -526,7 +527,7 @@ func TestClaimLeaseFreesAfterCrash(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
+	cibatest.WantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	if h.minter.count() != 0 {
 		t.Fatal("minted while another claim holds")
 	}
@@ -551,7 +552,7 @@ func TestLostClaimDropsTokens(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
+	cibatest.WantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	if r := h.get(id); r.Status != store.StatusApproved || r.Claim != "someone-else" {
 		t.Errorf("the other claim was disturbed: %+v", r)
 	}
@@ -659,7 +660,7 @@ func TestDiscoveryFailureIsNotCached(t *testing.T) {
 		return h.serve(httptest.NewRequest(http.MethodGet, testIssuer+"/.well-known/openid-configuration", nil))
 	}
 	rec := get()
-	wantOAuthError(t, rec, 503, oauth.CodeTemporarilyUnavailable)
+	cibatest.WantOAuthError(t, rec, 503, oauth.CodeTemporarilyUnavailable)
 	h.upstream.SetDiscoveryStatus(0)
 	if rec := get(); rec.Code != 200 {
 		t.Fatalf("after recovery: %d", rec.Code)
@@ -673,7 +674,7 @@ func TestDiscoveryFailureIsNotCached(t *testing.T) {
 	// An issuer that does not match is refused.
 	h2 := newHarness(t)
 	h2.upstream.EditDoc(func(doc map[string]any) { doc["issuer"] = "https://other.example.com/realms/main" })
-	wantOAuthError(t, h2.serve(httptest.NewRequest(http.MethodGet, testIssuer+"/.well-known/openid-configuration", nil)), 503, oauth.CodeTemporarilyUnavailable)
+	cibatest.WantOAuthError(t, h2.serve(httptest.NewRequest(http.MethodGet, testIssuer+"/.well-known/openid-configuration", nil)), 503, oauth.CodeTemporarilyUnavailable)
 }
 
 // TestTokenPathFromDiscovery: without token_path the first POST that needs
@@ -702,7 +703,7 @@ func TestTokenPathFromDiscovery(t *testing.T) {
 	if got := h.srv.tokenPath.known(); got != testTokenURL {
 		t.Fatalf("token path %q after a request", got)
 	}
-	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, h.poll("cc", id), 400, oauth.CodeAuthorizationPending)
 	if h.upstream.DiscoveryFetches() != 1 {
 		t.Fatalf("%d fetches", h.upstream.DiscoveryFetches())
 	}
@@ -713,7 +714,7 @@ func TestTokenPathFromDiscovery(t *testing.T) {
 	h2 := newHarnessIn(t, dir, noPath)
 	h2.upstream.SetDiscoveryStatus(http.StatusServiceUnavailable)
 	h2.clock.Advance(10 * time.Second)
-	wantOAuthError(t, h2.poll("cc", id), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, h2.poll("cc", id), 400, oauth.CodeAuthorizationPending)
 	if n := h2.upstream.DiscoveryFetches(); n != 0 {
 		t.Errorf("%d fetches; the remembered path should have been used", n)
 	}
@@ -726,8 +727,8 @@ func TestPollWhileUpstreamNeverReached(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.TokenPath = "" })
 	h.upstream.SetDiscoveryStatus(http.StatusServiceUnavailable)
 	id := h.authorize("cc")
-	wantOAuthError(t, h.poll("cc", id), 400, oauth.CodeAuthorizationPending)
-	wantOAuthError(t, h.poll("cc", "bm90LWEtcmVhbC1pZA"), 503, oauth.CodeTemporarilyUnavailable)
+	cibatest.WantOAuthError(t, h.poll("cc", id), 400, oauth.CodeAuthorizationPending)
+	cibatest.WantOAuthError(t, h.poll("cc", "bm90LWEtcmVhbC1pZA"), 503, oauth.CodeTemporarilyUnavailable)
 	if h.srv.tokenPath.known() != "" {
 		t.Fatal("a token path was learned from a failing upstream")
 	}
@@ -806,7 +807,7 @@ func TestCIBAGrantVariantsAreIntercepted(t *testing.T) {
 		strings.NewReader("grant_type=password&grant_type="+url.QueryEscape(oauth.GrantTypeCIBA)+"&auth_req_id="+id))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth("cc", "cc-secret")
-	wantOAuthError(t, h.serve(req), 400, oauth.CodeInvalidRequest)
+	cibatest.WantOAuthError(t, h.serve(req), 400, oauth.CodeInvalidRequest)
 }
 
 func srvReadBody(r *http.Request) ([]byte, error) {

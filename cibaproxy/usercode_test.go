@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 	"golang.org/x/crypto/bcrypt"
@@ -78,7 +79,7 @@ func TestUserCode(t *testing.T) {
 				}
 				return
 			}
-			wantOAuthError(t, rec, tc.status, tc.code)
+			cibatest.WantOAuthError(t, rec, tc.status, tc.code)
 			if n := h.records(); n != 0 {
 				t.Errorf("%d requests stored after a refused user_code", n)
 			}
@@ -139,14 +140,8 @@ func TestHashUserCode(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h, err := users.HashUserCode(tc.code, tc.cost)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
-				}
+			if cibatest.WantErr(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if bcrypt.CompareHashAndPassword([]byte(h), []byte(tc.code)) != nil {
 				t.Error("the hash does not match its code")

@@ -84,17 +84,6 @@ func message(to, marker string) *mail.Message {
 	}
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestSMTPSinkReceivesAndParses(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	sender := newSender(t, sink.Addr(), "", "")
@@ -159,7 +148,7 @@ func TestSMTPSinkReceivesAndParses(t *testing.T) {
 	if err := sender.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the session to end", func() bool { return sink.Logouts() == 1 })
+	cibatest.WaitFor(t, 5*time.Second, "the session to end", func() bool { return sink.Logouts() == 1 })
 
 	// The parser checks the shape: a single-part mail is not what the
 	// proxy sends, but DecodeMail takes it.
@@ -618,7 +607,7 @@ func TestFakeOPToken(t *testing.T) {
 	// A hanging answer does not keep Close from returning.
 	op.SetToken(func(int, url.Values) (int, any) { return 0, nil })
 	go func() { _, _, _ = postToken(http.DefaultClient, form) }()
-	waitUntil(t, "the sixth token request", func() bool { return op.TokenCount() == 6 })
+	cibatest.WaitFor(t, 5*time.Second, "the sixth token request", func() bool { return op.TokenCount() == 6 })
 	closed := make(chan struct{})
 	go func() { op.Close(); close(closed) }()
 	select {

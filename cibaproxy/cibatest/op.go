@@ -2,10 +2,6 @@ package cibatest
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -22,7 +18,6 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // OPPaths are the paths of an OP's endpoints, relative to its issuer's
@@ -369,45 +364,6 @@ func (o *FakeOP) IDTokenClaims(mod map[string]any) map[string]any {
 func (o *FakeOP) IDToken(t testing.TB, mod map[string]any) string {
 	t.Helper()
 	return o.Sign(t, o.IDTokenClaims(mod))
-}
-
-// SignJWT returns a compact JWT (typ JWT) of claims signed with key; the
-// kid of a jose.JSONWebKey key goes in the header.
-func SignJWT(t testing.TB, key jose.SigningKey, claims map[string]any) string {
-	t.Helper()
-	signer, err := jose.NewSigner(key, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := jwt.Signed(signer).Claims(claims).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
-
-var rsaKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
-
-// RSAKey returns a 2048-bit RSA key made once per process (RSA key
-// generation is slow under -race): the key of every FakeOP without
-// WithES256 or WithKey.
-func RSAKey(t testing.TB) *rsa.PrivateKey {
-	t.Helper()
-	key, err := rsaKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-// ECKey returns a fresh P-256 key.
-func ECKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
 }
 
 func (o *FakeOP) serve(w http.ResponseWriter, r *http.Request) {

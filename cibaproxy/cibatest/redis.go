@@ -32,7 +32,7 @@ type Redis struct {
 }
 
 // StartRedis starts redis-server on a free loopback port with args added
-// to "--save '' --appendonly no" (e.g. "--appendonly", "yes",
+// to "--save ” --appendonly no" (e.g. "--appendonly", "yes",
 // "--appendfsync", "always"); t.Cleanup stops it. Without redis-server on
 // the PATH the test is skipped, unless CIBAPROXY_REQUIRE_REDIS=1 (make
 // test sets it), which fails it.

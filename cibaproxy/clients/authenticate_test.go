@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 )
 
@@ -80,7 +81,7 @@ func TestBasicCredentials(t *testing.T) {
 			}
 			id, secret, ok, err := basicCredentials(r)
 			if tc.wantCode != "" {
-				checkOAuthErr(t, err, tc.wantCode, tc.wantStatus)
+				cibatest.WantOAuthErr(t, err, tc.wantStatus, tc.wantCode)
 				if ok {
 					t.Error("ok with an error")
 				}
@@ -200,7 +201,7 @@ func TestAuthenticate(t *testing.T) {
 			}
 			cl, err := rg.Authenticate(r, form)
 			if tc.wantCode != "" {
-				checkOAuthErr(t, err, tc.wantCode, tc.wantStatus)
+				cibatest.WantOAuthErr(t, err, tc.wantStatus, tc.wantCode)
 				if cl != nil {
 					t.Errorf("got client %q with the error", cl.ID)
 				}

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 )
 
@@ -39,7 +40,7 @@ func TestRequestObjectValues(t *testing.T) {
 				t.Fatalf("err = %v", err)
 			}
 			if err != nil {
-				checkOAuthErr(t, err, oauth.CodeInvalidRequest, 400)
+				cibatest.WantOAuthErr(t, err, 400, oauth.CodeInvalidRequest)
 				return
 			}
 			gb, _ := json.Marshal(got)

@@ -56,30 +56,6 @@ func issOpenStore(t *testing.T, clock *cibatest.Clock) *badgerstore.Store {
 	return st
 }
 
-// issWantOAuthError checks an OAuth error answer.
-func issWantOAuthError(t *testing.T, rec *httptest.ResponseRecorder, status int, code string) {
-	t.Helper()
-	if rec.Code != status {
-		t.Fatalf("status = %d, want %d; body %s", rec.Code, status, rec.Body)
-	}
-	var e struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
-		t.Fatalf("body %q is not JSON: %v", rec.Body, err)
-	}
-	if e.Error != code {
-		t.Fatalf("error = %q (%s), want %q", e.Error, e.Description, code)
-	}
-	if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
-		t.Errorf("Cache-Control = %q, want no-store", cc)
-	}
-	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type = %q", ct)
-	}
-}
-
 // issNew builds an issuer on st with the fake clock; mod adjusts the
 // configuration first.
 func issNew(t *testing.T, st Settings, clock *cibatest.Clock, mod func(*Config)) *Issuer {
@@ -93,6 +69,21 @@ func issNew(t *testing.T, st Settings, clock *cibatest.Clock, mod func(*Config))
 		t.Fatalf("NewIssuer: %v", err)
 	}
 	return iss
+}
+
+// issWithAlg builds an issuer signing with alg on a fresh store and fake
+// clock, and returns the store, the issuer and its key set, which must
+// hold one key.
+func issWithAlg(t *testing.T, alg string) (*badgerstore.Store, *Issuer, jose.JSONWebKeySet) {
+	t.Helper()
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	iss := issNew(t, st, clock, func(c *Config) { c.Alg = alg })
+	set := issJWKS(t, iss)
+	if len(set.Keys) != 1 {
+		t.Fatalf("JWKS holds %d keys", len(set.Keys))
+	}
+	return st, iss, set
 }
 
 // issServe sends a request to the issuer's handler.
@@ -138,35 +129,6 @@ func issToken(t *testing.T, iss *Issuer, g Subject) string {
 		t.Fatalf("SubjectToken: %v", err)
 	}
 	return tok
-}
-
-// issVerify verifies tok against set and returns its header and claims.
-func issVerify(t *testing.T, tok string, set jose.JSONWebKeySet) (jose.Header, map[string]any) {
-	t.Helper()
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256, jose.PS256})
-	if err != nil {
-		t.Fatalf("parsing the subject token: %v", err)
-	}
-	if len(jws.Signatures) != 1 {
-		t.Fatalf("%d signatures", len(jws.Signatures))
-	}
-	hdr := jws.Signatures[0].Header
-	keys := set.Key(hdr.KeyID)
-	if len(keys) != 1 {
-		t.Fatalf("kid %q is in the JWKS %d times (published: %v)", hdr.KeyID, len(keys), issKIDs(set))
-	}
-	if keys[0].Algorithm != hdr.Algorithm {
-		t.Errorf("token alg %s, JWKS key alg %s", hdr.Algorithm, keys[0].Algorithm)
-	}
-	payload, err := jws.Verify(keys[0].Key)
-	if err != nil {
-		t.Fatalf("the subject token does not verify against the served JWKS: %v", err)
-	}
-	var claims map[string]any
-	if err := json.Unmarshal(payload, &claims); err != nil {
-		t.Fatal(err)
-	}
-	return hdr, claims
 }
 
 // issKID returns the kid of a token without verifying it.
@@ -298,13 +260,7 @@ func TestIssuerConcurrentCreateOneKey(t *testing.T) {
 func TestIssuerKIDIsThumbprint(t *testing.T) {
 	for _, alg := range []string{"ES256", "RS256", "PS256"} {
 		t.Run(alg, func(t *testing.T) {
-			clock := cibatest.NewClock(time.Time{})
-			st := issOpenStore(t, clock)
-			iss := issNew(t, st, clock, func(c *Config) { c.Alg = alg })
-			set := issJWKS(t, iss)
-			if len(set.Keys) != 1 {
-				t.Fatalf("JWKS holds %d keys", len(set.Keys))
-			}
+			st, _, set := issWithAlg(t, alg)
 			k := set.Keys[0]
 			byHand, byJose := issThumbprint(t, k.Key), issJoseThumbprint(t, k.Key)
 			if byHand != byJose {
@@ -416,7 +372,7 @@ func TestIssuerServeMethods(t *testing.T) {
 				if !handled {
 					t.Fatal("not handled")
 				}
-				issWantOAuthError(t, rec, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest)
+				cibatest.WantOAuthError(t, rec, http.StatusMethodNotAllowed, oauth.CodeInvalidRequest)
 				if a := rec.Header().Get("Allow"); a != "GET, HEAD" {
 					t.Errorf("Allow %q", a)
 				}
@@ -447,7 +403,7 @@ func TestIssuerServeMethods(t *testing.T) {
 			if !handled {
 				t.Fatal("not handled")
 			}
-			issWantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeUnsupportedGrantType)
+			cibatest.WantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeUnsupportedGrantType)
 		})
 	}
 	for _, path := range []string{"/ciba", "/ciba/", "/ciba/jwks/", "/ciba/jwks.json", "/.well-known/openid-configuration",
@@ -474,7 +430,7 @@ func TestIssuerJWKSStoreClosed(t *testing.T) {
 	}
 	clock.Advance(keyRefreshPeriod + time.Second) // the cached ring is stale
 	rec, _ := issServe(t, iss, http.MethodGet, "/ciba/jwks")
-	issWantOAuthError(t, rec, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
+	cibatest.WantOAuthError(t, rec, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
 	if rec.Header().Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")
 	}
@@ -509,7 +465,7 @@ func TestSubjectTokenClaims(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := issGrant(tc.user)
 			g.ACR, g.AMR, g.AuthTime = tc.acr, email.DefaultAMR, tc.authTime
-			hdr, c := issVerify(t, issToken(t, iss, g), set)
+			hdr, c := cibatest.VerifyJWT(t, issToken(t, iss, g), set)
 			if hdr.Algorithm != "ES256" {
 				t.Errorf("alg %s", hdr.Algorithm)
 			}
@@ -556,8 +512,8 @@ func TestSubjectTokenClaims(t *testing.T) {
 
 	// Two tokens for the same user at the same instant differ in jti.
 	g := issGrant(issAlice)
-	_, c1 := issVerify(t, issToken(t, iss, g), set)
-	_, c2 := issVerify(t, issToken(t, iss, g), set)
+	_, c1 := cibatest.VerifyJWT(t, issToken(t, iss, g), set)
+	_, c2 := cibatest.VerifyJWT(t, issToken(t, iss, g), set)
 	if c1["jti"] == c2["jti"] || c1["jti"] == "" {
 		t.Errorf("jti %v and %v", c1["jti"], c2["jti"])
 	}
@@ -567,7 +523,7 @@ func TestSubjectTokenClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, c := issVerify(t, tok, set); c["aud"] != "https://dex.example.com" {
+	if _, c := cibatest.VerifyJWT(t, tok, set); c["aud"] != "https://dex.example.com" {
 		t.Errorf("aud %v, want the audience passed", c["aud"])
 	}
 	fixed := issNew(t, st, clock, func(c *Config) { c.Audience = "urn:fixed" })
@@ -575,7 +531,7 @@ func TestSubjectTokenClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, c := issVerify(t, tok, set); c["aud"] != "urn:fixed" {
+	if _, c := cibatest.VerifyJWT(t, tok, set); c["aud"] != "urn:fixed" {
 		t.Errorf("aud %v, want the configured audience", c["aud"])
 	}
 }
@@ -583,18 +539,12 @@ func TestSubjectTokenClaims(t *testing.T) {
 func TestIssuerRSAAlgorithms(t *testing.T) {
 	for _, alg := range []string{"RS256", "PS256"} {
 		t.Run(alg, func(t *testing.T) {
-			clock := cibatest.NewClock(time.Time{})
-			st := issOpenStore(t, clock)
-			iss := issNew(t, st, clock, func(c *Config) { c.Alg = alg })
-			set := issJWKS(t, iss)
-			if len(set.Keys) != 1 {
-				t.Fatalf("%d keys", len(set.Keys))
-			}
+			_, iss, set := issWithAlg(t, alg)
 			pub, ok := set.Keys[0].Key.(*rsa.PublicKey)
 			if !ok || pub.N.BitLen() != 2048 {
 				t.Fatalf("key %T, want a 2048-bit RSA key", set.Keys[0].Key)
 			}
-			hdr, c := issVerify(t, issToken(t, iss, issGrant(issAlice)), set)
+			hdr, c := cibatest.VerifyJWT(t, issToken(t, iss, issGrant(issAlice)), set)
 			if hdr.Algorithm != alg {
 				t.Errorf("alg %s, want %s", hdr.Algorithm, alg)
 			}
@@ -674,7 +624,7 @@ func TestIssuerKeyFile(t *testing.T) {
 				t.Errorf("kid %s, thumbprint of the file's key %s", set.Keys[0].KeyID, want)
 			}
 			tok := issToken(t, iss, issGrant(issAlice))
-			hdr, _ := issVerify(t, tok, set)
+			hdr, _ := cibatest.VerifyJWT(t, tok, set)
 			wantAlg := tc.alg
 			if wantAlg == "" {
 				wantAlg = "ES256"
@@ -814,7 +764,7 @@ func TestIssuerRotation(t *testing.T) {
 	}
 	b := kids[1]
 	set := issJWKS(t, iss)
-	if hdr, _ := issVerify(t, issToken(t, iss, g), set); hdr.KeyID != a {
+	if hdr, _ := cibatest.VerifyJWT(t, issToken(t, iss, g), set); hdr.KeyID != a {
 		t.Fatalf("at 5m: signed by %s, want the first key %s", hdr.KeyID, a)
 	}
 	at(10*time.Minute - time.Second)
@@ -831,7 +781,7 @@ func TestIssuerRotation(t *testing.T) {
 	if kids := issKIDs(set); !slices.Equal(kids, []string{a, b}) {
 		t.Fatalf("at 10m: JWKS %v, want [%s %s]", kids, a, b)
 	}
-	if hdr, _ := issVerify(t, issToken(t, iss, g), set); hdr.KeyID != b {
+	if hdr, _ := cibatest.VerifyJWT(t, issToken(t, iss, g), set); hdr.KeyID != b {
 		t.Fatalf("at 10m: signed by %s, want the next key %s", hdr.KeyID, b)
 	}
 
@@ -846,7 +796,7 @@ func TestIssuerRotation(t *testing.T) {
 
 	// The first key's last token expires at 12m; the key stays published
 	// until then (and a minute more).
-	_, c := issVerify(t, lastOfA, set)
+	_, c := cibatest.VerifyJWT(t, lastOfA, set)
 	expA := time.Unix(int64(c["exp"].(float64)), 0)
 	at(10*time.Minute + subjectTokenTTL + time.Minute)
 	set = issJWKS(t, iss)
@@ -856,7 +806,7 @@ func TestIssuerRotation(t *testing.T) {
 	if kids := issKIDs(set); !slices.Contains(kids, a) {
 		t.Fatalf("at 13m: JWKS %v, the first key dropped early", kids)
 	}
-	issVerify(t, lastOfA, set)
+	cibatest.VerifyJWT(t, lastOfA, set)
 
 	at(10*time.Minute + subjectTokenTTL + time.Minute + time.Second)
 	for name, i := range map[string]*Issuer{"running": iss, "restarted": restarted} {
@@ -933,7 +883,7 @@ func TestIssuerAlgChange(t *testing.T) {
 	if len(kids) != 2 || kids[0] != old[0] {
 		t.Fatalf("after the change: JWKS %v, want the ES256 key and a PS256 one", kids)
 	}
-	hdr, _ := issVerify(t, issToken(t, ps, issGrant(issAlice)), set)
+	hdr, _ := cibatest.VerifyJWT(t, issToken(t, ps, issGrant(issAlice)), set)
 	if hdr.Algorithm != "PS256" || hdr.KeyID != kids[1] {
 		t.Fatalf("signed %s by %s, want PS256 by %s at once", hdr.Algorithm, hdr.KeyID, kids[1])
 	}
@@ -943,7 +893,7 @@ func TestIssuerAlgChange(t *testing.T) {
 	if k := set.Key(old[0]); len(k) != 1 || k[0].Algorithm != "ES256" {
 		t.Fatalf("old key %+v", k)
 	}
-	issVerify(t, esToken, set) // the old token still verifies
+	cibatest.VerifyJWT(t, esToken, set) // the old token still verifies
 
 	clock.Advance(subjectTokenTTL + time.Minute)
 	if got := issKIDs(issJWKS(t, ps)); !slices.Equal(got, kids) {
@@ -971,7 +921,7 @@ func TestIssuerAlgChangeBack(t *testing.T) {
 	clock.Advance(time.Minute) // back before the ES256 key was retired
 	es := issNew(t, st, clock, nil)
 	set := issJWKS(t, es)
-	hdr, _ := issVerify(t, issToken(t, es, issGrant(issAlice)), set)
+	hdr, _ := cibatest.VerifyJWT(t, issToken(t, es, issGrant(issAlice)), set)
 	if hdr.Algorithm != "ES256" {
 		t.Fatalf("configured ES256, signed %s by %s", hdr.Algorithm, hdr.KeyID)
 	}
@@ -1020,7 +970,7 @@ func TestSubjectTokenACRAMR(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := issGrant(issAlice)
 			g.ACR, g.AMR = tc.acr, tc.amr
-			_, claims := issVerify(t, issToken(t, iss, g), set)
+			_, claims := cibatest.VerifyJWT(t, issToken(t, iss, g), set)
 			if claims["acr"] != tc.wantACR {
 				t.Errorf("acr = %v, want %v", claims["acr"], tc.wantACR)
 			}

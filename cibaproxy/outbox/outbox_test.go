@@ -12,6 +12,7 @@ import (
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/storetest"
 )
 
 // The kinds of the test items: codes no product kind (nor the store's
@@ -39,26 +40,9 @@ func TestRetryDelay(t *testing.T) {
 	}
 }
 
-// testClock is a fixed clock the test advances. (The shared test kit's
-// clock cannot be used here: the kit imports this package.)
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return &testClock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// The shared test kit cibatest imports this package (through
+// authn/httpchannel), so these in-package tests cannot use it: their fixed
+// clock is the store suite's (storetest.Clock), and waitFor is their own.
 
 // outboxRig is a Badger store in a temporary directory with recorded
 // delivery events, on a clock (nil: real time).
@@ -237,7 +221,7 @@ func TestOutboxScansAtStartAndDelivers(t *testing.T) {
 // delivers; unregistering falls back to the earlier one. Registering wakes
 // the worker.
 func TestOutboxSenders(t *testing.T) {
-	clock := newTestClock()
+	clock := storetest.NewClock()
 	r := newOutboxRig(t, clock.Now)
 	o := r.manual()
 	exp := clock.Now().Add(time.Minute)
@@ -298,7 +282,7 @@ func TestOutboxSenders(t *testing.T) {
 // first backoff step, not before; a permanent one drops the item at once;
 // an item whose request expired is dropped without an attempt.
 func TestOutboxRetryPermanentExpired(t *testing.T) {
-	clock := newTestClock()
+	clock := storetest.NewClock()
 	r := newOutboxRig(t, clock.Now)
 	o := r.manual()
 	start := clock.Now()
@@ -368,7 +352,7 @@ func TestOutboxRetryPermanentExpired(t *testing.T) {
 // TestOutboxLeaseOfDeadWorker: an item leased by a worker that died is
 // taken again only when the lease runs out, and the worker wakes up then.
 func TestOutboxLeaseOfDeadWorker(t *testing.T) {
-	clock := newTestClock()
+	clock := storetest.NewClock()
 	r := newOutboxRig(t, clock.Now)
 	id := r.enqueue("site", 1, clock.Now().Add(time.Minute))
 	leased := clock.Now()

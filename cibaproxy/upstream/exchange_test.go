@@ -100,6 +100,26 @@ func (r *xchRig) mint(t *testing.T) (*Tokens, error) {
 	return r.x.Mint(ctx, xchGrant())
 }
 
+// mintWant mints, checks the tokens are those of the access-token
+// exchange (at-1, Bearer, 300 s) with the ID token idt, and returns the
+// token requests the upstream received, which must be n.
+func (r *xchRig) mintWant(t *testing.T, idt string, n int) []cibatest.TokenRequest {
+	t.Helper()
+	tok, err := r.mint(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Tokens{AccessToken: "at-1", TokenType: "Bearer", ExpiresIn: 300, IDToken: idt}
+	if *tok != want {
+		t.Errorf("tokens %+v, want %+v (expires_in from the access-token exchange)", *tok, want)
+	}
+	reqs := r.u.TokenRequests()
+	if len(reqs) != n {
+		t.Fatalf("%d exchanges, want %d", len(reqs), n)
+	}
+	return reqs
+}
+
 // xchIssuerJWKS fetches the key set the subject-token issuer serves.
 func (r *xchRig) xchIssuerJWKS(t *testing.T) jose.JSONWebKeySet {
 	t.Helper()
@@ -118,27 +138,7 @@ func (r *xchRig) xchIssuerJWKS(t *testing.T) jose.JSONWebKeySet {
 // issuer's JWKS and returns its jti.
 func (r *xchRig) checkSubject(t *testing.T, tok string) string {
 	t.Helper()
-	set := r.xchIssuerJWKS(t)
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256, jose.PS256})
-	if err != nil {
-		t.Fatalf("parsing the subject token: %v", err)
-	}
-	if len(jws.Signatures) != 1 {
-		t.Fatalf("%d signatures", len(jws.Signatures))
-	}
-	hdr := jws.Signatures[0].Header
-	keys := set.Key(hdr.KeyID)
-	if len(keys) != 1 {
-		t.Fatalf("kid %q is in the issuer's JWKS %d times", hdr.KeyID, len(keys))
-	}
-	payload, err := jws.Verify(keys[0].Key)
-	if err != nil {
-		t.Fatalf("the subject token does not verify against the issuer's JWKS: %v", err)
-	}
-	var c map[string]any
-	if err := json.Unmarshal(payload, &c); err != nil {
-		t.Fatal(err)
-	}
+	_, c := cibatest.VerifyJWT(t, tok, r.xchIssuerJWKS(t))
 	if c["iss"] != xchPublic+"/ciba" || c["aud"] != xchIssuer || c["sub"] != "alice" ||
 		c["email"] != "alice@example.com" || c["name"] != "Alice Example" {
 		t.Errorf("subject token claims %v", c)
@@ -211,18 +211,7 @@ func TestExchangeOneResponse(t *testing.T) {
 	r.u.SetToken(func(int, url.Values) (int, any) {
 		return 200, accessOK(map[string]any{"id_token": idt})
 	})
-	tok, err := r.mint(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Tokens{AccessToken: "at-1", TokenType: "Bearer", ExpiresIn: 300, IDToken: idt}
-	if *tok != want {
-		t.Errorf("tokens %+v, want %+v", *tok, want)
-	}
-	reqs := r.u.TokenRequests()
-	if len(reqs) != 1 {
-		t.Fatalf("%d exchanges, want 1", len(reqs))
-	}
+	reqs := r.mintWant(t, idt, 1)
 	f := reqs[0].Form
 	for k, v := range map[string]string{
 		"grant_type":           GrantTypeTokenExchange,
@@ -265,18 +254,7 @@ func TestExchangeDexStyle(t *testing.T) {
 		}
 		return 400, map[string]any{"error": "invalid_request"}
 	})
-	tok, err := r.mint(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Tokens{AccessToken: "at-1", TokenType: "Bearer", ExpiresIn: 300, IDToken: idt}
-	if *tok != want {
-		t.Errorf("tokens %+v, want %+v (expires_in from the access-token exchange)", *tok, want)
-	}
-	reqs := r.u.TokenRequests()
-	if len(reqs) != 2 {
-		t.Fatalf("%d exchanges, want 2", len(reqs))
-	}
+	reqs := r.mintWant(t, idt, 2)
 	for i, wantType := range []string{TokenTypeAccessToken, TokenTypeIDToken} {
 		f := reqs[i].Form
 		if got := f.Get("requested_token_type"); got != wantType {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/internal/codec"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store/storetest"
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -310,16 +311,16 @@ func TestRecordFormatUnchanged(t *testing.T) {
 			switch {
 			case p.k[0] == kindRequest:
 				var r store.AuthRequest
-				if err := decodeRequest(p.v, &r); err != nil {
+				if err := codec.DecodeRequest(p.v, &r); err != nil {
 					t.Fatalf("%s: request %x: %v", name, p.k, err)
 				}
-				re = encodeRequest(&r)
+				re = codec.EncodeRequest(&r)
 			case p.k[0] == kindOutbox:
 				var it store.OutboxItem
-				if err := decodeItem(p.v, &it); err != nil {
+				if err := codec.DecodeItem(p.v, &it); err != nil {
 					t.Fatalf("%s: item %x: %v", name, p.k, err)
 				}
-				re = encodeItem(&it)
+				re = codec.EncodeItem(&it)
 			default:
 				continue
 			}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/internal/codec"
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"go.uber.org/zap"
@@ -257,13 +258,13 @@ func (s *Store) warm() {
 				n++
 				seen++
 				err := item.Value(func(v []byte) error {
-					sum, err := decodeSummary(v)
-					if err != nil || sum.status != store.StatusPending {
+					sum, err := codec.DecodeSummary(v)
+					if err != nil || sum.Status != store.StatusPending {
 						return nil // a corrupt record is the reader's to report
 					}
 					var key store.RequestKey
 					copy(key[:], k[1:])
-					e := s.hot.entry(sum.client, sum.expires, sum.interval)
+					e := s.hot.entry(sum.Client, sum.Expires, sum.Interval)
 					if now < e.expires {
 						s.hot.put(key, e, gens[key[0]], now)
 						entered++

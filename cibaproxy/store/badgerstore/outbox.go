@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/internal/codec"
 	badger "github.com/dgraph-io/badger/v4"
 	"go.uber.org/zap"
 )
@@ -25,7 +26,7 @@ func (s *Store) putItem(txn *badger.Txn, it *store.OutboxItem) error {
 // putNewItem stores an item and its due-index entry where no earlier
 // version of it can be: the items of a request Create makes.
 func (s *Store) putNewItem(txn *badger.Txn, it *store.OutboxItem) error {
-	val := encodeItem(it)
+	val := codec.EncodeItem(it)
 	ttl := s.ttl(it.NotAfter)
 	if err := txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(ttl)); err != nil {
 		return err
@@ -134,7 +135,7 @@ func getItem(txn *badger.Txn, id store.ItemID) (*store.OutboxItem, error) {
 		return nil, err
 	}
 	it := &store.OutboxItem{ID: id}
-	if err := item.Value(func(v []byte) error { return decodeItem(v, it) }); err != nil {
+	if err := item.Value(func(v []byte) error { return codec.DecodeItem(v, it) }); err != nil {
 		return nil, fmt.Errorf("decoding outbox item: %w", err)
 	}
 	return it, nil
@@ -160,7 +161,7 @@ func (s *Store) ScanOutbox(ctx context.Context, fn func(*store.OutboxItem) bool)
 			}
 			item := &store.OutboxItem{ID: store.ItemID{Kind: store.KindOf(k[1])}}
 			copy(item.ID.Request[:], k[2:])
-			if err := it.Item().Value(func(v []byte) error { return decodeItem(v, item) }); err != nil {
+			if err := it.Item().Value(func(v []byte) error { return codec.DecodeItem(v, item) }); err != nil {
 				s.logger.Warn("skipping an undecodable outbox item", zap.Error(err))
 				continue
 			}

@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/internal/codec"
 	badger "github.com/dgraph-io/badger/v4"
 )
 
 // Create implements Store.
 func (s *Store) Create(ctx context.Context, key store.RequestKey, r *store.AuthRequest, out *store.Outbound, limit store.UserLimit) error {
-	val := encodeRequest(r)
+	val := codec.EncodeRequest(r)
 	ttl := s.ttl(r.Expires)
 	k := requestKey(key)
 	var gen uint64
@@ -138,7 +139,7 @@ func (s *Store) replaceOldest(txn *badger.Txn, ct *countTxn, user [userKeyLen]by
 		return nil, err
 	}
 	r.Expires = now
-	if err := txn.SetEntry(badger.NewEntry(requestKey(old), encodeRequest(r)).WithTTL(s.ttl(now))); err != nil {
+	if err := txn.SetEntry(badger.NewEntry(requestKey(old), codec.EncodeRequest(r)).WithTTL(s.ttl(now))); err != nil {
 		return nil, err
 	}
 	// Nobody is to be asked about it any more: its queued items go, of
@@ -219,7 +220,7 @@ func getRequest(txn *badger.Txn, k []byte) (*store.AuthRequest, error) {
 		return nil, err
 	}
 	r := new(store.AuthRequest)
-	err = item.Value(func(v []byte) error { return decodeRequest(v, r) })
+	err = item.Value(func(v []byte) error { return codec.DecodeRequest(v, r) })
 	if err != nil {
 		return nil, fmt.Errorf("decoding request: %w", err)
 	}
@@ -254,7 +255,7 @@ func (s *Store) UpdateQueue(ctx context.Context, key store.RequestKey, fn func(*
 				return err
 			}
 		}
-		if err := txn.SetEntry(badger.NewEntry(k, encodeRequest(r)).WithTTL(s.ttl(r.Expires))); err != nil {
+		if err := txn.SetEntry(badger.NewEntry(k, codec.EncodeRequest(r)).WithTTL(s.ttl(r.Expires))); err != nil {
 			return err
 		}
 		for _, it := range items {

@@ -26,8 +26,8 @@ const sweepBatch = 256
 const userKeyLen = 16
 
 func (s *Store) requestKey(hexKey string) string { return s.prefix + "r:" + hexKey }
-func (s *Store) pendingKey() string             { return s.prefix + "pending" }
-func (s *Store) userKey(hexUser string) string  { return s.prefix + "u:" + hexUser }
+func (s *Store) pendingKey() string              { return s.prefix + "pending" }
+func (s *Store) userKey(hexUser string) string   { return s.prefix + "u:" + hexUser }
 
 // userOf returns the user key of a request, raw and in hex; a request
 // without a subject (hide_unknown_users' stand-in has one) counts against

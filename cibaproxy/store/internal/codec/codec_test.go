@@ -1,4 +1,4 @@
-package badgerstore
+package codec
 
 import (
 	"encoding/json"
@@ -20,9 +20,9 @@ func TestRequestRecord(t *testing.T) {
 		Decided: now.Add(time.Minute), Claim: "c", ClaimUntil: now.Add(2 * time.Minute),
 		ACR: "urn:x", AMR: []string{"email"}, Ping: []byte{0, 1, 2, 255},
 	}
-	b := encodeRequest(r)
+	b := EncodeRequest(r)
 	var got store.AuthRequest
-	if err := decodeRequest(b, &got); err != nil {
+	if err := DecodeRequest(b, &got); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(&got, r) {
@@ -30,17 +30,17 @@ func TestRequestRecord(t *testing.T) {
 	}
 	empty := &store.AuthRequest{ClientID: "cc", Status: store.StatusPending}
 	var gotEmpty store.AuthRequest
-	if err := decodeRequest(encodeRequest(empty), &gotEmpty); err != nil || !reflect.DeepEqual(&gotEmpty, empty) {
+	if err := DecodeRequest(EncodeRequest(empty), &gotEmpty); err != nil || !reflect.DeepEqual(&gotEmpty, empty) {
 		t.Fatalf("empty round trip: %+v, %v", gotEmpty, err)
 	}
 	js, _ := json.Marshal(r)
 	var fromJSON store.AuthRequest
-	if err := decodeRequest(js, &fromJSON); err != nil || fromJSON.ClientID != "cc" || !fromJSON.Expires.Equal(r.Expires) {
+	if err := DecodeRequest(js, &fromJSON); err != nil || fromJSON.ClientID != "cc" || !fromJSON.Expires.Equal(r.Expires) {
 		t.Fatalf("JSON record: %+v, %v", fromJSON, err)
 	}
 	for i := range b {
 		var x store.AuthRequest
-		if err := decodeRequest(b[:i], &x); err == nil {
+		if err := DecodeRequest(b[:i], &x); err == nil {
 			t.Fatalf("a record cut to %d bytes decoded", i)
 		}
 	}
@@ -52,18 +52,18 @@ func TestItemRecord(t *testing.T) {
 	it := &store.OutboxItem{Sender: "https://idp.example.com", Payload: []byte("{\"mail\":1}\x00\xff"),
 		NotAfter: now.Add(time.Minute), Next: now, Attempts: 3, LeaseUntil: now.Add(15 * time.Second), LastError: "421 later"}
 	var got store.OutboxItem
-	if err := decodeItem(encodeItem(it), &got); err != nil || !reflect.DeepEqual(&got, it) {
+	if err := DecodeItem(EncodeItem(it), &got); err != nil || !reflect.DeepEqual(&got, it) {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
 	js, _ := json.Marshal(it)
 	var fromJSON store.OutboxItem
-	if err := decodeItem(js, &fromJSON); err != nil || fromJSON.Attempts != 3 {
+	if err := DecodeItem(js, &fromJSON); err != nil || fromJSON.Attempts != 3 {
 		t.Fatalf("JSON item: %+v, %v", fromJSON, err)
 	}
-	b := encodeItem(it)
+	b := EncodeItem(it)
 	for i := range b {
 		var x store.OutboxItem
-		if decodeItem(b[:i], &x) == nil {
+		if DecodeItem(b[:i], &x) == nil {
 			t.Fatalf("an item cut to %d bytes decoded", i)
 		}
 	}
