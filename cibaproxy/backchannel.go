@@ -104,7 +104,7 @@ func (b *backchannelEndpoint) answer(w http.ResponseWriter, r *http.Request) (*b
 // admit applies the ip_rate limit, authenticates the client, and applies
 // its own limit; the client is returned once it is authenticated.
 func (b *backchannelEndpoint) admit(r *http.Request, form url.Values, now time.Time) (*clients.Client, error) {
-	if err := b.limit(b.limits.ip, "ip_rate", rateKeyIP(clientip.Of(r, b.cfg.ClientIP)), now); err != nil {
+	if err := b.limit(r.Context(), b.limits.ip, "ip_rate", rateKeyIP(clientip.Of(r, b.cfg.ClientIP)), now); err != nil {
 		return nil, err
 	}
 	cl, err := b.clients.Authenticate(r, form)
@@ -114,7 +114,7 @@ func (b *backchannelEndpoint) admit(r *http.Request, form url.Values, now time.T
 	if cl.Disabled {
 		return cl, oauth.UnauthorizedClient("this client is disabled")
 	}
-	return cl, b.limit(b.limits.client, "client_rate", cl.ID, now)
+	return cl, b.limit(r.Context(), b.limits.client, "client_rate", cl.ID, now)
 }
 
 // checkRequestFor checks a request's scopes and notification token against
@@ -196,9 +196,16 @@ func (b *backchannelEndpoint) storeRequest(ctx context.Context, auth authn.Authe
 }
 
 // limit counts an event of the rate limit l (nil: off) for key, and refuses
-// it with 429 and Retry-After beyond the limit.
-func (b *backchannelEndpoint) limit(l *RateLimiter, name, key string, now time.Time) error {
-	ok, wait := l.Allow(key, now)
+// it with 429 and Retry-After beyond the limit (503 when the store that
+// counts it is unreachable).
+func (b *backchannelEndpoint) limit(ctx context.Context, l limiter, name, key string, now time.Time) error {
+	if l == nil {
+		return nil
+	}
+	ok, wait, err := l.Allow(ctx, key, now)
+	if err != nil {
+		return oauth.Unavailable("the request store is unavailable", 5, err)
+	}
 	if ok {
 		return nil
 	}

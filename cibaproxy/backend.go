@@ -21,7 +21,9 @@ const SweepInterval = 10 * time.Second
 // limiters, and the sweeper that keeps the pending count. The Caddy module
 // keeps one Backend per store.
 type Backend struct {
-	Store  store.Store
+	Store store.Store
+	// Polls keeps the polling state of slow_down in memory, for a store
+	// that does not keep it itself (store.Poller).
 	Polls  *PollTracker
 	Outbox *outbox.Worker
 
@@ -56,6 +58,16 @@ func NewBackend(s store.Store, logger *zap.Logger, now func() time.Time) *Backen
 	return b
 }
 
+// poller returns how the polls of the store are timed: by the store,
+// when it keeps the timing itself (shared by every process on it), else
+// in Polls.
+func (b *Backend) poller() poller {
+	if p, ok := b.Store.(store.Poller); ok {
+		return sharedPolls{p}
+	}
+	return &memoryPolls{store: b.Store, tracker: b.Polls}
+}
+
 // Limiter returns the rate limiter named name allowing n events per key per
 // RateWindow, shared by every configuration on this backend; nil when n is
 // 0 (off). A new n starts a new count.
@@ -74,6 +86,20 @@ func (b *Backend) Limiter(name string, n int) *RateLimiter {
 		b.limiters[name] = l
 	}
 	return l
+}
+
+// limit returns the rate limit named name allowing n events per key per
+// RateWindow (nil when n is 0: off): counted by the store when it counts
+// them itself (shared by every process on it), else in this process
+// (Limiter).
+func (b *Backend) limit(name string, n int) limiter {
+	if n <= 0 {
+		return nil
+	}
+	if r, ok := b.Store.(store.Rates); ok {
+		return storeLimit{rates: r, name: name, n: n}
+	}
+	return memoryLimit{b.Limiter(name, n)}
 }
 
 // Sweep stops counting the requests that expired by now.

@@ -16,6 +16,7 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/ping"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
@@ -32,7 +33,7 @@ const (
 	MinRequestedExpiry = 10 * time.Second
 
 	// MaxInterval caps the polling interval slow_down raises.
-	MaxInterval = 60 * time.Second
+	MaxInterval = store.MaxInterval
 )
 
 // Config configures a Server: one site.

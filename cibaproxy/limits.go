@@ -1,10 +1,13 @@
 package cibaproxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 // Limits bounds the use of the backchannel authentication endpoint, against
@@ -122,6 +125,32 @@ func (l *RateLimiter) Len() int {
 // limiters are the rate limits of a site's backchannel endpoint; nil is
 // off.
 type limiters struct {
-	ip     *RateLimiter
-	client *RateLimiter
+	ip     limiter
+	client limiter
+}
+
+// limiter is one rate limit: n events per key per RateWindow, counted in
+// this process (memoryLimit) or by the store, exactly across every process
+// on it (storeLimit).
+type limiter interface {
+	Allow(ctx context.Context, key string, now time.Time) (ok bool, retryAfter time.Duration, err error)
+}
+
+// memoryLimit is a RateLimiter as a limiter.
+type memoryLimit struct{ *RateLimiter }
+
+func (m memoryLimit) Allow(_ context.Context, key string, now time.Time) (bool, time.Duration, error) {
+	ok, wait := m.RateLimiter.Allow(key, now)
+	return ok, wait, nil
+}
+
+// storeLimit is a limit the store counts (store.Rates).
+type storeLimit struct {
+	rates store.Rates
+	name  string
+	n     int
+}
+
+func (s storeLimit) Allow(ctx context.Context, key string, now time.Time) (bool, time.Duration, error) {
+	return s.rates.Allow(ctx, s.name, key, s.n, RateWindow, now)
 }

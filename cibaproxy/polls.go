@@ -1,20 +1,77 @@
 package cibaproxy
 
 import (
+	"context"
 	"sync"
 	"time"
 
-	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
 // SlowDownStep is what a slow_down adds to a request's interval
 // (CIBA Core §11, RFC 8628 §3.5).
-const SlowDownStep = 5 * time.Second
+const SlowDownStep = store.SlowDownStep
 
 // pollTolerance lets a poll come this fraction of the interval early
 // without being answered slow_down (client timers and network jitter).
-const pollTolerance = 0.10
+const pollTolerance = store.PollTolerance
+
+// poller times the polls of the token endpoint: the store's own
+// (store.Poller: the Redis store, shared by every replica), or the
+// backend's memory (memoryPolls, for a store one process opens).
+type poller interface {
+	// Poll reads the request under key and records a poll of it by
+	// clientID at now (store.Poller).
+	Poll(ctx context.Context, key store.RequestKey, clientID string, now time.Time) (store.PollState, error)
+	// SlowDown raises the request's interval as a slow_down does.
+	SlowDown(ctx context.Context, key store.RequestKey, now time.Time) error
+	// Forget drops the timing of a request that is over.
+	Forget(key store.RequestKey)
+}
+
+// sharedPolls is the poller of a store that keeps the timing itself: it
+// forgets with the request.
+type sharedPolls struct{ store.Poller }
+
+func (sharedPolls) Forget(store.RequestKey) {}
+
+// memoryPolls times the polls of a store without a Poller: the request is
+// read from the store (or from its memory of pending requests), the
+// timing kept in a PollTracker.
+type memoryPolls struct {
+	store   store.Requests
+	tracker *PollTracker
+}
+
+// Poll implements poller.
+func (m *memoryPolls) Poll(ctx context.Context, key store.RequestKey, clientID string, now time.Time) (store.PollState, error) {
+	var st store.PollState
+	if p, ok := m.store.(store.PendingPeeker); ok {
+		if ps, ok := p.PeekPending(key, now); ok {
+			st = store.PollState{ClientID: ps.ClientID, Status: store.StatusPending, Expires: ps.Expires, Interval: ps.Interval}
+		}
+	}
+	if st.Status == 0 {
+		r, err := m.store.Get(ctx, key)
+		if err != nil {
+			return st, err
+		}
+		st = store.PollState{ClientID: r.ClientID, Status: r.Status, Expires: r.Expires, Interval: r.Interval}
+	}
+	if st.ClientID == clientID && (st.Status == store.StatusPending || st.Status == store.StatusApproved) && now.Before(st.Expires) {
+		st.SlowDown, st.Done = m.tracker.PollWhy(key, now, st.Interval, st.Expires)
+	}
+	return st, nil
+}
+
+// SlowDown implements poller.
+func (m *memoryPolls) SlowDown(_ context.Context, key store.RequestKey, now time.Time) error {
+	m.tracker.SlowDown(key, now)
+	return nil
+}
+
+// Forget implements poller.
+func (m *memoryPolls) Forget(key store.RequestKey) { m.tracker.Forget(key) }
 
 // PollTracker keeps, per request, the current polling interval and the time
 // of the owning client's last poll, and enforces these rules (CIBA Core
@@ -68,8 +125,8 @@ func (t *PollTracker) Poll(key store.RequestKey, now time.Time, base time.Durati
 	return reason != "", done
 }
 
-// PollWhy is Poll, saying why a poll gets slow_down: metrics.SlowDownEarly or
-// metrics.SlowDownOverlap ("" when it does not).
+// PollWhy is Poll, saying why a poll gets slow_down: store.SlowDownEarly or
+// store.SlowDownOverlap ("" when it does not).
 func (t *PollTracker) PollWhy(key store.RequestKey, now time.Time, base time.Duration, expires time.Time) (slowDown string, done func()) {
 	sh := &t.shards[key[0]%pollShards]
 	sh.mu.Lock()
@@ -86,9 +143,9 @@ func (t *PollTracker) PollWhy(key store.RequestKey, now time.Time, base time.Dur
 	if e.inFlight > 0 || early {
 		e.interval = min(e.interval+SlowDownStep, MaxInterval)
 		if e.inFlight > 0 {
-			return metrics.SlowDownOverlap, nil
+			return store.SlowDownOverlap, nil
 		}
-		return metrics.SlowDownEarly, nil
+		return store.SlowDownEarly, nil
 	}
 	e.inFlight++
 	ended := false

@@ -50,7 +50,7 @@ var ErrNoMinter = errors.New("no token minter is configured")
 type redeemer struct {
 	store   Store
 	minter  Minter
-	polls   *PollTracker
+	polls   poller
 	metrics *metrics.Metrics
 	log     *zap.Logger
 }
@@ -141,7 +141,9 @@ func (rd *redeemer) mintFailure(key store.RequestKey, now time.Time, err error) 
 		}
 		return oauth.ServerError(desc, err)
 	}
-	rd.polls.SlowDown(key, now)
+	if err := rd.polls.SlowDown(context.Background(), key, now); err != nil {
+		rd.log.Warn("could not raise the interval after a failed mint", zap.String("request", key.Short()), zap.Error(err))
+	}
 	rd.metrics.SlowDown(metrics.SlowDownUpstream)
 	return oauth.SlowDown().WithCause(err)
 }

@@ -78,14 +78,15 @@ func New(cfg Config) (*Server, error) {
 		outbox: s.outbox,
 		limits: limiters{
 			// In the backend, so a reload keeps their counts.
-			ip:     cfg.Backend.Limiter(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate),
-			client: cfg.Backend.Limiter(cfg.PublicURL+" client_rate", cfg.Limits.ClientRate),
+			ip:     cfg.Backend.limit(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate),
+			client: cfg.Backend.limit(cfg.PublicURL+" client_rate", cfg.Limits.ClientRate),
 		},
 		tokenPath: s.tokenPath,
 		answers:   s.answers,
 	}
-	s.token = &tokenEndpoint{cfg: &s.cfg, clients: s.clients, store: s.store, polls: cfg.Backend.Polls,
-		redeemer:  &redeemer{store: s.store, minter: cfg.Minter, polls: cfg.Backend.Polls, metrics: cfg.Metrics, log: cfg.Logger},
+	polls := cfg.Backend.poller()
+	s.token = &tokenEndpoint{cfg: &s.cfg, clients: s.clients, store: s.store, polls: polls,
+		redeemer:  &redeemer{store: s.store, minter: cfg.Minter, polls: polls, metrics: cfg.Metrics, log: cfg.Logger},
 		tokenPath: s.tokenPath, answers: s.answers}
 	s.decisions = &decisions{store: s.store, clients: s.clients, outbox: s.outbox, answers: s.answers,
 		metrics: cfg.Metrics, publicURL: cfg.PublicURL, now: cfg.Now}

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
@@ -21,7 +22,7 @@ type tokenEndpoint struct {
 	cfg       *Config
 	clients   *clients.Registry
 	store     Store
-	polls     *PollTracker
+	polls     poller
 	redeemer  *redeemer
 	tokenPath *tokenPaths
 	answers   *answers
@@ -136,35 +137,38 @@ func (tk *tokenEndpoint) answer(r *http.Request, body []byte) (*tokenResponse, a
 // poll answers the poll of client cl for the request under key.
 func (tk *tokenEndpoint) poll(ctx context.Context, cl *clients.Client, key store.RequestKey) (*tokenResponse, error) {
 	now := tk.cfg.Now()
-	var held store.AuthRequest
-	req, err := tk.pollState(ctx, key, now, &held)
+	st, err := tk.polls.Poll(ctx, key, cl.ID, now)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, oauth.InvalidGrant("unknown auth_req_id")
 	}
 	if err != nil {
-		return nil, oauth.Unavailable("the request store is unavailable", 5, err)
+		// The store is unreachable: like an upstream outage, the client
+		// polls on, and no approval is lost.
+		tk.cfg.Metrics.SlowDown(metrics.SlowDownStore)
+		return nil, oauth.SlowDown().WithCause(fmt.Errorf("the request store is unavailable: %w", err))
 	}
 	// CIBA Core §10.1: the OP MUST check that the auth_req_id was issued to
 	// the authenticated client; one of another client is answered exactly
 	// as an unknown one.
-	if req.ClientID != cl.ID {
+	if st.ClientID != cl.ID {
 		return nil, oauth.InvalidGrant("unknown auth_req_id")
 	}
 	switch {
-	case req.Status == store.StatusConsumed:
+	case st.Status == store.StatusConsumed:
 		return nil, oauth.InvalidGrant("auth_req_id was already redeemed")
-	case req.Status == store.StatusDenied:
+	case st.Status == store.StatusDenied:
 		return nil, oauth.New(http.StatusBadRequest, oauth.CodeAccessDenied, "the user denied the request")
-	case req.Expired(now):
+	case !now.Before(st.Expires):
 		return nil, oauth.New(http.StatusBadRequest, oauth.CodeExpiredToken, "auth_req_id has expired")
 	}
-	why, done := tk.polls.PollWhy(key, now, req.Interval, req.Expires)
-	if why != "" {
-		tk.cfg.Metrics.SlowDown(why)
+	if st.SlowDown != "" {
+		tk.cfg.Metrics.SlowDown(st.SlowDown)
 		return nil, pollSlowDown
 	}
-	defer done()
-	if req.Status != store.StatusApproved {
+	if st.Done != nil {
+		defer st.Done()
+	}
+	if st.Status != store.StatusApproved {
 		return nil, pollPending
 	}
 	return tk.redeemer.redeem(ctx, key, cl, now)
@@ -176,19 +180,6 @@ var (
 	pollPending  = oauth.Prebuilt(oauth.Pending())
 	pollSlowDown = oauth.Prebuilt(oauth.SlowDown())
 )
-
-// pollState returns what poll needs of the request under key: from the
-// store's memory while the store knows it to be pending (filled into held),
-// else read. Either way the answer is the same.
-func (tk *tokenEndpoint) pollState(ctx context.Context, key store.RequestKey, now time.Time, held *store.AuthRequest) (*store.AuthRequest, error) {
-	if p, ok := tk.store.(store.PendingPeeker); ok {
-		if st, ok := p.PeekPending(key, now); ok {
-			*held = store.AuthRequest{ClientID: st.ClientID, Expires: st.Expires, Interval: st.Interval, Status: store.StatusPending}
-			return held, nil
-		}
-	}
-	return tk.store.Get(ctx, key)
-}
 
 // parseTokenParams checks the syntax of a CIBA token request's parameters
 // (CIBA Core §10.1) and returns its auth_req_id.

@@ -35,9 +35,10 @@ type Metrics struct {
 
 // Label values of caddy_ciba_slow_down_total's reason.
 const (
-	SlowDownEarly    = "early"    // polled before the interval passed
-	SlowDownOverlap  = "overlap"  // overlapped another poll of the request
-	SlowDownUpstream = "upstream" // the upstream failed transiently
+	SlowDownEarly    = store.SlowDownEarly   // polled before the interval passed
+	SlowDownOverlap  = store.SlowDownOverlap // overlapped another poll of the request
+	SlowDownUpstream = "upstream"            // the upstream failed transiently
+	SlowDownStore    = "store"               // the store was unreachable
 )
 
 // New builds the collectors.
@@ -80,7 +81,7 @@ func New() *Metrics {
 		}),
 		slowDowns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "slow_down_total",
-			Help: "Polls answered slow_down, by reason: early, overlap, upstream.",
+			Help: "Polls answered slow_down, by reason: early, overlap, upstream, store.",
 		}, []string{"reason"}),
 		limitRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "limit_refusals_total",

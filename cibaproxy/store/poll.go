@@ -34,6 +34,10 @@ type PollState struct {
 	// not. It is decided only for a poll by the request's client of a
 	// request pending or approved and unexpired.
 	SlowDown string
+	// Done, when set, is called once the poll is answered: it ends the
+	// poll's overlap window (a poller that tells overlaps otherwise, by
+	// the claim of a mint, leaves it nil).
+	Done func()
 }
 
 // Poller is implemented by stores that keep the polling state of slow_down
