@@ -33,6 +33,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		upstream_via <internal-base-url>
 //		public_url   <base-url>
 //		storage      badger [<directory>]
+//		storage      redis <url>
+//		storage      redis {
+//			url        <url>
+//			sentinel   <host:port...>
+//			master     <name>
+//			username   <user>
+//			password   <password>
+//			sentinel_password <password>
+//			db         <n>
+//			key_prefix <prefix>
+//		}
 //		endpoint     <path>
 //		token_path   <path>
 //		request_ttl  <duration>
@@ -146,21 +157,6 @@ var subdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
 	"metrics_client_label":    func(h *Handler, d *caddyfile.Dispenser) error { return flag(d, &h.MetricsClientLabel) },
 	"limits":                  (*Handler).unmarshalLimits,
 	"client":                  (*Handler).unmarshalClient,
-}
-
-func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
-	args := d.RemainingArgs()
-	if len(args) < 1 || len(args) > 2 {
-		return d.ArgErr()
-	}
-	if args[0] != "badger" {
-		return d.Errf("unsupported storage type '%s' (badger)", args[0])
-	}
-	h.Storage = &Storage{Type: args[0]}
-	if len(args) == 2 {
-		h.Storage.Path = args[1]
-	}
-	return nil
 }
 
 func (h *Handler) unmarshalBindingMessageMax(d *caddyfile.Dispenser) error {

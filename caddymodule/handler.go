@@ -44,8 +44,9 @@ type Handler struct {
 	// and port with Upstream. Required.
 	PublicURL string `json:"public_url,omitempty"`
 
-	// Storage selects where requests are kept. Default: Badger in the
-	// directory "ciba" under Caddy's data directory.
+	// Storage selects where requests are kept: Badger on disk (one
+	// process; the default, in the directory "ciba" under Caddy's data
+	// directory) or a Redis server shared by every replica.
 	Storage *Storage `json:"storage,omitempty"`
 
 	// Endpoint is the path of the backchannel authentication endpoint.
@@ -133,15 +134,6 @@ type Handler struct {
 	srv     *cibaproxy.Server
 	poolKey string // the store pool entry this handler holds, if any
 	badCfg  error  // the configuration errors found while provisioning, for Validate
-}
-
-// Storage selects the store.
-type Storage struct {
-	// Type is the kind of store: "badger" (embedded, on disk).
-	Type string `json:"type,omitempty"`
-	// Path is the Badger directory. Default: "ciba" under Caddy's data
-	// directory.
-	Path string `json:"path,omitempty"`
 }
 
 // Email configures SMTP delivery of approval links.

@@ -21,20 +21,45 @@ import (
 // instance and configuration on one storage shares it.
 const sealKeyName = "ciba/seal.key"
 
+// settingSealKey is the setting of a shared store (Redis) that holds the
+// seal key: every replica seals and opens the notifications of the others,
+// and their Caddy storages are their own.
+const settingSealKey = "ping_seal_key"
+
 // provisionSealKey returns the key that seals what ping notifications
 // need in the store, when a client uses ping mode: loaded (or created,
-// once) from Caddy's storage.
-func (h *Handler) provisionSealKey(ctx caddy.Context, list []*clients.Client) ([]byte, error) {
+// once) from Caddy's storage, or, with a store shared by replicas (Redis),
+// from the store.
+func (h *Handler) provisionSealKey(ctx caddy.Context, list []*clients.Client, st settings) ([]byte, error) {
 	for _, cl := range list {
-		if cl.Mode == clients.ModePing {
-			key, err := loadSealKey(ctx, caddyStorage(ctx))
-			if err != nil {
-				return nil, fmt.Errorf("ping notifications: %w", err)
-			}
-			return key, nil
+		if cl.Mode != clients.ModePing {
+			continue
 		}
+		var key []byte
+		var err error
+		if h.Storage != nil && h.Storage.Type == "redis" {
+			key, err = st.SettingOrCreate(ctx, settingSealKey, func() ([]byte, error) {
+				k := make([]byte, ping.SealKeySize)
+				_, err := rand.Read(k)
+				return k, err
+			})
+			if err == nil && len(key) != ping.SealKeySize {
+				err = fmt.Errorf("the store's %s is not a key of %d bytes", settingSealKey, ping.SealKeySize)
+			}
+		} else {
+			key, err = loadSealKey(ctx, caddyStorage(ctx))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ping notifications: %w", err)
+		}
+		return key, nil
 	}
 	return nil, nil
+}
+
+// settings is the part of the store the seal key needs.
+type settings interface {
+	SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error)
 }
 
 // sealStorage is the part of Caddy's storage (certmagic.Storage) the seal

@@ -189,7 +189,7 @@ func TestSealKeyOnlyForPing(t *testing.T) {
 	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
-	if key, err := h.provisionSealKey(ctx, coreClients(t, h)); key != nil || err != nil {
+	if key, err := h.provisionSealKey(ctx, coreClients(t, h), nil); key != nil || err != nil {
 		t.Errorf("a seal key without ping clients: %x %v", key, err)
 	}
 	if _, err := os.Stat(filepath.Join(data, "caddy", "ciba", "seal.key")); !os.IsNotExist(err) {

@@ -4,8 +4,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -33,7 +31,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	defer func() { h.badCfg = errors.Join(errs...) }()
 
-	backend, err := h.openBackend()
+	backend, err := h.openBackend(repl)
 	if err != nil {
 		return err
 	}
@@ -77,7 +75,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	note(err)
 	cfg.SubjectIssuer, cfg.Minter, err = h.provisionMinting(ctx, repl, backend, cfg.Discovery)
 	note(err)
-	cfg.SealKey, err = h.provisionSealKey(ctx, cfg.Clients)
+	cfg.SealKey, err = h.provisionSealKey(ctx, cfg.Clients, backend.Store)
 	note(err)
 	if len(errs) > 0 {
 		note(cfg.Validate()) // Validate reports them all
@@ -86,20 +84,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.srv, err = cibaproxy.New(cfg)
 	note(err)
 	return nil
-}
-
-// openBackend opens (or shares) the backend of the configured storage.
-func (h *Handler) openBackend() (*cibaproxy.Backend, error) {
-	dir, err := h.storageDir()
-	if err != nil {
-		return nil, err
-	}
-	backend, err := loadBackend(dir)
-	if err != nil {
-		return nil, err
-	}
-	h.poolKey = dir
-	return backend, nil
 }
 
 // provisionMinting builds the subject-token issuer and the token exchange.
@@ -216,31 +200,6 @@ func expandSecret(repl *caddy.Replacer, s string) (string, error) {
 		return "", errors.New("it is empty")
 	}
 	return v, nil
-}
-
-// storageDir returns the cleaned absolute Badger directory, created if
-// needed: "ciba" under Caddy's data directory unless configured.
-func (h *Handler) storageDir() (string, error) {
-	dir := filepath.Join(caddy.AppDataDir(), "ciba")
-	if h.Storage != nil && h.Storage.Path != "" {
-		dir = h.Storage.Path
-	}
-	if h.Storage != nil && h.Storage.Type != "" && h.Storage.Type != "badger" {
-		return "", fmt.Errorf("storage type %q is not supported (badger)", h.Storage.Type)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("storage path %s: %w", dir, err)
-	}
-	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return "", fmt.Errorf("creating storage directory: %w", err)
-	}
-	// One open store per directory, however it is spelled.
-	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return "", fmt.Errorf("storage path %s: %w", dir, err)
-	}
-	return filepath.Clean(real), nil
 }
 
 // resolve applies the defaults: an absent limit takes its default, 0 turns
