@@ -19,7 +19,7 @@ FUZZSCALE ?= 1
 FUZZ_TARGETS := FuzzBackchannelRequest:24000 FuzzTokenRequest:24000 \
 	FuzzRequestObject:8000 FuzzClientAssertion:8000
 
-.PHONY: all build tools dex maildev chromium test check unit caddy e2e fuzz demo bench clean
+.PHONY: all build tools dex maildev chromium redis test check unit caddy e2e fuzz demo bench clean
 
 all: build
 
@@ -27,8 +27,9 @@ all: build
 build:
 	$(GO) build -o $(CIBAPROXY) ./cmd/cibaproxy
 
-## tools: pinned Dex (bin/dex), MailDev (scripts/maildev), Debian's Chromium
-tools: dex maildev chromium
+## tools: pinned Dex (bin/dex), MailDev (scripts/maildev), Debian's Chromium,
+## Debian's redis-server and redis-sentinel
+tools: dex maildev chromium redis
 
 dex:
 	scripts/install-dex.sh
@@ -38,6 +39,9 @@ maildev:
 
 chromium:
 	scripts/install-chromium.sh
+
+redis:
+	scripts/install-redis.sh
 
 ## test: formatting and vet, unit tests with -race, Caddy-level tests, the
 ## end-to-end tests against the built binary (Dex, SMTP, Chromium), brief
@@ -49,16 +53,18 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# The Redis tests must not skip in CI either: make tools installed
+# redis-server, and each test starts its own on a free loopback port.
 unit:
-	$(GO) test -race -count=1 ./cibaproxy/...
+	CIBAPROXY_REQUIRE_REDIS=1 $(GO) test -race -count=1 ./cibaproxy/...
 
 caddy:
-	$(GO) test -count=1 ./caddymodule/...
+	CIBAPROXY_REQUIRE_REDIS=1 $(GO) test -count=1 ./caddymodule/...
 
 # The browser test must not skip in CI: make tools installed Chromium.
 # Screenshots of the approval page are kept in bin/artifacts.
 e2e: build
-	CIBAPROXY_BIN=$(CIBAPROXY) DEX_BIN=$(BIN)/dex CIBAPROXY_REQUIRE_BROWSER=1 \
+	CIBAPROXY_BIN=$(CIBAPROXY) DEX_BIN=$(BIN)/dex CIBAPROXY_REQUIRE_BROWSER=1 CIBAPROXY_REQUIRE_REDIS=1 \
 		CIBAPROXY_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 ./e2e/...
 
 fuzz:
