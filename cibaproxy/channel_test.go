@@ -250,7 +250,7 @@ func TestHTTPChannelEndToEnd(t *testing.T) {
 	if bytes.Contains(p.Raw, []byte(id)) {
 		t.Error("the channel request carries the auth_req_id")
 	}
-	if storeHolds(t, s.store, []byte(b.CallbackToken)) {
+	if storeHolds(t, s.badger, []byte(b.CallbackToken)) {
 		t.Error("the callback token is stored in clear")
 	}
 	select {

@@ -161,10 +161,10 @@ func TestEmailApprovalFlow(t *testing.T) {
 
 	// Only hashes are stored: neither the link token nor the auth_req_id
 	// occur in any key or value.
-	if storeHolds(t, s.store, []byte(token)) {
+	if storeHolds(t, s.badger, []byte(token)) {
 		t.Error("the link token is stored in clear")
 	}
-	if storeHolds(t, s.store, []byte(id)) {
+	if storeHolds(t, s.badger, []byte(id)) {
 		t.Error("the auth_req_id is stored in clear")
 	}
 	link2, err := s.store.Link(context.Background(), store.LinkKeyOf(token))

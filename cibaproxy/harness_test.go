@@ -147,11 +147,13 @@ type siteClock interface {
 	Advance(d time.Duration)
 }
 
-// siteBackend is a Backend on a Badger store in a directory, with the
-// clock of the sites built on it.
+// siteBackend is a Backend on a store, with the clock of the sites built
+// on it: a Badger store in a directory (newSiteBackend) or one client of a
+// shared Redis (newRedisBackend).
 type siteBackend struct {
 	backend *Backend
-	store   *badgerstore.Store
+	store   store.Store
+	badger  *badgerstore.Store // the store, when it is Badger's
 	clock   siteClock
 	log     *zap.Logger            // of the store, the backend and its sites (nil: none)
 	logs    *observer.ObservedLogs // what log wrote, for newObservedBackend
@@ -167,7 +169,7 @@ func newSiteBackend(t testing.TB, dir string, clock siteClock, log *zap.Logger) 
 	}
 	b := NewBackend(st, log, clock.Now)
 	t.Cleanup(func() { _ = b.Close() })
-	return &siteBackend{backend: b, store: st, clock: clock, log: log}
+	return &siteBackend{backend: b, store: st, badger: st, clock: clock, log: log}
 }
 
 // newObservedBackend is newSiteBackend logging at debug level to logs.
@@ -330,7 +332,7 @@ func (h *harness) approve(id string) {
 func (h *harness) records() int {
 	h.t.Helper()
 	n := 0
-	err := h.store.DB().View(func(txn *badger.Txn) error {
+	err := h.badger.DB().View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'r'}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

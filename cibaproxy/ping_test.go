@@ -278,7 +278,7 @@ func (r *pingRig) wantTokens(id string) {
 func (r *pingRig) checkNothingLeaks(secrets ...string) {
 	r.t.Helper()
 	for _, s := range secrets {
-		if storeHolds(r.t, r.store, []byte(s)) {
+		if storeHolds(r.t, r.badger, []byte(s)) {
 			r.t.Errorf("the store holds %q readable", s)
 		}
 		for _, e := range r.logs.All() {

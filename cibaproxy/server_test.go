@@ -155,7 +155,7 @@ func TestBackchannelSuccess(t *testing.T) {
 		t.Errorf("link leads to %x, %v", k, err)
 	}
 	// The auth_req_id itself is stored nowhere, only its hash.
-	err = h.store.DB().View(func(txn *badger.Txn) error {
+	err = h.badger.DB().View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

@@ -1,0 +1,292 @@
+package cibaproxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/redisstore"
+)
+
+// The tests of several replicas: Servers in one process, each on a Backend
+// of its own with its own Redis client, as separate processes would be,
+// sharing nothing but a real redis-server.
+
+// replicaPrefix is the key prefix the replicas of a test share.
+const replicaPrefix = "ciba-test:"
+
+// newRedisBackend opens a client of the Redis r (the keys under
+// replicaPrefix) on clock and builds a Backend on it; t.Cleanup closes it.
+func newRedisBackend(t testing.TB, r *cibatest.Redis, clock siteClock, log *zap.Logger) *siteBackend {
+	t.Helper()
+	st, err := redisstore.Open(redisstore.Config{URL: r.URL(0), KeyPrefix: replicaPrefix}, log, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBackend(st, log, clock.Now)
+	t.Cleanup(func() { _ = b.Close() })
+	return &siteBackend{backend: b, store: st, clock: clock, log: log}
+}
+
+// redisHolds reports whether needle occurs in any key, or any string, hash
+// field or value, or sorted-set member of r.
+func redisHolds(t *testing.T, r *cibatest.Redis, needle string) bool {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer c.Close()
+	ctx := context.Background()
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) == 0 {
+		t.Fatal("redis holds no key at all")
+	}
+	for _, k := range keys {
+		var vals []string
+		switch typ := c.Type(ctx, k).Val(); typ {
+		case "string":
+			vals = []string{c.Get(ctx, k).Val()}
+		case "hash":
+			for f, v := range c.HGetAll(ctx, k).Val() {
+				vals = append(vals, f, v)
+			}
+		case "zset":
+			vals = c.ZRange(ctx, k, 0, -1).Val()
+		default:
+			t.Fatalf("key %q is a %s, which the store does not write", k, typ)
+		}
+		for _, v := range append(vals, k) {
+			if strings.Contains(v, needle) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestReplicasShareTheEmailFlow: two replicas on one Redis. A request made
+// on the first is mailed once, though both run an outbox worker; its
+// approval page opens on the second and its form posts back to the first;
+// a client alternating replicas is timed as one client (slow_down); and
+// the tokens come from the second. Neither the auth_req_id nor the link
+// token is stored in clear.
+func TestReplicasShareTheEmailFlow(t *testing.T) {
+	r := cibatest.StartRedis(t)
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	a := newMailSiteOn(t, newRedisBackend(t, r, cibatest.NewLiveClock(), nil), mailOptions{smtpAddr: sink.Addr()})
+	b := newMailSiteOn(t, newRedisBackend(t, r, cibatest.NewLiveClock(), nil), mailOptions{smtpAddr: sink.Addr()})
+
+	id, _, link := a.requestMail(sink)
+	cibatest.WantOAuthError(t, a.poll("cc", id), http.StatusBadRequest, oauth.CodeAuthorizationPending)
+	// the next poll comes too early, whichever replica it reaches
+	cibatest.WantOAuthError(t, b.poll("cc", id), http.StatusBadRequest, oauth.CodeSlowDown)
+
+	cookie, csrf, _ := b.openForm(link)
+	wantOutcome(t, a.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"approve"}}), http.StatusOK, "approved")
+	b.wantStatus(id, store.StatusApproved)
+	b.clock.Advance(store.MaxInterval) // past any interval the slow_down set
+	poll := b.poll("cc", id)
+	if poll.Code != http.StatusOK {
+		t.Fatalf("poll on the second replica after approval: %d %s", poll.Code, poll.Body)
+	}
+	var tok tokenResponse
+	if err := json.Unmarshal(poll.Body.Bytes(), &tok); err != nil || tok.AccessToken == "" {
+		t.Fatalf("token response %s: %v", poll.Body, err)
+	}
+	a.clock.Advance(store.MaxInterval)
+	cibatest.WantOAuthError(t, a.poll("cc", id), http.StatusBadRequest, oauth.CodeInvalidGrant)
+
+	// More requests on both: each mailed exactly once.
+	for i := range 10 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		s.authorize("cc", "login_hint", []string{"alice", "bob"}[i%2])
+	}
+	sink.Wait(t, 11, 10*time.Second)
+	a.settle(t)
+	b.settle(t)
+	if n := len(sink.Received()); n != 11 {
+		t.Errorf("%d mails for 11 requests on two replicas, want 11", n)
+	}
+
+	if redisHolds(t, r, id) {
+		t.Error("the auth_req_id is stored in clear")
+	}
+	if redisHolds(t, r, linkToken(t, link)) {
+		t.Error("the link token is stored in clear")
+	}
+}
+
+// TestReplicasRedeemOnce: 40 concurrent polls of an approved request,
+// alternating between two replicas, give exactly one 200 and one mint; the
+// others are slow_down or invalid_grant.
+func TestReplicasRedeemOnce(t *testing.T) {
+	r := cibatest.StartRedis(t)
+	clock := cibatest.NewClock(time.Time{})
+	a := newHarnessOn(t, newRedisBackend(t, r, clock, nil))
+	minter := a.minter
+	minter.delay = 20 * time.Millisecond
+	b := newHarnessOn(t, newRedisBackend(t, r, clock, nil), func(c *Config) { c.Minter = minter })
+
+	id := a.authorize("cc")
+	b.approve(id)
+	const n = 40
+	codes := make([]string, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			h := a
+			if i%2 == 1 {
+				h = b
+			}
+			codes[i] = answerCode(h.poll("cc", id).Body.Bytes())
+		})
+	}
+	close(start)
+	wg.Wait()
+	count := map[string]int{}
+	for _, c := range codes {
+		count[c]++
+	}
+	if count["ok"] != 1 || count["ok"]+count[oauth.CodeSlowDown]+count[oauth.CodeInvalidGrant] != n {
+		t.Fatalf("answers %v, want exactly one ok and the rest slow_down or invalid_grant", count)
+	}
+	if minter.count() != 1 {
+		t.Errorf("minted %d times across the replicas, want 1", minter.count())
+	}
+	if got := a.get(id).Status; got != store.StatusConsumed {
+		t.Errorf("status %v, want consumed", got)
+	}
+}
+
+// answerCode is "ok" for a token response, else the error code of an
+// OAuth error body.
+func answerCode(body []byte) string {
+	var e oauthErrorBody
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
+		return "ok"
+	}
+	return e.Error
+}
+
+// TestReplicasRateLimitsAreShared: client_rate counts the requests of a
+// client on every replica as one count.
+func TestReplicasRateLimitsAreShared(t *testing.T) {
+	r := cibatest.StartRedis(t)
+	clock := cibatest.NewClock(time.Time{})
+	limits := func(c *Config) { c.Limits.ClientRate = 4 }
+	a := newHarnessOn(t, newRedisBackend(t, r, clock, nil), limits)
+	b := newHarnessOn(t, newRedisBackend(t, r, clock, nil), limits)
+	for i := range 4 {
+		h := a
+		if i%2 == 1 {
+			h = b
+		}
+		h.authorize("cc")
+	}
+	for _, h := range []*harness{a, b} {
+		rec := h.post(DefaultEndpoint, "cc", hForm())
+		cibatest.WantOAuthError(t, rec, http.StatusTooManyRequests, oauth.CodeAccessDenied)
+		if rec.Header().Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+	}
+	clock.Advance(RateWindow)
+	b.authorize("cc")
+}
+
+// TestRedisOutage: with Redis down, a backchannel request is 503
+// temporarily_unavailable with Retry-After, a poll is slow_down, the
+// health report is failing; nothing panics, and once Redis is back the
+// proxy answers again by itself, the request made before the outage
+// still there (the append-only file, fsynced at every write, kept it).
+func TestRedisOutage(t *testing.T) {
+	r := cibatest.StartRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	h := newHarnessOn(t, newRedisBackend(t, r, cibatest.NewClock(time.Time{}), nil))
+	id := h.authorize("cc")
+
+	r.Kill()
+	rec := h.post(DefaultEndpoint, "cc", hForm())
+	cibatest.WantOAuthError(t, rec, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
+	if rec.Header().Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	h.clock.Advance(time.Minute)
+	cibatest.WantOAuthError(t, h.poll("cc", id), http.StatusBadRequest, oauth.CodeSlowDown)
+	if _, err := h.srv.Decide(context.Background(), store.KeyOf(id), authn.Approve); err == nil {
+		t.Error("a decision was recorded with the store down")
+	}
+	if rep, _ := hlGet(t, h, http.StatusServiceUnavailable); rep.Status != "failing" || *rep.Store.OK {
+		t.Errorf("health with Redis down: status %q store.ok %v; want failing, false", rep.Status, *rep.Store.OK)
+	}
+
+	r.Start()
+	waitHealthy(t, h)
+	h.clock.Advance(time.Minute)
+	cibatest.WantOAuthError(t, h.poll("cc", id), http.StatusBadRequest, oauth.CodeAuthorizationPending)
+	h.approve(id)
+	h.clock.Advance(time.Minute)
+	if rec := h.poll("cc", id); rec.Code != http.StatusOK {
+		t.Fatalf("poll after the outage and the approval: %d %s", rec.Code, rec.Body)
+	}
+	h.authorize("cc")
+}
+
+// waitHealthy waits until the health report of h is 200 again.
+func waitHealthy(t *testing.T, h *harness) {
+	t.Helper()
+	cibatest.WaitFor(t, 10*time.Second, "the health report to recover", func() bool {
+		return h.serve(httptest.NewRequest(http.MethodGet, testPublic+HealthPath, nil)).Code == http.StatusOK
+	})
+}
+
+// TestRedisKilledAfterTheAnswer: with appendfsync always, Redis killed
+// with SIGKILL right after the 200 of each of 20 backchannel requests
+// loses none of them, nor the mails they queued: a new replica on the
+// restarted Redis finds every request pending and every mail in the
+// outbox (held there: no sender is registered).
+func TestRedisKilledAfterTheAnswer(t *testing.T) {
+	r := cibatest.StartRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	smtp := cibatest.FreeAddr(t)
+	s := newMailSiteOn(t, newRedisBackend(t, r, cibatest.NewLiveClock(), nil), mailOptions{smtpAddr: smtp, holdSender: true})
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, s.authorize("cc", "binding_message", fmt.Sprintf("n%d", i)))
+		r.Kill()
+		r.Start()
+		waitHealthy(t, s.harness)
+	}
+	b := newRedisBackend(t, r, cibatest.NewLiveClock(), nil)
+	h := newMailSiteOn(t, b, mailOptions{smtpAddr: smtp, holdSender: true})
+	for _, id := range ids {
+		if got := h.get(id); got.Status != store.StatusPending {
+			t.Errorf("request %s: %v after the crash, want pending", id, got.Status)
+		}
+		cibatest.WantOAuthError(t, h.poll("cc", id), http.StatusBadRequest, oauth.CodeAuthorizationPending)
+	}
+	if n, err := h.store.PendingCount(context.Background()); err != nil || n != int64(len(ids)) {
+		t.Errorf("pending count %d (%v), want %d", n, err, len(ids))
+	}
+	if n := len(outboxItems(t, h.store)); n != len(ids) {
+		t.Errorf("%d mails in the outbox after the crashes, want %d", n, len(ids))
+	}
+}
