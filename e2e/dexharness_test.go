@@ -290,42 +290,15 @@ func newDexEnv(t *testing.T, opts dexOptions) *dexEnv {
 	bin := dexBinary(t)
 	dir := t.TempDir()
 	e := &dexEnv{t: t, Mail: cibatest.StartSMTP(t, "127.0.0.1:0"), users: filepath.Join(dir, "users.json")}
-	p := &proxy{
-		t:      t,
-		Port:   cibatest.FreePort(t),
-		dir:    dir,
-		config: filepath.Join(dir, "Caddyfile"),
-		log:    new(syncBuffer),
-		client: &http.Client{
-			Timeout: 30 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
-	}
-	p.Base = "http://127.0.0.1:" + strconv.Itoa(p.Port)
+	port := cibatest.FreePort(t)
+	e.Dex = newDex(t, bin, dir, "http://127.0.0.1:"+strconv.Itoa(port))
+	p := newProcess(t, dir, port) // stops before Dex and the directory go
 	p.Storage = filepath.Join(dir, "store")
 	e.P = p
 	if err := os.WriteFile(e.users, []byte(usersJSON), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.Dex = newDex(t, bin, dir, p.Base)
 	e.Configure(opts)
-	// Registered after t.TempDir and newDex, so it runs before them.
-	t.Cleanup(func() {
-		if p.running() {
-			p.Stop()
-		}
-		log := p.log.String()
-		for _, s := range p.secrets() {
-			if strings.Contains(log, s) {
-				t.Errorf("the log holds the secret, auth_req_id or token %q", s)
-			}
-		}
-		if t.Failed() {
-			t.Logf("cibaproxy output:\n%s", log)
-		}
-	})
 	p.Start()
 	e.Dex.Start()
 	return e
@@ -456,8 +429,15 @@ var valueAttr = regexp.MustCompile(`\bvalue="([^"]*)"`)
 // and checks the result page: 200 with want in it.
 func (e *dexEnv) Decide(t *testing.T, pr pending, decision, want string) {
 	t.Helper()
+	e.decideAt(t, pr, pr.Link, pr.Link, decision, want)
+}
+
+// decideAt is Decide with the page opened at getURL and its form posted to
+// postURL: the link of pr on the origins of two replicas, say.
+func (e *dexEnv) decideAt(t *testing.T, pr pending, getURL, postURL, decision, want string) {
+	t.Helper()
 	p := e.P
-	req, err := http.NewRequest(http.MethodGet, pr.Link, nil)
+	req, err := http.NewRequest(http.MethodGet, getURL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,7 +463,7 @@ func (e *dexEnv) Decide(t *testing.T, pr pending, decision, want string) {
 		t.Fatalf("the approval page set no ciba_csrf cookie; Set-Cookie %q", page.Header.Values("Set-Cookie"))
 	}
 	form := url.Values{"decision": {decision}, "csrf": {html.UnescapeString(string(v[1]))}}
-	req, err = http.NewRequest(http.MethodPost, pr.Link, strings.NewReader(form.Encode()))
+	req, err = http.NewRequest(http.MethodPost, postURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -347,21 +347,10 @@ func newProxy(t *testing.T) *proxy {
 		t.Skip("end-to-end test: skipped in -short mode")
 	}
 	dir := t.TempDir()
-	p := &proxy{
-		t:      t,
-		Port:   cibatest.FreePort(t),
-		dir:    dir,
-		config: filepath.Join(dir, "Caddyfile"),
-		log:    new(syncBuffer),
-		client: &http.Client{
-			Timeout: 20 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
-	}
-	p.Base = "http://127.0.0.1:" + strconv.Itoa(p.Port)
-	p.Upstream = startUpstream(t, p.Port)
+	port := cibatest.FreePort(t)
+	up := startUpstream(t, port)
+	p := newProcess(t, dir, port)
+	p.Upstream = up
 	p.Storage = filepath.Join(dir, "store")
 	users := filepath.Join(dir, "users.json")
 	if err := os.WriteFile(users, []byte(usersJSON), 0o600); err != nil {
@@ -376,8 +365,31 @@ func newProxy(t *testing.T) *proxy {
 	if err := os.WriteFile(p.config, []byte(cf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Registered after t.TempDir and startUpstream, so it runs before
-	// them: the process stops before its directory is removed.
+	p.Start()
+	return p
+}
+
+// newProcess prepares a cibaproxy process serving http://127.0.0.1:port,
+// its Caddyfile and XDG directories in dir; start it once the Caddyfile is
+// written. When the test ends it is stopped, and its log checked for the
+// secrets it saw. Register it after what it must outlive (its directory,
+// its upstream), so that it stops before them.
+func newProcess(t *testing.T, dir string, port int) *proxy {
+	t.Helper()
+	p := &proxy{
+		t:      t,
+		Port:   port,
+		Base:   "http://127.0.0.1:" + strconv.Itoa(port),
+		dir:    dir,
+		config: filepath.Join(dir, "Caddyfile"),
+		log:    new(syncBuffer),
+		client: &http.Client{
+			Timeout: 30 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+	}
 	t.Cleanup(func() {
 		if p.running() {
 			p.Stop()
@@ -385,14 +397,13 @@ func newProxy(t *testing.T) *proxy {
 		log := p.log.String()
 		for _, s := range p.secrets() {
 			if strings.Contains(log, s) {
-				t.Errorf("the log holds the secret or auth_req_id %q", s)
+				t.Errorf("the log of %s holds the secret, auth_req_id or token %q", p.Base, s)
 			}
 		}
 		if t.Failed() {
-			t.Logf("cibaproxy output:\n%s", p.log.String())
+			t.Logf("output of the cibaproxy on %s:\n%s", p.Base, log)
 		}
 	})
-	p.Start()
 	return p
 }
 

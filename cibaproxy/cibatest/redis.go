@@ -26,6 +26,7 @@ type Redis struct {
 	addr string
 	dir  string
 	args []string
+	conf string // a Sentinel's configuration file; "" for a server
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -57,6 +58,30 @@ func RequireRedis(t testing.TB) {
 	}
 }
 
+// StartSentinel starts a Redis Sentinel on a free loopback port watching
+// the master at masterAddr under name, alone in its quorum, and quick to
+// act: the master is down after 1 s without an answer, and a failover
+// promotes one of its replicas within seconds. t.Cleanup stops it.
+func StartSentinel(t testing.TB, name, masterAddr string) *Redis {
+	t.Helper()
+	RequireRedis(t)
+	host, port, err := net.SplitHostPort(masterAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Redis{t: t, addr: FreeAddr(t), dir: t.TempDir()}
+	r.conf = filepath.Join(r.dir, "sentinel.conf")
+	conf := fmt.Sprintf("sentinel monitor %[1]s %[2]s %[3]s 1\n"+
+		"sentinel down-after-milliseconds %[1]s 1000\n"+
+		"sentinel failover-timeout %[1]s 3000\n", name, host, port)
+	if err := os.WriteFile(r.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
 // Addr returns host:port.
 func (r *Redis) Addr() string { return r.addr }
 
@@ -72,8 +97,14 @@ func (r *Redis) Start() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	host, port, _ := net.SplitHostPort(r.addr)
-	args := append([]string{"--port", port, "--bind", host, "--dir", r.dir, "--save", "", "--appendonly", "no",
-		"--protected-mode", "no", "--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log")}, r.args...)
+	args := []string{"--port", port, "--bind", host, "--dir", r.dir,
+		"--protected-mode", "no", "--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log")}
+	if r.conf != "" {
+		args = append([]string{r.conf, "--sentinel"}, args...)
+	} else {
+		args = append(args, "--save", "", "--appendonly", "no")
+	}
+	args = append(args, r.args...)
 	cmd := exec.Command(RedisBinary, args...)
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("starting redis-server: %v", err)
