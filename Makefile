@@ -45,9 +45,10 @@ redis:
 
 ## test: formatting and vet, unit tests with -race, Caddy-level tests, the
 ## end-to-end tests against the built binary (Dex, SMTP, Chromium), brief
-## fuzzing, and the demo in AUTO mode.
+## fuzzing, and the demo in AUTO mode, on one process and on three replicas.
 test: tools build check unit caddy e2e fuzz
 	$(MAKE) --no-print-directory demo AUTO=1
+	$(MAKE) --no-print-directory demo AUTO=1 REPLICAS=3
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -74,9 +75,11 @@ fuzz:
 	done
 
 ## demo: start cibaproxy, Dex and MailDev on loopback and log in with the
-## CLI; AUTO=1 approves by itself and exits 0 when the tokens verify.
+## CLI; AUTO=1 approves by itself and exits 0 when the tokens verify;
+## REPLICAS=3 runs three replicas on one Redis behind a Caddy balancer.
+REPLICAS ?= 1
 demo: tools build
-	AUTO=$(AUTO) scripts/demo.sh
+	AUTO=$(AUTO) REPLICAS=$(REPLICAS) scripts/demo.sh
 
 ## bench: Go benchmarks of the hot paths and a loopback load run of the
 ## real binary beside a plain Caddy respond route; prints one table and

@@ -24,6 +24,12 @@
 #   DEMO_PROXY_PORT, DEMO_DEX_PORT, DEMO_SMTP_PORT, DEMO_WEB_PORT
 #                        fixed ports instead of free ones picked at random;
 #                        the demo stops at once if one is taken
+#   REPLICAS=3           run that many cibaproxy replicas on one Redis (Debian's
+#                        redis-server, which make tools installs; append-only
+#                        file fsynced at every write) behind a round-robin Caddy
+#                        balancer on the proxy port; the demo then shows which
+#                        replica answered what. 1 (the default): one process on
+#                        Badger
 #   DEMO_KEEP=1          keep the temporary directory (configs, logs, store)
 #   DEMO_TIMEOUT=90      AUTO mode: seconds to wait for the mail and the tokens
 set -euo pipefail
@@ -38,6 +44,7 @@ AUTO="${AUTO:-}"
 [[ "${AUTO}" == 0 ]] && AUTO=""
 LOGIN_HINT="${LOGIN_HINT:-alice}"
 DEMO_TIMEOUT="${DEMO_TIMEOUT:-90}"
+REPLICAS="${REPLICAS:-1}"
 CLIENT_ID=cc
 CLIENT_SECRET=cc-secret # demo only; the same in Dex's staticClients
 BINDING_MESSAGE="Demo $((RANDOM % 9000 + 1000))"
@@ -57,6 +64,12 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=("node (make maildev installs it)")
 ((${#missing[@]} == 0)) || die "missing: ${missing[*]}; run: make tools build"
 [[ "${LOGIN_HINT}" == alice || "${LOGIN_HINT}" == bob ]] || die "LOGIN_HINT must be alice or bob, not ${LOGIN_HINT}"
+[[ "${REPLICAS}" =~ ^[1-9]$ ]] || die "REPLICAS must be a number from 1 to 9, not ${REPLICAS}"
+if ((REPLICAS > 1)); then
+	for c in redis-server redis-cli; do
+		command -v "${c}" >/dev/null 2>&1 || die "REPLICAS=${REPLICAS} needs ${c}; run: make tools"
+	done
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cibaproxy-demo.XXXXXX")"
 PIDS=()
@@ -64,6 +77,8 @@ NAMES=()
 STARTED=""
 QUIET_FAILURE="" # set when the failure was already shown and needs no logs
 LOGS=(cibaproxy.log dex.log maildev.log login.err login.out)
+for ((i = 1; i <= REPLICAS && REPLICAS > 1; i++)); do LOGS+=("replica${i}.log"); done
+((REPLICAS > 1)) && LOGS+=(redis.log)
 
 # ---- cleanup: stop every process started here, by PID ---------------------
 
@@ -295,6 +310,13 @@ for v in PROXY_PORT DEX_PORT SMTP_PORT WEB_PORT; do
 	seen[${port}]="${v}"
 	helper free "${port}" || die "port ${port} on 127.0.0.1 is taken (wanted for ${v}); free it, or set DEMO_${v} to another port"
 done
+# With replicas: one port each, and Redis's.
+REPLICA_PORTS=()
+if ((REPLICAS > 1)); then
+	read -r -a more < <(helper ports $((REPLICAS + 1))) || die "could not find free ports on 127.0.0.1"
+	REDIS_PORT="${more[0]}"
+	REPLICA_PORTS=("${more[@]:1}")
+fi
 
 PUBLIC="http://127.0.0.1:${PROXY_PORT}"
 ISSUER="${PUBLIC}/dex" # Dex's issuer, on cibaproxy's origin
@@ -315,19 +337,18 @@ cat >"${WORK}/users.json" <<'EOF'
 ]}
 EOF
 
-# The shape of Caddyfile.example, on loopback: no admin endpoint (nothing to
-# collide with), plain HTTP, MailDev without TLS, Dex behind reverse_proxy.
-cat >"${WORK}/Caddyfile" <<EOF
-{
-	admin off
-}
-
-${PUBLIC} {
+# ciba_site ADDRESS STORAGE [DIRECTIVES]: a site of the shape of
+# Caddyfile.example, on loopback: plain HTTP, MailDev without TLS, Dex
+# behind reverse_proxy.
+ciba_site() {
+	cat <<EOF
+$1 {
+${3:-}
 	ciba {
 		upstream ${ISSUER}
 		upstream_via http://127.0.0.1:${DEX_PORT}
 		public_url ${PUBLIC}
-		storage badger ${WORK}/badger
+		storage $2
 		request_ttl 5m
 		interval 1s
 		users ${WORK}/users.json
@@ -352,6 +373,39 @@ ${PUBLIC} {
 	reverse_proxy 127.0.0.1:${DEX_PORT}
 }
 EOF
+}
+
+# No admin endpoint (nothing to collide with).
+GLOBAL=$'{\n\tadmin off\n}\n'
+if ((REPLICAS == 1)); then
+	{
+		echo "${GLOBAL}"
+		ciba_site "${PUBLIC}" "badger ${WORK}/badger"
+	} >"${WORK}/Caddyfile"
+else
+	# Each replica on a port of its own, on one Redis, naming itself in an
+	# X-Replica header and logging what it serves; the balancer, a plain
+	# Caddy, on the public origin.
+	upstreams=()
+	for ((i = 1; i <= REPLICAS; i++)); do
+		port="${REPLICA_PORTS[i - 1]}"
+		upstreams+=("127.0.0.1:${port}")
+		mkdir -p "${WORK}/xdg${i}/config" "${WORK}/xdg${i}/data"
+		{
+			echo "${GLOBAL}"
+			ciba_site "http://127.0.0.1:${port}" "redis redis://127.0.0.1:${REDIS_PORT}/0" $'\theader X-Replica r'"${i}"$'\n\tlog'
+		} >"${WORK}/Caddyfile.r${i}"
+	done
+	cat >"${WORK}/Caddyfile" <<EOF
+${GLOBAL}
+${PUBLIC} {
+	reverse_proxy ${upstreams[*]} {
+		lb_policy round_robin
+		lb_try_duration 5s
+	}
+}
+EOF
+fi
 
 # Dex's config from the template, rendered in bash (no envsubst needed).
 export DEX_ISSUER="${ISSUER}" DEX_PORT
@@ -371,6 +425,26 @@ log "ports: cibaproxy ${PROXY_PORT}, Dex ${DEX_PORT}, MailDev SMTP ${SMTP_PORT} 
 
 start MailDev maildev.log maildev.log "${MAILDEV}" --ip 127.0.0.1 --web-ip 127.0.0.1 -s "${SMTP_PORT}" -w "${WEB_PORT}"
 maildev_pid="${PIDS[-1]}"
+
+if ((REPLICAS > 1)); then
+	mkdir -p "${WORK}/redis"
+	start Redis redis.log redis.log redis-server --port "${REDIS_PORT}" --bind 127.0.0.1 --dir "${WORK}/redis" \
+		--appendonly yes --appendfsync always --save "" --protected-mode no
+	for ((i = 0; i < 100; i++)); do
+		[[ "$(redis-cli -p "${REDIS_PORT}" ping 2>/dev/null)" == PONG ]] && break
+		sleep 0.1
+	done
+	[[ "$(redis-cli -p "${REDIS_PORT}" ping 2>/dev/null)" == PONG ]] || die "$(not_up Redis redis.log "${REDIS_PORT}")"
+	log "Redis is up: 127.0.0.1:${REDIS_PORT} (appendonly yes, appendfsync always)"
+	for ((i = 1; i <= REPLICAS; i++)); do
+		start "replica ${i}" "replica${i}.log" "replica${i}.log" env CIBA_DEMO_CLIENT_SECRET="${CLIENT_SECRET}" \
+			XDG_CONFIG_HOME="${WORK}/xdg${i}/config" XDG_DATA_HOME="${WORK}/xdg${i}/data" \
+			"${CIBAPROXY}" run --config "${WORK}/Caddyfile.r${i}" --adapter caddyfile
+		helper wait "http://127.0.0.1:${REPLICA_PORTS[i - 1]}/ciba/.well-known/openid-configuration" 30 "${PIDS[-1]}" jwks_uri ||
+			die "$(not_up "replica ${i}" "replica${i}.log" "${REPLICA_PORTS[i - 1]}")"
+		log "replica r${i} is up: http://127.0.0.1:${REPLICA_PORTS[i - 1]}"
+	done
+fi
 
 start cibaproxy cibaproxy.log cibaproxy.log env CIBA_DEMO_CLIENT_SECRET="${CLIENT_SECRET}" \
 	XDG_CONFIG_HOME="${WORK}/xdg/config" XDG_DATA_HOME="${WORK}/xdg/data" \
@@ -443,3 +517,19 @@ printf '\n'
 echo "demo: OK: ${LOGIN_HINT} approved the CIBA login; Dex issued tokens to client ${CLIENT_ID}:"
 helper check "${WORK}/login.out" "${ISSUER}" "${CLIENT_ID}" "${USER_EMAIL}" "${USER_NAME}" ||
 	die "the CLI succeeded but its output does not check out"
+if ((REPLICAS > 1)); then
+	# What each replica served, from its access log: every one took part.
+	echo "demo: ${REPLICAS} replicas on one Redis, behind a round-robin balancer; requests each served:"
+	printf '  %-8s %12s %14s %12s %8s\n' replica backchannel "approval page" "token polls" other
+	idle=0
+	for ((i = 1; i <= REPLICAS; i++)); do
+		f="${WORK}/replica${i}.log"
+		bc=$(grep -c '"uri":"/bc-authorize"' "${f}" || true)
+		page=$(grep -c '"uri":"/ciba/approve/' "${f}" || true)
+		tok=$(grep -c '"uri":"/dex/token"' "${f}" || true)
+		all=$(grep -c '"msg":"handled request"' "${f}" || true)
+		printf '  %-8s %12d %14d %12d %8d\n' "r${i}" "${bc}" "${page}" "${tok}" $((all - bc - page - tok))
+		((all > 0)) || idle=1
+	done
+	((idle == 0)) || die "a replica served no request: the balancer did not spread the flow"
+fi
