@@ -84,8 +84,9 @@ demo: tools build
 ## bench: Go benchmarks of the hot paths and a loopback load run of the
 ## real binary beside a plain Caddy respond route; prints one table and
 ## writes it as JSON to bin/bench.json.
-bench: build
-	scripts/bench.sh
+STORE ?= badger
+bench: build $(if $(filter redis,$(STORE)),redis)
+	STORE=$(STORE) scripts/bench.sh
 
 clean:
 	rm -rf $(BIN) scripts/maildev/node_modules

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -288,5 +289,61 @@ func TestRedisKilledAfterTheAnswer(t *testing.T) {
 	}
 	if n := len(outboxItems(t, h.store)); n != len(ids) {
 		t.Errorf("%d mails in the outbox after the crashes, want %d", n, len(ids))
+	}
+}
+
+// TestRedisRoundTrips: a pending poll is one round trip to Redis, a
+// backchannel request one with the rate limits off and one more for each
+// limit on (a pipeline counts as one).
+func TestRedisRoundTrips(t *testing.T) {
+	r := cibatest.StartRedis(t)
+	for _, c := range []struct {
+		name     string
+		limits   Limits
+		bc, poll int64
+	}{
+		{"limits off", Limits{}, 1, 1},
+		{"client_rate and ip_rate", Limits{ClientRate: 100, IPRate: 100}, 3, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := newRedisBackend(t, r, cibatest.NewClock(time.Time{}), nil)
+			b.backend.Outbox.Close() // nothing in the background but the sweeper
+			trips := &roundTrips{}
+			b.store.(*redisstore.Store).AddHook(trips)
+			h := newHarnessOn(t, b, func(cfg *Config) { cfg.Limits = c.limits })
+			// Redis learns each script at its first use (EVALSHA answers
+			// NOSCRIPT, EVAL follows): once per script and server.
+			h.poll("cc", h.authorize("cc"))
+			before := trips.n.Load()
+			id := h.authorize("cc")
+			if got := trips.n.Load() - before; got != c.bc {
+				t.Errorf("backchannel request: %d round trips, want %d", got, c.bc)
+			}
+			before = trips.n.Load()
+			cibatest.WantOAuthError(t, h.poll("cc", id), http.StatusBadRequest, oauth.CodeAuthorizationPending)
+			if got := trips.n.Load() - before; got != c.poll {
+				t.Errorf("pending poll: %d round trips, want %d", got, c.poll)
+			}
+		})
+	}
+}
+
+// roundTrips is a go-redis hook counting the round trips of a client: a
+// command, or a pipeline of them.
+type roundTrips struct{ n atomic.Int64 }
+
+func (*roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (rt *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		rt.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (rt *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		rt.n.Add(1)
+		return next(ctx, cmds)
 	}
 }

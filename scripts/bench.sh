@@ -26,7 +26,18 @@
 #   6. prints one table and writes everything to bin/bench.json.
 # Benchmarks print figures; nothing here fails on a missed target.
 #
+# With STORE=redis the proxy keeps its state in a redis-server started here
+# on loopback (Debian's, which make tools installs; the append-only file
+# fsynced as BENCH_REDIS_FSYNC says): the fills go to Redis, the durability
+# check kills Redis with -9 as well as the proxy, each CIBA phase counts the
+# commands Redis processed per answer (its round trips), and the table adds
+# Redis's own memory. There is no warm-up of an in-memory index to wait for:
+# a replica holds nothing per request.
+#
 # Environment (defaults in brackets):
+#   STORE [badger]          badger or redis
+#   BENCH_REDIS_FSYNC [always]  appendfsync of the Redis: always, everysec or
+#                           no (always is what loses nothing on a crash)
 #   BENCH_DURATION [10]     seconds measured per load phase (a CIBA phase
 #                           measures this long, and its interleaved respond
 #                           reference as long again)
@@ -67,6 +78,8 @@ RUN_GO="${BENCH_GO:-1}"
 BENCHTIME="${BENCH_BENCHTIME:-1s}"
 PROFILE="${BENCH_PROFILE:-0}"
 OUT="${BENCH_OUT:-${BIN}/bench.json}"
+STORE="${STORE:-badger}"
+REDIS_FSYNC="${BENCH_REDIS_FSYNC:-always}"
 SEED="bench-$$"
 CLIENT=cc
 export BENCH_CLIENT_SECRET="bench-secret-$$" # the Caddyfile reads it
@@ -81,6 +94,13 @@ for v in DURATION WARMUP CONNS USERS SMALL LARGE DRAIN ROUNDS; do
 	[[ "${!v}" =~ ^[0-9]+$ ]] || die "BENCH_${v} must be a whole number, not '${!v}'"
 done
 ((DURATION > 0 && CONNS > 0 && USERS > 0 && SMALL > 0 && ROUNDS > 0)) || die "BENCH_DURATION, BENCH_CONNS, BENCH_USERS, BENCH_SMALL and BENCH_ROUNDS must be positive"
+[[ "${STORE}" == badger || "${STORE}" == redis ]] || die "STORE must be badger or redis, not '${STORE}'"
+[[ "${REDIS_FSYNC}" =~ ^(always|everysec|no)$ ]] || die "BENCH_REDIS_FSYNC must be always, everysec or no, not '${REDIS_FSYNC}'"
+if [[ "${STORE}" == redis ]]; then
+	for c in redis-server redis-cli; do
+		command -v "${c}" >/dev/null 2>&1 || die "STORE=redis needs ${c}; run: make tools"
+	done
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cibaproxy-bench.XXXXXX")"
 RES="${WORK}/results"
@@ -90,6 +110,7 @@ NAMES=()
 PROXY_PID=""
 SINK_PID=""
 HEAP_PID=""
+REDIS_PID=""
 
 # ---- cleanup: stop every process started here, by PID ---------------------
 
@@ -124,7 +145,7 @@ cleanup() {
 		stop_pid "${PIDS[i]}" "${NAMES[i]}"
 	done
 	if ((status != 0)); then
-		for f in cibaproxy.log sink.log; do
+		for f in cibaproxy.log sink.log redis.log; do
 			[[ -s "${WORK}/${f}" ]] || continue
 			printf '\n----- %s (last 30 lines) -----\n' "${f}" >&2
 			tail -n 30 "${WORK}/${f}" >&2
@@ -162,7 +183,7 @@ log "building bin/cibaload"
 (cd "${ROOT}" && "${GO}" build -o "${CIBALOAD}" ./cmd/cibaload)
 
 cat /proc/loadavg | cut -d' ' -f1-3 >"${RES}/loadavg-start.txt"
-read -r PROXY_PORT ADMIN_PORT UPSTREAM_PORT SMTP_PORT SINK_HTTP_PORT < <("${CIBALOAD}" freeport -n 5)
+read -r PROXY_PORT ADMIN_PORT UPSTREAM_PORT SMTP_PORT SINK_HTTP_PORT REDIS_PORT < <("${CIBALOAD}" freeport -n 6)
 BASE="http://127.0.0.1:${PROXY_PORT}"
 TOKEN_URL="${BASE}/idp/token"
 BC_URL="${BASE}/bc-authorize"
@@ -172,7 +193,49 @@ log "work directory ${WORK}; proxy ${PROXY_PORT}, admin ${ADMIN_PORT}, smtp ${SM
 "${CIBALOAD}" users --count "${USERS}" --extra durable --out "${WORK}/users.json"
 FLATTEN_NOTE=", then DB.Flatten"
 [[ "${FLATTEN}" == 1 ]] || FLATTEN_NOTE=" (not flattened: the proxy compacts it)"
-printf '%s\n' "cibaproxy.BadgerOptions (group-committed fsync of every write, 2×16 MiB memtables, 32 MiB block cache, table indexes and bloom filters in memory, no compression); the bulk loader: the same without the per-write fsync, synced once at the end${FLATTEN_NOTE}" >"${RES}/badger-options.txt"
+printf '%s\n' "${STORE}" >"${RES}/store.txt"
+if [[ "${STORE}" == redis ]]; then
+	REDIS_URL="redis://127.0.0.1:${REDIS_PORT}/0"
+	STORAGE="redis ${REDIS_URL}"
+	FILL_STORE=(--redis "${REDIS_URL}")
+	printf '%s\n' "Redis $(redis-server --version | grep -o 'v=[^ ]*' | cut -c3-) on loopback: appendonly yes, appendfsync ${REDIS_FSYNC}, no RDB snapshots; the bulk loader writes through the store, as the proxy does" >"${RES}/badger-options.txt"
+else
+	STORAGE="badger ${WORK}/badger"
+	FILL_STORE=(--dir "${WORK}/badger")
+	printf '%s\n' "cibaproxy.BadgerOptions (group-committed fsync of every write, 2×16 MiB memtables, 32 MiB block cache, table indexes and bloom filters in memory, no compression); the bulk loader: the same without the per-write fsync, synced once at the end${FLATTEN_NOTE}" >"${RES}/badger-options.txt"
+fi
+
+# start_redis starts redis-server (again, on its directory: its append-only
+# file is read back) and waits until it answers.
+start_redis() {
+	mkdir -p "${WORK}/redis"
+	start redis-server redis.log redis-server --port "${REDIS_PORT}" --bind 127.0.0.1 --dir "${WORK}/redis" \
+		--appendonly yes --appendfsync "${REDIS_FSYNC}" --save "" --protected-mode no
+	REDIS_PID="${STARTED_PID}"
+	local i
+	for ((i = 0; i < 200; i++)); do
+		[[ "$(redis-cli -p "${REDIS_PORT}" ping 2>/dev/null)" == PONG ]] && return 0
+		sleep 0.05
+	done
+	die "redis-server did not answer on 127.0.0.1:${REDIS_PORT}"
+}
+
+# redis_info FIELD: a field of Redis's INFO (0 without Redis).
+redis_info() {
+	[[ -n "${REDIS_PID}" ]] || {
+		echo 0
+		return
+	}
+	redis-cli -p "${REDIS_PORT}" info all | tr -d '\r' | awk -F: -v f="$1" '$1 == f { print $2; exit }'
+}
+
+# redis_phase NAME COMMANDS_BEFORE: writes RES/redis-NAME.json, the commands
+# Redis processed during the phase and its memory after it.
+redis_phase() {
+	[[ -n "${REDIS_PID}" ]] || return 0
+	printf '{"commands": %d, "used_memory": %d, "rss": %d}\n' $(($(redis_info total_commands_processed) - $2)) \
+		"$(redis_info used_memory)" "$(redis_info used_memory_rss)" >"${RES}/redis-$1.json"
+}
 
 # caddyfile MAIL writes the Caddyfile, with the email block when MAIL is 1.
 caddyfile() {
@@ -200,7 +263,7 @@ ${BASE} {
 		upstream ${BASE}/idp
 		upstream_via http://127.0.0.1:${UPSTREAM_PORT}
 		public_url ${BASE}
-		storage badger ${WORK}/badger
+		storage ${STORAGE}
 		token_path /idp/token
 		request_ttl 5m
 		interval 5s
@@ -259,9 +322,13 @@ phase() {
 		PIDS+=("${prof}")
 		NAMES+=("profile fetch")
 	fi
+	local before
+	before="$(redis_info total_commands_processed)"
 	"${CIBALOAD}" run --name "${name}" --conns "${CONNS}" --duration "${DURATION}s" --warmup "${WARMUP}s" \
-		--client "${CLIENT}" --secret "${BENCH_CLIENT_SECRET}" --pid "${PROXY_PID}" --helper-pid "${SINK_PID}" \
+		--client "${CLIENT}" --secret "${BENCH_CLIENT_SECRET}" --pid "${PROXY_PID}" \
+		--helper-pid "$(tr ' ' , <<<"${SINK_PID} ${REDIS_PID}" | sed 's/^,//; s/,$//')" \
 		--out "${RES}/${name}.json" "$@"
+	redis_phase "${name}" "${before}"
 	if [[ -n "${prof}" ]]; then
 		wait "${prof}" || log "no profile of ${name}"
 		forget_pid "${prof}"
@@ -270,8 +337,9 @@ phase() {
 
 # ---- 1. ~1k pending, start ------------------------------------------------
 
+[[ "${STORE}" == redis ]] && start_redis
 log "filling ${SMALL} pending requests"
-"${CIBALOAD}" fill --dir "${WORK}/badger" --users "${WORK}/users.json" --client "${CLIENT}" --seed "${SEED}" \
+"${CIBALOAD}" fill "${FILL_STORE[@]}" --users "${WORK}/users.json" --client "${CLIENT}" --seed "${SEED}" \
 	--start 0 --count "${SMALL}" --lifetime 1h --out "${RES}/fill-1k.json"
 FIRST_ID="$("${CIBALOAD}" ids --seed "${SEED}" --start 0 --count 1)"
 caddyfile 1
@@ -281,9 +349,12 @@ start_proxy startup-1k.json "${FIRST_ID}" "${SMALL}"
 
 log "durability: backchannel request with the SMTP server down, then kill -9"
 DUR_ID="$("${CIBALOAD}" bc-once --url "${BC_URL}" --client "${CLIENT}" --secret "${BENCH_CLIENT_SECRET}" --login-hint durable)"
-kill -KILL "${PROXY_PID}"
-wait "${PROXY_PID}" 2>/dev/null || true
-forget_pid "${PROXY_PID}"
+kill -KILL "${PROXY_PID}" ${REDIS_PID}
+for pid in "${PROXY_PID}" ${REDIS_PID}; do
+	wait "${pid}" 2>/dev/null || true
+	forget_pid "${pid}"
+done
+[[ "${STORE}" == redis ]] && start_redis
 start smtp-sink sink.log "${CIBALOAD}" smtp-sink --listen "127.0.0.1:${SMTP_PORT}" --http "127.0.0.1:${SINK_HTTP_PORT}"
 SINK_PID="${STARTED_PID}"
 start_proxy durability-startup.json "${FIRST_ID}"
@@ -315,7 +386,7 @@ stop_proxy
 
 if ((LARGE > SMALL)); then
 	log "filling to ${LARGE} pending requests (undelivered bench mails dropped)"
-	"${CIBALOAD}" fill --dir "${WORK}/badger" --users "${WORK}/users.json" --client "${CLIENT}" --seed "${SEED}" \
+	"${CIBALOAD}" fill "${FILL_STORE[@]}" --users "${WORK}/users.json" --client "${CLIENT}" --seed "${SEED}" \
 		--start "${SMALL}" --target-pending "${LARGE}" --lifetime 1h --workers 16 --drop-outbox \
 		--flatten="$([[ "${FLATTEN}" == 1 ]] && echo true || echo false)" --out "${RES}/fill-1m.json"
 	FILLED="$("${CIBALOAD}" get "${RES}/fill-1m.json" created)"
@@ -324,22 +395,24 @@ if ((LARGE > SMALL)); then
 	WARM_SEEN=$(grep -c '"pending requests held in memory"' "${WORK}/cibaproxy.log" || true)
 	LAUNCH_NS=$(date +%s%N)
 	start_proxy startup-1m.json "${FIRST_ID}" "${PENDING}"
-	# The store reads the pending requests into memory in the background
-	# after start (polls of those not read yet read Badger meanwhile); the
-	# poll phase measures the steady state after it, and the time it took
-	# is reported.
-	WARM_DEADLINE=$((SECONDS + 120))
-	warmed() { (($(grep -c '"pending requests held in memory"' "${WORK}/cibaproxy.log" || true) > WARM_SEEN)); }
-	until warmed; do
-		((SECONDS < WARM_DEADLINE)) || break
-		sleep 0.1
-	done
-	if warmed; then
-		WARM_S=$(awk -v t0="${LAUNCH_NS}" -v t1="$(date +%s%N)" 'BEGIN { printf "%.2f", (t1 - t0) / 1e9 }')
-		printf '{"seconds": %s}\n' "${WARM_S}" >"${RES}/warm-1m.json"
-		log "pending requests held in memory ${WARM_S} s after the launch"
-	else
-		log "the pending requests were not all read into memory within 120 s; measuring anyway"
+	# Badger reads the pending requests into memory in the background after
+	# start (polls of those not read yet read Badger meanwhile); the poll
+	# phase measures the steady state after it, and the time it took is
+	# reported. Redis has nothing to read.
+	if [[ "${STORE}" == badger ]]; then
+		WARM_DEADLINE=$((SECONDS + 120))
+		warmed() { (($(grep -c '"pending requests held in memory"' "${WORK}/cibaproxy.log" || true) > WARM_SEEN)); }
+		until warmed; do
+			((SECONDS < WARM_DEADLINE)) || break
+			sleep 0.1
+		done
+		if warmed; then
+			WARM_S=$(awk -v t0="${LAUNCH_NS}" -v t1="$(date +%s%N)" 'BEGIN { printf "%.2f", (t1 - t0) / 1e9 }')
+			printf '{"seconds": %s}\n' "${WARM_S}" >"${RES}/warm-1m.json"
+			log "pending requests held in memory ${WARM_S} s after the launch"
+		else
+			log "the pending requests were not all read into memory within 120 s; measuring anyway"
+		fi
 	fi
 	if [[ "${PROFILE}" == 1 ]]; then
 		# The heap a few seconds into the 1M phase, where its peak RSS was

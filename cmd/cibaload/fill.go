@@ -15,6 +15,7 @@ import (
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store/badgerstore"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/store/redisstore"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
 )
 
@@ -48,6 +49,7 @@ type FillResult struct {
 func cmdFill(args []string) error {
 	fs := flag.NewFlagSet("fill", flag.ExitOnError)
 	dir := fs.String("dir", "", "the proxy's Badger directory (the proxy must be stopped)")
+	redisURL := fs.String("redis", "", "instead of --dir: the proxy's Redis, redis://host:port/db (key prefix "+redisstore.DefaultKeyPrefix+")")
 	usersFile := fs.String("users", "", "the users.json the proxy uses; requests go to its users round-robin")
 	client := fs.String("client", "cc", "client_id of the requests")
 	seed := fs.String("seed", "bench", "seed of the auth_req_ids (run --seed regenerates them)")
@@ -63,8 +65,8 @@ func cmdFill(args []string) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the fill here")
 	flatten := fs.Bool("flatten", false, "compact the LSM tree after the fill (DB.Flatten), so the proxy starts on a settled store instead of compacting the bulk load itself")
 	_ = fs.Parse(args)
-	if *dir == "" || *usersFile == "" {
-		return errors.New("--dir and --users are required")
+	if (*dir == "") == (*redisURL == "") || *usersFile == "" {
+		return errors.New("--users and one of --dir and --redis are required")
 	}
 	users, err := readUsers(*usersFile)
 	if err != nil {
@@ -82,8 +84,7 @@ func cmdFill(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	began := time.Now()
-	opts := badgerstore.Options(*dir).WithSyncWrites(false)
-	st, err := badgerstore.OpenWithOptions(opts, nil, nil)
+	st, badger, options, err := openFill(*dir, *redisURL)
 	if err != nil {
 		return err
 	}
@@ -95,8 +96,8 @@ func cmdFill(args []string) error {
 	}()
 	ctx := context.Background()
 	res := &FillResult{
-		Dir: *dir, Seed: *seed, Start: *start, Workers: *workers, Users: len(users), Lifetime: lifetime.String(),
-		Options: "badgerstore.Options(dir).WithSyncWrites(false), synced once at the end",
+		Dir: *dir + *redisURL, Seed: *seed, Start: *start, Workers: *workers, Users: len(users), Lifetime: lifetime.String(),
+		Options: options,
 	}
 	if *dropOutbox {
 		if res.DroppedMails, err = dropItems(ctx, st); err != nil {
@@ -122,15 +123,17 @@ func cmdFill(args []string) error {
 	if res.PendingAfter, err = st.PendingCount(ctx); err != nil {
 		return err
 	}
-	if err := st.DB().Sync(); err != nil {
-		return err
-	}
-	if *flatten {
-		t := time.Now()
-		if err := st.DB().Flatten(2); err != nil {
-			return fmt.Errorf("flattening: %w", err)
+	if badger != nil {
+		if err := badger.DB().Sync(); err != nil {
+			return err
 		}
-		res.FlattenSeconds = time.Since(t).Seconds()
+		if *flatten {
+			t := time.Now()
+			if err := badger.DB().Flatten(2); err != nil {
+				return fmt.Errorf("flattening: %w", err)
+			}
+			res.FlattenSeconds = time.Since(t).Seconds()
+		}
 	}
 	closed = true
 	if err := st.Close(); err != nil {
@@ -146,6 +149,18 @@ func cmdFill(args []string) error {
 	fmt.Fprintf(os.Stderr, "fill: %d created, %d existed in %.1f s (%.0f/s, flatten %.1f s); pending %d → %d\n",
 		res.Created, res.Existed, res.Seconds, res.Rate, res.FlattenSeconds, res.PendingBefore, res.PendingAfter)
 	return writeJSON(*out, res)
+}
+
+// openFill opens the store to fill: the Badger store in dir, without an
+// fsync per write (it is synced once at the end; badger is the store
+// then), or the Redis at redisURL, as the proxy writes it.
+func openFill(dir, redisURL string) (st store.Store, badger *badgerstore.Store, options string, err error) {
+	if redisURL != "" {
+		st, err := redisstore.Open(redisstore.Config{URL: redisURL}, nil, nil)
+		return st, nil, "redisstore, as the proxy writes it (one create script a request)", err
+	}
+	badger, err = badgerstore.OpenWithOptions(badgerstore.Options(dir).WithSyncWrites(false), nil, nil)
+	return badger, badger, "badgerstore.Options(dir).WithSyncWrites(false), synced once at the end", err
 }
 
 // fillBatch creates n pending requests with ids seed/start… through the
@@ -164,7 +179,7 @@ type fillBatch struct {
 	next, done, existed, conflicts atomic.Int64
 }
 
-func (b *fillBatch) run(ctx context.Context, st *badgerstore.Store, began time.Time) error {
+func (b *fillBatch) run(ctx context.Context, st store.Requests, began time.Time) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, b.workers)
 	stopProgress := make(chan struct{})
@@ -198,7 +213,7 @@ func (b *fillBatch) run(ctx context.Context, st *badgerstore.Store, began time.T
 
 // work creates requests until the batch is done, retrying a create that
 // conflicted.
-func (b *fillBatch) work(ctx context.Context, st *badgerstore.Store) error {
+func (b *fillBatch) work(ctx context.Context, st store.Requests) error {
 	for {
 		i := b.next.Add(1) - 1
 		if i >= b.n {

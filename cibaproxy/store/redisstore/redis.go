@@ -176,6 +176,10 @@ func (s *Store) Client() *redis.Client { return s.c }
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.c.Ping(ctx).Err() }
 
+// AddHook adds a go-redis hook to the store's client: for tracing or
+// metrics of its commands (redisotel's, say), or to count its round trips.
+func (s *Store) AddHook(h redis.Hook) { s.c.AddHook(h) }
+
 // Close closes the connections.
 func (s *Store) Close() error {
 	err := s.c.Close()
