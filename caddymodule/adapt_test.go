@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -269,4 +270,43 @@ func firstCibaHandler(t *testing.T, cfg []byte) map[string]any {
 		t.Fatalf("no ciba handler in %s", cfg)
 	}
 	return found
+}
+
+// TestAdaptREADMECaddyfiles adapts every Caddyfile the README shows (its
+// code blocks with a site or a ciba block in them), so none of them is a
+// configuration that does not load.
+func TestAdaptREADMECaddyfiles(t *testing.T) {
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := readmeCaddyfiles(string(data))
+	if len(blocks) < 3 {
+		t.Fatalf("found %d Caddyfiles in the README, want at least 3 (the site, a replica, the balancer)", len(blocks))
+	}
+	for i, b := range blocks {
+		if _, _, err := adaptCaddyfile(fmt.Sprintf("README block %d", i+1), b); err != nil {
+			t.Errorf("the README's Caddyfile %d does not adapt: %v\n%s", i+1, err, b)
+		}
+	}
+}
+
+// readmeCaddyfiles returns the fenced blocks of a README, without a
+// language, that are Caddyfiles: their first line opens a block (the
+// global options or a site), and they are not a sketch of the syntax
+// (with "…" in it).
+func readmeCaddyfiles(md string) []string {
+	var out []string
+	parts := strings.Split(md, "\n```")
+	for i := 1; i < len(parts); i += 2 {
+		body, ok := strings.CutPrefix(parts[i], "\n")
+		if !ok {
+			continue // a language after the fence: not a Caddyfile
+		}
+		first, _, _ := strings.Cut(body, "\n")
+		if strings.HasSuffix(first, "{") && !strings.Contains(body, "…") {
+			out = append(out, body)
+		}
+	}
+	return out
 }

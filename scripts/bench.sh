@@ -226,7 +226,8 @@ redis_info() {
 		echo 0
 		return
 	}
-	redis-cli -p "${REDIS_PORT}" info all | tr -d '\r' | awk -F: -v f="$1" '$1 == f { print $2; exit }'
+	# awk reads to the end: an early exit would kill the pipe (SIGPIPE).
+	redis-cli -p "${REDIS_PORT}" info all | tr -d '\r' | awk -F: -v f="$1" '$1 == f { v = $2 } END { print v + 0 }'
 }
 
 # redis_phase NAME COMMANDS_BEFORE: writes RES/redis-NAME.json, the commands

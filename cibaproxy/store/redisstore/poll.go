@@ -14,7 +14,7 @@ import (
 // Poll implements store.Poller: one script reads the request and applies
 // the rules of slow_down to its polling state.
 func (s *Store) Poll(ctx context.Context, key store.RequestKey, clientID string, now time.Time) (store.PollState, error) {
-	res, err := pollScript.Run(ctx, s.c, []string{s.requestKey(hex.EncodeToString(key[:]))},
+	res, err := pollScript.Run(ctx, s.ap, []string{s.requestKey(hex.EncodeToString(key[:]))},
 		clientID, ms(now), int(store.PollTolerance*1000), store.SlowDownStep.Milliseconds(), store.MaxInterval.Milliseconds()).Slice()
 	if err != nil {
 		return store.PollState{}, errorOf(err)

@@ -104,7 +104,10 @@ func withoutPassword(text, rawURL string) string {
 
 // Store is the store on Redis.
 type Store struct {
-	c      *redis.Client
+	c *redis.Client
+	// ap batches the commands of concurrent requests into pipelines: one
+	// write and one read for many polls, on both sides.
+	ap     *redis.AutoPipeliner
 	prefix string
 	log    *zap.Logger
 	now    func() time.Time
@@ -135,7 +138,7 @@ func Open(cfg Config, logger *zap.Logger, now func() time.Time) (*Store, error) 
 		if cfg.DB != 0 {
 			opts.DB = cfg.DB
 		}
-		tune(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout)
+		tune(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.DialerRetries)
 		c = redis.NewClient(opts)
 	} else {
 		opts := &redis.FailoverOptions{
@@ -146,19 +149,33 @@ func Open(cfg Config, logger *zap.Logger, now func() time.Time) (*Store, error) 
 			Password:         cfg.Password,
 			DB:               cfg.DB,
 		}
-		tune(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout)
+		tune(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.DialerRetries)
 		c = redis.NewFailoverClient(opts)
 	}
 	prefix := cfg.KeyPrefix
 	if prefix == "" {
 		prefix = DefaultKeyPrefix
 	}
-	return &Store{c: c, prefix: prefix, log: logger, now: now}, nil
+	ap, err := c.AutoPipeline()
+	if err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("storage redis: %w", err)
+	}
+	return &Store{c: c, ap: ap, prefix: prefix, log: logger, now: now}, nil
 }
 
 // tune bounds the waits of one command, unless the URL set them: a Redis
-// that is down answers the proxy's clients within seconds.
-func tune(dial, read, write *time.Duration) {
+// that is down answers the proxy's clients within a second. One retry of
+// a command (on a fresh connection) covers the connections a restarted
+// Redis left dead in the pool, and one of a refused dial a Redis that is
+// just coming up; more would only delay the answer of an outage.
+func tune(dial, read, write *time.Duration, retries, dialRetries *int) {
+	if *retries == 0 {
+		*retries = 1
+	}
+	if *dialRetries == 0 {
+		*dialRetries = 2
+	}
 	if *dial == 0 {
 		*dial = 2 * time.Second
 	}
@@ -170,15 +187,12 @@ func tune(dial, read, write *time.Duration) {
 	}
 }
 
-// Client returns the Redis client, for tests and tools.
+// Client returns the Redis client, for tests and tools (a go-redis hook
+// added to it traces or counts the store's commands).
 func (s *Store) Client() *redis.Client { return s.c }
 
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.c.Ping(ctx).Err() }
-
-// AddHook adds a go-redis hook to the store's client: for tracing or
-// metrics of its commands (redisotel's, say), or to count its round trips.
-func (s *Store) AddHook(h redis.Hook) { s.c.AddHook(h) }
 
 // Close closes the connections.
 func (s *Store) Close() error {

@@ -89,7 +89,7 @@ func (s *Store) Create(ctx context.Context, key store.RequestKey, r *store.AuthR
 		args = append(args, hex.EncodeToString(l[:]))
 	}
 	args = s.appendItems(args, key, items)
-	res, err := createScript.Run(ctx, s.c, []string{s.requestKey(hexKey)}, args...).Text()
+	res, err := createScript.Run(ctx, s.ap, []string{s.requestKey(hexKey)}, args...).Text()
 	if err != nil {
 		return errorOf(err)
 	}

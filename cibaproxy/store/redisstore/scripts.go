@@ -138,14 +138,25 @@ end
 return #xs
 `)
 
+// luaVolatile makes the writes of a script stay in the server's memory:
+// not in its append-only file, not sent to its replicas. The polling state
+// is such: losing it to a restart or a failover costs at most one poll
+// that is not slow_down, and keeping it out of the append-only file spares
+// every poll an fsync.
+const luaVolatile = `
+redis.replicate_commands()
+redis.set_repl(redis.REPL_NONE)
+`
+
 // pollScript reads what a poll needs of the request KEYS[1] and, for a
 // poll by its client (ARGV[1]) at ARGV[2] of a request pending or approved
 // and unexpired, applies the slow_down rules: a poll earlier than the last
 // one plus the interval (less ARGV[3] per mille), or one that overlaps the
 // minting of the tokens (an unexpired claim), is slow_down and raises the
 // interval by ARGV[4], up to ARGV[5]. It answers {0} for an unknown
-// request, else {1, client, status, expires, base interval, reason}.
-var pollScript = redis.NewScript(`
+// request, else {1, client, status, expires, base interval, reason}. Its
+// writes are volatile.
+var pollScript = redis.NewScript(luaVolatile + `
 local f = redis.call('HMGET', KEYS[1], 'c', 's', 'x', 'i', 'cu', 'pl', 'pi')
 if not f[1] then return {0} end
 local status, expires, base = tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
@@ -167,8 +178,9 @@ return {1, f[1], status, f[3], base, reason}
 `)
 
 // slowDownScript raises the current interval of the request KEYS[1] by
-// ARGV[1], up to ARGV[2], as a slow_down answer does.
-var slowDownScript = redis.NewScript(`
+// ARGV[1], up to ARGV[2], as a slow_down answer does; volatile, as the
+// poll's.
+var slowDownScript = redis.NewScript(luaVolatile + `
 local f = redis.call('HMGET', KEYS[1], 'i', 'pi')
 if not f[1] then return 0 end
 local interval = tonumber(f[2]) or tonumber(f[1])
