@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,45 +147,13 @@ func TestReplicasRedeemOnce(t *testing.T) {
 
 	id := a.authorize("cc")
 	b.approve(id)
-	const n = 40
-	codes := make([]string, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			h := a
-			if i%2 == 1 {
-				h = b
-			}
-			codes[i] = answerCode(h.poll("cc", id).Body.Bytes())
-		})
-	}
-	close(start)
-	wg.Wait()
-	count := map[string]int{}
-	for _, c := range codes {
-		count[c]++
-	}
-	if count["ok"] != 1 || count["ok"]+count[oauth.CodeSlowDown]+count[oauth.CodeInvalidGrant] != n {
-		t.Fatalf("answers %v, want exactly one ok and the rest slow_down or invalid_grant", count)
-	}
+	pollAllAtOnce(t, 40, id, func(i int) *harness { return []*harness{a, b}[i%2] })
 	if minter.count() != 1 {
 		t.Errorf("minted %d times across the replicas, want 1", minter.count())
 	}
 	if got := a.get(id).Status; got != store.StatusConsumed {
 		t.Errorf("status %v, want consumed", got)
 	}
-}
-
-// answerCode is "ok" for a token response, else the error code of an
-// OAuth error body.
-func answerCode(body []byte) string {
-	var e oauthErrorBody
-	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
-		return "ok"
-	}
-	return e.Error
 }
 
 // TestReplicasRateLimitsAreShared: client_rate counts the requests of a

@@ -437,32 +437,7 @@ func TestConcurrentPollsRedeemOnce(t *testing.T) {
 	h.minter.delay = 20 * time.Millisecond
 	id := h.authorize("cc")
 	h.approve(id)
-	const n = 50
-	var wg sync.WaitGroup
-	codes := make([]string, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			rec := h.poll("cc", id)
-			if rec.Code == 200 {
-				codes[i] = "ok"
-				return
-			}
-			var e oauthErrorBody
-			_ = json.Unmarshal(rec.Body.Bytes(), &e)
-			codes[i] = e.Error
-		})
-	}
-	close(start)
-	wg.Wait()
-	count := map[string]int{}
-	for _, c := range codes {
-		count[c]++
-	}
-	if count["ok"] != 1 || count["ok"]+count[oauth.CodeSlowDown]+count[oauth.CodeInvalidGrant] != n {
-		t.Fatalf("answers %v, want exactly one ok and the rest slow_down or invalid_grant", count)
-	}
+	pollAllAtOnce(t, 50, id, func(int) *harness { return h })
 	if h.minter.count() != 1 {
 		t.Errorf("minted %d times", h.minter.count())
 	}
@@ -814,4 +789,39 @@ func srvReadBody(r *http.Request) ([]byte, error) {
 	var b bytes.Buffer
 	_, err := b.ReadFrom(r.Body)
 	return b.Bytes(), err
+}
+
+// pollAllAtOnce sends n polls of the approved request id at once, poll i
+// to the harness on(i), and checks that exactly one got the tokens, the
+// others slow_down or invalid_grant.
+func pollAllAtOnce(t *testing.T, n int, id string, on func(i int) *harness) {
+	t.Helper()
+	codes := make([]string, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			codes[i] = answerCode(on(i).poll("cc", id).Body.Bytes())
+		})
+	}
+	close(start)
+	wg.Wait()
+	count := map[string]int{}
+	for _, c := range codes {
+		count[c]++
+	}
+	if count["ok"] != 1 || count["ok"]+count[oauth.CodeSlowDown]+count[oauth.CodeInvalidGrant] != n {
+		t.Fatalf("answers %v, want exactly one ok and the rest slow_down or invalid_grant", count)
+	}
+}
+
+// answerCode is "ok" for a token response, else the error code of an
+// OAuth error body.
+func answerCode(body []byte) string {
+	var e oauthErrorBody
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
+		return "ok"
+	}
+	return e.Error
 }

@@ -140,6 +140,21 @@ type Settings interface {
 	SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error)
 }
 
+// ApplySetting is the step of an UpdateSetting between its read and its
+// write, the same in every engine: it runs fn on the value read (nil when
+// there is none) and returns the value the setting has afterwards, and
+// whether it must be written (fn answered a new value, not nil).
+func ApplySetting(fn func(old []byte) ([]byte, error), old []byte) (value []byte, write bool, err error) {
+	v, err := fn(old)
+	switch {
+	case err != nil:
+		return nil, false, err
+	case v == nil:
+		return old, false, nil
+	}
+	return v, true, nil
+}
+
 // ReplayCache remembers identifiers (the jti of JWTs) until they expire.
 type ReplayCache interface {
 	// Remember records id in namespace until `until` and reports whether it

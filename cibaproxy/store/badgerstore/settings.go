@@ -55,13 +55,10 @@ func (s *Store) UpdateSetting(ctx context.Context, name string, fn func(old []by
 		case !errors.Is(err, badger.ErrKeyNotFound):
 			return err
 		}
-		v, err := fn(old)
-		if err != nil {
+		v, write, err := store.ApplySetting(fn, old)
+		if err != nil || !write {
+			out = v
 			return err
-		}
-		if v == nil {
-			out = old
-			return nil
 		}
 		out = v
 		return txn.Set(k, v)

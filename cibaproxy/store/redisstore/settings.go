@@ -66,13 +66,10 @@ func (s *Store) UpdateSetting(ctx context.Context, name string, fn func(old []by
 			if err != nil {
 				return err
 			}
-			v, err := fn(old)
-			if err != nil {
+			v, write, err := store.ApplySetting(fn, old)
+			if err != nil || !write {
+				out = v
 				return err
-			}
-			if v == nil {
-				out = old
-				return nil
 			}
 			out = v
 			_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
