@@ -84,7 +84,7 @@ func redisHolds(t *testing.T, r *cibatest.Redis, needle string) bool {
 // approval page opens on the second and its form posts back to the first;
 // a client alternating replicas is timed as one client (slow_down); and
 // the tokens come from the second. Neither the auth_req_id nor the link
-// token is stored in clear.
+// token is stored in clear. With Redis down, the page answers 503.
 func TestReplicasShareTheEmailFlow(t *testing.T) {
 	r := cibatest.StartRedis(t)
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
@@ -131,6 +131,14 @@ func TestReplicasShareTheEmailFlow(t *testing.T) {
 	}
 	if redisHolds(t, r, linkToken(t, link)) {
 		t.Error("the link token is stored in clear")
+	}
+
+	// With Redis gone the approval page says to try again, on either
+	// replica, and changes nothing.
+	r.Kill()
+	for _, s := range []*mailSite{a, b} {
+		wantOutcome(t, s.page(http.MethodGet, link, nil, nil), http.StatusServiceUnavailable, "error")
+		wantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"deny"}}), http.StatusServiceUnavailable, "error")
 	}
 }
 
