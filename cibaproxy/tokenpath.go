@@ -14,8 +14,16 @@ import (
 )
 
 // settingTokenPath remembers the last discovered token endpoint path, so
-// CIBA polls are recognised while the upstream is down.
+// CIBA polls are recognised while the upstream is down. One is kept per
+// upstream issuer (the name is followed by "@" and the issuer URL): sites
+// on one store, in front of different upstreams, each remember their own.
+// A path remembered under the bare name by an earlier release is not
+// read: nothing tells whose it was, and the next discovery learns it again.
 const settingTokenPath = "token_path"
+
+// tokenPathSetting is the name of the setting of an upstream issuer's token
+// path.
+func tokenPathSetting(issuer string) string { return settingTokenPath + "@" + issuer }
 
 // tokenSettings is the part of the store that remembers the token path.
 type tokenSettings interface {
@@ -30,6 +38,7 @@ type tokenSettings interface {
 type tokenPaths struct {
 	configured string
 	public     *url.URL // the site's public URL
+	setting    string   // the name of the remembered path in the store
 	disc       *upstream.Discovery
 	settings   tokenSettings
 	log        *zap.Logger
@@ -41,13 +50,13 @@ type tokenPaths struct {
 // newTokenPaths returns the token path of a site, reading the remembered
 // one from the store when none is configured.
 func newTokenPaths(configured, publicURL string, disc *upstream.Discovery, settings tokenSettings, log *zap.Logger) *tokenPaths {
-	t := &tokenPaths{configured: configured, disc: disc, settings: settings, log: log}
+	t := &tokenPaths{configured: configured, disc: disc, settings: settings, log: log, setting: tokenPathSetting(disc.Issuer())}
 	t.public, _ = url.Parse(publicURL)
 	switch {
 	case configured != "":
 		t.learned.Store(&configured)
 	case settings != nil:
-		if v, err := settings.Setting(context.Background(), settingTokenPath); err == nil && len(v) > 0 {
+		if v, err := settings.Setting(context.Background(), t.setting); err == nil && len(v) > 0 {
 			p := string(v)
 			t.learned.Store(&p)
 		}
@@ -108,7 +117,7 @@ func (t *tokenPaths) learn(meta *upstream.Metadata) {
 		return
 	}
 	t.learned.Store(&p)
-	if err := t.settings.PutSetting(context.Background(), settingTokenPath, []byte(p)); err != nil {
+	if err := t.settings.PutSetting(context.Background(), t.setting, []byte(p)); err != nil {
 		t.log.Warn("could not remember the token path", zap.Error(err))
 	}
 }

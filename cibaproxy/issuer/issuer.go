@@ -25,11 +25,16 @@ import (
 
 // The subject-token issuer's paths, under the public URL.
 const (
-	Path             = "/ciba"
-	issuerWellKnown  = Path + "/.well-known/openid-configuration"
-	issuerJWKS       = Path + "/jwks"
-	issuerAuthorize  = Path + "/authorize"
-	issuerTokenPath  = Path + "/token"
+	Path            = "/ciba"
+	issuerWellKnown = Path + "/.well-known/openid-configuration"
+	issuerJWKS      = Path + "/jwks"
+	issuerAuthorize = Path + "/authorize"
+	issuerTokenPath = Path + "/token"
+	// settingSignKeys is the setting of a key ring: followed by "@" and
+	// the issuer URL, one ring per site, so that sites on one store do not
+	// take each other's keys (or churn one ring between their algorithms).
+	// A ring under the bare name, written by an earlier release, seeds the
+	// ring of every site that has none yet.
 	settingSignKeys  = "signing_keys"
 	subjectTokenTTL  = 2 * time.Minute
 	keyRefreshPeriod = 30 * time.Second
@@ -102,6 +107,9 @@ type Issuer struct {
 	now    func() time.Time
 	static *signingKey // from KeyFile
 
+	setting string // the name of the ring in the store
+	legacy  []byte // the ring of an earlier release, to start from
+
 	mu      sync.Mutex
 	ring    *keyRing
 	readAt  time.Time
@@ -152,11 +160,21 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("the issuer needs a store or a key file")
 	}
+	iss.setting = ringSetting(iss.issuer)
+	// Reading a setting through an update that changes nothing.
+	legacy, err := cfg.Store.UpdateSetting(ctx, settingSignKeys, func([]byte) ([]byte, error) { return nil, nil })
+	if err != nil {
+		return nil, err
+	}
+	iss.legacy = legacy
 	if _, err := iss.keys(ctx); err != nil {
 		return nil, err
 	}
 	return iss, nil
 }
+
+// ringSetting is the name of the setting of an issuer's key ring.
+func ringSetting(issuer string) string { return settingSignKeys + "@" + issuer }
 
 // URL returns the issuer URL.
 func (i *Issuer) URL() string { return i.issuer }

@@ -158,9 +158,9 @@ var (
 // issRing reads the key ring as stored.
 func issRing(t *testing.T, st *badgerstore.Store) keyRing {
 	t.Helper()
-	raw, err := st.Setting(context.Background(), settingSignKeys)
+	raw, err := st.Setting(context.Background(), ringSetting(issTestPublic+Path))
 	if err != nil {
-		t.Fatalf("reading %s: %v", settingSignKeys, err)
+		t.Fatalf("reading the key ring: %v", err)
 	}
 	var r keyRing
 	if err := json.Unmarshal(raw, &r); err != nil {
@@ -861,7 +861,7 @@ func TestIssuerRotationRefusedShort(t *testing.T) {
 		t.Fatal("rotation 3m accepted; tokens live 2m, so a key must sign at least 4m")
 	}
 	// The refusal stored nothing.
-	if _, err := st.Setting(context.Background(), settingSignKeys); err == nil {
+	if _, err := st.Setting(context.Background(), ringSetting(issTestPublic+Path)); err == nil {
 		t.Error("a refused issuer created a key")
 	}
 }
@@ -988,5 +988,63 @@ func TestSubjectTokenACRAMR(t *testing.T) {
 				t.Errorf("auth_time = %v", claims["auth_time"])
 			}
 		})
+	}
+}
+
+// TestIssuerSitesKeepTheirRings: two sites on one store, one signing ES256
+// and one RS256, each keep a ring of their own: serving them in turn,
+// across the re-reads of the rings, publishes the same one key each.
+func TestIssuerSitesKeepTheirRings(t *testing.T) {
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	es := issNew(t, st, clock, nil)
+	rs := issNew(t, st, clock, func(c *Config) { c.Alg = "RS256"; c.PublicURL = "https://other.example.com" })
+	esKIDs, rsKIDs := issKIDs(issJWKS(t, es)), issKIDs(issJWKS(t, rs))
+	for range 3 {
+		clock.Advance(keyRefreshPeriod + time.Second)
+		for _, s := range []struct {
+			iss  *Issuer
+			want []string
+			alg  string
+		}{{es, esKIDs, "ES256"}, {rs, rsKIDs, "RS256"}} {
+			set := issJWKS(t, s.iss)
+			if got := issKIDs(set); !slices.Equal(got, s.want) {
+				t.Fatalf("%s publishes %v, want its own key %v", s.iss.URL(), got, s.want)
+			}
+			hdr, _ := cibatest.VerifyJWT(t, issToken(t, s.iss, issGrant(issAlice)), set)
+			if hdr.Algorithm != s.alg || hdr.KeyID != s.want[0] {
+				t.Fatalf("%s signed %s by %s, want %s by %s", s.iss.URL(), hdr.Algorithm, hdr.KeyID, s.alg, s.want[0])
+			}
+		}
+	}
+}
+
+// TestIssuerStartsFromTheRingOfAnEarlierRelease: a ring stored under the
+// bare setting name, as an earlier release kept it, is where a site's ring
+// starts: the key the upstream already trusts goes on signing.
+func TestIssuerStartsFromTheRingOfAnEarlierRelease(t *testing.T) {
+	clock := cibatest.NewClock(time.Time{})
+	st := issOpenStore(t, clock)
+	first := issNew(t, st, clock, nil)
+	kids := issKIDs(issJWKS(t, first))
+	raw, err := st.Setting(context.Background(), ringSetting(issTestPublic+Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same ring, as the earlier release stored it, in a fresh store.
+	st2 := issOpenStore(t, clock)
+	if err := st2.PutSetting(context.Background(), settingSignKeys, raw); err != nil {
+		t.Fatal(err)
+	}
+	iss := issNew(t, st2, clock, nil)
+	set := issJWKS(t, iss)
+	if got := issKIDs(set); !slices.Equal(got, kids) {
+		t.Fatalf("JWKS %v, want the earlier release's key %v", got, kids)
+	}
+	if hdr, _ := cibatest.VerifyJWT(t, issToken(t, iss, issGrant(issAlice)), set); hdr.KeyID != kids[0] {
+		t.Fatalf("signed by %s, want %s", hdr.KeyID, kids[0])
+	}
+	if _, err := st2.Setting(context.Background(), ringSetting(issTestPublic+Path)); err != nil {
+		t.Errorf("the site's own ring was not stored: %v", err)
 	}
 }

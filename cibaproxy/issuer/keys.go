@@ -127,15 +127,19 @@ func (i *Issuer) keys(ctx context.Context) (*keyRing, error) {
 	if ring != nil && now.Sub(readAt) < keyRefreshPeriod && !i.needsRotation(ring, now) {
 		return ring, nil
 	}
-	raw, err := i.cfg.Store.UpdateSetting(ctx, settingSignKeys, func(old []byte) ([]byte, error) {
+	raw, err := i.cfg.Store.UpdateSetting(ctx, i.setting, func(old []byte) ([]byte, error) {
 		var r keyRing
+		seeded := old == nil && i.legacy != nil
+		if seeded {
+			old = i.legacy
+		}
 		if old != nil {
 			if err := json.Unmarshal(old, &r); err != nil {
 				return nil, fmt.Errorf("decoding the signing keys: %w", err)
 			}
 		}
 		changed, err := i.maintain(&r, now)
-		if err != nil || !changed {
+		if err != nil || !(changed || seeded) {
 			return nil, err
 		}
 		return json.Marshal(&r)
