@@ -825,3 +825,45 @@ func answerCode(body []byte) string {
 	}
 	return e.Error
 }
+
+// TestTokenPathPerUpstream: two sites on one store, in front of two
+// upstreams, each remember their own token path: after a restart with the
+// upstreams down, each still recognises its own polls, and not the other's
+// path as its own.
+func TestTokenPathPerUpstream(t *testing.T) {
+	b := newSiteBackend(t, t.TempDir(), cibatest.NewClock(time.Time{}), nil)
+	const otherIssuer = testPublic + "/realms/other"
+	const otherToken = "/realms/other/protocol/openid-connect/token"
+	other := cibatest.StartOP(t, otherIssuer)
+	onOther := func(c *Config) {
+		disc, err := upstream.NewDiscovery(otherIssuer, other.URL(), nil, c.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Issuer, c.Discovery, c.TokenPath = otherIssuer, disc, ""
+	}
+	noPath := func(c *Config) { c.TokenPath = "" }
+	learn := func(h *harness, want string) string {
+		t.Helper()
+		id := h.authorize("cc")
+		cibatest.WaitFor(t, 5*time.Second, "the token path to be learned", func() bool { return h.srv.tokenPath.known() != "" })
+		if got := h.srv.tokenPath.known(); got != want {
+			t.Fatalf("learned %q, want %q", got, want)
+		}
+		return id
+	}
+	mainID := learn(newHarnessOn(t, b, noPath), testTokenURL)
+	learn(newHarnessOn(t, b, onOther), otherToken) // learned last
+
+	// The sites again, with both upstreams down: each knows its own path.
+	other.SetDiscoveryStatus(http.StatusServiceUnavailable)
+	again := newHarnessOn(t, b, noPath)
+	again.upstream.SetDiscoveryStatus(http.StatusServiceUnavailable)
+	if got := again.srv.tokenPath.known(); got != testTokenURL {
+		t.Fatalf("after the restart the site knows the token path %q, want its own %q", got, testTokenURL)
+	}
+	cibatest.WantOAuthError(t, again.poll("cc", mainID), 400, oauth.CodeAuthorizationPending)
+	if got := newHarnessOn(t, b, onOther).srv.tokenPath.known(); got != otherToken {
+		t.Fatalf("the other site knows the token path %q, want %q", got, otherToken)
+	}
+}
