@@ -48,11 +48,12 @@ var ErrNoMinter = errors.New("no token minter is configured")
 // redeemer redeems approved requests: it claims one, mints its tokens and
 // marks it consumed.
 type redeemer struct {
-	store   Store
-	minter  Minter
-	polls   poller
-	metrics *metrics.Metrics
-	log     *zap.Logger
+	store    Store
+	minter   Minter
+	subjects *upstreamSubjects // the users of the upstream's subs
+	polls    poller
+	metrics  *metrics.Metrics
+	log      *zap.Logger
 }
 
 // tokenResponse is a successful token response (CIBA Core §10.1.1).
@@ -118,6 +119,7 @@ func (rd *redeemer) redeem(ctx context.Context, key store.RequestKey, cl *client
 		return nil, storeError(err)
 	}
 	rd.polls.Forget(key)
+	rd.rememberSubject(ctx, key, tokens, req.User)
 	return &tokenResponse{
 		AccessToken:  tokens.AccessToken,
 		TokenType:    tokens.TokenType,
@@ -178,7 +180,29 @@ func (rd *redeemer) mint(ctx context.Context, cl *clients.Client, req *store.Aut
 	if t.AccessToken == "" || t.IDToken == "" || t.TokenType == "" {
 		return nil, &upstream.MintError{Refused: true, Err: errors.New("minter returned no access token, token type or ID token")}
 	}
+	// Tokens for anyone but the user who approved are never handed out.
+	if rd.subjects != nil {
+		if _, err := rd.subjects.checkMinted(ctx, t.IDToken, req.User); err != nil {
+			return nil, &upstream.MintError{Refused: true, Err: err}
+		}
+	}
 	return t, nil
+}
+
+// rememberSubject remembers the sub the upstream gave the user of key, so
+// that the ID token, sent back as an id_token_hint, finds the user.
+func (rd *redeemer) rememberSubject(ctx context.Context, key store.RequestKey, t *upstream.Tokens, user store.User) {
+	if rd.subjects == nil || user.Subject == "" {
+		return
+	}
+	c, err := readMintedIDToken(t.IDToken)
+	if err != nil {
+		return // not a JWT the proxy can read: a custom minter's
+	}
+	if err := rd.subjects.remember(ctx, c.Subject, user.Subject); err != nil {
+		rd.log.Warn("could not remember the upstream's sub of a user; an id_token_hint of it is matched by e-mail only",
+			zap.String("request", key.Short()), zap.Error(err))
+	}
 }
 
 // release gives up a claim so that a later poll may mint again.

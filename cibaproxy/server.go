@@ -54,6 +54,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	bcURL := strings.TrimSuffix(cfg.PublicURL, "/") + cfg.Endpoint
+	subjects := newUpstreamSubjects(s.store, cfg.Discovery.Issuer())
 	s.tokenPath = newTokenPaths(cfg.TokenPath, cfg.PublicURL, cfg.Discovery, s.store, cfg.Logger)
 	s.clients = clients.NewRegistry(clients.Config{
 		Clients:          cfg.Clients,
@@ -70,6 +71,7 @@ func New(cfg Config) (*Server, error) {
 		users: &userResolver{
 			users:       cfg.Users,
 			hints:       newHintVerifier(cfg.Discovery, cfg.LoginHintTokenIssuers, cfg.IDTokenHintMaxAge),
+			subjects:    subjects,
 			hideUnknown: cfg.Limits.HideUnknownUsers,
 			now:         cfg.Now,
 		},
@@ -86,7 +88,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	polls := cfg.Backend.poller()
 	s.token = &tokenEndpoint{cfg: &s.cfg, clients: s.clients, store: s.store, polls: polls,
-		redeemer:  &redeemer{store: s.store, minter: cfg.Minter, polls: polls, metrics: cfg.Metrics, log: cfg.Logger},
+		redeemer: &redeemer{store: s.store, minter: cfg.Minter, subjects: subjects, polls: polls,
+			metrics: cfg.Metrics, log: cfg.Logger},
 		tokenPath: s.tokenPath, answers: s.answers}
 	s.decisions = &decisions{store: s.store, clients: s.clients, outbox: s.outbox, answers: s.answers,
 		metrics: cfg.Metrics, publicURL: cfg.PublicURL, now: cfg.Now}

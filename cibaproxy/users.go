@@ -21,7 +21,8 @@ import (
 type userResolver struct {
 	users       users.Directory
 	hints       *hintVerifier
-	hideUnknown bool // hide_unknown_users
+	subjects    *upstreamSubjects // the users of the upstream's subs
+	hideUnknown bool              // hide_unknown_users
 	now         func() time.Time
 }
 
@@ -76,14 +77,26 @@ func (u *userResolver) resolveUser(ctx context.Context, cl *clients.Client, p *b
 }
 
 // identityUser finds the user of a verified hint: by sub (the directory's
-// subject), else by email unless email_verified is false. An upstream's
-// sub often differs from the directory's subject (Dex encodes the
-// connector's subject with the connector id), hence the email.
+// subject), else by the sub the upstream gave the user when the proxy
+// minted their tokens (an upstream's sub is often its own: Dex encodes
+// the connector's subject with the connector id), else by email unless
+// email_verified is false.
 func (u *userResolver) identityUser(ctx context.Context, id *identity) (*store.User, error) {
 	if id.Subject != "" {
-		u, err := u.users.LookupSubject(ctx, id.Subject)
+		user, err := u.users.LookupSubject(ctx, id.Subject)
 		if !errors.Is(err, store.ErrNotFound) {
-			return u, err
+			return user, err
+		}
+		if u.subjects != nil {
+			subject, err := u.subjects.lookup(ctx, id.Subject)
+			switch {
+			case err == nil:
+				if user, err := u.users.LookupSubject(ctx, subject); !errors.Is(err, store.ErrNotFound) {
+					return user, err
+				}
+			case !errors.Is(err, store.ErrNotFound):
+				return nil, err
+			}
 		}
 	}
 	if id.Email != "" && !isFalse(id.EmailVerified) {

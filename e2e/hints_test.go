@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,13 +17,15 @@ import (
 )
 
 // startWith sends a backchannel request for u as cc with the parameters
-// of form (scope and a fresh binding message added), and waits for u's
-// approval mail.
+// of form (a fresh binding message added, and scope "openid email
+// profile" unless form has one), and waits for u's approval mail.
 func (e *dexEnv) startWith(t *testing.T, u dexUser, form url.Values) pending {
 	t.Helper()
 	e.bms++
 	bm := fmt.Sprintf("Hint %d-%d", e.P.Port, e.bms)
-	form.Set("scope", "openid email profile")
+	if form.Get("scope") == "" {
+		form.Set("scope", "openid email profile")
+	}
 	form.Set("binding_message", bm)
 	started := time.Now()
 	a := wantStarted(t, e.P.backchannel(t, cc, form))
@@ -52,6 +55,27 @@ func TestDexIDTokenHint(t *testing.T) {
 		pr = e.startWith(t, bob, url.Values{"id_token_hint": {bobs.IDToken}})
 		e.Decide(t, pr, "approve", "Approved")
 		e.WantTokens(t, e.Poll(t, pr.ID), bob)
+	})
+
+	t.Run("Dex's ID token without an e-mail names the user", func(t *testing.T) {
+		// Asked for scope openid alone, Dex's ID token has its own sub and
+		// no e-mail: the proxy finds alice by the sub it saw when it
+		// minted it.
+		pr := e.startWith(t, alice, url.Values{"login_hint": {alice.Hint}, "scope": {"openid"}})
+		e.Decide(t, pr, "approve", "Approved")
+		r := e.Poll(t, pr.ID)
+		var tok tokenAnswer
+		if err := json.Unmarshal(r.Body, &tok); r.Status != http.StatusOK || err != nil || tok.IDToken == "" {
+			t.Fatalf("token answer %d %s", r.Status, r.Body)
+		}
+		e.P.remember(tok.AccessToken)
+		e.P.remember(tok.IDToken)
+		if parts := strings.Split(tok.IDToken, "."); len(parts) != 3 || strings.Contains(decodeSegment(t, parts[1]), alice.Email) {
+			t.Fatalf("Dex's ID token for scope openid carries the e-mail; the case is not made")
+		}
+		pr = e.startWith(t, alice, url.Values{"id_token_hint": {tok.IDToken}})
+		e.Decide(t, pr, "approve", "Approved")
+		e.WantTokens(t, e.Poll(t, pr.ID), alice)
 	})
 
 	refused := func(t *testing.T, hint, why string) {
@@ -208,4 +232,14 @@ func TestDexUserCodeAndLoginHintToken(t *testing.T) {
 func newTestIssuer(t *testing.T) *cibatest.FakeOP {
 	t.Helper()
 	return cibatest.StartOP(t, "", cibatest.WithES256(), cibatest.WithKeyID("lht-1"))
+}
+
+// decodeSegment decodes a base64url segment of a JWT.
+func decodeSegment(t *testing.T, seg string) string {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

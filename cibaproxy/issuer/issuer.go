@@ -94,6 +94,12 @@ type Subject struct {
 	AMR []string
 	// AuthTime is when the user approved; zero means now.
 	AuthTime time.Time
+	// ClientID is the CIBA client the token is minted for, named in the
+	// client_id claim (RFC 8693 §4.3): the upstream, or an audit of its
+	// exchanges, can tell for whom a subject token was made. Not azp: some
+	// upstreams (Keycloak among them) require azp to be their own client
+	// id in a token they accept from an identity provider.
+	ClientID string
 }
 
 // Issuer is the proxy's own tiny OpenID issuer, trusted by the upstream: it
@@ -195,6 +201,7 @@ type subjectClaims struct {
 	NotBefore         int64    `json:"nbf"`
 	Expiry            int64    `json:"exp"`
 	JTI               string   `json:"jti"`
+	ClientID          string   `json:"client_id,omitempty"`
 }
 
 // activeSigner returns the signer of the key that signs now.
@@ -257,6 +264,7 @@ func (i *Issuer) SubjectToken(ctx context.Context, sub Subject, audience string)
 		NotBefore:         now.Unix(),
 		Expiry:            now.Add(subjectTokenTTL).Unix(),
 		JTI:               jti,
+		ClientID:          sub.ClientID,
 	}
 	payload, err := json.Marshal(&c)
 	if err != nil {

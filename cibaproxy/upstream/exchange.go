@@ -187,7 +187,7 @@ func (x *Exchanger) exchange(ctx context.Context, meta *Metadata, g *Grant, requ
 	if err != nil {
 		return nil, &MintError{Refused: true, Err: fmt.Errorf("upstream token endpoint: %w", err)}
 	}
-	subject, err := x.cfg.Issuer.SubjectToken(ctx, issuer.Subject{User: g.User, ACR: g.ACR, AMR: g.AMR, AuthTime: g.AuthTime}, d.Issuer())
+	subject, err := x.cfg.Issuer.SubjectToken(ctx, issuer.Subject{User: g.User, ACR: g.ACR, AMR: g.AMR, AuthTime: g.AuthTime, ClientID: g.Client.ID}, d.Issuer())
 	if err != nil {
 		return nil, &MintError{Err: err}
 	}

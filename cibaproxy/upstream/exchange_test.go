@@ -143,6 +143,11 @@ func (r *xchRig) checkSubject(t *testing.T, tok string) string {
 		c["email"] != "alice@example.com" || c["name"] != "Alice Example" {
 		t.Errorf("subject token claims %v", c)
 	}
+	// Bound to the CIBA client it is minted for, without azp (which some
+	// upstreams require to be their own client id).
+	if _, azp := c["azp"]; c["client_id"] != xchClient || azp {
+		t.Errorf("subject token client_id %v, azp %v; want client_id %s and no azp", c["client_id"], c["azp"], xchClient)
+	}
 	jti, _ := c["jti"].(string)
 	return jti
 }
