@@ -517,3 +517,21 @@ func TestEmailNumberMatching(t *testing.T) {
 	wantOutcome(t, s.page(http.MethodPost, link4, cookie, url.Values{"csrf": {csrf}, "decision": {"deny"}}), http.StatusOK, "denied")
 	s.wantStatus(id4, store.StatusDenied)
 }
+
+// TestEmailNumberMatchingNotACodeAlike: with hide_unknown_users, a binding
+// message that is not a code is refused for an unknown hint exactly as for
+// a known one, or the refusal would tell the hints apart.
+func TestEmailNumberMatchingNotACodeAlike(t *testing.T) {
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr(), match: true}, limitsOption(Limits{HideUnknownUsers: true}))
+	before := s.records()
+	k := s.post(DefaultEndpoint, "cc", hForm("login_hint", "alice", "binding_message", "Confirm"))
+	u := s.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory", "binding_message", "Confirm"))
+	cibatest.WantOAuthError(t, k, http.StatusBadRequest, oauth.CodeInvalidBindingMessage)
+	if k.Code != u.Code || k.Body.String() != u.Body.String() {
+		t.Errorf("known hint: %d %s\nunknown hint: %d %s\nthe answers tell the hints apart", k.Code, k.Body, u.Code, u.Body)
+	}
+	if s.records() != before {
+		t.Error("a refused request was stored")
+	}
+}

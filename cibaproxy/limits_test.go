@@ -637,15 +637,6 @@ func TestHideUnknownUsersRefusalsAlike(t *testing.T) {
 			t.Errorf("known hint: %d %s\nunknown hint: %d %s\nthe answers tell the hints apart", k.Code, k.Body, u.Code, u.Body)
 		}
 	})
-	t.Run("match_binding_message with a binding message that is not a code", func(t *testing.T) {
-		s := newMailSite(t, mailOptions{smtpAddr: sink.Addr(), match: true}, limitsOption(Limits{HideUnknownUsers: true}))
-		k := s.post(DefaultEndpoint, "cc", hForm("login_hint", "alice", "binding_message", "Confirm"))
-		u := s.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory", "binding_message", "Confirm"))
-		cibatest.WantOAuthError(t, k, http.StatusBadRequest, oauth.CodeInvalidBindingMessage)
-		if k.Code != u.Code || k.Body.String() != u.Body.String() {
-			t.Errorf("known hint: %d %s\nunknown hint: %d %s\nthe answers tell the hints apart", k.Code, k.Body, u.Code, u.Body)
-		}
-	})
 	t.Run("user_pending", func(t *testing.T) {
 		s := newMailSite(t, mailOptions{smtpAddr: sink.Addr()}, limitsOption(Limits{HideUnknownUsers: true, UserPending: 2}))
 		var k, u *httptest.ResponseRecorder
