@@ -17,6 +17,9 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("ciba", parseCaddyfile)
 	// Like caddy-ratelimit: before basic_auth, so the handler sees its own
 	// paths before handle, route or reverse_proxy, without an order line.
+	// A site's access control does not cover them: their callers (clients,
+	// the user's browser, the upstream) could not pass it. The README shows
+	// how to protect /ciba/health with a route block.
 	httpcaddyfile.RegisterDirectiveOrder("ciba", httpcaddyfile.Before, "basic_auth")
 }
 

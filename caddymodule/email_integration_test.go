@@ -15,13 +15,18 @@ import (
 
 // emailSite is a test site with an email block sending to smtpAddr.
 func (e *itEnv) emailSite(interval, smtpAddr string) string {
-	block := strings.Replace(e.cibaBlock(interval), "client cc {", fmt.Sprintf(`email {
+	return itGlobalOptions + "\n" + itSite + " {\n\t" + e.emailCibaBlock(interval, smtpAddr) + "\n\treverse_proxy " + e.upstream.Addr() + "\n}\n"
+}
+
+// emailCibaBlock is the ciba block of the test sites with an email block
+// sending to smtpAddr.
+func (e *itEnv) emailCibaBlock(interval, smtpAddr string) string {
+	return strings.Replace(e.cibaBlock(interval), "client cc {", fmt.Sprintf(`email {
 			smtp %s
 			tls none
 			from "Login <login@example.com>"
 		}
 		client cc {`, smtpAddr), 1)
-	return itGlobalOptions + "\n" + itSite + " {\n\t" + block + "\n\treverse_proxy " + e.upstream.Addr() + "\n}\n"
 }
 
 // TestIntegrationReloadWithQueuedMails: mails queued while the mail server

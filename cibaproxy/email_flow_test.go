@@ -389,6 +389,29 @@ func TestEmailTwoSitesOneStore(t *testing.T) {
 
 var choiceInput = regexp.MustCompile(`<input type="radio" name="choice" value="([^"]*)"`)
 
+// codeShaped reports whether c has a digit, an upper-case letter or a
+// dash exactly where code has one.
+func codeShaped(c, code string) bool {
+	class := func(b byte) byte {
+		switch {
+		case b >= '0' && b <= '9':
+			return '9'
+		case b >= 'A' && b <= 'Z':
+			return 'A'
+		}
+		return b
+	}
+	if len(c) != len(code) {
+		return false
+	}
+	for i := range len(c) {
+		if class(c[i]) != class(code[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 func pageChoices(page string) []string {
 	var out []string
 	for _, m := range choiceInput.FindAllStringSubmatch(page, -1) {
@@ -397,9 +420,10 @@ func pageChoices(page string) []string {
 	return out
 }
 
-// TestEmailNumberMatching: the page shows the binding message among three
-// decoys, the same ones on every load; a wrong pick denies the request, the
-// right one approves it; a request without a binding message is refused.
+// TestEmailNumberMatching: the page shows the binding message among seven
+// decoys of its shape, the same ones on every load; a wrong pick denies
+// the request for good, the right one approves it; a request without a
+// binding message, or with one that is not a code, is refused.
 func TestEmailNumberMatching(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr(), match: true})
@@ -407,11 +431,12 @@ func TestEmailNumberMatching(t *testing.T) {
 	before := s.records()
 	rec := s.post(DefaultEndpoint, "cc", hForm())
 	cibatest.WantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidRequest)
-	// Decoys vary ASCII letters and digits: a message without any would be
-	// the only choice of its kind.
-	for _, msg := range []string{"Привет", "---", "★★"} {
+	// Decoys are random codes: free text would be the one choice that
+	// reads like words.
+	for _, msg := range []string{"Confirm", "Approve login", "k7-42", "K7--42", "123", "1234567890123", "Привет", "---", "★★"} {
 		rec = s.post(DefaultEndpoint, "cc", hForm("binding_message", msg))
 		cibatest.WantOAuthError(t, rec, http.StatusBadRequest, oauth.CodeInvalidBindingMessage)
+		htWantDescription(t, rec, "a code of 4 to 12 digits or upper-case letters")
 	}
 	if s.records() != before {
 		t.Error("a refused request was stored")
@@ -429,18 +454,18 @@ func TestEmailNumberMatching(t *testing.T) {
 	}
 	_, _, page := s.openForm(link)
 	choices := pageChoices(page)
-	if len(choices) != 4 {
-		t.Fatalf("choices %q, want 4", choices)
+	if len(choices) != 8 {
+		t.Fatalf("choices %q, want 8", choices)
 	}
 	distinct := make(map[string]bool)
 	for _, c := range choices {
 		distinct[c] = true
-		if len(c) != len(code) || c[2] != '-' {
+		if !codeShaped(c, code) {
 			t.Errorf("decoy %q is not shaped like %q", c, code)
 		}
 	}
-	if len(distinct) != 4 || !distinct[code] {
-		t.Fatalf("choices %q: want 4 distinct including %q", choices, code)
+	if len(distinct) != 8 || !distinct[code] {
+		t.Fatalf("choices %q: want 8 distinct including %q", choices, code)
 	}
 	if strings.Count(page, code) != 2 { // the radio's value and its label
 		t.Errorf("the page shows the code outside the choices (%d times)", strings.Count(page, code))
@@ -463,6 +488,11 @@ func TestEmailNumberMatching(t *testing.T) {
 	s.wantStatus(id, store.StatusDenied)
 	cibatest.WantOAuthError(t, s.poll("cc", id), http.StatusBadRequest, oauth.CodeAccessDenied)
 	wantOutcome(t, s.page(http.MethodGet, link, nil, nil), http.StatusConflict, "decided")
+	// A second try with the right pick changes nothing: the wrong one
+	// ended the request.
+	wantOutcome(t, s.page(http.MethodPost, link, cookie, url.Values{"csrf": {csrf}, "decision": {"approve"}, "choice": {code}}),
+		http.StatusConflict, "decided")
+	s.wantStatus(id, store.StatusDenied)
 
 	// No pick at all (a scanner submitting the form) denies too.
 	id2, _, link2 := s.requestMail(sink, "binding_message", code)
@@ -486,4 +516,22 @@ func TestEmailNumberMatching(t *testing.T) {
 	cookie, csrf, _ = s.openForm(link4)
 	wantOutcome(t, s.page(http.MethodPost, link4, cookie, url.Values{"csrf": {csrf}, "decision": {"deny"}}), http.StatusOK, "denied")
 	s.wantStatus(id4, store.StatusDenied)
+}
+
+// TestEmailNumberMatchingNotACodeAlike: with hide_unknown_users, a binding
+// message that is not a code is refused for an unknown hint exactly as for
+// a known one, or the refusal would tell the hints apart.
+func TestEmailNumberMatchingNotACodeAlike(t *testing.T) {
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr(), match: true}, limitsOption(Limits{HideUnknownUsers: true}))
+	before := s.records()
+	k := s.post(DefaultEndpoint, "cc", hForm("login_hint", "alice", "binding_message", "Confirm"))
+	u := s.post(DefaultEndpoint, "cc", hForm("login_hint", "mallory", "binding_message", "Confirm"))
+	cibatest.WantOAuthError(t, k, http.StatusBadRequest, oauth.CodeInvalidBindingMessage)
+	if k.Code != u.Code || k.Body.String() != u.Body.String() {
+		t.Errorf("known hint: %d %s\nunknown hint: %d %s\nthe answers tell the hints apart", k.Code, k.Body, u.Code, u.Body)
+	}
+	if s.records() != before {
+		t.Error("a refused request was stored")
+	}
 }

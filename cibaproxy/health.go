@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/outbox"
-	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/upstream"
 )
 
@@ -25,40 +25,36 @@ const HealthPath = issuer.Path + "/health"
 // healthTimeout bounds the checks of one health request.
 const healthTimeout = 3 * time.Second
 
-// healthReport is the body of the health endpoint. It names no address,
-// host or error text: the endpoint is on the public origin. The reasons
-// are logged.
+// upstreamCheckTTL is how long one check of the upstream's discovery
+// answers the health requests that follow. The endpoint is public: without
+// it, each request would be a fetch at the upstream.
+const upstreamCheckTTL = 5 * time.Second
+
+// healthReport is the body of the health endpoint. It is on the public
+// origin, so it holds a status and one ok per part, nothing else: no
+// address, host or error text, and no count or time, which would move
+// with each request for a real user (a queued mail, a pending request) and
+// so tell real users from unknown ones despite hide_unknown_users. The
+// reasons and the figures are in the logs and the metrics.
 type healthReport struct {
-	Status   string         `json:"status"` // ok, degraded or failing
-	Store    healthStore    `json:"store"`
-	Upstream healthUpstream `json:"upstream"`
-	// deliveries are the sections of the authenticators that report their
+	Status   string     `json:"status"` // ok, degraded or failing
+	Store    healthPart `json:"store"`
+	Upstream healthPart `json:"upstream"`
+	// deliveries are the parts of the authenticators that report their
 	// deliveries ("smtp"), after the others.
-	deliveries []namedDeliveries
+	deliveries []namedPart
 }
 
-type healthStore struct {
-	OK      bool  `json:"ok"`
-	Pending int64 `json:"pending"`
-}
-
-type healthUpstream struct {
+type healthPart struct {
 	OK bool `json:"ok"`
 }
 
-type namedDeliveries struct {
+type namedPart struct {
 	name string
-	d    *healthDeliveries
+	part healthPart
 }
 
-type healthDeliveries struct {
-	OK          bool       `json:"ok"`
-	Queue       int        `json:"queue"`
-	LastSuccess *time.Time `json:"last_success,omitempty"`
-	LastFailure *time.Time `json:"last_failure,omitempty"`
-}
-
-// MarshalJSON writes the fixed sections, then the deliveries' by name.
+// MarshalJSON writes the fixed parts, then the deliveries' by name.
 func (r *healthReport) MarshalJSON() ([]byte, error) {
 	type fixed healthReport
 	b, err := json.Marshal((*fixed)(r))
@@ -66,13 +62,13 @@ func (r *healthReport) MarshalJSON() ([]byte, error) {
 		return nil, err
 	}
 	b = b[:len(b)-1]
-	for _, nd := range r.deliveries {
-		v, err := json.Marshal(nd.d)
+	for _, np := range r.deliveries {
+		v, err := json.Marshal(np.part)
 		if err != nil {
 			return nil, err
 		}
 		b = append(b, ',')
-		b = strconv.AppendQuote(b, nd.name)
+		b = strconv.AppendQuote(b, np.name)
 		b = append(b, ':')
 		b = append(b, v...)
 	}
@@ -87,16 +83,22 @@ type health struct {
 	auth    *authenticators
 	metrics *metrics.Metrics
 	log     *zap.Logger
+	now     func() time.Time
 
-	// failing remembers whether the upstream was failing at the last
-	// check, so a change is logged once, not on every probe.
+	// The last check of the upstream, shared by the requests of the next
+	// upstreamCheckTTL; group makes concurrent requests share one check.
+	group   singleflight.Group
 	mu      sync.Mutex
+	checked bool
+	at      time.Time
+	// failing is the last check's result; a change is logged once, not
+	// on every check.
 	failing bool
 }
 
-// serve answers GET /ciba/health: 200 with the state of the store,
-// the upstream's discovery and the deliveries of the authenticators that
-// report them; 503 only when the store is unusable (the proxy cannot
+// serve answers GET /ciba/health: 200 with whether the store, the
+// upstream's discovery and the deliveries of the authenticators that
+// report them work; 503 only when the store is unusable (the proxy cannot
 // answer anything then).
 func (hl *health) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -108,18 +110,19 @@ func (hl *health) serve(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rep := &healthReport{Status: "ok"}
 
-	n, err := hl.store.PendingCount(ctx)
-	rep.Store = healthStore{OK: err == nil, Pending: n}
+	// The pending count is one counter (a few keys in Badger, one GET in
+	// Redis): a cheap read that fails when the store does. Its value is
+	// not reported.
+	_, err := hl.store.PendingCount(ctx)
+	rep.Store.OK = err == nil
 	if err != nil {
 		hl.log.Error("health: the store is unusable", zap.Error(err))
 		rep.Status = "failing"
 	}
-	if err := hl.checkUpstream(ctx); err != nil {
+	if rep.Upstream.OK = hl.upstreamOK(ctx); !rep.Upstream.OK {
 		rep.degrade()
-	} else {
-		rep.Upstream.OK = true
 	}
-	hl.reportDeliveries(ctx, rep)
+	hl.reportDeliveries(rep)
 
 	body, _ := json.Marshal(rep)
 	h := w.Header()
@@ -144,43 +147,58 @@ func (r *healthReport) degrade() {
 	}
 }
 
-// reportDeliveries adds the sections of the authenticators that report
-// their deliveries: how the last attempts went, in this process, and how
-// many items wait.
-func (hl *health) reportDeliveries(ctx context.Context, rep *healthReport) {
-	var counts map[store.Kind]int
+// reportDeliveries adds the parts of the authenticators that report their
+// deliveries: whether the last attempt, in this process, succeeded. What
+// waits in the outbox is not reported (caddy_ciba_outbox_queued has it).
+func (hl *health) reportDeliveries(rep *healthReport) {
 	for _, e := range hl.auth.entries {
 		hr, ok := e.Authenticator.(authn.HealthReporter)
 		if !ok {
 			continue
 		}
 		kind, _ := hr.Route()
-		h := hl.outbox.Health(kind)
-		d := &healthDeliveries{OK: !h.Failing()}
-		if !h.LastSuccess.IsZero() {
-			d.LastSuccess = &h.LastSuccess
-		}
-		if !h.LastFailure.IsZero() {
-			d.LastFailure = &h.LastFailure
-		}
-		if counts == nil {
-			counts, _ = hl.store.OutboxCounts(ctx)
-		}
-		d.Queue = counts[kind]
-		if !d.OK {
+		p := healthPart{OK: !hl.outbox.Health(kind).Failing()}
+		if !p.OK {
 			rep.degrade()
 		}
-		rep.deliveries = append(rep.deliveries, namedDeliveries{hr.HealthName(), d})
+		rep.deliveries = append(rep.deliveries, namedPart{hr.HealthName(), p})
 	}
 }
 
-// checkUpstream fetches the upstream's discovery document; a change from
-// working to failing (or back) is logged once, not on every probe.
-func (hl *health) checkUpstream(ctx context.Context) error {
-	_, err := hl.disc.Check(ctx)
+// upstreamOK reports whether the upstream's discovery document could be
+// fetched at the last check, checking again when that check is older than
+// upstreamCheckTTL. Concurrent requests share one check, which a request
+// giving up does not cancel.
+func (hl *health) upstreamOK(ctx context.Context) bool {
 	hl.mu.Lock()
-	failing, was := err != nil, hl.failing
-	hl.failing = failing
+	age := hl.now().Sub(hl.at)
+	if hl.checked && age >= 0 && age < upstreamCheckTTL {
+		ok := !hl.failing
+		hl.mu.Unlock()
+		return ok
+	}
+	hl.mu.Unlock()
+	ch := hl.group.DoChan("upstream", func() (any, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healthTimeout)
+		defer cancel()
+		_, err := hl.disc.Check(cctx)
+		hl.record(err)
+		return nil, err
+	})
+	select {
+	case res := <-ch:
+		return res.Err == nil
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// record keeps the result of a check of the upstream; a change from
+// working to failing (or back) is logged once, not on every check.
+func (hl *health) record(err error) {
+	hl.mu.Lock()
+	failing, was := err != nil, hl.failing && hl.checked
+	hl.checked, hl.at, hl.failing = true, hl.now(), failing
 	hl.mu.Unlock()
 	switch {
 	case failing && !was:
@@ -188,5 +206,4 @@ func (hl *health) checkUpstream(ctx context.Context) error {
 	case !failing && was:
 		hl.log.Info("health: upstream discovery works again")
 	}
-	return err
 }

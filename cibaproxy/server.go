@@ -96,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 	s.discovery = &discoveryDoc{disc: cfg.Discovery, fields: cibaFields(bcURL, s.clients.AcceptedAlgs()),
 		tokenPath: s.tokenPath, log: cfg.Logger}
 	s.wellKnown = cfg.Discovery.WellKnownPath()
-	s.health = &health{store: s.store, disc: cfg.Discovery, outbox: s.outbox, auth: s.auth, metrics: cfg.Metrics, log: cfg.Logger}
+	s.health = &health{store: s.store, disc: cfg.Discovery, outbox: s.outbox, auth: s.auth, metrics: cfg.Metrics, log: cfg.Logger, now: cfg.Now}
 	if err := s.registerDeliverers(); err != nil {
 		s.Close()
 		return nil, err

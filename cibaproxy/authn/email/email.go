@@ -278,11 +278,10 @@ func (a *Authenticator) Start(ctx context.Context, key store.RequestKey, req *st
 		if req.BindingMessage == "" {
 			return nil, oauth.InvalidRequest("binding_message is required: the user confirms the request by picking it")
 		}
-		// Decoys vary ASCII letters and digits; a message without any
+		// The decoys are random codes of the message's shape: free text
 		// would stand out among them.
-		if !strings.ContainsFunc(req.BindingMessage, isASCIIAlnum) {
-			return nil, oauth.New(http.StatusBadRequest, oauth.CodeInvalidBindingMessage,
-				"binding_message must contain ASCII letters or digits: the user picks it among look-alikes")
+		if !isCode(req.BindingMessage) {
+			return nil, oauth.New(http.StatusBadRequest, oauth.CodeInvalidBindingMessage, codeRule)
 		}
 	}
 	mb := make([]byte, 24)

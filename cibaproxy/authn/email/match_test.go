@@ -21,11 +21,29 @@ func charClass(r rune) string {
 	return string(r)
 }
 
+// TestIsCode: the binding messages number matching accepts, and the ones
+// it refuses because they would stand out among random decoys.
+func TestIsCode(t *testing.T) {
+	for _, msg := range []string{"4821", "K7-42", "482913", "AB12-CD34-EF56", "1-2-3-4", "ABCDEFGHIJKL", "0000"} {
+		if !isCode(msg) {
+			t.Errorf("isCode(%q) = false, want true", msg)
+		}
+	}
+	for _, msg := range []string{"", "123", "A-B-C", "Confirm", "CONFIRM LOGIN", "k7-42", "K7--42", "-K742", "K742-",
+		"ABCDEFGHIJKLM", "1234567890123", "K7_42", "K7 42", "Ä123", "１２３４", "A1B2\n"} {
+		if isCode(msg) {
+			t.Errorf("isCode(%q) = true, want false", msg)
+		}
+	}
+}
+
+// TestDecoyShape: a decoy has its code's length, and a digit, a letter or
+// a dash exactly where the code has one.
 func TestDecoyShape(t *testing.T) {
-	for _, msg := range []string{"A1-B2", "ab 12!", "Hello, World 2026", "X", "7", "ÄÖ-1"} {
+	for _, msg := range []string{"A1-B2", "4821", "K7-42", "AB12-CD34-EF56", "1-2-3-4", "ab 12!", "ÄÖ-1"} {
 		rng := mrand.New(mrand.NewPCG(1, uint64(len(msg))))
 		for i := 0; i < 200; i++ {
-			d := []rune(decoy(rng, msg, false))
+			d := []rune(decoy(rng, msg))
 			m := []rune(msg)
 			if len(d) != len(m) {
 				t.Fatalf("decoy %q of %q has another length", string(d), msg)
@@ -37,38 +55,36 @@ func TestDecoyShape(t *testing.T) {
 			}
 		}
 	}
-	// Nothing to vary: a number is appended.
-	rng := mrand.New(mrand.NewPCG(2, 2))
-	if d := decoy(rng, "--", false); !strings.HasPrefix(d, "-- ") || len(d) < 4 {
-		t.Errorf("decoy of %q = %q", "--", d)
-	}
 }
 
-// TestChoices: four distinct choices including the message, fixed per link,
-// and decoys drawn like the message so that its letters do not single it
-// out.
+// TestChoices: eight distinct choices of one shape including the message,
+// fixed per link, and decoys drawn like the message so that its letters
+// do not single it out.
 func TestChoices(t *testing.T) {
 	a, err := newTestAuth(testStore(t), Config{MatchBindingMessage: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, msg := range []string{"K7-42", "7", "a", "--", "OIlo-10"} {
+	for _, msg := range []string{"K7-42", "482", "4821", "A-B-C-D", "OI01-10", "AB12-CD34-EF56"} {
 		link := store.LinkKeyOf("link-" + msg)
 		c := a.choices(link, msg)
 		set := make(map[string]bool)
 		for _, x := range c {
 			set[x] = true
+			if x != msg && !isCode(x) && isCode(msg) {
+				t.Errorf("choices(%q): decoy %q is not a code", msg, x)
+			}
 		}
-		if len(c) != 4 || len(set) != 4 || !set[msg] {
-			t.Errorf("choices(%q) = %q", msg, c)
+		if len(c) != matchChoices || matchChoices != 8 || len(set) != 8 || !set[msg] {
+			t.Errorf("choices(%q) = %q, want 8 distinct including it", msg, c)
 		}
 		if again := a.choices(link, msg); strings.Join(again, "|") != strings.Join(c, "|") {
 			t.Errorf("choices(%q) not stable: %q then %q", msg, c, again)
 		}
 	}
-	// The message's letters appear among the decoys too: over many links
-	// the real code is not the only one with an O, an I, an l or an o.
-	const msg = "OIlo"
+	// The message's characters appear among the decoys too: over many
+	// links the real code is not the only one with an O, an I, a 0 or a 1.
+	const msg = "OI01"
 	count := map[rune]int{}
 	for i := 0; i < 300; i++ {
 		for _, c := range a.choices(store.LinkKeyOf(fmt.Sprint("l", i)), msg) {
@@ -87,16 +103,16 @@ func TestChoices(t *testing.T) {
 			t.Errorf("no decoy ever holds %q: the real code is the only one that can", r)
 		}
 	}
-	// Decoys change position: the real code is not always at one index.
+	// Decoys change position: the real code takes every index.
 	pos := map[int]bool{}
-	for i := 0; i < 40; i++ {
+	for i := 0; i < 200; i++ {
 		for j, c := range a.choices(store.LinkKeyOf(fmt.Sprint("p", i)), "K7-42") {
 			if c == "K7-42" {
 				pos[j] = true
 			}
 		}
 	}
-	if len(pos) < 3 {
+	if len(pos) != matchChoices {
 		t.Errorf("the real code takes only positions %v", pos)
 	}
 }
