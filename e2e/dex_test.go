@@ -142,7 +142,7 @@ func TestDexKeyRotation(t *testing.T) {
 	// proxy had been down for 5 minutes: the next key is published at once
 	// but signs only half a period later, so upstreams can fetch it first.
 	e.P.Stop()
-	ageSigningKeys(t, e.P.Storage, 5*time.Minute)
+	ageSigningKeys(t, e.P.Storage, e.P.Base+cibaIssuerPath, 5*time.Minute)
 	e.Restart(dexOptions{KeyRotation: "4m"})
 	rotated, algs := e.jwks(t)
 	if len(rotated) != 2 || rotated[0] != first[0] || rotated[1] == first[0] || !slices.Equal(algs, []string{"ES256", "ES256"}) {
@@ -156,7 +156,7 @@ func TestDexKeyRotation(t *testing.T) {
 	// succeeds at once, fetching the JWKS once more for the new kid; the
 	// old key is still published.
 	e.P.Stop()
-	ageSigningKeys(t, e.P.Storage, 3*time.Minute)
+	ageSigningKeys(t, e.P.Storage, e.P.Base+cibaIssuerPath, 3*time.Minute)
 	e.Restart(dexOptions{KeyRotation: "4m"})
 	if kids, _ := e.jwks(t); !slices.Equal(kids, rotated) {
 		t.Fatalf("JWKS once the new key signs: kids %q, want %q", kids, rotated)
@@ -243,8 +243,9 @@ func TestDexRefusal(t *testing.T) {
 // ageSigningKeys moves the sign_from time of every subject-token signing
 // key in the (closed) store at dir back by d, as if the proxy had been
 // down that long: the binary's clock cannot be moved. It relies on the
-// store's setting "signing_keys" ({"keys":[{"kid","sign_from",...}]}).
-func ageSigningKeys(t *testing.T, dir string, d time.Duration) {
+// store's setting "signing_keys@<issuer URL>"
+// ({"keys":[{"kid","sign_from",...}]}), one ring per issuer.
+func ageSigningKeys(t *testing.T, dir, issuer string, d time.Duration) {
 	t.Helper()
 	s, err := badgerstore.Open(dir, zap.NewNop(), nil)
 	if err != nil {
@@ -255,7 +256,7 @@ func ageSigningKeys(t *testing.T, dir string, d time.Duration) {
 			t.Fatal(err)
 		}
 	}()
-	_, err = s.UpdateSetting(context.Background(), "signing_keys", func(old []byte) ([]byte, error) {
+	_, err = s.UpdateSetting(context.Background(), "signing_keys@"+issuer, func(old []byte) ([]byte, error) {
 		var ring map[string]any
 		if err := json.Unmarshal(old, &ring); err != nil {
 			return nil, err

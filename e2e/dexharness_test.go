@@ -56,9 +56,10 @@ func dexBinary(t *testing.T) string {
 // Paths on the proxy's public origin when Dex is the upstream: Dex's issuer
 // is {origin}/dex, the subject-token issuer {origin}/ciba.
 const (
-	dexPath      = "/dex"
-	dexTokenPath = dexPath + "/token"
-	cibaJWKSPath = "/ciba/jwks"
+	dexPath        = "/dex"
+	dexTokenPath   = dexPath + "/token"
+	cibaIssuerPath = "/ciba"
+	cibaJWKSPath   = cibaIssuerPath + "/jwks"
 )
 
 // dexIDTokenTTL is Dex's expiry.idTokens; Dex answers expires_in one
