@@ -166,8 +166,9 @@ func parseScope(scope string) ([]string, error) {
 // checkBindingMessage accepts up to max characters, all printable: letters,
 // marks, numbers, punctuation, symbols and the ASCII space. Control and
 // formatting characters (including newlines and bidirectional overrides)
-// could disguise the message on the authentication device, and URLs would
-// put a client's link in the approval mail, so they are refused.
+// could disguise the message on the authentication device, and URLs or
+// host names would put a client's link in the approval mail (mail clients
+// turn "www.…" and "evil.example/login" into links), so they are refused.
 func checkBindingMessage(msg string, max int) error {
 	n := 0
 	for _, r := range msg {
@@ -186,10 +187,46 @@ func checkBindingMessage(msg string, max int) error {
 	}
 	// The message is shown in the approval mail: a link in it would sit in
 	// a mail the user trusts.
-	if strings.Contains(msg, "://") {
-		return oauth.New(http.StatusBadRequest, oauth.CodeInvalidBindingMessage, "binding_message must not contain a URL")
+	if strings.Contains(msg, "://") || hostLike(msg) {
+		return oauth.New(http.StatusBadRequest, oauth.CodeInvalidBindingMessage, "binding_message must not contain a URL or a host name")
 	}
 	return nil
+}
+
+// hostLike reports whether msg holds text a mail client could turn into a
+// link: "www." anywhere, or a host name, that is a letter or digit, a dot
+// and a top-level domain of two letters or more not followed by a letter
+// or digit ("evil.example/login", "Evil.COM", "a.b.co:8443"), or of
+// punycode ("xn--"). Digits after the dot are no top-level domain, so
+// amounts ("12.50 EUR") and versions pass. The dots IDNA reads as dots
+// count as dots.
+func hostLike(msg string) bool {
+	rs := []rune(strings.Map(func(r rune) rune {
+		if r == '\u3002' || r == '\uFF0E' || r == '\uFF61' {
+			return '.'
+		}
+		return unicode.ToLower(r)
+	}, msg))
+	if strings.Contains(string(rs), "www.") {
+		return true
+	}
+	alnum := func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
+	for i := 1; i < len(rs); i++ {
+		if rs[i] != '.' || !(alnum(rs[i-1]) || rs[i-1] == '-' || rs[i-1] == '_') {
+			continue
+		}
+		if strings.HasPrefix(string(rs[i+1:]), "xn--") {
+			return true
+		}
+		j := i + 1
+		for j < len(rs) && unicode.IsLetter(rs[j]) {
+			j++
+		}
+		if j-i-1 >= 2 && (j == len(rs) || !unicode.IsDigit(rs[j])) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseRequestedExpiry parses a positive integer number of seconds. Values
