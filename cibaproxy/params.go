@@ -125,14 +125,44 @@ func parseBackchannelParams(form url.Values, bindingMessageMax int) (*backchanne
 	}
 
 	if v := form.Get(oauth.ParamACRValues); v != "" {
-		p.ACRValues = strings.Fields(v)
-		for _, a := range p.ACRValues {
-			if !oauth.ValidScopeToken(a) {
-				return nil, oauth.InvalidRequest("acr_values is malformed")
-			}
+		acrs, err := parseACRValues(v)
+		if err != nil {
+			return nil, err
 		}
+		p.ACRValues = acrs
 	}
 	return p, nil
+}
+
+// Bounds of acr_values, which is stored with the request: a few values of
+// URN length are all an authenticator choice needs.
+const (
+	maxACRValues   = 10
+	maxACRValueLen = 255
+	// maxACRValuesLen fits the most values at their longest, a space
+	// after each.
+	maxACRValuesLen = maxACRValues * (maxACRValueLen + 1)
+)
+
+// parseACRValues splits acr_values (space-separated, OpenID Connect Core
+// §3.1.2.1) within its bounds.
+func parseACRValues(v string) ([]string, error) {
+	if len(v) > maxACRValuesLen {
+		return nil, oauth.InvalidRequest("acr_values is longer than " + strconv.Itoa(maxACRValuesLen) + " characters")
+	}
+	acrs := strings.Fields(v)
+	if len(acrs) > maxACRValues {
+		return nil, oauth.InvalidRequest("acr_values has more than " + strconv.Itoa(maxACRValues) + " values")
+	}
+	for _, a := range acrs {
+		if len(a) > maxACRValueLen {
+			return nil, oauth.InvalidRequest("an acr_values value is longer than " + strconv.Itoa(maxACRValueLen) + " characters")
+		}
+		if !oauth.ValidScopeToken(a) {
+			return nil, oauth.InvalidRequest("acr_values is malformed")
+		}
+	}
+	return acrs, nil
 }
 
 // maxScopes bounds the scope values of one request.

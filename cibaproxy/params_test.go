@@ -1,7 +1,9 @@
 package cibaproxy
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
@@ -66,4 +68,40 @@ func TestBindingMessageHostNameAtEndpoint(t *testing.T) {
 		t.Errorf("%d requests stored", n)
 	}
 	h.authorize("cc", "binding_message", "Transfer 12.50 EUR")
+}
+
+// TestACRValuesBounds: acr_values, stored with the request, is bounded in
+// values, in the length of each and as a whole: invalid_request beyond.
+func TestACRValuesBounds(t *testing.T) {
+	values := func(n, size int) string {
+		vs := make([]string, n)
+		for i := range vs {
+			v := fmt.Sprintf("urn:%d:", i)
+			vs[i] = v + strings.Repeat("a", size-len(v))
+		}
+		return strings.Join(vs, " ")
+	}
+	for _, tc := range []struct {
+		name, acr string
+		desc      string // of the refusal; "" accepts
+	}{
+		{name: "10 values of 255", acr: values(10, 255)},
+		{name: "11 values", acr: values(11, 8), desc: "more than 10 values"},
+		{name: "a value of 256", acr: values(1, 256), desc: "longer than 255 characters"},
+		{name: "padded with spaces", acr: "urn:a" + strings.Repeat(" ", 3000) + "urn:b", desc: "longer than 2560 characters"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := parseBackchannelParams(bcForm(map[string]string{"acr_values": tc.acr}), 64)
+			if tc.desc == "" {
+				if err != nil || len(p.ACRValues) != 10 {
+					t.Fatalf("refused or lost values: %v", err)
+				}
+				return
+			}
+			cibatest.WantOAuthErr(t, err, http.StatusBadRequest, oauth.CodeInvalidRequest)
+			if !strings.Contains(err.Error(), tc.desc) {
+				t.Errorf("error %q, want %q in it", err, tc.desc)
+			}
+		})
+	}
 }
