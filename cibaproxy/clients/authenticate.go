@@ -182,13 +182,18 @@ func (rg *Registry) authenticateAssertion(ctx context.Context, formID, assertion
 	case typ != ClientAssertionType:
 		return nil, claimed, oauth.InvalidClient("client_assertion_type must be " + ClientAssertionType)
 	}
-	t, err := parseClientJWT(assertion, "client assertion", rg.AcceptedAlgs(), oauth.InvalidClient)
+	t, err := parseClientJWT(assertion, "client assertion", typClientAssertion, rg.AcceptedAlgs(), oauth.InvalidClient)
 	if err != nil {
 		return nil, claimed, err
 	}
 	c := t.claims
 	if c.Issuer != "" {
 		claimed = c.Issuer
+	}
+	// A signed request has the iss and aud of an assertion, and may have
+	// its sub: its parameters tell it apart, so it never authenticates.
+	if p := requestParamIn(c); p != "" {
+		return nil, claimed, oauth.InvalidClient("the client assertion carries the authentication request parameter " + p + ": a signed request is not a client assertion")
 	}
 	// RFC 7523 §3: iss and sub are the client_id; a client_id form
 	// parameter, if sent, names the same client (RFC 7521 §4.2).
