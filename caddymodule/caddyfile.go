@@ -98,7 +98,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		require_signed_requests
 //		assertion_algs <alg...>
 //		login_hint_token_issuer <issuer-url>
-//		id_token_hint_max_age <duration>
+//		id_token_hint_max_age <duration> | 0
 //		authenticator email {
 //			acr <acr>
 //			amr <method...>
@@ -154,7 +154,7 @@ var subdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
 	"require_signed_requests": func(h *Handler, d *caddyfile.Dispenser) error { return flag(d, &h.RequireSignedRequests) },
 	"assertion_algs":          (*Handler).unmarshalAssertionAlgs,
 	"login_hint_token_issuer": (*Handler).unmarshalLoginHintTokenIssuer,
-	"id_token_hint_max_age":   func(h *Handler, d *caddyfile.Dispenser) error { return oneDuration(d, &h.IDTokenHintMaxAge) },
+	"id_token_hint_max_age":   (*Handler).unmarshalIDTokenHintMaxAge,
 	"authenticator":           (*Handler).unmarshalAuthenticator,
 	"acr_fallback":            (*Handler).unmarshalACRFallback,
 	"metrics_client_label":    func(h *Handler, d *caddyfile.Dispenser) error { return flag(d, &h.MetricsClientLabel) },
@@ -226,6 +226,21 @@ func (h *Handler) unmarshalLoginHintTokenIssuer(d *caddyfile.Dispenser) error {
 		return err
 	}
 	h.LoginHintTokenIssuers = append(h.LoginHintTokenIssuers, iss)
+	return nil
+}
+
+// unmarshalIDTokenHintMaxAge reads a duration that may be 0: only
+// unexpired id_token_hints.
+func (h *Handler) unmarshalIDTokenHintMaxAge(d *caddyfile.Dispenser) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur < 0 {
+		return d.Errf("id_token_hint_max_age '%s' is not a duration of 0 or more", s)
+	}
+	h.IDTokenHintMaxAge = (*caddy.Duration)(&dur)
 	return nil
 }
 

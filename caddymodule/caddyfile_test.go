@@ -10,9 +10,12 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/cibaproxy/cibaproxy/cibaproxy"
 )
 
 func intPtr(n int) *int { return &n }
+
+func durationPtr(d time.Duration) *caddy.Duration { c := caddy.Duration(d); return &c }
 
 // dump renders a Handler for failure messages (its pointers included).
 func dump(h *Handler) string {
@@ -235,6 +238,16 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			want: &Handler{RequestTTL: caddy.Duration(24 * time.Hour), Interval: caddy.Duration(1500 * time.Millisecond)},
 		},
 		{
+			name:  "id_token_hint_max_age 0: unexpired only",
+			input: "ciba {\n id_token_hint_max_age 0\n}",
+			want:  &Handler{IDTokenHintMaxAge: durationPtr(0)},
+		},
+		{
+			name:  "id_token_hint_max_age",
+			input: "ciba {\n id_token_hint_max_age 10m\n}",
+			want:  &Handler{IDTokenHintMaxAge: durationPtr(10 * time.Minute)},
+		},
+		{
 			name:  "quoted values keep spaces",
 			input: "ciba {\n users \"/etc/ciba proxy/users.json\"\n}",
 			want:  &Handler{Users: "/etc/ciba proxy/users.json"},
@@ -308,6 +321,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"name with two arguments", "ciba {\n\tclient a {\n\t\tname Call Centre\n\t}\n}", 3, "wrong argument count"},
 
 		// values
+		{"id_token_hint_max_age negative", "ciba {\n\tid_token_hint_max_age -1s\n}", 2, "not a duration of 0 or more"},
+		{"id_token_hint_max_age not a duration", "ciba {\n\tid_token_hint_max_age soon\n}", 2, "not a duration of 0 or more"},
 		{"mode push", "ciba {\n\tclient a {\n\t\tmode push\n\t}\n}", 3, "mode must be poll or ping, not 'push'"},
 		{"mode in capitals", "ciba {\n\tclient a {\n\t\tmode POLL\n\t}\n}", 3, "mode must be poll or ping"},
 		{"tls ssl", "ciba {\n\temail {\n\t\ttls ssl\n\t}\n}", 3, "tls must be starttls, implicit or none, not 'ssl'"},
@@ -357,5 +372,43 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 				t.Errorf("error %q does not end in the location %s", err, loc)
 			}
 		})
+	}
+}
+
+// TestIDTokenHintMaxAge: absent, id_token_hint_max_age is 24h; 0, from the
+// Caddyfile or JSON, reaches the core as 0 (only unexpired hints).
+func TestIDTokenHintMaxAge(t *testing.T) {
+	for _, tc := range []struct {
+		name, json string
+		want       time.Duration
+	}{
+		{"absent", `{}`, cibaproxy.DefaultIDTokenHintMaxAge},
+		{"0", `{"id_token_hint_max_age":0}`, 0},
+		{"10m", `{"id_token_hint_max_age":"10m"}`, 10 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			if err := json.Unmarshal([]byte(tc.json), &h); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.idTokenHintMaxAge(); got != tc.want {
+				t.Errorf("id_token_hint_max_age %s, want %s", got, tc.want)
+			}
+		})
+	}
+	var h Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("ciba {\n id_token_hint_max_age 0\n}")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(&h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Handler
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if got := back.idTokenHintMaxAge(); got != 0 {
+		t.Errorf("id_token_hint_max_age 0 adapted to %s and read back as %s, want 0", b, got)
 	}
 }

@@ -120,8 +120,8 @@ type Handler struct {
 	LoginHintTokenIssuers []string `json:"login_hint_token_issuers,omitempty"`
 
 	// IDTokenHintMaxAge is how long after its expiry an id_token_hint is
-	// still accepted. Default: 0 (only unexpired ones).
-	IDTokenHintMaxAge caddy.Duration `json:"id_token_hint_max_age,omitempty"`
+	// still accepted; 0 accepts only unexpired ones. Default (absent): 24h.
+	IDTokenHintMaxAge *caddy.Duration `json:"id_token_hint_max_age,omitempty"`
 
 	// MetricsClientLabel fills the client label of the caddy_ciba_ metrics
 	// with the client id. Off by default: it makes one series per client.

@@ -51,7 +51,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		RequireSignedRequests: h.RequireSignedRequests,
 		AssertionAlgs:         h.AssertionAlgs,
 		LoginHintTokenIssuers: h.LoginHintTokenIssuers,
-		IDTokenHintMaxAge:     time.Duration(h.IDTokenHintMaxAge),
+		IDTokenHintMaxAge:     h.idTokenHintMaxAge(),
 		Limits:                h.Limits.resolve(),
 		ClientIP:              clientIP,
 		Metrics:               processMetrics(),
@@ -225,4 +225,13 @@ func (l *Limits) resolve() cibaproxy.Limits {
 	out.UserPendingReplace = l.UserPendingReplace
 	out.HideUnknownUsers = l.HideUnknownUsers
 	return out
+}
+
+// idTokenHintMaxAge applies the default of id_token_hint_max_age: 24h when
+// it is absent; 0 accepts only unexpired hints.
+func (h *Handler) idTokenHintMaxAge() time.Duration {
+	if h.IDTokenHintMaxAge == nil {
+		return cibaproxy.DefaultIDTokenHintMaxAge
+	}
+	return time.Duration(*h.IDTokenHintMaxAge)
 }

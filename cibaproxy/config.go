@@ -90,7 +90,8 @@ type Config struct {
 	// trusted (their keys from their discovery documents).
 	LoginHintTokenIssuers []string
 	// IDTokenHintMaxAge is how long after its expiry an id_token_hint is
-	// still accepted.
+	// still accepted; zero accepts unexpired ones only (the Caddy module
+	// applies DefaultIDTokenHintMaxAge when the setting is absent).
 	IDTokenHintMaxAge time.Duration
 	// SealKey (ping.SealKeySize bytes) seals what a ping notification
 	// needs in the store; required when a client uses ping mode.

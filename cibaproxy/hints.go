@@ -22,7 +22,7 @@ import (
 // then looked up in the directory (users.go).
 
 // DefaultIDTokenHintMaxAge is how long after its expiry an id_token_hint is
-// accepted when Config.IDTokenHintMaxAge is zero. CIBA Core §7.1 lets the
+// accepted when id_token_hint_max_age is not set. CIBA Core §7.1 lets the
 // client send an ID token it received earlier, and the OP "SHOULD accept"
 // expired ones for a reasonable period: a hint names a user, it grants
 // nothing, since the user still decides on their own device.
@@ -55,7 +55,7 @@ var hintIssuerClient = &http.Client{Timeout: hintIssuerTimeout}
 type hintVerifier struct {
 	disc    *upstream.Discovery
 	trusted []string      // login_hint_token issuers
-	maxAge  time.Duration // of an expired id_token_hint
+	maxAge  time.Duration // of an expired id_token_hint; 0: unexpired only
 
 	mu      sync.Mutex
 	issuers map[string]*hintIssuer
@@ -82,9 +82,6 @@ type identityClaims struct {
 }
 
 func newHintVerifier(disc *upstream.Discovery, trusted []string, maxAge time.Duration) *hintVerifier {
-	if maxAge <= 0 {
-		maxAge = DefaultIDTokenHintMaxAge
-	}
 	return &hintVerifier{disc: disc, trusted: trusted, maxAge: maxAge, issuers: make(map[string]*hintIssuer)}
 }
 
@@ -133,6 +130,9 @@ func (h *hintVerifier) idTokenHint(ctx context.Context, clientID, raw string, no
 	}
 	// CIBA Core defines no error for an expired id_token_hint (only
 	// expired_login_hint_token): invalid_request, saying so.
+	if h.maxAge == 0 && !now.Before(tok.Expiry) {
+		return nil, oauth.InvalidRequest("id_token_hint has expired, and only unexpired ones are accepted; send a current one")
+	}
 	if now.After(tok.Expiry.Add(h.maxAge)) {
 		return nil, oauth.InvalidRequest("id_token_hint expired more than " + h.maxAge.String() + " ago; send one issued more recently")
 	}

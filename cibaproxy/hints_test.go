@@ -137,11 +137,11 @@ func TestIDTokenHint(t *testing.T) {
 			token: func(h *harness) string { return h.upstream.Sign(h.t, htClaims(h, testIssuer, "cc", "sub", "nobody")) }},
 		{name: "unknown user hidden", hide: true, phantom: true,
 			token: func(h *harness) string { return h.upstream.Sign(h.t, htClaims(h, testIssuer, "cc", "sub", "nobody")) }},
-		{name: "expired within the default max age", user: "bob",
+		{name: "expired within the default max age", maxAge: DefaultIDTokenHintMaxAge, user: "bob",
 			token: func(h *harness) string {
 				return h.upstream.Sign(h.t, htClaims(h, testIssuer, "cc", "exp", h.clock.Now().Add(-23*time.Hour).Unix()))
 			}},
-		{name: "expired beyond the default max age", status: 400, code: oauth.CodeInvalidRequest, desc: "expired more than 24h0m0s ago",
+		{name: "expired beyond the default max age", maxAge: DefaultIDTokenHintMaxAge, status: 400, code: oauth.CodeInvalidRequest, desc: "expired more than 24h0m0s ago",
 			token: func(h *harness) string {
 				return h.upstream.Sign(h.t, htClaims(h, testIssuer, "cc", "exp", h.clock.Now().Add(-25*time.Hour).Unix()))
 			}},
@@ -152,6 +152,18 @@ func TestIDTokenHint(t *testing.T) {
 		{name: "expired beyond id_token_hint_max_age", maxAge: 10 * time.Minute, status: 400, code: oauth.CodeInvalidRequest, desc: "expired more than 10m0s ago",
 			token: func(h *harness) string {
 				return h.upstream.Sign(h.t, htClaims(h, testIssuer, "cc", "exp", h.clock.Now().Add(-11*time.Minute).Unix()))
+			}},
+		{name: "max age 0, unexpired", user: "bob",
+			token: func(h *harness) string {
+				return h.upstream.Sign(h.t, htClaims(h, testIssuer, "cc", "exp", h.clock.Now().Add(time.Second).Unix()))
+			}},
+		{name: "max age 0, expired a second ago", status: 400, code: oauth.CodeInvalidRequest, desc: "only unexpired ones are accepted",
+			token: func(h *harness) string {
+				return h.upstream.Sign(h.t, htClaims(h, testIssuer, "cc", "exp", h.clock.Now().Add(-time.Second).Unix()))
+			}},
+		{name: "max age 0, expiring now", status: 400, code: oauth.CodeInvalidRequest, desc: "only unexpired ones are accepted",
+			token: func(h *harness) string {
+				return h.upstream.Sign(h.t, htClaims(h, testIssuer, "cc", "exp", h.clock.Now().Unix()))
 			}},
 		{name: "no exp", status: 400, code: oauth.CodeInvalidRequest, desc: "no exp",
 			token: func(h *harness) string { return h.upstream.Sign(h.t, htClaims(h, testIssuer, "cc", "exp", nil)) }},

@@ -146,11 +146,12 @@ func (m memoryLimit) Allow(_ context.Context, key string, now time.Time) (bool, 
 
 // storeLimit is a limit the store counts (store.Rates).
 type storeLimit struct {
-	rates store.Rates
-	name  string
-	n     int
+	rates  store.Rates
+	name   string
+	n      int
+	window time.Duration
 }
 
 func (s storeLimit) Allow(ctx context.Context, key string, now time.Time) (bool, time.Duration, error) {
-	return s.rates.Allow(ctx, s.name, key, s.n, RateWindow, now)
+	return s.rates.Allow(ctx, s.name, key, s.n, s.window, now)
 }

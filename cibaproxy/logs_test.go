@@ -120,7 +120,7 @@ func TestLogsFullFlow(t *testing.T) {
 	cibatest.WantOAuthError(t, s.serve(mxRequest(DefaultEndpoint, "cc", "wrong-secret-6e1f", hForm())), 401, oauth.CodeInvalidClient)
 
 	// bob: requested by e-mail address, denied
-	bobID, _, bobLink := s.requestMail(sink, "login_hint", "bob@example.com", "binding_message", "authn.Deny me")
+	bobID, _, bobLink := s.requestMail(sink, "login_hint", "bob@example.com", "binding_message", "Deny me")
 	secrets = append(secrets, bobID, linkToken(t, bobLink))
 	lgDecide(t, s, bobLink, "deny", "203.0.113.8", "LogTest-Other/2.0")
 	cibatest.WantOAuthError(t, s.poll("cc", bobID), 400, oauth.CodeAccessDenied)
@@ -189,7 +189,7 @@ func TestLogsFullFlow(t *testing.T) {
 	for i, want := range []map[string]any{
 		{"audit": "decision", "client_id": "cc", "user": "A***@E***.com", "binding_message": "Code 4711",
 			"decision": "approved", "remote_ip": "203.0.113.7", "user_agent": "LogTest-Browser/1.0", "level": "info"},
-		{"audit": "decision", "client_id": "cc", "user": "b***@e***.com", "binding_message": "authn.Deny me",
+		{"audit": "decision", "client_id": "cc", "user": "b***@e***.com", "binding_message": "Deny me",
 			"decision": "denied", "remote_ip": "203.0.113.8", "user_agent": "LogTest-Other/2.0", "level": "info"},
 	} {
 		for k, v := range want {

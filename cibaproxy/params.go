@@ -125,14 +125,44 @@ func parseBackchannelParams(form url.Values, bindingMessageMax int) (*backchanne
 	}
 
 	if v := form.Get(oauth.ParamACRValues); v != "" {
-		p.ACRValues = strings.Fields(v)
-		for _, a := range p.ACRValues {
-			if !oauth.ValidScopeToken(a) {
-				return nil, oauth.InvalidRequest("acr_values is malformed")
-			}
+		acrs, err := parseACRValues(v)
+		if err != nil {
+			return nil, err
 		}
+		p.ACRValues = acrs
 	}
 	return p, nil
+}
+
+// Bounds of acr_values, which is stored with the request: a few values of
+// URN length are all an authenticator choice needs.
+const (
+	maxACRValues   = 10
+	maxACRValueLen = 255
+	// maxACRValuesLen fits the most values at their longest, a space
+	// after each.
+	maxACRValuesLen = maxACRValues * (maxACRValueLen + 1)
+)
+
+// parseACRValues splits acr_values (space-separated, OpenID Connect Core
+// §3.1.2.1) within its bounds.
+func parseACRValues(v string) ([]string, error) {
+	if len(v) > maxACRValuesLen {
+		return nil, oauth.InvalidRequest("acr_values is longer than " + strconv.Itoa(maxACRValuesLen) + " characters")
+	}
+	acrs := strings.Fields(v)
+	if len(acrs) > maxACRValues {
+		return nil, oauth.InvalidRequest("acr_values has more than " + strconv.Itoa(maxACRValues) + " values")
+	}
+	for _, a := range acrs {
+		if len(a) > maxACRValueLen {
+			return nil, oauth.InvalidRequest("an acr_values value is longer than " + strconv.Itoa(maxACRValueLen) + " characters")
+		}
+		if !oauth.ValidScopeToken(a) {
+			return nil, oauth.InvalidRequest("acr_values is malformed")
+		}
+	}
+	return acrs, nil
 }
 
 // maxScopes bounds the scope values of one request.
@@ -166,8 +196,9 @@ func parseScope(scope string) ([]string, error) {
 // checkBindingMessage accepts up to max characters, all printable: letters,
 // marks, numbers, punctuation, symbols and the ASCII space. Control and
 // formatting characters (including newlines and bidirectional overrides)
-// could disguise the message on the authentication device, and URLs would
-// put a client's link in the approval mail, so they are refused.
+// could disguise the message on the authentication device, and URLs or
+// host names would put a client's link in the approval mail (mail clients
+// turn "www.…" and "evil.example/login" into links), so they are refused.
 func checkBindingMessage(msg string, max int) error {
 	n := 0
 	for _, r := range msg {
@@ -186,10 +217,46 @@ func checkBindingMessage(msg string, max int) error {
 	}
 	// The message is shown in the approval mail: a link in it would sit in
 	// a mail the user trusts.
-	if strings.Contains(msg, "://") {
-		return oauth.New(http.StatusBadRequest, oauth.CodeInvalidBindingMessage, "binding_message must not contain a URL")
+	if strings.Contains(msg, "://") || hostLike(msg) {
+		return oauth.New(http.StatusBadRequest, oauth.CodeInvalidBindingMessage, "binding_message must not contain a URL or a host name")
 	}
 	return nil
+}
+
+// hostLike reports whether msg holds text a mail client could turn into a
+// link: "www." anywhere, or a host name, that is a letter or digit, a dot
+// and a top-level domain of two letters or more not followed by a letter
+// or digit ("evil.example/login", "Evil.COM", "a.b.co:8443"), or of
+// punycode ("xn--"). Digits after the dot are no top-level domain, so
+// amounts ("12.50 EUR") and versions pass. The dots IDNA reads as dots
+// count as dots.
+func hostLike(msg string) bool {
+	rs := []rune(strings.Map(func(r rune) rune {
+		if r == '\u3002' || r == '\uFF0E' || r == '\uFF61' {
+			return '.'
+		}
+		return unicode.ToLower(r)
+	}, msg))
+	if strings.Contains(string(rs), "www.") {
+		return true
+	}
+	alnum := func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
+	for i := 1; i < len(rs); i++ {
+		if rs[i] != '.' || !(alnum(rs[i-1]) || rs[i-1] == '-' || rs[i-1] == '_') {
+			continue
+		}
+		if strings.HasPrefix(string(rs[i+1:]), "xn--") {
+			return true
+		}
+		j := i + 1
+		for j < len(rs) && unicode.IsLetter(rs[j]) {
+			j++
+		}
+		if j-i-1 >= 2 && (j == len(rs) || !unicode.IsDigit(rs[j])) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseRequestedExpiry parses a positive integer number of seconds. Values

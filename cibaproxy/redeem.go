@@ -45,6 +45,10 @@ func (f MinterFunc) Mint(ctx context.Context, g *upstream.Grant) (*upstream.Toke
 // no upstream exchange is configured.
 var ErrNoMinter = errors.New("no token minter is configured")
 
+// errNoTokens is the failure of a minter that returned neither tokens nor
+// an error.
+var errNoTokens = errors.New("the minter returned no tokens and no error")
+
 // redeemer redeems approved requests: it claims one, mints its tokens and
 // marks it consumed.
 type redeemer struct {
@@ -163,6 +167,12 @@ func (rd *redeemer) mint(ctx context.Context, cl *clients.Client, req *store.Aut
 		AMR:      req.AMR,
 		AuthTime: req.Decided,
 	})
+	if err == nil && t == nil {
+		// A minter that returns neither tokens nor an error breaks its
+		// contract: a failed mint like any other, which a later poll
+		// retries.
+		err = errNoTokens
+	}
 	var me *upstream.MintError
 	switch {
 	case err == nil:

@@ -74,6 +74,10 @@ func New(cfg Config) (*Server, error) {
 			subjects:    subjects,
 			hideUnknown: cfg.Limits.HideUnknownUsers,
 			now:         cfg.Now,
+			codes:       userCodeComparisons,
+			// In the backend, so a reload keeps the count.
+			codeAttempts: cfg.Backend.limitOver(cfg.PublicURL+" user_code", UserCodeAttempts, UserCodeWindow),
+			metrics:      cfg.Metrics,
 		},
 		auth:   s.auth,
 		store:  s.store,

@@ -136,6 +136,7 @@ func TestHashUserCode(t *testing.T) {
 		{name: "73 bytes", code: strings.Repeat("7", 73), wantErr: "longer than 72"},
 		{name: "cost too low", code: "4711", cost: 3, wantErr: "cost 3"},
 		{name: "cost too high", code: "4711", cost: 15, wantErr: "cost 15"},
+		{name: "cost above the cap", code: "4711", cost: users.MaxUserCodeCost + 1, wantErr: "cost 13 must be between 4 and 12"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/metrics"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/users"
@@ -24,7 +26,34 @@ type userResolver struct {
 	subjects    *upstreamSubjects // the users of the upstream's subs
 	hideUnknown bool              // hide_unknown_users
 	now         func() time.Time
+	// codes bounds the user_code comparisons running at once.
+	codes *users.Comparisons
+	// codeAttempts counts the user_code attempts of each user
+	// (UserCodeAttempts per UserCodeWindow).
+	codeAttempts limiter
+	metrics      *metrics.Metrics
 }
+
+// The bounds of the user_code checks: a comparison costs a bcrypt hash
+// (users.MaxUserCodeCost), whoever the request names.
+const (
+	// UserCodeAttempts is the most user_code attempts, right or wrong,
+	// against one user in any UserCodeWindow; beyond, the user's requests
+	// get the answer of a wrong code without a comparison, so the codes
+	// cannot be guessed faster. Every attempt counts, not only the wrong
+	// ones: the store's shared count (store.Rates) records an attempt as it
+	// checks it, before the comparison says whether it was right.
+	UserCodeAttempts = 10
+	// UserCodeWindow is the window of UserCodeAttempts.
+	UserCodeWindow = 15 * time.Minute
+	// userCodeSlotWait is how long a request waits for a comparison slot
+	// before it is answered temporarily_unavailable.
+	userCodeSlotWait = time.Second
+)
+
+// userCodeComparisons bounds the user_code comparisons of the whole
+// process, whatever the site or store: bcrypt keeps one CPU busy each.
+var userCodeComparisons = users.NewComparisons(runtime.GOMAXPROCS(0), userCodeSlotWait)
 
 // resolveUser finds the user a backchannel request names by its hint
 // (CIBA Core §7.1, §7.2 step 4), and checks the user_code of a client that
@@ -67,7 +96,7 @@ func (u *userResolver) resolveUser(ctx context.Context, cl *clients.Client, p *b
 	if cl.UserCodeRequired {
 		// A phantom is checked like a user without a code: its answer
 		// (invalid_user_code, after as long a comparison) is the same.
-		if err := u.checkUserCode(user, p.UserCode); err != nil {
+		if err := u.checkUserCode(ctx, user, p.UserCode); err != nil {
 			return nil, false, err
 		}
 	}
@@ -119,14 +148,32 @@ func isFalse(raw json.RawMessage) bool {
 // checkUserCode checks the user_code of a request of a client that
 // requires one: "missing_user_code: User code is required but was missing
 // from the request", "invalid_user_code: User code was invalid" (CIBA Core
-// §13). The comparison takes as long whoever the user is
-// (users.MatchUserCode).
-func (u *userResolver) checkUserCode(user *store.User, code string) error {
+// §13). The attempt counts against the user first: beyond
+// UserCodeAttempts, the answer is that of a wrong code, with no comparison.
+// The comparison takes as long whoever the user is (users.MatchUserCode),
+// in one of a bounded number of slots; a request that finds none free in
+// time is answered temporarily_unavailable.
+func (u *userResolver) checkUserCode(ctx context.Context, user *store.User, code string) error {
 	if code == "" {
 		return oauth.New(http.StatusBadRequest, oauth.CodeMissingUserCode, "user_code is required for this client")
 	}
-	if !users.MatchUserCode(user, code, users.CodeCost(u.users)) {
-		return oauth.New(http.StatusBadRequest, oauth.CodeInvalidUserCode, "user_code is not the user's code")
+	wrong := oauth.New(http.StatusBadRequest, oauth.CodeInvalidUserCode, "user_code is not the user's code")
+	if u.codeAttempts != nil {
+		ok, _, err := u.codeAttempts.Allow(ctx, user.Subject, u.now())
+		if err != nil {
+			return oauth.Unavailable("the request store is unavailable", 5, err)
+		}
+		if !ok {
+			u.metrics.LimitRefusal("user_code")
+			return wrong
+		}
+	}
+	match, err := u.codes.Match(ctx, user, code, users.CodeCost(u.users))
+	if err != nil {
+		return oauth.Unavailable("too many user_code checks at once; retry shortly", 1, err)
+	}
+	if !match {
+		return wrong
 	}
 	return nil
 }

@@ -33,9 +33,23 @@ const (
 	// maxKeyTries bounds the keys tried for a JWT without a kid.
 	maxKeyTries = 8
 
-	// Namespaces of the jti replay cache (Store.Remember).
+	// Namespaces of the jti replay cache (Store.Remember): one each, so a
+	// jti used by one kind of JWT does not count for the other.
 	replayClientAssertion = "client-assertion"
 	replayRequestObject   = "request-object"
+)
+
+// The typ headers (RFC 7515 §4.1.9, lower case, without "application/")
+// that set the kinds of client JWTs apart. A JWT without typ, or with the
+// generic "jwt", may be either kind; one whose typ names the other kind (or
+// any other) is refused, so one cannot be passed off as the other.
+const (
+	typGeneric = "jwt"
+	// typRequestObject is the typ of a signed request (RFC 9101 §10.8).
+	typRequestObject = "oauth-authz-req+jwt"
+	// typClientAssertion is the typ newer client-authentication
+	// specifications give client assertions.
+	typClientAssertion = "client-authentication+jwt"
 )
 
 // asymmetricAlgs are the JWS algorithms a client may ever sign with:
@@ -59,14 +73,16 @@ type clientJWT struct {
 	jws    *jose.JSONWebSignature
 	alg    string
 	kid    string
+	typ    string // lower case, without "application/"; "" when absent
 	claims *clientJWTClaims
 }
 
-// parseClientJWT parses raw, a JWT signed with one of the algorithms allowed.
-// what names it in descriptions; fail builds the protocol error
-// (invalid_client for client assertions, invalid_request for request
-// objects). The signature is not checked yet: see verify.
-func parseClientJWT(raw, what string, allowed []string, fail func(string) *oauth.Error) (*clientJWT, error) {
+// parseClientJWT parses raw, a JWT signed with one of the algorithms allowed
+// whose typ, if any, is "jwt" or typ. what names it in descriptions; fail
+// builds the protocol error (invalid_client for client assertions,
+// invalid_request for request objects). The signature is not checked yet:
+// see verify.
+func parseClientJWT(raw, what, typ string, allowed []string, fail func(string) *oauth.Error) (*clientJWT, error) {
 	switch strings.Count(raw, ".") {
 	case 2:
 	case 4:
@@ -97,7 +113,18 @@ func parseClientJWT(raw, what string, allowed []string, fail func(string) *oauth
 		return nil, fail(what + " has malformed claims: " + err.Error()).WithCause(err)
 	}
 	h := jws.Signatures[0].Header
-	return &clientJWT{jws: jws, alg: alg, kid: h.KeyID, claims: claims}, nil
+	t := &clientJWT{jws: jws, alg: alg, kid: h.KeyID, claims: claims}
+	if v, ok := h.ExtraHeaders[jose.HeaderType]; ok {
+		s, isString := v.(string)
+		if !isString {
+			return nil, fail(what + " has a typ header that is not a string")
+		}
+		t.typ = strings.TrimPrefix(strings.ToLower(s), "application/")
+	}
+	if t.typ != "" && t.typ != typGeneric && t.typ != typ {
+		return nil, fail(what + " has the typ of another kind of JWT (want " + typ + ", JWT or none)")
+	}
+	return t, nil
 }
 
 // peekJWSAlg reads the alg of a compact JWS's header.

@@ -69,7 +69,7 @@ func (rg *Registry) ParseRequestObject(ctx context.Context, cl *Client, form url
 	if slices.Contains(rg.AcceptedAlgs(), cl.RequestSigningAlg) {
 		allowed = []string{cl.RequestSigningAlg}
 	}
-	t, err := parseClientJWT(form.Get(oauth.ParamRequest), "signed request", allowed, oauth.InvalidRequest)
+	t, err := parseClientJWT(form.Get(oauth.ParamRequest), "signed request", typRequestObject, allowed, oauth.InvalidRequest)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +116,18 @@ func (rg *Registry) ParseRequestObject(ctx context.Context, cl *Client, form url
 		return nil, err
 	}
 	return &RequestObject{Values: values, client: cl.ID, jti: c.ID, until: c.Expiry.Add(jwtSkew)}, nil
+}
+
+// requestParamIn returns the first authentication request parameter (or
+// request, request_uri) among the claims c, "" when there is none: what a
+// signed request has and a client assertion has not.
+func requestParamIn(c *clientJWTClaims) string {
+	for _, name := range slices.Concat(requestObjectParams, []string{oauth.ParamRequest, oauth.ParamRequestURI}) {
+		if raw, ok := c.raw[name]; ok && !jsonNull(raw) {
+			return name
+		}
+	}
+	return ""
 }
 
 // Consume records the jti of a request object in the replay cache, and

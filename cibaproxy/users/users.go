@@ -193,7 +193,7 @@ func userCodeHashCost(hash string) (int, error) {
 		return 0, fmt.Errorf("not a valid bcrypt hash: %w", err)
 	}
 	if cost > MaxUserCodeCost {
-		return 0, fmt.Errorf("cost %d is above %d: every request would take seconds to check", cost, MaxUserCodeCost)
+		return 0, fmt.Errorf("bcrypt cost %d is above the cap of %d (every request that names the user pays for a comparison); hash the code again with cibaproxy ciba hash-user-code --cost %d or less", cost, MaxUserCodeCost, MaxUserCodeCost)
 	}
 	// The rest of the hash: 22 characters of salt and 31 of digest.
 	if len(hash) != 60 {
