@@ -19,7 +19,7 @@ FUZZSCALE ?= 1
 FUZZ_TARGETS := FuzzBackchannelRequest:24000 FuzzTokenRequest:24000 \
 	FuzzRequestObject:8000 FuzzClientAssertion:8000
 
-.PHONY: all build tools dex maildev chromium redis test check unit caddy e2e fuzz demo bench clean
+.PHONY: all build tools dex maildev chromium redis test check unit caddy e2e fuzz demo bench soak clean
 
 all: build
 
@@ -87,6 +87,16 @@ demo: tools build
 STORE ?= badger
 bench: build $(if $(filter redis,$(STORE)),redis)
 	STORE=$(STORE) scripts/bench.sh
+
+## soak: a chaos soak (not part of make test; about 4 min): tens of devices
+## log in against the binary, Dex and an SMTP server of the soak's own while
+## the proxy is killed (-9) and restarted and SMTP, Dex (and Redis) go down
+## and come back; prints the figures, fails on any loss or wrong answer.
+SOAK_DURATION ?= 3m
+SOAK_DEVICES ?= 20
+SOAK_STORE ?= badger
+soak: tools build
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_DEVICES=$(SOAK_DEVICES) SOAK_STORE=$(SOAK_STORE) scripts/soak.sh
 
 clean:
 	rm -rf $(BIN) scripts/maildev/node_modules
