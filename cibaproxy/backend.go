@@ -72,6 +72,11 @@ func (b *Backend) poller() poller {
 // RateWindow, shared by every configuration on this backend; nil when n is
 // 0 (off). A new n starts a new count.
 func (b *Backend) Limiter(name string, n int) *RateLimiter {
+	return b.limiter(name, n, RateWindow)
+}
+
+// limiter is Limiter with a window of its own.
+func (b *Backend) limiter(name string, n int, window time.Duration) *RateLimiter {
 	if n <= 0 {
 		return nil
 	}
@@ -81,25 +86,24 @@ func (b *Backend) Limiter(name string, n int) *RateLimiter {
 		b.limiters = make(map[string]*RateLimiter)
 	}
 	l := b.limiters[name]
-	if l == nil || l.n != n {
-		l = NewRateLimiter(n)
+	if l == nil || l.n != n || l.window != window {
+		l = newRateLimiter(n, window)
 		b.limiters[name] = l
 	}
 	return l
 }
 
 // limit returns the rate limit named name allowing n events per key per
-// RateWindow (nil when n is 0: off): counted by the store when it counts
-// them itself (shared by every process on it), else in this process
-// (Limiter).
-func (b *Backend) limit(name string, n int) limiter {
+// window (nil when n is 0: off): counted by the store when it counts them
+// itself (shared by every process on it), else in this process (Limiter).
+func (b *Backend) limit(name string, n int, window time.Duration) limiter {
 	if n <= 0 {
 		return nil
 	}
 	if r, ok := b.Store.(store.Rates); ok {
-		return storeLimit{rates: r, name: name, n: n}
+		return storeLimit{rates: r, name: name, n: n, window: window}
 	}
-	return memoryLimit{b.Limiter(name, n)}
+	return memoryLimit{b.limiter(name, n, window)}
 }
 
 // Sweep stops counting the requests that expired by now.

@@ -64,9 +64,13 @@ func New(cfg Config) (*Server, error) {
 		Replay:           cfg.Backend.Store,
 		Now:              cfg.Now,
 	})
+	// In the backend, so a reload keeps the counts of its limits.
+	ca := &clientAuth{clients: s.clients, cfg: &s.cfg,
+		failures: cfg.Backend.authFailures(cfg.PublicURL+" auth_failures", cfg.Limits.AuthFailures)}
 	s.backchannel = &backchannelEndpoint{
-		cfg:     &s.cfg,
-		clients: s.clients,
+		cfg:        &s.cfg,
+		clients:    s.clients,
+		clientAuth: ca,
 		users: &userResolver{
 			users:       cfg.Users,
 			hints:       newHintVerifier(cfg.Discovery, cfg.LoginHintTokenIssuers, cfg.IDTokenHintMaxAge),
@@ -78,14 +82,15 @@ func New(cfg Config) (*Server, error) {
 		outbox: s.outbox,
 		limits: limiters{
 			// In the backend, so a reload keeps their counts.
-			ip:     cfg.Backend.limit(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate),
-			client: cfg.Backend.limit(cfg.PublicURL+" client_rate", cfg.Limits.ClientRate),
+			ip:       cfg.Backend.limit(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate, RateWindow),
+			client:   cfg.Backend.limit(cfg.PublicURL+" client_rate", cfg.Limits.ClientRate, RateWindow),
+			userMail: cfg.Backend.limit(cfg.PublicURL+" user_mail", cfg.Limits.UserMail, UserMailWindow),
 		},
 		tokenPath: s.tokenPath,
 		answers:   s.answers,
 	}
 	polls := cfg.Backend.poller()
-	s.token = &tokenEndpoint{cfg: &s.cfg, clients: s.clients, store: s.store, polls: polls,
+	s.token = &tokenEndpoint{cfg: &s.cfg, clientAuth: ca, store: s.store, polls: polls,
 		redeemer:  &redeemer{store: s.store, minter: cfg.Minter, polls: polls, metrics: cfg.Metrics, log: cfg.Logger},
 		tokenPath: s.tokenPath, answers: s.answers}
 	s.decisions = &decisions{store: s.store, clients: s.clients, outbox: s.outbox, answers: s.answers,

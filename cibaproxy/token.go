@@ -19,13 +19,13 @@ import (
 // path (CIBA Core §10.1, §11): the polls of pending requests, and the
 // redemption of approved ones for tokens the Minter mints.
 type tokenEndpoint struct {
-	cfg       *Config
-	clients   *clients.Registry
-	store     Store
-	polls     poller
-	redeemer  *redeemer
-	tokenPath *tokenPaths
-	answers   *answers
+	cfg        *Config
+	clientAuth *clientAuth
+	store      Store
+	polls      poller
+	redeemer   *redeemer
+	tokenPath  *tokenPaths
+	answers    *answers
 }
 
 // maybeServe serves a POST to the upstream's token endpoint path whose
@@ -116,7 +116,7 @@ func (tk *tokenEndpoint) answer(r *http.Request, body []byte) (*tokenResponse, a
 	if err != nil {
 		return nil, who, err
 	}
-	cl, err := tk.clients.Authenticate(r, form)
+	cl, err := tk.clientAuth.authenticate(r, form, tk.cfg.Now())
 	if err != nil {
 		return nil, who, err
 	}
