@@ -27,6 +27,10 @@ type clientAuth struct {
 	clients  *clients.Registry
 	failures *authFailures
 	cfg      *Config
+	// unavailable is the endpoint's answer when the store that counts the
+	// failures cannot be read: the request is then not authenticated, so
+	// that the answer tells nothing of its secret.
+	unavailable func(cause error) error
 }
 
 // authenticate authenticates the client of a request (clients.Registry's
@@ -40,7 +44,7 @@ func (c *clientAuth) authenticate(r *http.Request, form url.Values, now time.Tim
 	id := clientKey(clients.ClaimedID(r, form))
 	ok, wait, err := c.failures.check(ctx, ip, id, now)
 	if err != nil {
-		return nil, oauth.Unavailable("the request store is unavailable", 5, err)
+		return nil, c.unavailable(err)
 	}
 	if !ok {
 		return nil, limitRefusal(c.cfg, "auth_failures", wait)
@@ -49,12 +53,19 @@ func (c *clientAuth) authenticate(r *http.Request, form url.Values, now time.Tim
 	var e *oauth.Error
 	if errors.As(err, &e) && e.Code == oauth.CodeInvalidClient {
 		if ferr := c.failures.failed(ctx, ip, id, now); ferr != nil {
-			// The answer stays invalid_client; the store that lost this
-			// count answers the next check with 503 while it is down.
+			// The answer stays invalid_client; while the store that lost
+			// this count is down, the next check fails and nothing is
+			// authenticated.
 			c.cfg.Logger.Warn("counting a failed client authentication failed", zap.Error(ferr))
 		}
 	}
 	return cl, err
+}
+
+// storeUnavailable is the backchannel endpoint's answer when the store
+// that counts a limit is unreachable.
+func storeUnavailable(cause error) error {
+	return oauth.Unavailable("the request store is unavailable", 5, cause)
 }
 
 // clientKey is the auth_failures key of a claimed client id: a digest, so

@@ -213,3 +213,41 @@ func TestRateLimiterCheck(t *testing.T) {
 		t.Error("a nil limiter refused")
 	}
 }
+
+// TestRedisOutageAuthFailures: with auth_failures on and Redis down, a
+// poll still answers slow_down (the client polls on, as without the
+// limit), with the right secret or a wrong one alike (nothing is
+// authenticated, so the answer tells nothing of a guess), and a
+// backchannel request 503; once Redis is back, all is as before.
+func TestRedisOutageAuthFailures(t *testing.T) {
+	rd := cibatest.StartRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	h := newHarnessOn(t, newRedisBackend(t, rd, cibatest.NewClock(time.Time{}), nil),
+		limitsOption(Limits{AuthFailures: 2}))
+	id := h.authorize("cc")
+
+	rd.Kill()
+	h.clock.Advance(time.Minute)
+	right := h.poll("cc", id)
+	cibatest.WantOAuthError(t, right, http.StatusBadRequest, oauth.CodeSlowDown)
+	wrong := h.serve(mxRequest(testTokenURL, "cc", "wrong", url.Values{"grant_type": {oauth.GrantTypeCIBA}, "auth_req_id": {id}}))
+	cibatest.WantOAuthError(t, wrong, http.StatusBadRequest, oauth.CodeSlowDown)
+	if right.Body.String() != wrong.Body.String() {
+		t.Errorf("poll answers differ by secret: %s / %s", right.Body, wrong.Body)
+	}
+	rec := h.post(DefaultEndpoint, "cc", hForm())
+	cibatest.WantOAuthError(t, rec, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
+	if rec.Header().Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	recWrong := h.serve(mxRequest(DefaultEndpoint, "cc", "wrong", hForm()))
+	cibatest.WantOAuthError(t, recWrong, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
+	if rec.Body.String() != recWrong.Body.String() || rec.Header().Get("Retry-After") != recWrong.Header().Get("Retry-After") {
+		t.Errorf("backchannel answers differ by secret: %s / %s", rec.Body, recWrong.Body)
+	}
+
+	rd.Start()
+	waitHealthy(t, h)
+	h.clock.Advance(time.Minute)
+	cibatest.WantOAuthError(t, h.poll("cc", id), http.StatusBadRequest, oauth.CodeAuthorizationPending)
+	h.authorize("cc")
+}

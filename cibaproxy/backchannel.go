@@ -215,7 +215,7 @@ func (b *backchannelEndpoint) limitUserMail(ctx context.Context, req *store.Auth
 	}
 	ok, _, err := b.limits.userMail.Allow(ctx, key, req.Created)
 	if err != nil {
-		return oauth.Unavailable("the request store is unavailable", 5, err)
+		return storeUnavailable(err)
 	}
 	if ok {
 		return nil
@@ -233,7 +233,7 @@ func (b *backchannelEndpoint) limit(ctx context.Context, l limiter, name, key st
 	}
 	ok, wait, err := l.Allow(ctx, key, now)
 	if err != nil {
-		return oauth.Unavailable("the request store is unavailable", 5, err)
+		return storeUnavailable(err)
 	}
 	if ok {
 		return nil

@@ -64,13 +64,15 @@ func New(cfg Config) (*Server, error) {
 		Replay:           cfg.Backend.Store,
 		Now:              cfg.Now,
 	})
-	// In the backend, so a reload keeps the counts of its limits.
-	ca := &clientAuth{clients: s.clients, cfg: &s.cfg,
-		failures: cfg.Backend.authFailures(cfg.PublicURL+" auth_failures", cfg.Limits.AuthFailures)}
+	// In the backend, so a reload keeps the counts of its limits; one count
+	// for both endpoints, each answering a store outage its own way.
+	failures := cfg.Backend.authFailures(cfg.PublicURL+" auth_failures", cfg.Limits.AuthFailures)
+	bcAuth := &clientAuth{clients: s.clients, cfg: &s.cfg, failures: failures, unavailable: storeUnavailable}
+	tkAuth := &clientAuth{clients: s.clients, cfg: &s.cfg, failures: failures, unavailable: func(err error) error { return storeDownPoll(&s.cfg, err) }}
 	s.backchannel = &backchannelEndpoint{
 		cfg:        &s.cfg,
 		clients:    s.clients,
-		clientAuth: ca,
+		clientAuth: bcAuth,
 		users: &userResolver{
 			users:       cfg.Users,
 			hints:       newHintVerifier(cfg.Discovery, cfg.LoginHintTokenIssuers, cfg.IDTokenHintMaxAge),
@@ -90,7 +92,7 @@ func New(cfg Config) (*Server, error) {
 		answers:   s.answers,
 	}
 	polls := cfg.Backend.poller()
-	s.token = &tokenEndpoint{cfg: &s.cfg, clientAuth: ca, store: s.store, polls: polls,
+	s.token = &tokenEndpoint{cfg: &s.cfg, clientAuth: tkAuth, store: s.store, polls: polls,
 		redeemer:  &redeemer{store: s.store, minter: cfg.Minter, polls: polls, metrics: cfg.Metrics, log: cfg.Logger},
 		tokenPath: s.tokenPath, answers: s.answers}
 	s.decisions = &decisions{store: s.store, clients: s.clients, outbox: s.outbox, answers: s.answers,
