@@ -22,7 +22,9 @@ import (
 // or a client id, that failed too often in the last RateWindow is refused
 // with 429 before any authentication work: a locked-out key costs nothing,
 // and a guess sent then cannot succeed. Only failures (invalid_client)
-// count, at both endpoints together.
+// count, at both endpoints together. A failure is counted once it is
+// known, so requests checked at the same moment are all authenticated: a
+// burst may pass the limit by the number of its requests in flight.
 type clientAuth struct {
 	clients  *clients.Registry
 	failures *authFailures
