@@ -75,7 +75,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		limits {
 //			client_rate  <n>/m | 0
 //			ip_rate      <n>/m | 0
+//			auth_failures <n>/m | 0
 //			user_pending <n> [replace] | 0
+//			user_mail    <n>/h | 0
 //			hide_unknown_users
 //		}
 //		client <id> {
@@ -357,18 +359,10 @@ func (x *Exchange) unmarshal(d *caddyfile.Dispenser) error {
 func (l *Limits) unmarshal(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
-		case "client_rate":
-			n, err := rateArg(d)
-			if err != nil {
+		case "client_rate", "ip_rate", "auth_failures", "user_mail":
+			if err := l.unmarshalRate(d); err != nil {
 				return err
 			}
-			l.ClientRate = &n
-		case "ip_rate":
-			n, err := rateArg(d)
-			if err != nil {
-				return err
-			}
-			l.IPRate = &n
 		case "user_pending":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 || (len(args) == 2 && args[1] != "replace") {
@@ -394,8 +388,29 @@ func (l *Limits) unmarshal(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// rateArg parses "<n>/m" (requests per minute) or a bare 0 (off).
-func rateArg(d *caddyfile.Dispenser) (int, error) {
+// unmarshalRate parses the rate limit the dispenser is on: per hour for
+// user_mail, per minute for the others.
+func (l *Limits) unmarshalRate(d *caddyfile.Dispenser) error {
+	dst, unit := &l.ClientRate, "m"
+	switch d.Val() {
+	case "ip_rate":
+		dst = &l.IPRate
+	case "auth_failures":
+		dst = &l.AuthFailures
+	case "user_mail":
+		dst, unit = &l.UserMail, "h"
+	}
+	n, err := rateArg(d, unit)
+	if err != nil {
+		return err
+	}
+	*dst = &n
+	return nil
+}
+
+// rateArg parses "<n>/<unit>" (per minute for m, per hour for h) or a bare
+// 0 (off).
+func rateArg(d *caddyfile.Dispenser, unit string) (int, error) {
 	var s string
 	if err := oneArg(d, &s); err != nil {
 		return 0, err
@@ -403,10 +418,11 @@ func rateArg(d *caddyfile.Dispenser) (int, error) {
 	if s == "0" {
 		return 0, nil
 	}
-	num, unit, ok := strings.Cut(s, "/")
+	num, u, ok := strings.Cut(s, "/")
 	n, err := strconv.Atoi(num)
-	if !ok || unit != "m" || err != nil || n < 1 {
-		return 0, d.Errf("a rate is '<n>/m' (per minute) or 0 (off), not '%s'", s)
+	if !ok || u != unit || err != nil || n < 1 {
+		per := map[string]string{"m": "minute", "h": "hour"}[unit]
+		return 0, d.Errf("a rate is '<n>/%s' (per %s) or 0 (off), not '%s'", unit, per, s)
 	}
 	return n, nil
 }

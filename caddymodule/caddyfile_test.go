@@ -74,7 +74,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				limits {
 					client_rate 600/m
 					ip_rate 0
+					auth_failures 15/m
 					user_pending 20 replace
+					user_mail 6/h
 					hide_unknown_users
 				}
 				client call-centre {
@@ -125,8 +127,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				Limits: &Limits{
 					ClientRate:         intPtr(600),
 					IPRate:             intPtr(0),
+					AuthFailures:       intPtr(15),
 					UserPending:        intPtr(20),
 					UserPendingReplace: true,
+					UserMail:           intPtr(6),
 					HideUnknownUsers:   true,
 				},
 				Clients: []*Client{
@@ -204,6 +208,16 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				}
 			}`,
 			want: &Handler{Limits: &Limits{ClientRate: intPtr(0), IPRate: intPtr(0), UserPending: intPtr(0)}},
+		},
+		{
+			name: "auth_failures and user_mail turned off with a bare 0",
+			input: `ciba {
+				limits {
+					auth_failures 0
+					user_mail 0
+				}
+			}`,
+			want: &Handler{Limits: &Limits{AuthFailures: intPtr(0), UserMail: intPtr(0)}},
 		},
 		{
 			name: "limits rates without replace",
@@ -331,6 +345,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"rate not a number", "ciba {\n\tlimits {\n\t\tip_rate abc\n\t}\n}", 3, "not 'abc'"},
 		{"rate without unit", "ciba {\n\tlimits {\n\t\tip_rate 10\n\t}\n}", 3, "not '10'"},
 		{"rate zero per minute", "ciba {\n\tlimits {\n\t\tip_rate 0/m\n\t}\n}", 3, "not '0/m'"},
+		{"auth_failures per hour", "ciba {\n\tlimits {\n\t\tauth_failures 20/h\n\t}\n}", 3, "a rate is '<n>/m' (per minute) or 0 (off), not '20/h'"},
+		{"auth_failures without argument", "ciba {\n\tlimits {\n\t\tauth_failures\n\t}\n}", 3, "wrong argument count"},
+		{"user_mail per minute", "ciba {\n\tlimits {\n\t\tuser_mail 10/m\n\t}\n}", 3, "a rate is '<n>/h' (per hour) or 0 (off), not '10/m'"},
+		{"user_mail without unit", "ciba {\n\tlimits {\n\t\tuser_mail 10\n\t}\n}", 3, "not '10'"},
+		{"user_mail with two arguments", "ciba {\n\tlimits {\n\t\tuser_mail 10/h 5/h\n\t}\n}", 3, "wrong argument count"},
 		{"rate negative", "ciba {\n\tlimits {\n\t\tclient_rate -5/m\n\t}\n}", 3, "not '-5/m'"},
 		{"user_pending negative", "ciba {\n\tlimits {\n\t\tuser_pending -1\n\t}\n}", 3, "user_pending must be a number"},
 		{"user_pending not a number", "ciba {\n\tlimits {\n\t\tuser_pending many\n\t}\n}", 3, "user_pending must be a number"},

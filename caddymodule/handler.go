@@ -183,19 +183,27 @@ type Exchange struct {
 	Params map[string]string `json:"params,omitempty"`
 }
 
-// Limits bounds the use of the backchannel endpoint. A value of 0 turns a
-// limit off; an absent one takes its default.
+// Limits bounds the use of the backchannel endpoint, and the failed client
+// authentications at the token endpoint too. A value of 0 turns a limit
+// off; an absent one takes its default.
 type Limits struct {
 	// ClientRate is the most requests per minute one client may make.
 	// Default 600.
 	ClientRate *int `json:"client_rate,omitempty"`
 	// IPRate is the most requests per minute from one client IP. Default 300.
 	IPRate *int `json:"ip_rate,omitempty"`
+	// AuthFailures is the most failed client authentications per minute
+	// from one client IP, at the backchannel and token endpoints; a client
+	// id may fail ten times as often. Default 20.
+	AuthFailures *int `json:"auth_failures,omitempty"`
 	// UserPending is the most undecided requests per user. Default 20.
 	UserPending *int `json:"user_pending,omitempty"`
 	// UserPendingReplace makes a request beyond UserPending replace the
 	// user's oldest undecided one instead of being refused.
 	UserPendingReplace bool `json:"user_pending_replace,omitempty"`
+	// UserMail is the most requests per hour one user may be sent.
+	// Default 10.
+	UserMail *int `json:"user_mail,omitempty"`
 	// HideUnknownUsers answers an unknown login hint like a known one; the
 	// request then expires without a mail, so hints cannot be enumerated.
 	HideUnknownUsers bool `json:"hide_unknown_users,omitempty"`

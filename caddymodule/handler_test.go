@@ -205,6 +205,8 @@ func TestValidateRefuses(t *testing.T) {
 		{"exchange credentials unknown", func(h *Handler) { h.Exchange = &Exchange{Credentials: "basic"} }, "credentials"},
 		{"exchange subject_token_type unknown", func(h *Handler) { h.Exchange = &Exchange{SubjectTokenType: "saml"} }, "subject_token_type"},
 		{"limits negative", func(h *Handler) { h.Limits = &Limits{IPRate: intPtr(-1)} }, "ip_rate"},
+		{"auth_failures negative", func(h *Handler) { h.Limits = &Limits{AuthFailures: intPtr(-1)} }, "auth_failures"},
+		{"user_mail negative", func(h *Handler) { h.Limits = &Limits{UserMail: intPtr(-2)} }, "user_mail"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := validHandler(t)

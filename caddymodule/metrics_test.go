@@ -333,23 +333,75 @@ func TestIntegrationLimits(t *testing.T) {
 }
 
 // TestIntegrationLimitsDefaults: without a limits block the defaults hold:
-// user_pending 20 refuses the 21st undecided request of a user with 403.
+// user_mail 10/h refuses the 11th request for a user in an hour with 403;
+// with user_mail off, user_pending 20 refuses the 21st undecided request.
 func TestIntegrationLimitsDefaults(t *testing.T) {
-	e := newITEnv(t)
-	e.load(e.mtSite("", ""))
-	before := e.scrape()
-	for i := 0; i < cibaproxy.DefaultUserPending; i++ {
-		if resp := e.bcFrom(""); resp.StatusCode != http.StatusOK {
-			t.Fatalf("request %d: %d", i+1, resp.StatusCode)
-		}
+	for _, tc := range []struct {
+		name, limits, limit string
+		n                   int
+	}{
+		{"user_mail", "", "user_mail", cibaproxy.DefaultUserMail},
+		{"user_pending", "\t\tlimits {\n\t\t\tuser_mail 0\n\t\t}", "user_pending", cibaproxy.DefaultUserPending},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newITEnv(t)
+			e.load(e.mtSite("", tc.limits))
+			before := e.scrape()
+			for i := 0; i < tc.n; i++ {
+				if resp := e.bcFrom(""); resp.StatusCode != http.StatusOK {
+					t.Fatalf("request %d: %d", i+1, resp.StatusCode)
+				}
+			}
+			resp, body := e.postForm("/bc-authorize", url.Values{"scope": {"openid"}, "login_hint": {"alice"}}, "cc", "s3cret")
+			if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), `"access_denied"`) {
+				t.Errorf("request %d: %d %s, want 403 access_denied", tc.n+1, resp.StatusCode, body)
+			}
+			after := e.scrape()
+			mtDelta(t, before, after, 1, mtRefusals, "limit", tc.limit)
+			mtPending(t, after, float64(tc.n))
+		})
 	}
-	resp, body := e.postForm("/bc-authorize", url.Values{"scope": {"openid"}, "login_hint": {"alice"}}, "cc", "s3cret")
-	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), `"access_denied"`) {
-		t.Errorf("request %d: %d %s, want 403 access_denied", cibaproxy.DefaultUserPending+1, resp.StatusCode, body)
+}
+
+// TestIntegrationAuthFailures: auth_failures in Caddy: failed client
+// authentications from one client IP are refused with 429 and Retry-After
+// beyond the limit, at the token endpoint too, the right secret included;
+// by default 20 a minute.
+func TestIntegrationAuthFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name, limits string
+		n            int
+	}{
+		{"set", "\t\tlimits {\n\t\t\tauth_failures 2/m\n\t\t}", 2},
+		{"default", "", cibaproxy.DefaultAuthFailures},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newITEnv(t)
+			e.load(e.mtSite("", tc.limits))
+			before := e.scrape()
+			form := url.Values{"scope": {"openid"}, "login_hint": {"alice"}}
+			poll := url.Values{"grant_type": {"urn:openid:params:grant-type:ciba"}, "auth_req_id": {"x"}}
+			for i := 0; i < tc.n; i++ {
+				path, f := "/bc-authorize", form
+				if i%2 == 1 {
+					path, f = itTokenPath, poll
+				}
+				if resp, body := e.postForm(path, f, "cc", "wrong"); resp.StatusCode != http.StatusUnauthorized {
+					t.Fatalf("failure %d at %s: %d %s, want 401", i+1, path, resp.StatusCode, body)
+				}
+			}
+			for _, p := range []struct {
+				path string
+				form url.Values
+			}{{"/bc-authorize", form}, {itTokenPath, poll}} {
+				resp, body := e.postForm(p.path, p.form, "cc", "s3cret")
+				if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); resp.StatusCode != http.StatusTooManyRequests || err != nil || ra < 1 || ra > 60 {
+					t.Errorf("%s after %d failures: %d %s, Retry-After %q; want 429 with 1..60", p.path, tc.n, resp.StatusCode, body, resp.Header.Get("Retry-After"))
+				}
+			}
+			mtDelta(t, before, e.scrape(), 2, mtRefusals, "limit", "auth_failures")
+		})
 	}
-	after := e.scrape()
-	mtDelta(t, before, after, 1, mtRefusals, "limit", "user_pending")
-	mtPending(t, after, cibaproxy.DefaultUserPending)
 }
 
 // TestLimitsResolve: absent limits take their defaults, 0 turns one off.
@@ -359,12 +411,13 @@ func TestLimitsResolve(t *testing.T) {
 		in   *Limits
 		want cibaproxy.Limits
 	}{
-		{"no limits block", nil, cibaproxy.Limits{ClientRate: 600, IPRate: 300, UserPending: 20}},
-		{"empty limits block", &Limits{}, cibaproxy.Limits{ClientRate: 600, IPRate: 300, UserPending: 20}},
-		{"all off", &Limits{ClientRate: intPtr(0), IPRate: intPtr(0), UserPending: intPtr(0)}, cibaproxy.Limits{}},
-		{"client_rate off", &Limits{ClientRate: intPtr(0)}, cibaproxy.Limits{IPRate: 300, UserPending: 20}},
-		{"set", &Limits{ClientRate: intPtr(5), IPRate: intPtr(7), UserPending: intPtr(3), UserPendingReplace: true, HideUnknownUsers: true},
-			cibaproxy.Limits{ClientRate: 5, IPRate: 7, UserPending: 3, UserPendingReplace: true, HideUnknownUsers: true}},
+		{"no limits block", nil, cibaproxy.Limits{ClientRate: 600, IPRate: 300, AuthFailures: 20, UserPending: 20, UserMail: 10}},
+		{"empty limits block", &Limits{}, cibaproxy.Limits{ClientRate: 600, IPRate: 300, AuthFailures: 20, UserPending: 20, UserMail: 10}},
+		{"all off", &Limits{ClientRate: intPtr(0), IPRate: intPtr(0), AuthFailures: intPtr(0), UserPending: intPtr(0), UserMail: intPtr(0)}, cibaproxy.Limits{}},
+		{"client_rate off", &Limits{ClientRate: intPtr(0)}, cibaproxy.Limits{IPRate: 300, AuthFailures: 20, UserPending: 20, UserMail: 10}},
+		{"auth_failures and user_mail off", &Limits{AuthFailures: intPtr(0), UserMail: intPtr(0)}, cibaproxy.Limits{ClientRate: 600, IPRate: 300, UserPending: 20}},
+		{"set", &Limits{ClientRate: intPtr(5), IPRate: intPtr(7), AuthFailures: intPtr(4), UserPending: intPtr(3), UserPendingReplace: true, UserMail: intPtr(2), HideUnknownUsers: true},
+			cibaproxy.Limits{ClientRate: 5, IPRate: 7, AuthFailures: 4, UserPending: 3, UserPendingReplace: true, UserMail: 2, HideUnknownUsers: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.in.resolve(); got != tc.want {

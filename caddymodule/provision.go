@@ -206,21 +206,25 @@ func expandSecret(repl *caddy.Replacer, s string) (string, error) {
 // it off.
 func (l *Limits) resolve() cibaproxy.Limits {
 	out := cibaproxy.Limits{
-		ClientRate:  cibaproxy.DefaultClientRate,
-		IPRate:      cibaproxy.DefaultIPRate,
-		UserPending: cibaproxy.DefaultUserPending,
+		ClientRate:   cibaproxy.DefaultClientRate,
+		IPRate:       cibaproxy.DefaultIPRate,
+		AuthFailures: cibaproxy.DefaultAuthFailures,
+		UserPending:  cibaproxy.DefaultUserPending,
+		UserMail:     cibaproxy.DefaultUserMail,
 	}
 	if l == nil {
 		return out
 	}
-	if l.ClientRate != nil {
-		out.ClientRate = *l.ClientRate
-	}
-	if l.IPRate != nil {
-		out.IPRate = *l.IPRate
-	}
-	if l.UserPending != nil {
-		out.UserPending = *l.UserPending
+	for _, v := range []struct {
+		set *int
+		out *int
+	}{
+		{l.ClientRate, &out.ClientRate}, {l.IPRate, &out.IPRate}, {l.AuthFailures, &out.AuthFailures},
+		{l.UserPending, &out.UserPending}, {l.UserMail, &out.UserMail},
+	} {
+		if v.set != nil {
+			*v.out = *v.set
+		}
 	}
 	out.UserPendingReplace = l.UserPendingReplace
 	out.HideUnknownUsers = l.HideUnknownUsers

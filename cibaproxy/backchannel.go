@@ -22,15 +22,16 @@ import (
 // site (CIBA Core §7): it authenticates the client, checks the request,
 // resolves the user, and stores the request with what reaches the user.
 type backchannelEndpoint struct {
-	cfg       *Config
-	clients   *clients.Registry
-	users     *userResolver
-	auth      *authenticators
-	store     Store
-	outbox    *outbox.Worker
-	limits    limiters
-	tokenPath *tokenPaths
-	answers   *answers
+	cfg        *Config
+	clients    *clients.Registry
+	clientAuth *clientAuth
+	users      *userResolver
+	auth       *authenticators
+	store      Store
+	outbox     *outbox.Worker
+	limits     limiters
+	tokenPath  *tokenPaths
+	answers    *answers
 }
 
 type bcResponse struct {
@@ -73,7 +74,7 @@ func (b *backchannelEndpoint) answer(w http.ResponseWriter, r *http.Request) (*b
 	if err := checkRequestFor(cl, p); err != nil {
 		return nil, who, err
 	}
-	user, phantom, err := b.users.resolveUser(ctx, cl, p)
+	named, err := b.users.resolveUser(ctx, cl, p)
 	if err != nil {
 		return nil, who, err
 	}
@@ -86,13 +87,14 @@ func (b *backchannelEndpoint) answer(w http.ResponseWriter, r *http.Request) (*b
 		return nil, who, oauth.ServerError("internal error", err)
 	}
 	key := store.KeyOf(id)
-	req := b.newRequest(cl, p, user, entry, now)
+	req := b.newRequest(cl, p, named.user, entry, now)
+	req.CountAs = named.countAs
 	if cl.Mode == clients.ModePing {
 		if req.Ping, err = ping.Seal(b.cfg.SealKey, cl.ID, id, p.NotificationToken); err != nil {
 			return nil, who, oauth.ServerError("ping notifications are not available", err)
 		}
 	}
-	if err := b.storeRequest(ctx, entry.Authenticator, key, req, phantom); err != nil {
+	if err := b.storeRequest(ctx, entry.Authenticator, key, req, named.phantom); err != nil {
 		return nil, who, err
 	}
 	who.key = &key
@@ -101,13 +103,14 @@ func (b *backchannelEndpoint) answer(w http.ResponseWriter, r *http.Request) (*b
 	return &bcResponse{AuthReqID: id, ExpiresIn: expiresIn, Interval: int64(b.cfg.Interval / time.Second)}, who, nil
 }
 
-// admit applies the ip_rate limit, authenticates the client, and applies
-// its own limit; the client is returned once it is authenticated.
+// admit applies the ip_rate limit, authenticates the client (behind
+// auth_failures), and applies its own limit; the client is returned once it
+// is authenticated.
 func (b *backchannelEndpoint) admit(r *http.Request, form url.Values, now time.Time) (*clients.Client, error) {
 	if err := b.limit(r.Context(), b.limits.ip, "ip_rate", rateKeyIP(clientip.Of(r, b.cfg.ClientIP)), now); err != nil {
 		return nil, err
 	}
-	cl, err := b.clients.Authenticate(r, form)
+	cl, err := b.clientAuth.authenticate(r, form, now)
 	if err != nil {
 		return nil, err
 	}
@@ -180,6 +183,9 @@ func (b *backchannelEndpoint) storeRequest(ctx context.Context, auth authn.Authe
 			out = nil // nobody to reach: the request simply expires
 		}
 	}
+	if err := b.limitUserMail(ctx, req); err != nil {
+		return err
+	}
 	limit := store.UserLimit{Max: b.cfg.Limits.UserPending, ReplaceOldest: b.cfg.Limits.UserPendingReplace}
 	if err := b.store.Create(ctx, key, req, out, limit); errors.Is(err, store.ErrUserLimit) {
 		b.cfg.Metrics.LimitRefusal("user_pending")
@@ -195,6 +201,29 @@ func (b *backchannelEndpoint) storeRequest(ctx context.Context, auth authn.Authe
 	return nil
 }
 
+// limitUserMail counts a request to reach its user against user_mail, a
+// phantom's as a real user's, and refuses it beyond the limit as
+// user_pending does: 403 access_denied, so that the device knows the user
+// will not be asked (a request silently not mailed would leave the device
+// polling until it expires). A request refused later by user_pending has
+// used its place: the count is exact across replicas only when it is taken
+// first.
+func (b *backchannelEndpoint) limitUserMail(ctx context.Context, req *store.AuthRequest) error {
+	key := req.CountedAs()
+	if b.limits.userMail == nil || key == "" {
+		return nil
+	}
+	ok, _, err := b.limits.userMail.Allow(ctx, key, req.Created)
+	if err != nil {
+		return storeUnavailable(err)
+	}
+	if ok {
+		return nil
+	}
+	b.cfg.Metrics.LimitRefusal("user_mail")
+	return oauth.New(http.StatusForbidden, oauth.CodeAccessDenied, "this user was sent too many requests in the last hour; try again later")
+}
+
 // limit counts an event of the rate limit l (nil: off) for key, and refuses
 // it with 429 and Retry-After beyond the limit (503 when the store that
 // counts it is unreachable).
@@ -204,12 +233,18 @@ func (b *backchannelEndpoint) limit(ctx context.Context, l limiter, name, key st
 	}
 	ok, wait, err := l.Allow(ctx, key, now)
 	if err != nil {
-		return oauth.Unavailable("the request store is unavailable", 5, err)
+		return storeUnavailable(err)
 	}
 	if ok {
 		return nil
 	}
-	b.cfg.Metrics.LimitRefusal(name)
+	return limitRefusal(b.cfg, name, wait)
+}
+
+// limitRefusal is the answer beyond the rate limit name: 429 access_denied
+// with Retry-After, counted in the metrics.
+func limitRefusal(cfg *Config, name string, wait time.Duration) error {
+	cfg.Metrics.LimitRefusal(name)
 	e := oauth.New(http.StatusTooManyRequests, oauth.CodeAccessDenied, "too many requests; retry after the time in Retry-After")
 	e.RetryAfter = int((wait + time.Second - 1) / time.Second)
 	return e

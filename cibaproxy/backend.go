@@ -72,11 +72,11 @@ func (b *Backend) poller() poller {
 // RateWindow, shared by every configuration on this backend; nil when n is
 // 0 (off). A new n starts a new count.
 func (b *Backend) Limiter(name string, n int) *RateLimiter {
-	return b.limiterOver(name, n, RateWindow)
+	return b.limiter(name, n, RateWindow)
 }
 
-// limiterOver is Limiter over window instead of RateWindow.
-func (b *Backend) limiterOver(name string, n int, window time.Duration) *RateLimiter {
+// limiter is Limiter with a window of its own.
+func (b *Backend) limiter(name string, n int, window time.Duration) *RateLimiter {
 	if n <= 0 {
 		return nil
 	}
@@ -87,30 +87,23 @@ func (b *Backend) limiterOver(name string, n int, window time.Duration) *RateLim
 	}
 	l := b.limiters[name]
 	if l == nil || l.n != n || l.window != window {
-		l = NewRateLimiter(n)
-		l.window = window
+		l = newRateLimiter(n, window)
 		b.limiters[name] = l
 	}
 	return l
 }
 
 // limit returns the rate limit named name allowing n events per key per
-// RateWindow (nil when n is 0: off): counted by the store when it counts
-// them itself (shared by every process on it), else in this process
-// (Limiter).
-func (b *Backend) limit(name string, n int) limiter {
-	return b.limitOver(name, n, RateWindow)
-}
-
-// limitOver is limit over window instead of RateWindow.
-func (b *Backend) limitOver(name string, n int, window time.Duration) limiter {
+// window (nil when n is 0: off): counted by the store when it counts them
+// itself (shared by every process on it), else in this process (Limiter).
+func (b *Backend) limit(name string, n int, window time.Duration) limiter {
 	if n <= 0 {
 		return nil
 	}
 	if r, ok := b.Store.(store.Rates); ok {
 		return storeLimit{rates: r, name: name, n: n, window: window}
 	}
-	return memoryLimit{b.limiterOver(name, n, window)}
+	return memoryLimit{b.limiter(name, n, window)}
 }
 
 // Sweep stops counting the requests that expired by now.

@@ -101,11 +101,13 @@ type Config struct {
 	// SSL_CERT_DIR are honoured), which is what production wants.
 	PingTLSConfig *tls.Config
 
-	// Limits bounds the use of the backchannel endpoint; zero values are
-	// off (the Caddy module applies the defaults).
+	// Limits bounds the use of the backchannel endpoint, and failed client
+	// authentications at both endpoints; zero values are off (the Caddy
+	// module applies the defaults).
 	Limits Limits
-	// ClientIP returns the client's address for the ip_rate limit and the
-	// audit log (Caddy's client_ip); nil means the peer's address.
+	// ClientIP returns the client's address for the ip_rate and
+	// auth_failures limits and the audit log (Caddy's client_ip); nil
+	// means the peer's address.
 	ClientIP func(*http.Request) string
 	// Metrics records the Prometheus metrics; nil records nothing.
 	Metrics *metrics.Metrics

@@ -273,7 +273,8 @@ func TestRedisKilledAfterTheAnswer(t *testing.T) {
 
 // TestRedisRoundTrips: a pending poll is one round trip to Redis, a
 // backchannel request one with the rate limits off and one more for each
-// limit on (a pipeline counts as one).
+// limit on (a pipeline counts as one); auth_failures costs both one (the
+// check of the address and the client id before authenticating).
 func TestRedisRoundTrips(t *testing.T) {
 	r := cibatest.StartRedis(t)
 	for _, c := range []struct {
@@ -283,6 +284,8 @@ func TestRedisRoundTrips(t *testing.T) {
 	}{
 		{"limits off", Limits{}, 1, 1},
 		{"client_rate and ip_rate", Limits{ClientRate: 100, IPRate: 100}, 3, 1},
+		{"auth_failures", Limits{AuthFailures: 100}, 2, 2},
+		{"user_mail", Limits{UserMail: 100}, 2, 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := newRedisBackend(t, r, cibatest.NewClock(time.Time{}), nil)

@@ -65,9 +65,15 @@ func New(cfg Config) (*Server, error) {
 		Replay:           cfg.Backend.Store,
 		Now:              cfg.Now,
 	})
+	// In the backend, so a reload keeps the counts of its limits; one count
+	// for both endpoints, each answering a store outage its own way.
+	failures := cfg.Backend.authFailures(cfg.PublicURL+" auth_failures", cfg.Limits.AuthFailures)
+	bcAuth := &clientAuth{clients: s.clients, cfg: &s.cfg, failures: failures, unavailable: storeUnavailable}
+	tkAuth := &clientAuth{clients: s.clients, cfg: &s.cfg, failures: failures, unavailable: func(err error) error { return storeDownPoll(&s.cfg, err) }}
 	s.backchannel = &backchannelEndpoint{
-		cfg:     &s.cfg,
-		clients: s.clients,
+		cfg:        &s.cfg,
+		clients:    s.clients,
+		clientAuth: bcAuth,
 		users: &userResolver{
 			users:       cfg.Users,
 			hints:       newHintVerifier(cfg.Discovery, cfg.LoginHintTokenIssuers, cfg.IDTokenHintMaxAge),
@@ -76,7 +82,7 @@ func New(cfg Config) (*Server, error) {
 			now:         cfg.Now,
 			codes:       userCodeComparisons,
 			// In the backend, so a reload keeps the count.
-			codeAttempts: cfg.Backend.limitOver(cfg.PublicURL+" user_code", UserCodeAttempts, UserCodeWindow),
+			codeAttempts: cfg.Backend.limit(cfg.PublicURL+" user_code", UserCodeAttempts, UserCodeWindow),
 			metrics:      cfg.Metrics,
 		},
 		auth:   s.auth,
@@ -84,14 +90,15 @@ func New(cfg Config) (*Server, error) {
 		outbox: s.outbox,
 		limits: limiters{
 			// In the backend, so a reload keeps their counts.
-			ip:     cfg.Backend.limit(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate),
-			client: cfg.Backend.limit(cfg.PublicURL+" client_rate", cfg.Limits.ClientRate),
+			ip:       cfg.Backend.limit(cfg.PublicURL+" ip_rate", cfg.Limits.IPRate, RateWindow),
+			client:   cfg.Backend.limit(cfg.PublicURL+" client_rate", cfg.Limits.ClientRate, RateWindow),
+			userMail: cfg.Backend.limit(cfg.PublicURL+" user_mail", cfg.Limits.UserMail, UserMailWindow),
 		},
 		tokenPath: s.tokenPath,
 		answers:   s.answers,
 	}
 	polls := cfg.Backend.poller()
-	s.token = &tokenEndpoint{cfg: &s.cfg, clients: s.clients, store: s.store, polls: polls,
+	s.token = &tokenEndpoint{cfg: &s.cfg, clientAuth: tkAuth, store: s.store, polls: polls,
 		redeemer: &redeemer{store: s.store, minter: cfg.Minter, subjects: subjects, polls: polls,
 			metrics: cfg.Metrics, log: cfg.Logger},
 		tokenPath: s.tokenPath, answers: s.answers}

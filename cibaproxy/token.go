@@ -19,13 +19,13 @@ import (
 // path (CIBA Core §10.1, §11): the polls of pending requests, and the
 // redemption of approved ones for tokens the Minter mints.
 type tokenEndpoint struct {
-	cfg       *Config
-	clients   *clients.Registry
-	store     Store
-	polls     poller
-	redeemer  *redeemer
-	tokenPath *tokenPaths
-	answers   *answers
+	cfg        *Config
+	clientAuth *clientAuth
+	store      Store
+	polls      poller
+	redeemer   *redeemer
+	tokenPath  *tokenPaths
+	answers    *answers
 }
 
 // maybeServe serves a POST to the upstream's token endpoint path whose
@@ -116,7 +116,7 @@ func (tk *tokenEndpoint) answer(r *http.Request, body []byte) (*tokenResponse, a
 	if err != nil {
 		return nil, who, err
 	}
-	cl, err := tk.clients.Authenticate(r, form)
+	cl, err := tk.clientAuth.authenticate(r, form, tk.cfg.Now())
 	if err != nil {
 		return nil, who, err
 	}
@@ -142,10 +142,7 @@ func (tk *tokenEndpoint) poll(ctx context.Context, cl *clients.Client, key store
 		return nil, oauth.InvalidGrant("unknown auth_req_id")
 	}
 	if err != nil {
-		// The store is unreachable: like an upstream outage, the client
-		// polls on, and no approval is lost.
-		tk.cfg.Metrics.SlowDown(metrics.SlowDownStore)
-		return nil, oauth.SlowDown().WithCause(fmt.Errorf("the request store is unavailable: %w", err))
+		return nil, storeDownPoll(tk.cfg, err)
 	}
 	// CIBA Core §10.1: the OP MUST check that the auth_req_id was issued to
 	// the authenticated client; one of another client is answered exactly
@@ -172,6 +169,13 @@ func (tk *tokenEndpoint) poll(ctx context.Context, cl *clients.Client, key store
 		return nil, pollPending
 	}
 	return tk.redeemer.redeem(ctx, key, cl, now)
+}
+
+// storeDownPoll answers a poll when the store is unreachable: like an
+// upstream outage, slow_down; the client polls on, and no approval is lost.
+func storeDownPoll(cfg *Config, cause error) error {
+	cfg.Metrics.SlowDown(metrics.SlowDownStore)
+	return oauth.SlowDown().WithCause(fmt.Errorf("the request store is unavailable: %w", cause))
 }
 
 // Shared answers of the poll path: pending, and slow_down the client

@@ -273,7 +273,9 @@ ${BASE} {
 		limits {
 			client_rate 0
 			ip_rate 0
+			auth_failures 0
 			user_pending 0
+			user_mail 0
 		}
 		client ${CLIENT} {
 			secret {env.BENCH_CLIENT_SECRET}

@@ -118,6 +118,18 @@ func (rg *Registry) authenticate(r *http.Request, form url.Values) (cl *Client, 
 	return cl, id, nil
 }
 
+// ClaimedID returns the client id a request names before it is
+// authenticated: the user of its Basic credentials, else its client_id
+// parameter; "" when it names none that way (a client assertion without
+// client_id names its client only inside the assertion, whose signature no
+// guess can make).
+func ClaimedID(r *http.Request, form url.Values) string {
+	if id, _, ok, err := basicCredentials(r); ok && err == nil {
+		return id
+	}
+	return form.Get(oauth.ParamClientID)
+}
+
 // dummyHashes stand in for the secrets of an unknown client.
 var dummyHashes = [][sha256.Size]byte{{}}
 

@@ -216,3 +216,31 @@ func TestAuthenticate(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimedID: the client id a request names before authentication, as
+// Authenticate reads it.
+func TestClaimedID(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		header string
+		form   url.Values
+		want   string
+	}{
+		{"basic", basicHeader("c%20c:s"), nil, "c c"},
+		{"basic before the form", basicHeader("cc:s"), url.Values{"client_id": {"other"}}, "cc"},
+		{"client_secret_post", "", url.Values{"client_id": {"cc"}, "client_secret": {"s"}}, "cc"},
+		{"malformed basic, client_id", "Basic !!!", url.Values{"client_id": {"cc"}}, "cc"},
+		{"assertion without client_id", "", url.Values{"client_assertion": {"x.y.z"}}, ""},
+		{"nothing", "", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/", nil)
+			if tc.header != "" {
+				r.Header.Set("Authorization", tc.header)
+			}
+			if got := ClaimedID(r, tc.form); got != tc.want {
+				t.Errorf("ClaimedID = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

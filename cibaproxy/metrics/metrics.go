@@ -85,7 +85,7 @@ func New() *Metrics {
 		}, []string{"reason"}),
 		limitRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "limit_refusals_total",
-			Help: "Backchannel requests refused by a limit: client_rate, ip_rate, user_pending.",
+			Help: "Requests refused by a limit: client_rate, ip_rate, user_pending, user_mail (backchannel endpoint), auth_failures (backchannel and token endpoints).",
 		}, []string{"limit"}),
 		state: &stateCollector{
 			sources: make(map[Source]struct{}),

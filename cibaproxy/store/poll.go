@@ -60,4 +60,17 @@ type Rates interface {
 	// whether it is within n events in any window; if not, retryAfter says
 	// when the next one would be.
 	Allow(ctx context.Context, name, key string, n int, window time.Duration, now time.Time) (ok bool, retryAfter time.Duration, err error)
+	// Check reports, recording nothing, whether one more event would be
+	// within every one of limits at now, in one step; if not, retryAfter
+	// says when it would be.
+	Check(ctx context.Context, now time.Time, limits ...RateCheck) (ok bool, retryAfter time.Duration, err error)
+}
+
+// RateCheck is one limit of a Rates.Check: the events of the limit Name
+// for Key, at most N in any Window, as Allow counts them; an N of 0 or less
+// limits nothing.
+type RateCheck struct {
+	Name, Key string
+	N         int
+	Window    time.Duration
 }

@@ -117,10 +117,24 @@ type AuthRequest struct {
 	// client_notification_token), sealed with the site's seal key: neither
 	// is stored readable.
 	Ping []byte `json:"ping,omitempty"`
+	// CountAs is the key the request counts against in the per-user count
+	// of undecided requests (UserLimit, UserPending); empty means the
+	// user's Subject. The core sets it to count users by the name a
+	// request gave them rather than by subject.
+	CountAs string `json:"count_as,omitempty"`
 }
 
 // Expired reports whether the request has expired at now.
 func (r *AuthRequest) Expired(now time.Time) bool { return !now.Before(r.Expires) }
+
+// CountedAs returns the key the request counts against per user: CountAs,
+// else the user's Subject ("" counts against no user).
+func (r *AuthRequest) CountedAs() string {
+	if r.CountAs != "" {
+		return r.CountAs
+	}
+	return r.User.Subject
+}
 
 // Outbound is what an authenticator stores together with a new request, in
 // the same transaction: the user can be reached exactly when the request

@@ -34,8 +34,8 @@ const Grace = time.Hour
 type Requests interface {
 	// Create stores a new request under key together with out, atomically,
 	// and counts it as pending (see PendingCount). It returns ErrExists if
-	// the key is taken, and ErrUserLimit if the request's user already has
-	// limit.Max undecided requests (unless limit.ReplaceOldest, which makes
+	// the key is taken, and ErrUserLimit if the request's user (its
+	// CountedAs) already has limit.Max undecided requests (unless limit.ReplaceOldest, which makes
 	// the oldest of them expire at once, its queued items dropped).
 	Create(ctx context.Context, key RequestKey, r *AuthRequest, out *Outbound, limit UserLimit) error
 
@@ -60,9 +60,9 @@ type Requests interface {
 	// transactions that change it, so it needs no scan after a restart.
 	PendingCount(ctx context.Context) (int64, error)
 
-	// UserPending returns the number of pending requests of the user with
-	// this subject.
-	UserPending(ctx context.Context, subject string) (int64, error)
+	// UserPending returns the number of pending requests counted against
+	// user: those whose AuthRequest.CountedAs is user.
+	UserPending(ctx context.Context, user string) (int64, error)
 
 	// SweepExpired stops counting the pending requests that expired by now
 	// and returns how many there were.

@@ -52,14 +52,15 @@ func requestKey(key store.RequestKey) []byte {
 	return b
 }
 
-// userKeyOf identifies a user in the pending index; requests without a
-// subject (hide_unknown_users) have none.
+// userKeyOf identifies the user a request counts against (CountedAs) in
+// the pending index; a request without one has none.
 func userKeyOf(r *store.AuthRequest) ([userKeyLen]byte, bool) {
 	var k [userKeyLen]byte
-	if r.User.Subject == "" {
+	user := r.CountedAs()
+	if user == "" {
 		return k, false
 	}
-	sum := sha256.Sum256([]byte(r.User.Subject))
+	sum := sha256.Sum256([]byte(user))
 	copy(k[:], sum[:])
 	return k, true
 }

@@ -390,9 +390,9 @@ func (s *Store) sweepKeys(ctx context.Context, keys [][]byte) (int, error) {
 }
 
 // UserPending implements Store.
-func (s *Store) UserPending(ctx context.Context, subject string) (int64, error) {
+func (s *Store) UserPending(ctx context.Context, counted string) (int64, error) {
 	var n int64
-	user, ok := userKeyOf(&store.AuthRequest{User: store.User{Subject: subject}})
+	user, ok := userKeyOf(&store.AuthRequest{CountAs: counted})
 	if !ok {
 		return 0, nil
 	}

@@ -51,9 +51,36 @@ func (s *Store) SlowDown(ctx context.Context, key store.RequestKey, _ time.Time)
 // Allow implements store.Rates: a sliding-window log per key, exact across
 // every replica.
 func (s *Store) Allow(ctx context.Context, name, key string, n int, window time.Duration, now time.Time) (bool, time.Duration, error) {
-	sum := sha256.Sum256([]byte(name + "\x00" + key))
-	res, err := rateScript.Run(ctx, s.c, []string{s.prefix + "rl:" + hex.EncodeToString(sum[:16])},
+	res, err := rateScript.Run(ctx, s.c, []string{s.rateKey(name, key)},
 		ms(now), window.Milliseconds(), n, uniqueSuffix()).Int64Slice()
+	return rateAnswer(res, err)
+}
+
+// Check implements store.Rates: one read-only script looks at every limit.
+func (s *Store) Check(ctx context.Context, now time.Time, limits ...store.RateCheck) (bool, time.Duration, error) {
+	keys := make([]string, 0, len(limits))
+	args := make([]any, 0, 1+2*len(limits))
+	args = append(args, ms(now))
+	for _, l := range limits {
+		if l.N > 0 { // 0 is no limit
+			keys = append(keys, s.rateKey(l.Name, l.Key))
+			args = append(args, l.Window.Milliseconds(), l.N)
+		}
+	}
+	if len(keys) == 0 {
+		return true, 0, nil
+	}
+	return rateAnswer(rateCheckScript.Run(ctx, s.ap, keys, args...).Int64Slice())
+}
+
+// rateKey is the key of the events of the limit name for key.
+func (s *Store) rateKey(name, key string) string {
+	sum := sha256.Sum256([]byte(name + "\x00" + key))
+	return s.prefix + "rl:" + hex.EncodeToString(sum[:16])
+}
+
+// rateAnswer reads the {allowed, milliseconds to wait} of a rate script.
+func rateAnswer(res []int64, err error) (bool, time.Duration, error) {
 	if err != nil {
 		return false, 0, errorOf(err)
 	}

@@ -29,14 +29,13 @@ func (s *Store) requestKey(hexKey string) string { return s.prefix + "r:" + hexK
 func (s *Store) pendingKey() string              { return s.prefix + "pending" }
 func (s *Store) userKey(hexUser string) string   { return s.prefix + "u:" + hexUser }
 
-// userOf returns the user key of a request, raw and in hex; a request
-// without a subject (hide_unknown_users' stand-in has one) counts against
-// no user.
-func userOf(subject string) (raw, hexUser string) {
-	if subject == "" {
+// userOf returns the key of the user a request counts against (its
+// CountedAs), raw and in hex; a request without one counts against no user.
+func userOf(counted string) (raw, hexUser string) {
+	if counted == "" {
 		return "", ""
 	}
-	sum := sha256.Sum256([]byte(subject))
+	sum := sha256.Sum256([]byte(counted))
 	return string(sum[:userKeyLen]), hex.EncodeToString(sum[:userKeyLen])
 }
 
@@ -67,7 +66,7 @@ func ms(t time.Time) int64 {
 // Create implements store.Requests.
 func (s *Store) Create(ctx context.Context, key store.RequestKey, r *store.AuthRequest, out *store.Outbound, limit store.UserLimit) error {
 	hexKey := hex.EncodeToString(key[:])
-	userRaw, userHex := userOf(r.User.Subject)
+	userRaw, userHex := userOf(r.CountedAs())
 	replace := "0"
 	if limit.ReplaceOldest {
 		replace = "1"
@@ -167,7 +166,7 @@ func (s *Store) UpdateQueue(ctx context.Context, key store.RequestKey, fn func(*
 			return nil, err
 		}
 		wasPending := r.Status == store.StatusPending
-		before := r.User.Subject
+		before := r.CountedAs()
 		items, err := fn(r)
 		if err != nil {
 			return nil, err
@@ -207,8 +206,8 @@ func (s *Store) PendingCount(ctx context.Context) (int64, error) {
 }
 
 // UserPending implements store.Requests.
-func (s *Store) UserPending(ctx context.Context, subject string) (int64, error) {
-	_, userHex := userOf(subject)
+func (s *Store) UserPending(ctx context.Context, counted string) (int64, error) {
+	_, userHex := userOf(counted)
 	if userHex == "" {
 		return 0, nil
 	}

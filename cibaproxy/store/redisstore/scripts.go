@@ -255,3 +255,24 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, tonumber(oldest[2]) + window - now}
 `)
+
+// rateCheckScript looks at the limits KEYS at ARGV[1], the window and the
+// number of events of KEYS[i] in ARGV[2i] and ARGV[2i+1], as rateScript
+// counts them, writing nothing. It answers {1, 0} when one more event
+// would be within every limit, else {0, the milliseconds until it would}.
+var rateCheckScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local ok, wait = 1, 0
+for i, key in ipairs(KEYS) do
+  local window, n = tonumber(ARGV[2*i]), tonumber(ARGV[2*i+1])
+  local from = '(' .. (now - window)
+  local count = redis.call('ZCOUNT', key, from, '+inf')
+  if count >= n then
+    ok = 0
+    local at = redis.call('ZRANGEBYSCORE', key, from, '+inf', 'WITHSCORES', 'LIMIT', count - n, 1)
+    local w = tonumber(at[2]) + window - now
+    if w > wait then wait = w end
+  end
+end
+return {ok, wait}
+`)

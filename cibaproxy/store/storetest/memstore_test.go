@@ -49,6 +49,14 @@ var _ store.Store = (*memStore)(nil)
 
 func (m *memStore) is(mutant string) bool { return m.mutant == mutant }
 
+// countedAs is the user a request counts against.
+func (m *memStore) countedAs(r *store.AuthRequest) string {
+	if m.is("count-by-subject") {
+		return r.User.Subject
+	}
+	return r.CountedAs()
+}
+
 // lock takes the data's lock, or returns ErrClosed.
 func (m *memStore) lock() error {
 	if m.closed.Load() && !m.is("works-closed") {
@@ -82,10 +90,10 @@ func (m *memStore) Create(_ context.Context, key store.RequestKey, r *store.Auth
 	if _, ok := m.d.requests[key]; ok && !m.is("create-overwrites") {
 		return store.ErrExists
 	}
-	if r.Status == store.StatusPending && r.User.Subject != "" && limit.Max > 0 && !m.is("no-user-limit") {
+	if r.Status == store.StatusPending && m.countedAs(r) != "" && limit.Max > 0 && !m.is("no-user-limit") {
 		var mine []store.RequestKey
 		for k := range m.d.counted {
-			if m.d.requests[k].User.Subject == r.User.Subject {
+			if m.countedAs(m.d.requests[k]) == m.countedAs(r) {
 				mine = append(mine, k)
 			}
 		}
@@ -185,14 +193,14 @@ func (m *memStore) PendingCount(context.Context) (int64, error) {
 	return int64(len(m.d.counted)), nil
 }
 
-func (m *memStore) UserPending(_ context.Context, subject string) (int64, error) {
+func (m *memStore) UserPending(_ context.Context, counted string) (int64, error) {
 	if err := m.lock(); err != nil {
 		return 0, err
 	}
 	defer m.unlock()
 	var n int64
 	for k := range m.d.counted {
-		if subject != "" && m.d.requests[k].User.Subject == subject {
+		if counted != "" && m.countedAs(m.d.requests[k]) == counted {
 			n++
 		}
 	}

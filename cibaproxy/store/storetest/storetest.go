@@ -65,6 +65,7 @@ func Run(t *testing.T, e Engine) {
 		{"CreateOutbound", testCreateOutbound},
 		{"UserLimitRefuses", testUserLimitRefuses},
 		{"UserLimitReplacesOldest", testUserLimitReplacesOldest},
+		{"UserLimitCountAs", testUserLimitCountAs},
 		{"Update", testUpdate},
 		{"UpdateQueue", testUpdateQueue},
 		{"DecideClaimCommit", testDecideClaimCommit},

@@ -20,6 +20,7 @@ var mutants = map[string]string{
 	"get-shares":                 "CreateGet",
 	"no-user-limit":              "UserLimitRefuses",
 	"replace-keeps-items":        "UserLimitReplacesOldest",
+	"count-by-subject":           "UserLimitCountAs",
 	"writes-on-error":            "Update",
 	"decision-keeps-count":       "Update",
 	"items-keep-their-request":   "UpdateQueue",

@@ -146,3 +146,59 @@ func testUserLimitReplacesOldest(t *testing.T, f *fixture) {
 	checkItems(a2, b1, a3, a4)
 	f.pending(3, map[string]int64{"alice": 2, "bob": 1})
 }
+
+// testUserLimitCountAs: a request with CountAs counts against it, not
+// against its user's subject: in the limit, in UserPending, and when it
+// leaves the count by a decision, a replacement or its expiry; CountAs is
+// stored with the request.
+func testUserLimitCountAs(t *testing.T, f *fixture) {
+	ctx, s := f.ctx, f.s
+	create := func(name, subject, countAs string, limit store.UserLimit) (store.RequestKey, error) {
+		key := store.KeyOf(name)
+		r := request(f.clock.Now(), subject, 5*time.Minute)
+		r.CountAs = countAs
+		f.clock.Advance(time.Second)
+		return key, s.Create(ctx, key, r, nil, limit)
+	}
+	limit := store.UserLimit{Max: 2}
+	mustCreate := func(name, subject, countAs string, limit store.UserLimit) store.RequestKey {
+		t.Helper()
+		k, err := create(name, subject, countAs, limit)
+		if err != nil {
+			t.Fatalf("Create(%s): %v", name, err)
+		}
+		return k
+	}
+	a1 := mustCreate("a1", "alice", "name-a", limit)
+	mustCreate("a2", "alice", "name-a", limit)
+	mustCreate("b1", "alice", "name-b", limit) // the same subject, another name
+	if _, err := create("c1", "carol", "name-a", limit); !errors.Is(err, store.ErrUserLimit) {
+		t.Errorf("another subject counted as name-a, at its limit: %v, want ErrUserLimit", err)
+	}
+	mustCreate("c2", "carol", "", limit) // counted by subject
+	f.pending(4, map[string]int64{"name-a": 2, "name-b": 1, "alice": 0, "carol": 1})
+	if got := f.get(a1).CountAs; got != "name-a" {
+		t.Errorf("stored CountAs %q, want name-a", got)
+	}
+
+	f.setStatus(a1, store.StatusApproved)
+	f.pending(3, map[string]int64{"name-a": 1, "name-b": 1})
+	mustCreate("a3", "alice", "name-a", limit)
+	a4 := mustCreate("a4", "dave", "name-a", store.UserLimit{Max: 2, ReplaceOldest: true})
+	if !f.get(store.KeyOf("a2")).Expired(f.clock.Now()) {
+		t.Error("the replacement counted as name-a did not expire the oldest request counted as name-a")
+	}
+	if f.get(store.KeyOf("b1")).Expired(f.clock.Now()) {
+		t.Error("the replacement counted as name-a expired a request counted as name-b")
+	}
+	f.pending(4, map[string]int64{"name-a": 2, "name-b": 1, "dave": 0})
+
+	f.clock.Advance(10 * time.Minute)
+	if _, err := s.SweepExpired(ctx, f.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	f.pending(0, map[string]int64{"name-a": 0, "name-b": 0, "carol": 0})
+	if got := f.get(a4).CountAs; got != "name-a" {
+		t.Errorf("stored CountAs %q after the sweep, want name-a", got)
+	}
+}

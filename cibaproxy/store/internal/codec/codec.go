@@ -13,10 +13,18 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
+// requestV2 marks a request record that is a V1 record followed by
+// CountAs; a request without CountAs is written as V1, as before.
+const requestV2 byte = 2
+
 // EncodeRequest returns the stored form of r.
 func EncodeRequest(r *store.AuthRequest) []byte {
-	b := make([]byte, 0, 256+len(r.Ping))
-	b = append(b, record.V1)
+	b := make([]byte, 0, 256+len(r.Ping)+len(r.CountAs))
+	if r.CountAs == "" {
+		b = append(b, record.V1)
+	} else {
+		b = append(b, requestV2)
+	}
 	b = record.AppendString(b, r.ClientID)
 	b = record.AppendString(b, r.User.Username)
 	b = record.AppendString(b, r.User.Email)
@@ -35,6 +43,9 @@ func EncodeRequest(r *store.AuthRequest) []byte {
 	b = record.AppendString(b, r.ACR)
 	b = record.AppendStrings(b, r.AMR)
 	b = record.AppendString(b, string(r.Ping))
+	if r.CountAs != "" {
+		b = record.AppendString(b, r.CountAs)
+	}
 	return b
 }
 
@@ -43,7 +54,7 @@ func DecodeRequest(b []byte, r *store.AuthRequest) error {
 	if len(b) > 0 && b[0] == '{' {
 		return json.Unmarshal(b, r)
 	}
-	if len(b) == 0 || b[0] != record.V1 {
+	if len(b) == 0 || (b[0] != record.V1 && b[0] != requestV2) {
 		return record.ErrCorrupt
 	}
 	d := record.NewReader(b[1:])
@@ -66,6 +77,11 @@ func DecodeRequest(b []byte, r *store.AuthRequest) error {
 	r.AMR = d.Strings()
 	if ping := d.String(); ping != "" {
 		r.Ping = []byte(ping)
+	}
+	if b[0] == requestV2 {
+		if r.CountAs = d.String(); r.CountAs == "" {
+			return record.ErrCorrupt
+		}
 	}
 	return d.End()
 }
@@ -124,7 +140,7 @@ func DecodeSummary(b []byte) (Summary, error) {
 		}
 		return Summary{Client: []byte(r.ClientID), Expires: r.Expires.UnixNano(), Interval: r.Interval, Status: r.Status}, nil
 	}
-	if len(b) == 0 || b[0] != record.V1 {
+	if len(b) == 0 || (b[0] != record.V1 && b[0] != requestV2) {
 		return Summary{}, record.ErrCorrupt
 	}
 	d := record.NewReader(b[1:])

@@ -68,3 +68,33 @@ func TestItemRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestRecordCountAs: a request with CountAs keeps it through its
+// stored form (a V2 record, which a cut refuses like a V1 one, and whose
+// summary reads); one without is the V1 record of before.
+func TestRequestRecordCountAs(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	r := &store.AuthRequest{ClientID: "cc", User: store.User{Username: "alice", Subject: "alice"},
+		Created: now, Expires: now.Add(time.Minute), Interval: 5 * time.Second, Status: store.StatusPending,
+		Ping: []byte{1}, CountAs: "name-3f2a"}
+	b := EncodeRequest(r)
+	var got store.AuthRequest
+	if err := DecodeRequest(b, &got); err != nil || !reflect.DeepEqual(&got, r) {
+		t.Fatalf("round trip: %+v, %v; want %+v", got, err, *r)
+	}
+	sum, err := DecodeSummary(b)
+	if err != nil || string(sum.Client) != "cc" || sum.Expires != r.Expires.UnixNano() || sum.Status != store.StatusPending {
+		t.Errorf("summary of a V2 record: %+v, %v", sum, err)
+	}
+	for i := range b {
+		var x store.AuthRequest
+		if err := DecodeRequest(b[:i], &x); err == nil {
+			t.Fatalf("a record cut to %d bytes decoded", i)
+		}
+	}
+	plain := *r
+	plain.CountAs = ""
+	if v1 := EncodeRequest(&plain); v1[0] != 1 || len(v1) != len(b)-1-len(r.CountAs) {
+		t.Errorf("a request without CountAs: version %d, %d bytes; want the V1 record of %d bytes", v1[0], len(v1), len(b)-1-len(r.CountAs))
+	}
+}
