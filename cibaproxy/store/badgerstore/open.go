@@ -108,6 +108,10 @@ func Open(dir string, logger *zap.Logger, now func() time.Time) (*Store, error) 
 		_ = s.Close()
 		return nil, fmt.Errorf("opening badger store %s: %w", dir, err)
 	}
+	if err := s.releaseClaims(); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("opening badger store %s: %w", dir, err)
+	}
 	s.hot = newHotIndex()
 	go s.warm()
 	return s, nil
@@ -162,6 +166,54 @@ func (s *Store) releaseLeases(now time.Time) error {
 }
 
 var errNotLeased = errors.New("not leased")
+
+// releaseClaims voids the claims of the polls a previous process was
+// minting tokens for when it stopped: as with the outbox's leases, no claim
+// found at open belongs to a live poll, so the approved request is
+// redeemed by its next poll rather than answered slow_down until the dead
+// poll's claim runs out. Claims are indexed while they hold (indexClaim),
+// so only they are read. (A Redis store keeps its claims: replicas share
+// it, and a live one may be minting.)
+func (s *Store) releaseClaims() error {
+	var keys []store.RequestKey
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindClaim}, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 1+len(store.RequestKey{}) {
+				continue
+			}
+			var key store.RequestKey
+			copy(key[:], k[1:])
+			keys = append(keys, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, key := range keys {
+		_, err := s.Update(context.Background(), key, func(r *store.AuthRequest) error {
+			if r.Claim == "" {
+				return errNotClaimed
+			}
+			r.Claim, r.ClaimUntil = "", time.Time{}
+			return nil
+		})
+		if errors.Is(err, errNotClaimed) || errors.Is(err, store.ErrNotFound) {
+			// A stale entry (the request went, or the claim was given
+			// up by a version that kept no index).
+			err = s.update(context.Background(), func(txn *badger.Txn) error { return txn.Delete(claimKey(key)) })
+		}
+		if err != nil {
+			return fmt.Errorf("voiding the claims of a previous process: %w", err)
+		}
+	}
+	return nil
+}
+
+var errNotClaimed = errors.New("not claimed")
 
 // OpenWithOptions is Open with other Badger options, for tools
 // such as the benchmark's bulk loader (which turns SyncWrites off and

@@ -116,6 +116,11 @@ type Store struct {
 // Open connects to Redis as cfg says (no command is sent yet: a Redis
 // that is down fails the operations, not the start). now is the clock
 // (nil means time.Now).
+//
+// Unlike Badger's Open, it voids neither the outbox leases nor the claims
+// of polls minting tokens that it finds: every live replica shares the
+// store, and the one holding a lease or a claim may be at work. A dead
+// replica's lease or claim frees itself when it runs out.
 func Open(cfg Config, logger *zap.Logger, now func() time.Time) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
