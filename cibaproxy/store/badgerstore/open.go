@@ -89,6 +89,7 @@ type Store struct {
 	stop       chan struct{}
 	done       chan struct{}
 	once       sync.Once
+	closeErr   error // of the first Close
 }
 
 // Open opens (creating if needed) the Badger database in dir with
@@ -251,22 +252,46 @@ func open(opts badger.Options, logger *zap.Logger, now func() time.Time) (*Store
 // DB returns the underlying database, for benchmarks and tools.
 func (s *Store) DB() *badger.DB { return s.db }
 
-// Close stops the garbage collection and closes the database. It is safe to
-// call more than once.
+// closeTimeout bounds Close. Badger's own Close flushes the memtable and
+// retries a failed flush for ever (its directory removed, its disk failing),
+// which would hold up the process's stop; a variable so that a test can
+// shorten it.
+var closeTimeout = 10 * time.Second
+
+// Close stops the garbage collection and closes the database, waiting at
+// most closeTimeout: past it, it logs and returns an error and leaves
+// Badger's close running, so that a stop completes. A write it answered is
+// in Badger's log on disk either way, replayed at the next open. It is safe
+// to call more than once.
 func (s *Store) Close() error {
-	var err error
 	s.once.Do(func() {
-		close(s.stop)
-		<-s.done
-		if s.hot != nil {
-			<-s.warmed
+		done := make(chan error, 1)
+		go func() { done <- s.close() }()
+		t := time.NewTimer(closeTimeout)
+		defer t.Stop()
+		select {
+		case s.closeErr = <-done:
+		case <-t.C:
+			dir := s.db.Opts().Dir
+			s.logger.Error("the badger store did not close in time: its disk may be failing or its directory gone; giving up on it",
+				zap.String("dir", dir), zap.Duration("waited", closeTimeout))
+			s.closeErr = fmt.Errorf("closing badger store %s: not closed after %s (is its disk failing or its directory gone?)", dir, closeTimeout)
 		}
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		err = s.db.Close()
 	})
-	return err
+	return s.closeErr
+}
+
+// close is Close without its bound.
+func (s *Store) close() error {
+	close(s.stop)
+	<-s.done
+	if s.hot != nil {
+		<-s.warmed
+	}
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	return s.db.Close()
 }
 
 // warmBatch bounds the records one transaction of the scan at open reads.
