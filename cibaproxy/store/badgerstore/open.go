@@ -92,15 +92,44 @@ type Store struct {
 	closeErr   error // of the first Close
 }
 
+// indexCacheSize is the memory of the table indexes and bloom filters of
+// an encrypted store: Badger keeps those of an encrypted table in a cache
+// (decrypted) rather than all in memory, and needs one. 32 MiB holds those
+// of several million requests.
+const indexCacheSize = 32 << 20
+
+// EncryptedOptions is Options with encryption at rest under key (16, 24
+// or 32 bytes: AES-128, -192 or -256). Badger encrypts every file it
+// writes (tables, value log, write-ahead log) with data keys it makes
+// itself, a new one every 10 days (its default key rotation), kept in its
+// key registry encrypted under key.
+func EncryptedOptions(dir string, key []byte) badger.Options {
+	return Options(dir).WithEncryptionKey(key).WithIndexCacheSize(indexCacheSize)
+}
+
 // Open opens (creating if needed) the Badger database in dir with
 // Options and starts its value-log garbage collection. now is the
 // clock used for TTLs (nil means time.Now).
 func Open(dir string, logger *zap.Logger, now func() time.Time) (*Store, error) {
+	return OpenEncrypted(dir, nil, logger, now)
+}
+
+// OpenEncrypted is Open of a store encrypted at rest under key
+// (EncryptedOptions); a nil key opens an unencrypted store, as Open. A
+// store is encrypted or not from its creation: Badger opens an encrypted
+// one only with its key, an unencrypted one only without.
+func OpenEncrypted(dir string, key []byte, logger *zap.Logger, now func() time.Time) (*Store, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	opts := Options(dir).WithLogger(badgerLogger{logger.Sugar()})
-	s, err := open(opts, logger, now)
+	opts := Options(dir)
+	if key != nil {
+		if err := store.CheckEncryptionKey(key); err != nil {
+			return nil, fmt.Errorf("opening badger store %s: encryption key: %w", dir, err)
+		}
+		opts = EncryptedOptions(dir, key)
+	}
+	s, err := open(opts.WithLogger(badgerLogger{logger.Sugar()}), logger, now)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +260,13 @@ func open(opts badger.Options, logger *zap.Logger, now func() time.Time) (*Store
 		now = time.Now
 	}
 	db, err := badger.Open(opts)
-	if err != nil {
+	switch {
+	case errors.Is(err, badger.ErrEncryptionKeyMismatch) && len(opts.EncryptionKey) == 0:
+		return nil, fmt.Errorf("opening badger store %s: the store is encrypted: give its encryption key", opts.Dir)
+	case errors.Is(err, badger.ErrEncryptionKeyMismatch):
+		return nil, fmt.Errorf("opening badger store %s: the encryption key does not match the store "+
+			"(or the store was made without one: an unencrypted store cannot be encrypted in place; start with an empty directory)", opts.Dir)
+	case err != nil:
 		return nil, fmt.Errorf("opening badger store %s: %w", opts.Dir, err)
 	}
 	s := &Store{
