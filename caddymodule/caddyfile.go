@@ -35,7 +35,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		upstream     <issuer-url>
 //		upstream_via <internal-base-url>
 //		public_url   <base-url>
-//		storage      badger [<directory>]
+//		storage      badger [<directory>] [{
+//			encryption_key      <base64 key>
+//			encryption_key_file <file>
+//		}]
 //		storage      redis <url>
 //		storage      redis {
 //			url        <url>
@@ -46,6 +49,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			sentinel_password <password>
 //			db         <n>
 //			key_prefix <prefix>
+//			encryption_key      <base64 key>
+//			encryption_key_file <file>
 //		}
 //		endpoint     <path>
 //		token_path   <path>

@@ -158,6 +158,16 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			want:  &Handler{Storage: &Storage{Type: "badger"}},
 		},
 		{
+			name:  "storage badger with an encryption key file",
+			input: "ciba {\n storage badger /var/lib/ciba {\n encryption_key_file /etc/ciba/store.key\n }\n}",
+			want:  &Handler{Storage: &Storage{Type: "badger", Path: "/var/lib/ciba", EncryptionKeyFile: "/etc/ciba/store.key"}},
+		},
+		{
+			name:  "storage redis with an encryption key",
+			input: "ciba {\n storage redis redis://r:6379/0 {\n encryption_key {env.CIBA_STORE_KEY}\n }\n}",
+			want:  &Handler{Storage: &Storage{Type: "redis", URL: "redis://r:6379/0", EncryptionKey: "{env.CIBA_STORE_KEY}"}},
+		},
+		{
 			name: "email tls starttls and none",
 			input: `ciba {
 				email {
@@ -365,7 +375,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"limits twice", "ciba {\n\tlimits {\n\t}\n\tlimits {\n\t}\n}", 4, "limits is already set"},
 		{"storage type", "ciba {\n\tstorage etcd localhost:2379\n}", 2, "unsupported storage type 'etcd'"},
 		{"storage twice", "ciba {\n\tstorage badger\n\tstorage redis redis://127.0.0.1:6379/0\n}", 3, "storage is already set"},
-		{"storage badger with a block", "ciba {\n\tstorage badger /tmp/x {\n\t\tdb 1\n\t}\n}", 3, "storage badger takes no block"},
+		{"storage badger subdirective", "ciba {\n\tstorage badger /tmp/x {\n\t\tdb 1\n\t}\n}", 3, "unrecognized storage badger subdirective 'db'"},
+		{"storage badger encryption_key without argument", "ciba {\n\tstorage badger {\n\t\tencryption_key\n\t}\n}", 3, "wrong argument count"},
+		{"storage redis encryption_key_file with two arguments", "ciba {\n\tstorage redis {\n\t\tencryption_key_file /a /b\n\t}\n}", 3, "wrong argument count"},
 		{"storage redis subdirective", "ciba {\n\tstorage redis {\n\t\tcluster a:1\n\t}\n}", 3, "unrecognized storage redis subdirective 'cluster'"},
 		{"storage redis db", "ciba {\n\tstorage redis {\n\t\tdb one\n\t}\n}", 3, "db must be a database number"},
 		{"endpoint not a path", "ciba {\n\tendpoint bc-authorize\n}", 2, "must be a path starting with /"},

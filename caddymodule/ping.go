@@ -21,15 +21,23 @@ import (
 // instance and configuration on one storage shares it.
 const sealKeyName = "ciba/seal.key"
 
-// settingSealKey is the setting of a shared store (Redis) that holds the
-// seal key: every replica seals and opens the notifications of the others,
-// and their Caddy storages are their own.
+// settingSealKey is the setting of the store that holds the seal key when
+// it is kept in the store (sealKeyInStore).
 const settingSealKey = "ping_seal_key"
+
+// sealKeyInStore reports whether the seal key is kept in the request store
+// rather than in Caddy's storage: with a store shared by replicas (Redis:
+// every replica seals and opens the notifications of the others, and
+// their Caddy storages are their own), and with a store encrypted at rest
+// (encrypted there with the rest, where Caddy's file storage would keep it
+// in clear; with the default paths, inside the Badger directory).
+func (st *Storage) sealKeyInStore() bool {
+	return st != nil && (st.Type == "redis" || st.EncryptionKey != "" || st.EncryptionKeyFile != "")
+}
 
 // provisionSealKey returns the key that seals what ping notifications
 // need in the store, when a client uses ping mode: loaded (or created,
-// once) from Caddy's storage, or, with a store shared by replicas (Redis),
-// from the store.
+// once) from Caddy's storage, or from the store (sealKeyInStore).
 func (h *Handler) provisionSealKey(ctx caddy.Context, list []*clients.Client, st settings) ([]byte, error) {
 	for _, cl := range list {
 		if cl.Mode != clients.ModePing {
@@ -37,7 +45,7 @@ func (h *Handler) provisionSealKey(ctx caddy.Context, list []*clients.Client, st
 		}
 		var key []byte
 		var err error
-		if h.Storage != nil && h.Storage.Type == "redis" {
+		if h.Storage.sealKeyInStore() {
 			key, err = st.SettingOrCreate(ctx, settingSealKey, func() ([]byte, error) {
 				k := make([]byte, ping.SealKeySize)
 				_, err := rand.Read(k)

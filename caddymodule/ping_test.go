@@ -283,3 +283,41 @@ func TestIntegrationPingSealKey(t *testing.T) {
 		t.Error("the reload replaced the seal key")
 	}
 }
+
+// TestSealKeyInEncryptedStore: with an encrypted Badger store the seal key
+// is a setting of the store, encrypted with it, not a file in Caddy's
+// storage (in clear; with the default paths, in the store's directory);
+// the next configuration on the store uses the same key.
+func TestSealKeyInEncryptedStore(t *testing.T) {
+	data := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", data)
+	h := pingHandler(t)
+	dir := h.Storage.Path
+	h.Storage.EncryptionKey = newStoreKey(t)
+	if err := provision(t, h); err != nil {
+		t.Fatal(err)
+	}
+	key, err := handlerBackend(t, h).Store.Setting(t.Context(), settingSealKey)
+	if err != nil || len(key) != ping.SealKeySize {
+		t.Fatalf("the store's seal key: %d bytes, %v", len(key), err)
+	}
+	wantSealedWith(t, h, pingRequest(t, h, "cnt-first"), "cnt-first", key)
+	if _, err := os.Stat(filepath.Join(data, "caddy", "ciba", "seal.key")); !os.IsNotExist(err) {
+		t.Errorf("a seal key file in Caddy's storage: %v", err)
+	}
+
+	next := pingHandler(t)
+	next.Storage, next.Users = h.Storage, h.Users
+	if err := provision(t, next); err != nil {
+		t.Fatal(err)
+	}
+	wantSealedWith(t, next, pingRequest(t, next, "cnt-second"), "cnt-second", key)
+	for _, hh := range []*Handler{h, next} {
+		if err := hh.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dirHolds(t, dir, key) || dirHolds(t, dir, []byte(base64.StdEncoding.EncodeToString(key))) {
+		t.Error("the store's files hold the seal key in clear")
+	}
+}

@@ -1,6 +1,9 @@
 package caddymodule
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -48,12 +51,22 @@ type Storage struct {
 	// KeyPrefix prefixes every Redis key the proxy writes. Default:
 	// "ciba:". Deployments sharing one Redis use distinct prefixes.
 	KeyPrefix string `json:"key_prefix,omitempty"`
+	// EncryptionKey encrypts the store at rest: the standard base64 of 16,
+	// 24 or 32 random bytes (AES-128, -192 or -256), such as `openssl rand
+	// -base64 32` prints. Badger encrypts its files with it; Redis keeps
+	// the settings (signing keys, page secret, ping seal key) sealed with
+	// it. Placeholders such as {env.CIBA_STORE_KEY} are expanded when the
+	// configuration is loaded. Default: none (stored in clear).
+	EncryptionKey string `json:"encryption_key,omitempty"`
+	// EncryptionKeyFile is a file holding the encryption key (the same
+	// base64 text), instead of EncryptionKey.
+	EncryptionKeyFile string `json:"encryption_key_file,omitempty"`
 }
 
 // unmarshalStorage parses
 //
-//	storage badger [<directory>]
-//	storage redis [<url>] [{ url | sentinel | master | username | password | sentinel_password | db | key_prefix }]
+//	storage badger [<directory>] [{ encryption_key | encryption_key_file }]
+//	storage redis [<url>] [{ url | sentinel | master | username | password | sentinel_password | db | key_prefix | encryption_key | encryption_key_file }]
 func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
 	if h.Storage != nil {
 		return d.Err("storage is already set")
@@ -68,8 +81,12 @@ func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
 		if len(args) == 2 {
 			st.Path = args[1]
 		}
-		if d.NextBlock(d.Nesting()) {
-			return d.Err("storage badger takes no block")
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			if ok, err := st.unmarshalEncryption(d); !ok {
+				return d.Errf("unrecognized storage badger subdirective '%s'", d.Val())
+			} else if err != nil {
+				return err
+			}
 		}
 	case "redis":
 		if len(args) == 2 {
@@ -116,13 +133,71 @@ func (st *Storage) unmarshalRedis(d *caddyfile.Dispenser) error {
 		case "key_prefix":
 			err = oneArg(d, &st.KeyPrefix)
 		default:
-			err = d.Errf("unrecognized storage redis subdirective '%s'", d.Val())
+			var ok bool
+			if ok, err = st.unmarshalEncryption(d); !ok {
+				err = d.Errf("unrecognized storage redis subdirective '%s'", d.Val())
+			}
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// unmarshalEncryption parses the subdirectives of the encryption key, in
+// either storage block; false when the token is neither.
+func (st *Storage) unmarshalEncryption(d *caddyfile.Dispenser) (bool, error) {
+	switch d.Val() {
+	case "encryption_key":
+		return true, oneArg(d, &st.EncryptionKey)
+	case "encryption_key_file":
+		return true, oneArg(d, &st.EncryptionKeyFile)
+	}
+	return false, nil
+}
+
+// encryptionKey returns the configured encryption key, nil for none, and
+// an identifier of it (a hash; "" for none) that tells whether two
+// configurations use the same key. Errors name the field, never the key.
+func (st *Storage) encryptionKey(repl *caddy.Replacer) ([]byte, string, error) {
+	kind := "badger"
+	if st != nil && st.Type != "" {
+		kind = st.Type
+	}
+	var text string
+	switch {
+	case st == nil || st.EncryptionKey == "" && st.EncryptionKeyFile == "":
+		return nil, "", nil
+	case st.EncryptionKey != "" && st.EncryptionKeyFile != "":
+		return nil, "", fmt.Errorf("storage %s: give encryption_key or encryption_key_file, not both", kind)
+	case st.EncryptionKey != "":
+		v, err := expandSecret(repl, st.EncryptionKey)
+		if err != nil {
+			return nil, "", fmt.Errorf("storage %s: encryption_key: %w", kind, err)
+		}
+		text = v
+	default:
+		path, err := expandSecret(repl, st.EncryptionKeyFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("storage %s: encryption_key_file: %w", kind, err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, "", fmt.Errorf("storage %s: encryption_key_file: %w", kind, err)
+		}
+		text = string(b)
+	}
+	key, err := store.ParseEncryptionKey(text)
+	if err != nil {
+		field := "encryption_key"
+		if st.EncryptionKeyFile != "" {
+			field = "encryption_key_file"
+		}
+		return nil, "", fmt.Errorf("storage %s: %s: %w", kind, field, err)
+	}
+	sum := sha256.Sum256(append([]byte("ciba store key\x00"), key...))
+	return key, hex.EncodeToString(sum[:8]), nil
 }
 
 // redisConfig is the core's configuration of the Redis store, its
@@ -146,11 +221,15 @@ func (st *Storage) redisConfig(repl *caddy.Replacer) (redisstore.Config, error) 
 // openBackend opens (or shares) the backend of the configured storage and
 // records the pool entry this handler holds.
 func (h *Handler) openBackend(repl *caddy.Replacer) (*cibaproxy.Backend, error) {
-	key, open, err := h.storeOpener(repl)
+	encKey, keyID, err := h.Storage.encryptionKey(repl)
 	if err != nil {
 		return nil, err
 	}
-	backend, err := loadBackend(key, open)
+	key, open, err := h.storeOpener(repl, encKey)
+	if err != nil {
+		return nil, err
+	}
+	backend, err := loadBackend(key, keyID, open)
 	if err != nil {
 		return nil, err
 	}
@@ -159,14 +238,15 @@ func (h *Handler) openBackend(repl *caddy.Replacer) (*cibaproxy.Backend, error) 
 }
 
 // storeOpener returns the pool key of the configured store and how to
-// open it.
-func (h *Handler) storeOpener(repl *caddy.Replacer) (string, func() (store.Store, error), error) {
+// open it, encrypted at rest with encKey (nil: not).
+func (h *Handler) storeOpener(repl *caddy.Replacer, encKey []byte) (string, func() (store.Store, error), error) {
 	log := caddy.Log().Named("ciba.store")
 	if h.Storage != nil && h.Storage.Type == "redis" {
 		cfg, err := h.Storage.redisConfig(repl)
 		if err != nil {
 			return "", nil, err
 		}
+		cfg.EncryptionKey = encKey
 		// One client per Redis and prefix, however many sites use it.
 		key := fmt.Sprintf("redis %q %q %q %d %q %q", cfg.URL, strings.Join(cfg.Sentinels, ","), cfg.Master, cfg.DB, cfg.KeyPrefix, cfg.Username)
 		return key, func() (store.Store, error) { return redisstore.Open(cfg, log, nil) }, nil
@@ -175,7 +255,7 @@ func (h *Handler) storeOpener(repl *caddy.Replacer) (string, func() (store.Store
 	if err != nil {
 		return "", nil, err
 	}
-	return dir, func() (store.Store, error) { return badgerstore.Open(dir, log, nil) }, nil
+	return dir, func() (store.Store, error) { return badgerstore.OpenEncrypted(dir, encKey, log, nil) }, nil
 }
 
 // storageDir returns the cleaned absolute Badger directory, created if
@@ -215,6 +295,7 @@ var backends = caddy.NewUsagePool()
 type pooledBackend struct {
 	*cibaproxy.Backend
 	unwatch func()
+	keyID   string // of the encryption key it was opened with ("": none)
 }
 
 // Destruct implements caddy.Destructor.
@@ -224,9 +305,11 @@ func (p pooledBackend) Destruct() error {
 }
 
 // loadBackend returns the shared backend under key, opening its store
-// with open on first use. Every successful call must be matched by
-// backends.Delete(key).
-func loadBackend(key string, open func() (store.Store, error)) (*cibaproxy.Backend, error) {
+// with open on first use; keyID identifies its encryption key. Every
+// successful call must be matched by backends.Delete(key). A store open
+// with another encryption key (or none) is refused: a reload cannot change
+// the key of an open store.
+func loadBackend(key, keyID string, open func() (store.Store, error)) (*cibaproxy.Backend, error) {
 	v, _, err := backends.LoadOrNew(key, func() (caddy.Destructor, error) {
 		st, err := open()
 		if err != nil {
@@ -235,10 +318,15 @@ func loadBackend(key string, open func() (store.Store, error)) (*cibaproxy.Backe
 		b := cibaproxy.NewBackend(st, caddy.Log().Named("ciba.store"), nil)
 		m := processMetrics()
 		b.Outbox.Observe(m.Outbox)
-		return pooledBackend{Backend: b, unwatch: m.Watch(b.Store)}, nil
+		return pooledBackend{Backend: b, unwatch: m.Watch(b.Store), keyID: keyID}, nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if p := v.(pooledBackend); p.keyID != keyID {
+		_, _ = backends.Delete(key)
+		return nil, errors.New("storage: the store is already open with another encryption key (a different one, or none where one is given, or the reverse): " +
+			"a reload cannot change how an open store is encrypted; restart the server to change it")
 	}
 	return v.(pooledBackend).Backend, nil
 }

@@ -29,13 +29,14 @@ import (
 
 // mailOptions configure the e-mail link authenticator of a mail site.
 type mailOptions struct {
-	smtpAddr   string // the SMTP server (a cibatest.SMTPSink's Addr, or cibatest.FreeAddr for one that is down)
-	senderName string
-	subject    string
-	templates  string
-	match      bool                       // match_binding_message
-	clientIP   func(*http.Request) string // for the server and the approval page
-	holdSender bool                       // the mails wait in the outbox until mailSite.registerSender
+	smtpAddr    string // the SMTP server (a cibatest.SMTPSink's Addr, or cibatest.FreeAddr for one that is down)
+	senderName  string
+	subject     string
+	templates   string
+	match       bool                       // match_binding_message
+	clientIP    func(*http.Request) string // for the server and the approval page
+	holdSender  bool                       // the mails wait in the outbox until mailSite.registerSender
+	smtpTimeout time.Duration              // the sender's Timeout (0: 3 s)
 }
 
 // mailSite is the harness whose one authenticator is the real e-mail link
@@ -66,6 +67,9 @@ func newMailSiteOn(t *testing.T, b *siteBackend, o mailOptions, opts ...harnessO
 	s.reg = cibatest.Registry(t, s.metrics.Collectors()...)
 	b.backend.Outbox.Observe(s.metrics.Outbox)
 	t.Cleanup(s.metrics.Watch(b.store))
+	if o.smtpTimeout == 0 {
+		o.smtpTimeout = 3 * time.Second
+	}
 	withEmail := func(c *Config) {
 		names := make(map[string]string)
 		for _, cl := range c.Clients {
@@ -74,7 +78,7 @@ func newMailSiteOn(t *testing.T, b *siteBackend, o mailOptions, opts ...harnessO
 		auth, err := email.New(context.Background(), email.Config{
 			PublicURL: testPublic,
 			SMTP: mail.Config{
-				Addr: o.smtpAddr, TLS: mail.TLSNone, From: "Example Login <login@example.com>", Timeout: 3 * time.Second,
+				Addr: o.smtpAddr, TLS: mail.TLSNone, From: "Example Login <login@example.com>", Timeout: o.smtpTimeout,
 			},
 			SenderName:          o.senderName,
 			Subject:             o.subject,

@@ -512,6 +512,38 @@ func TestClaimLeaseFreesAfterCrash(t *testing.T) {
 	}
 }
 
+// TestClaimVoidAfterRestart: a claim left by a process that died mid-mint
+// holds no more once the Badger store is opened again (one process opens
+// it, so no live poll holds a claim then): the next poll redeems at once.
+func TestClaimVoidAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarnessIn(t, dir)
+	id := h.authorize("cc")
+	h.approve(id)
+	now := h.clock.Now()
+	if _, err := h.store.Update(context.Background(), store.KeyOf(id), func(r *store.AuthRequest) error {
+		r.Claim, r.ClaimUntil = "crashed-poll", now.Add(ClaimLease)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.Close()
+	if err := h.backend.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	h = newHarnessIn(t, dir) // its clock shows the time of the claim again
+	if r := h.get(id); r.Claim != "" || !r.ClaimUntil.IsZero() || r.Status != store.StatusApproved {
+		t.Fatalf("after the restart: %+v, want approved and unclaimed", r)
+	}
+	if rec := h.poll("cc", id); rec.Code != 200 {
+		t.Fatalf("first poll after the restart: %d %s", rec.Code, rec.Body)
+	}
+	if h.minter.count() != 1 {
+		t.Errorf("minted %d times, want 1", h.minter.count())
+	}
+}
+
 // TestLostClaimDropsTokens: if the lease ran out during the mint and another
 // poll took the grant over, the first poll's tokens are never delivered.
 func TestLostClaimDropsTokens(t *testing.T) {

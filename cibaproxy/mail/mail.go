@@ -40,7 +40,7 @@ type Config struct {
 	// From is the sender address, e.g. "Example Login <login@example.com>".
 	From string
 	// Timeout bounds one delivery (connect, or reuse, to the reply to the
-	// message); default 10 s.
+	// message); default 10 s. The context given to Send bounds it too.
 	Timeout time.Duration
 	// TLSConfig overrides the TLS settings (tests); nil uses the system's
 	// trust store, so SSL_CERT_FILE works.
@@ -167,27 +167,66 @@ func (s *Sender) Send(ctx context.Context, m *Message) error {
 		conn, reused := s.take()
 		if conn == nil {
 			var err error
-			if conn, err = s.client.DialToSMTPClientWithContext(ctx); err != nil {
+			if conn, err = s.dial(ctx); err != nil {
 				return classifySMTPError(fmt.Errorf("dial failed: %w", err))
 			}
 		}
+		if err := ctx.Err(); err != nil {
+			_ = conn.Close()
+			return classifySMTPError(fmt.Errorf("no time left to send: %w", err))
+		}
+		// The context bounds every command, DATA included: when it ends,
+		// the connection is closed under the command waiting for its
+		// reply. go-mail's own deadline (Timeout from its last command)
+		// would let a slow server hold the mail past it, and another
+		// attempt send it again meanwhile.
+		stop := context.AfterFunc(ctx, func() { _ = conn.Text.Close() })
 		err := s.client.SendWithSMTPClient(conn, msg)
-		if err == nil {
+		cut := !stop()
+		if err == nil && !cut {
 			s.keep(conn)
 			return nil
 		}
 		_ = conn.Close()
-		if msg.IsDelivered() {
+		if err == nil || msg.IsDelivered() {
 			// The server accepted the message (250 after DATA); only the
-			// RSET after it failed. Retrying would send the mail, with a
-			// second working link, twice.
+			// RSET after it failed. Retrying would send the mail twice.
 			return nil
+		}
+		if cut {
+			return classifySMTPError(fmt.Errorf("interrupted: %w: %v", ctx.Err(), err))
 		}
 		var se *gomail.SendError
 		if reused && errors.As(err, &se) && se.Reason == gomail.ErrConnCheck {
 			continue // the server closed the idle connection: dial afresh
 		}
 		return classifySMTPError(err)
+	}
+}
+
+// dial opens a connection (TCP, TLS, EHLO, AUTH) within ctx. go-mail
+// bounds the greeting and AUTH by Timeout only, so dial returns when ctx
+// ends whatever they wait for; the connection that comes after is closed.
+func (s *Sender) dial(ctx context.Context) (*smtp.Client, error) {
+	type dialed struct {
+		c   *smtp.Client
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := s.client.DialToSMTPClientWithContext(ctx)
+		ch <- dialed{c, err}
+	}()
+	select {
+	case d := <-ch:
+		return d.c, d.err
+	case <-ctx.Done():
+		go func() {
+			if d := <-ch; d.c != nil {
+				_ = d.c.Close()
+			}
+		}()
+		return nil, ctx.Err()
 	}
 }
 

@@ -313,3 +313,53 @@ func TestSenderReusesConnections(t *testing.T) {
 		t.Fatalf("after Close: %d mails on %d connections, want 3 on 3", n, c)
 	}
 }
+
+// TestSenderHonoursItsContext: a server holding the MAIL command past the
+// context of the delivery (the end of its outbox lease) gets no mail: the
+// connection is closed under the command when the context ends, whatever
+// the sender's own timeout, and the server's late answer sends nothing.
+func TestSenderHonoursItsContext(t *testing.T) {
+	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
+	hold := make(chan struct{})
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(hold) }) })
+	sink.SetMailErr(func(n int) error {
+		if n == 1 {
+			<-hold
+		}
+		return nil
+	})
+	s, err := NewSender(Config{Addr: sink.Addr(), TLS: TLSNone, From: "login@example.com", Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	sent := make(chan error, 1)
+	go func() { sent <- s.Send(ctx, testMessage()) }()
+	select {
+	case err := <-sent:
+		if err == nil {
+			t.Fatal("Send succeeded past its context")
+		}
+		var perm *outbox.PermanentError
+		if errors.As(err, &perm) {
+			t.Errorf("an interrupted send is a permanent failure: %v", err)
+		}
+	case <-time.After(20 * time.Second): // far beyond the context
+		t.Fatal("Send outlived its context")
+	}
+	release.Do(func() { close(hold) })
+	cibatest.WaitFor(t, 10*time.Second, "the session to end", func() bool { return sink.Logouts() == 1 })
+	if n := len(sink.Received()); n != 0 {
+		t.Errorf("%d mails accepted after the send gave up, want 0", n)
+	}
+	// The next mail goes out on a new connection.
+	if err := s.Send(context.Background(), testMessage()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sink.Received()); n != 1 {
+		t.Errorf("%d mails, want 1", n)
+	}
+}

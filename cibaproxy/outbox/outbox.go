@@ -30,8 +30,17 @@ const (
 	// ItemLease is how long a worker holds an item it delivers; a worker
 	// that dies mid-delivery frees the item when the lease runs out.
 	ItemLease = store.MaxItemLease
-	// DeliveryTimeout bounds one delivery attempt; shorter than the lease.
+	// DeliveryTimeout bounds one delivery attempt: its context ends
+	// leaseMargin before the lease does, so that an attempt is over (its
+	// connection closed: no mail can be accepted after) before another
+	// worker may take the item.
 	DeliveryTimeout = 12 * time.Second
+	// leaseMargin is what an attempt leaves of its lease, for recording
+	// its outcome.
+	leaseMargin = ItemLease - DeliveryTimeout
+	// leaseCheck is how often an attempt compares the worker's clock with
+	// the end of its lease (see watchLease).
+	leaseCheck = 250 * time.Millisecond
 	// MaxRetryDelay caps the backoff between attempts.
 	MaxRetryDelay = 15 * time.Second
 	// noSenderDelay is how soon an item without a registered sender is
@@ -381,8 +390,10 @@ func (o *Worker) pass(wide bool) (time.Duration, int) {
 func (o *Worker) deliver(d Deliverer, it *store.OutboxItem) {
 	defer o.wg.Done()
 	defer func() { <-o.sem }()
-	ctx, cancel := context.WithTimeout(o.ctx, DeliveryTimeout)
+	end := it.LeaseUntil.Add(-leaseMargin)
+	ctx, cancel := context.WithDeadline(o.ctx, time.Now().Add(end.Sub(o.now())))
 	defer cancel()
+	go o.watchLease(ctx, cancel, end)
 	err := d.Deliver(ctx, it)
 	var perm *PermanentError
 	switch {
@@ -411,6 +422,28 @@ func (o *Worker) deliver(d Deliverer, it *store.OutboxItem) {
 		o.event(Event{Kind: it.ID.Kind, Outcome: "retry", Err: err, Item: it})
 	}
 	o.Wake()
+}
+
+// watchLease cancels an attempt when the worker's clock reaches end, the
+// end of its lease less leaseMargin, until ctx ends. The attempt's deadline
+// is the same instant on the monotonic clock; the lease, though, is a
+// wall-clock time every worker on the store compares with its own clock,
+// so a step of the wall clock (or a test's clock moved on) must end the
+// attempt too, before another worker may take the item over.
+func (o *Worker) watchLease(ctx context.Context, cancel context.CancelFunc, end time.Time) {
+	t := time.NewTicker(leaseCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !o.now().Before(end) {
+				cancel()
+				return
+			}
+		}
+	}
 }
 
 // abandon drops an item that can never be delivered, saying why; the reason

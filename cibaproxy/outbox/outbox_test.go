@@ -538,3 +538,39 @@ func TestOutboxLeasesOfAPreviousProcess(t *testing.T) {
 		t.Fatalf("due after reopening: %+v", due)
 	}
 }
+
+// TestOutboxAttemptEndsBeforeItsLease: the context of a delivery ends when
+// the worker's clock reaches the end of the item's lease less leaseMargin,
+// even when the clock jumps there (a step of the wall clock, on which every
+// worker of the store compares leases): the attempt is over before another
+// worker may take the item.
+func TestOutboxAttemptEndsBeforeItsLease(t *testing.T) {
+	clock := storetest.NewClock()
+	r := newOutboxRig(t, clock.Now)
+	o := r.worker()
+	started := make(chan context.Context, 1)
+	o.Register(kindX, "site", DelivererFunc(func(ctx context.Context, it *store.OutboxItem) error {
+		started <- ctx
+		<-ctx.Done() // a server that never answers
+		return ctx.Err()
+	}))
+	r.enqueue("site", 1, clock.Now().Add(time.Minute))
+	o.Wake()
+	var ctx context.Context
+	select {
+	case ctx = <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery began")
+	}
+	clock.Advance(ItemLease - leaseMargin - time.Millisecond)
+	time.Sleep(3 * leaseCheck)
+	if ctx.Err() != nil {
+		t.Fatalf("the attempt ended %v before the end of its lease less the margin", time.Millisecond)
+	}
+	clock.Advance(time.Millisecond)
+	waitFor(t, 5*time.Second, "the attempt to end", func() bool { return ctx.Err() != nil })
+	waitFor(t, 5*time.Second, "the retry", func() bool { return r.events("retry") == 1 })
+	if items := r.items(); len(items) != 1 || !items[0].LeaseUntil.IsZero() {
+		t.Errorf("after the attempt: %+v, want the item released for a retry", items)
+	}
+}

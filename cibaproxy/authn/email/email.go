@@ -5,7 +5,9 @@ package email
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"embed"
 	"encoding/base64"
 	"errors"
@@ -23,7 +25,6 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/authn"
-	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/random"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/mail"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
@@ -114,8 +115,12 @@ var DefaultAMR = []string{"email"}
 // with an approval link in the outbox, Deliver sends it (it is the outbox's
 // Deliverer for its mails), and ServePage serves the approval page.
 //
-// The link token (256 random bits) is made when the mail is sent, and only
-// its hash is stored: the queued mail holds a placeholder. GET and HEAD of
+// The link token is made when the mail is sent, and only its hash is
+// stored: the queued mail holds a placeholder, a random marker. The token
+// is derived from the marker and the page secret (linkToken), so every
+// attempt at one mail, by whatever worker or replica, sends the same link:
+// an attempt that the server accepted but whose answer was lost, retried,
+// never sends a second working link. GET and HEAD of
 // the link never change anything; only the POST of its form decides. The
 // form is protected by a signed double-submit cookie: the page sets a
 // cookie scoped to the link's path holding a nonce and an HMAC of the nonce
@@ -315,10 +320,7 @@ func (a *Authenticator) Deliver(ctx context.Context, it *store.OutboxItem) error
 	if err != nil {
 		return &outbox.PermanentError{Err: fmt.Errorf("undecodable mail: %w", err)}
 	}
-	token, err := random.Token(32)
-	if err != nil {
-		return err
-	}
+	token := a.linkToken(it.ID.Request, q.Marker)
 	if err := a.cfg.Store.AddLink(ctx, store.LinkKeyOf(token), it.ID.Request, it.NotAfter); err != nil {
 		return fmt.Errorf("storing the approval link: %w", err)
 	}
@@ -326,6 +328,19 @@ func (a *Authenticator) Deliver(ctx context.Context, it *store.OutboxItem) error
 	m.Text = strings.ReplaceAll(m.Text, q.Marker, token)
 	m.HTML = strings.ReplaceAll(m.HTML, q.Marker, token)
 	return a.sender.Send(ctx, &m)
+}
+
+// linkToken is the link token of the mail of the request under key queued
+// with marker: 256 bits, HMAC-SHA256 of both under the page secret,
+// unpadded base64url. The marker is random and leaves the store only in
+// the mail (as the token it stands for); without the page secret nobody
+// can derive the token from it.
+func (a *Authenticator) linkToken(key store.RequestKey, marker string) string {
+	m := hmac.New(sha256.New, a.secret)
+	m.Write([]byte("link\x00"))
+	m.Write(key[:])
+	m.Write([]byte(marker))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 // ---- the approval page ----

@@ -20,6 +20,7 @@ import (
 //	'p' shard                               → a shard of the pending count
 //	'j' hash of namespace and id            → empty: a seen jti, until it expires
 //	'q' due (ns), item kind, request key    → empty: the outbox by due time
+//	'k' request key                         → empty: while a poll's claim holds the request
 //
 // Pending requests are counted in the transaction that changes them, so the
 // count is exact across restarts without a scan: created +1, decided,
@@ -35,6 +36,7 @@ const (
 	kindPending byte = 'p'
 	kindReplay  byte = 'j'
 	kindDue     byte = 'q'
+	kindClaim   byte = 'k'
 )
 
 const (
@@ -84,6 +86,13 @@ func userIdxKey(user [userKeyLen]byte, created time.Time, key store.RequestKey) 
 
 func userCntKey(user [userKeyLen]byte) []byte {
 	return append([]byte{kindUserCnt}, user[:]...)
+}
+
+func claimKey(key store.RequestKey) []byte {
+	b := make([]byte, 1+len(key))
+	b[0] = kindClaim
+	copy(b[1:], key[:])
+	return b
 }
 
 func linkKey(key store.LinkKey) []byte {

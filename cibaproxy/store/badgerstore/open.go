@@ -89,22 +89,56 @@ type Store struct {
 	stop       chan struct{}
 	done       chan struct{}
 	once       sync.Once
+	closeErr   error // of the first Close
+}
+
+// indexCacheSize is the memory of the table indexes and bloom filters of
+// an encrypted store: Badger keeps those of an encrypted table in a cache
+// (decrypted) rather than all in memory, and needs one. 32 MiB holds those
+// of several million requests.
+const indexCacheSize = 32 << 20
+
+// EncryptedOptions is Options with encryption at rest under key (16, 24
+// or 32 bytes: AES-128, -192 or -256). Badger encrypts every file it
+// writes (tables, value log, write-ahead log) with data keys it makes
+// itself, a new one every 10 days (its default key rotation), kept in its
+// key registry encrypted under key.
+func EncryptedOptions(dir string, key []byte) badger.Options {
+	return Options(dir).WithEncryptionKey(key).WithIndexCacheSize(indexCacheSize)
 }
 
 // Open opens (creating if needed) the Badger database in dir with
 // Options and starts its value-log garbage collection. now is the
 // clock used for TTLs (nil means time.Now).
 func Open(dir string, logger *zap.Logger, now func() time.Time) (*Store, error) {
+	return OpenEncrypted(dir, nil, logger, now)
+}
+
+// OpenEncrypted is Open of a store encrypted at rest under key
+// (EncryptedOptions); a nil key opens an unencrypted store, as Open. A
+// store is encrypted or not from its creation: Badger opens an encrypted
+// one only with its key, an unencrypted one only without.
+func OpenEncrypted(dir string, key []byte, logger *zap.Logger, now func() time.Time) (*Store, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	opts := Options(dir).WithLogger(badgerLogger{logger.Sugar()})
-	s, err := open(opts, logger, now)
+	opts := Options(dir)
+	if key != nil {
+		if err := store.CheckEncryptionKey(key); err != nil {
+			return nil, fmt.Errorf("opening badger store %s: encryption key: %w", dir, err)
+		}
+		opts = EncryptedOptions(dir, key)
+	}
+	s, err := open(opts.WithLogger(badgerLogger{logger.Sugar()}), logger, now)
 	if err != nil {
 		return nil, err
 	}
 	s.groupSync = true
 	if err := s.releaseLeases(s.now()); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("opening badger store %s: %w", dir, err)
+	}
+	if err := s.releaseClaims(); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("opening badger store %s: %w", dir, err)
 	}
@@ -163,6 +197,54 @@ func (s *Store) releaseLeases(now time.Time) error {
 
 var errNotLeased = errors.New("not leased")
 
+// releaseClaims voids the claims of the polls a previous process was
+// minting tokens for when it stopped: as with the outbox's leases, no claim
+// found at open belongs to a live poll, so the approved request is
+// redeemed by its next poll rather than answered slow_down until the dead
+// poll's claim runs out. Claims are indexed while they hold (indexClaim),
+// so only they are read. (A Redis store keeps its claims: replicas share
+// it, and a live one may be minting.)
+func (s *Store) releaseClaims() error {
+	var keys []store.RequestKey
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindClaim}, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 1+len(store.RequestKey{}) {
+				continue
+			}
+			var key store.RequestKey
+			copy(key[:], k[1:])
+			keys = append(keys, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, key := range keys {
+		_, err := s.Update(context.Background(), key, func(r *store.AuthRequest) error {
+			if r.Claim == "" {
+				return errNotClaimed
+			}
+			r.Claim, r.ClaimUntil = "", time.Time{}
+			return nil
+		})
+		if errors.Is(err, errNotClaimed) || errors.Is(err, store.ErrNotFound) {
+			// A stale entry (the request went, or the claim was given
+			// up by a version that kept no index).
+			err = s.update(context.Background(), func(txn *badger.Txn) error { return txn.Delete(claimKey(key)) })
+		}
+		if err != nil {
+			return fmt.Errorf("voiding the claims of a previous process: %w", err)
+		}
+	}
+	return nil
+}
+
+var errNotClaimed = errors.New("not claimed")
+
 // OpenWithOptions is Open with other Badger options, for tools
 // such as the benchmark's bulk loader (which turns SyncWrites off and
 // syncs once at the end). Production uses Options.
@@ -178,7 +260,13 @@ func open(opts badger.Options, logger *zap.Logger, now func() time.Time) (*Store
 		now = time.Now
 	}
 	db, err := badger.Open(opts)
-	if err != nil {
+	switch {
+	case errors.Is(err, badger.ErrEncryptionKeyMismatch) && len(opts.EncryptionKey) == 0:
+		return nil, fmt.Errorf("opening badger store %s: the store is encrypted: give its encryption key", opts.Dir)
+	case errors.Is(err, badger.ErrEncryptionKeyMismatch):
+		return nil, fmt.Errorf("opening badger store %s: the encryption key does not match the store "+
+			"(or the store was made without one: an unencrypted store cannot be encrypted in place; start with an empty directory)", opts.Dir)
+	case err != nil:
 		return nil, fmt.Errorf("opening badger store %s: %w", opts.Dir, err)
 	}
 	s := &Store{
@@ -199,22 +287,46 @@ func open(opts badger.Options, logger *zap.Logger, now func() time.Time) (*Store
 // DB returns the underlying database, for benchmarks and tools.
 func (s *Store) DB() *badger.DB { return s.db }
 
-// Close stops the garbage collection and closes the database. It is safe to
-// call more than once.
+// closeTimeout bounds Close. Badger's own Close flushes the memtable and
+// retries a failed flush for ever (its directory removed, its disk failing),
+// which would hold up the process's stop; a variable so that a test can
+// shorten it.
+var closeTimeout = 10 * time.Second
+
+// Close stops the garbage collection and closes the database, waiting at
+// most closeTimeout: past it, it logs and returns an error and leaves
+// Badger's close running, so that a stop completes. A write it answered is
+// in Badger's log on disk either way, replayed at the next open. It is safe
+// to call more than once.
 func (s *Store) Close() error {
-	var err error
 	s.once.Do(func() {
-		close(s.stop)
-		<-s.done
-		if s.hot != nil {
-			<-s.warmed
+		done := make(chan error, 1)
+		go func() { done <- s.close() }()
+		t := time.NewTimer(closeTimeout)
+		defer t.Stop()
+		select {
+		case s.closeErr = <-done:
+		case <-t.C:
+			dir := s.db.Opts().Dir
+			s.logger.Error("the badger store did not close in time: its disk may be failing or its directory gone; giving up on it",
+				zap.String("dir", dir), zap.Duration("waited", closeTimeout))
+			s.closeErr = fmt.Errorf("closing badger store %s: not closed after %s (is its disk failing or its directory gone?)", dir, closeTimeout)
 		}
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		err = s.db.Close()
 	})
-	return err
+	return s.closeErr
+}
+
+// close is Close without its bound.
+func (s *Store) close() error {
+	close(s.stop)
+	<-s.done
+	if s.hot != nil {
+		<-s.warmed
+	}
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	return s.db.Close()
 }
 
 // warmBatch bounds the records one transaction of the scan at open reads.

@@ -42,6 +42,9 @@ func (s *Store) Create(ctx context.Context, key store.RequestKey, r *store.AuthR
 		if err := txn.SetEntry(badger.NewEntry(k, val).WithTTL(ttl)); err != nil {
 			return err
 		}
+		if err := s.indexClaim(txn, key, "", r); err != nil {
+			return err
+		}
 		if r.Status == store.StatusPending {
 			old, err := s.countNew(txn, ct, key, r, user, hasUser, limit)
 			if err != nil {
@@ -258,6 +261,9 @@ func (s *Store) UpdateQueue(ctx context.Context, key store.RequestKey, fn func(*
 		if err := txn.SetEntry(badger.NewEntry(k, codec.EncodeRequest(r)).WithTTL(s.ttl(r.Expires))); err != nil {
 			return err
 		}
+		if err := s.indexClaim(txn, key, before.Claim, r); err != nil {
+			return err
+		}
 		for _, it := range items {
 			it.ID.Request = key
 			if err := s.putItem(txn, it); err != nil {
@@ -270,6 +276,19 @@ func (s *Store) UpdateQueue(ctx context.Context, key store.RequestKey, fn func(*
 		return nil, err
 	}
 	return r, nil
+}
+
+// indexClaim keeps the claim index of the request under key, written as r
+// and claimed as old before: a claim taken is entered (until the request
+// goes), a claim given up taken out. Open voids the claims it finds there.
+func (s *Store) indexClaim(txn *badger.Txn, key store.RequestKey, old string, r *store.AuthRequest) error {
+	switch {
+	case r.Claim == old:
+		return nil
+	case r.Claim != "":
+		return txn.SetEntry(badger.NewEntry(claimKey(key), nil).WithTTL(s.ttl(r.Expires)))
+	}
+	return txn.Delete(claimKey(key))
 }
 
 // PendingCount implements Store.

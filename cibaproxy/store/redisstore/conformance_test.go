@@ -16,10 +16,22 @@ import (
 // subtest on keys of its own prefix, a second client of the same prefix
 // for the persistence checks and for the stores shared by two replicas.
 func TestConformance(t *testing.T) {
+	conformance(t, nil)
+}
+
+// TestConformanceEncrypted runs the store suite against a Redis whose
+// settings are sealed, every client with the same key.
+func TestConformanceEncrypted(t *testing.T) {
+	conformance(t, testKey(t))
+}
+
+// conformance runs the store suite against a real redis-server, the
+// clients with the encryption key key (nil: none).
+func conformance(t *testing.T, key []byte) {
 	srv := cibatest.StartRedis(t)
 	var n atomic.Int64
 	open := func(t *testing.T, prefix string, now func() time.Time) store.Store {
-		s, err := redisstore.Open(redisstore.Config{URL: srv.URL(0), KeyPrefix: prefix}, nil, now)
+		s, err := redisstore.Open(redisstore.Config{URL: srv.URL(0), KeyPrefix: prefix, EncryptionKey: key}, nil, now)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ package redisstore
 
 import (
 	"context"
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"net"
@@ -52,6 +53,10 @@ type Config struct {
 	// KeyPrefix prefixes every key (DefaultKeyPrefix when empty): several
 	// deployments may share one Redis with distinct prefixes.
 	KeyPrefix string
+	// EncryptionKey, when set (16, 24 or 32 bytes), seals the settings
+	// (the signing keys, the page secret, the ping seal key) with AES-GCM
+	// before they are stored: seal.go. Every replica needs the same key.
+	EncryptionKey []byte
 }
 
 // Validate checks the configuration, naming the field at fault.
@@ -84,6 +89,11 @@ func (c *Config) Validate() error {
 	if strings.ContainsAny(c.KeyPrefix, " \t\r\n") {
 		return errors.New("storage redis: key_prefix must not hold spaces")
 	}
+	if c.EncryptionKey != nil {
+		if err := store.CheckEncryptionKey(c.EncryptionKey); err != nil {
+			return fmt.Errorf("storage redis: encryption_key: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -111,11 +121,18 @@ type Store struct {
 	prefix string
 	log    *zap.Logger
 	now    func() time.Time
+	// aead seals the settings; nil without an encryption key.
+	aead cipher.AEAD
 }
 
 // Open connects to Redis as cfg says (no command is sent yet: a Redis
 // that is down fails the operations, not the start). now is the clock
 // (nil means time.Now).
+//
+// Unlike Badger's Open, it voids neither the outbox leases nor the claims
+// of polls minting tokens that it finds: every live replica shares the
+// store, and the one holding a lease or a claim may be at work. A dead
+// replica's lease or claim frees itself when it runs out.
 func Open(cfg Config, logger *zap.Logger, now func() time.Time) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -161,7 +178,12 @@ func Open(cfg Config, logger *zap.Logger, now func() time.Time) (*Store, error) 
 		_ = c.Close()
 		return nil, fmt.Errorf("storage redis: %w", err)
 	}
-	return &Store{c: c, ap: ap, prefix: prefix, log: logger, now: now}, nil
+	aead, err := newSealer(cfg.EncryptionKey)
+	if err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("storage redis: encryption_key: %w", err)
+	}
+	return &Store{c: c, ap: ap, prefix: prefix, log: logger, now: now, aead: aead}, nil
 }
 
 // tune bounds the waits of one command, unless the URL set them: a Redis

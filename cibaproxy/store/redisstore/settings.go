@@ -44,12 +44,19 @@ func (s *Store) Setting(ctx context.Context, name string) ([]byte, error) {
 	if errors.Is(err, redis.Nil) {
 		return nil, store.ErrNotFound
 	}
-	return v, errorOf(err)
+	if err != nil {
+		return nil, errorOf(err)
+	}
+	return s.openSetting(ctx, name, v)
 }
 
 // PutSetting implements store.Settings.
 func (s *Store) PutSetting(ctx context.Context, name string, value []byte) error {
-	return errorOf(s.c.Set(ctx, s.settingKey(name), value, 0).Err())
+	kept, err := s.sealSetting(name, value)
+	if err != nil {
+		return err
+	}
+	return errorOf(s.c.Set(ctx, s.settingKey(name), kept, 0).Err())
 }
 
 // UpdateSetting implements store.Settings: an optimistic transaction
@@ -60,11 +67,15 @@ func (s *Store) UpdateSetting(ctx context.Context, name string, fn func(old []by
 	for attempt := 0; attempt < updateAttempts; attempt++ {
 		err := s.c.Watch(ctx, func(tx *redis.Tx) error {
 			old, err := tx.Get(ctx, k).Bytes()
-			if errors.Is(err, redis.Nil) {
-				old, err = nil, nil
-			}
-			if err != nil {
+			switch {
+			case errors.Is(err, redis.Nil):
+				old = nil
+			case err != nil:
 				return err
+			default:
+				if old, err = s.openSetting(ctx, name, old); err != nil {
+					return err
+				}
 			}
 			v, write, err := store.ApplySetting(fn, old)
 			if err != nil || !write {
@@ -72,8 +83,12 @@ func (s *Store) UpdateSetting(ctx context.Context, name string, fn func(old []by
 				return err
 			}
 			out = v
+			kept, err := s.sealSetting(name, v)
+			if err != nil {
+				return err
+			}
 			_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-				pipe.Set(ctx, k, v, 0)
+				pipe.Set(ctx, k, kept, 0)
 				return nil
 			})
 			return err
@@ -92,23 +107,22 @@ func (s *Store) UpdateSetting(ctx context.Context, name string, fn func(old []by
 // SettingOrCreate implements store.Settings: the first value stored wins
 // (SET NX), and every caller gets it.
 func (s *Store) SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error) {
-	k := s.settingKey(name)
-	v, err := s.c.Get(ctx, k).Bytes()
-	if err == nil {
-		return v, nil
-	}
-	if !errors.Is(err, redis.Nil) {
-		return nil, errorOf(err)
+	v, err := s.Setting(ctx, name)
+	if err == nil || !errors.Is(err, store.ErrNotFound) {
+		return v, err
 	}
 	fresh, err := create()
 	if err != nil {
 		return nil, err
 	}
-	if err := s.c.SetNX(ctx, k, fresh, 0).Err(); err != nil {
+	kept, err := s.sealSetting(name, fresh)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.c.SetNX(ctx, s.settingKey(name), kept, 0).Err(); err != nil {
 		return nil, errorOf(err)
 	}
-	v, err = s.c.Get(ctx, k).Bytes()
-	return v, errorOf(err)
+	return s.Setting(ctx, name)
 }
 
 // Remember implements store.ReplayCache: SET NX with the id's lifetime.

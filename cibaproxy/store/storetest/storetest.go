@@ -50,6 +50,12 @@ type Engine struct {
 	// are then read through the other, and the concurrent subtests race
 	// through both. Engines a single process opens leave it nil.
 	Share func(t *testing.T, s store.Store) store.Store
+
+	// VoidsClaims says that Reopen voids the claims of polls minting tokens
+	// (Claim and ClaimUntil): an engine that one process opens knows that
+	// no claim it finds at open belongs to a live poll. An engine shared
+	// by live processes keeps them.
+	VoidsClaims bool
 }
 
 // Run runs the suite against the engine.
