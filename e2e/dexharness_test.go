@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -211,6 +212,26 @@ func (d *dexServer) Stop() {
 		_ = d.cmd.Process.Kill()
 		<-d.exited
 	}
+}
+
+// Pause stops Dex with SIGSTOP: it answers nothing (its listening socket
+// still takes connections) until the returned resume sends SIGCONT, which
+// t.Cleanup does too.
+func (d *dexServer) Pause() (resume func()) {
+	d.t.Helper()
+	fmt.Fprintln(d.log, "---- e2e: SIGSTOP")
+	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		d.t.Fatalf("SIGSTOP dex: %v", err)
+	}
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			fmt.Fprintln(d.log, "---- e2e: SIGCONT")
+			_ = d.cmd.Process.Signal(syscall.SIGCONT)
+		})
+	}
+	d.t.Cleanup(resume)
+	return resume
 }
 
 // Kill kills Dex with SIGKILL and waits until it is gone.
