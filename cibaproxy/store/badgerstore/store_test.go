@@ -468,11 +468,18 @@ func TestBadgerSweepUnderLoad(t *testing.T) {
 	stop := make(chan struct{})
 	var created atomic.Int64
 	var wg sync.WaitGroup
+	// busy is done once every writer has created a request: all four are
+	// then in their loops, and stay in them until the sweep returned.
+	var busy sync.WaitGroup
+	busy.Add(4)
 	for g := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; ; i++ {
+				if i == 1 {
+					busy.Done()
+				}
 				select {
 				case <-stop:
 					return
@@ -482,13 +489,16 @@ func TestBadgerSweepUnderLoad(t *testing.T) {
 				r.User.Subject = fmt.Sprint("new-", i%50)
 				if err := s.Create(ctx, store.KeyOf(fmt.Sprint("new-", g, "-", i)), r, nil, store.UserLimit{}); err != nil {
 					t.Error(err)
+					if i == 0 {
+						busy.Done()
+					}
 					return
 				}
 				created.Add(1)
 			}
 		}()
 	}
-	time.Sleep(50 * time.Millisecond) // the writers are busy
+	busy.Wait()
 	swept, err := s.SweepExpired(ctx, clock.Now())
 	close(stop)
 	wg.Wait()
