@@ -29,13 +29,14 @@ import (
 
 // mailOptions configure the e-mail link authenticator of a mail site.
 type mailOptions struct {
-	smtpAddr   string // the SMTP server (a cibatest.SMTPSink's Addr, or cibatest.FreeAddr for one that is down)
-	senderName string
-	subject    string
-	templates  string
-	match      bool                       // match_binding_message
-	clientIP   func(*http.Request) string // for the server and the approval page
-	holdSender bool                       // the mails wait in the outbox until mailSite.registerSender
+	smtpAddr    string // the SMTP server (a cibatest.SMTPSink's Addr, or cibatest.FreeAddr for one that is down)
+	senderName  string
+	subject     string
+	templates   string
+	match       bool                       // match_binding_message
+	clientIP    func(*http.Request) string // for the server and the approval page
+	holdSender  bool                       // the mails wait in the outbox until mailSite.registerSender
+	smtpTimeout time.Duration              // of one delivery; 0 for 3 s
 }
 
 // mailSite is the harness whose one authenticator is the real e-mail link
@@ -71,10 +72,14 @@ func newMailSiteOn(t *testing.T, b *siteBackend, o mailOptions, opts ...harnessO
 		for _, cl := range c.Clients {
 			names[cl.ID] = cl.DisplayName()
 		}
+		timeout := o.smtpTimeout
+		if timeout == 0 {
+			timeout = 3 * time.Second
+		}
 		auth, err := email.New(context.Background(), email.Config{
 			PublicURL: testPublic,
 			SMTP: mail.Config{
-				Addr: o.smtpAddr, TLS: mail.TLSNone, From: "Example Login <login@example.com>", Timeout: 3 * time.Second,
+				Addr: o.smtpAddr, TLS: mail.TLSNone, From: "Example Login <login@example.com>", Timeout: timeout,
 			},
 			SenderName:          o.senderName,
 			Subject:             o.subject,

@@ -182,6 +182,7 @@ func (rs *replicaSet) start(t *testing.T, i int, u dexUser) pending {
 	e := rs.Env
 	e.bms++
 	bm := fmt.Sprintf("Replicas %d", e.bms)
+	started := time.Now()
 	r := rs.Replicas[i].backchannel(t, cc, url.Values{
 		"scope":           {"openid email profile"},
 		"login_hint":      {u.Hint},
@@ -197,7 +198,7 @@ func (rs *replicaSet) start(t *testing.T, i int, u dexUser) pending {
 	if !strings.HasPrefix(link, e.P.Base+"/ciba/approve/") {
 		t.Fatalf("first URL of the mail's text part: %q, want the balancer's %s/ciba/approve/<token>", link, e.P.Base)
 	}
-	return pending{ID: a.AuthReqID, Link: link, Binding: bm, Started: time.Now()}
+	return pending{ID: a.AuthReqID, Link: link, Binding: bm, Started: started}
 }
 
 // mailsFor counts the mails received with marker in them.
