@@ -228,7 +228,7 @@ func TestEmailLateAndUnknownLinks(t *testing.T) {
 
 // TestEmailCSRF: a POST without the CSRF field, without the cookie, with
 // the cookie of another link or with a tampered token is refused with 403
-// and changes nothing.
+// and changes nothing; nor does a GET carrying the form in its query.
 func TestEmailCSRF(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr()})
@@ -278,6 +278,19 @@ func TestEmailCSRF(t *testing.T) {
 		t.Errorf("JSON body: %d, want 400", rec.Code)
 	}
 	wantOutcome(t, s.page(http.MethodPost, linkA, cookieA, url.Values{"csrf": {csrfA}, "decision": {"maybe"}}), http.StatusBadRequest, "invalid")
+	s.wantStatus(idA, store.StatusPending)
+	// Only the POSTed form decides: a GET or HEAD of the link with the
+	// cookie and the whole form in its query (a link scanner, a prefetch)
+	// shows the page, and a decision in the query of a POST is not read.
+	query := "?" + url.Values{"csrf": {csrfA}, "decision": {"approve"}}.Encode()
+	if rec := s.page(http.MethodGet, linkA+query, cookieA, nil); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `<form method="post">`) {
+		t.Errorf("GET with the form in the query: %d, want 200 and the approval form\n%s", rec.Code, rec.Body)
+	}
+	if rec := s.page(http.MethodHead, linkA+query, cookieA, nil); rec.Code != http.StatusOK {
+		t.Errorf("HEAD with the form in the query: %d, want 200", rec.Code)
+	}
+	s.wantStatus(idA, store.StatusPending)
+	wantOutcome(t, s.page(http.MethodPost, linkA+"?decision=approve", cookieA, url.Values{"csrf": {csrfA}}), http.StatusBadRequest, "invalid")
 	s.wantStatus(idA, store.StatusPending)
 	// The genuine form still works.
 	wantOutcome(t, s.page(http.MethodPost, linkA, cookieA, url.Values{"csrf": {csrfA}, "decision": {"approve"}}), http.StatusOK, "approved")
