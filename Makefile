@@ -62,11 +62,16 @@ unit:
 caddy:
 	CIBAPROXY_REQUIRE_REDIS=1 $(GO) test -count=1 ./caddymodule/...
 
-# The browser test must not skip in CI: make tools installed Chromium.
-# Screenshots of the approval page are kept in bin/artifacts.
+# No end-to-end test may skip in CI: make tools installed Chromium, Dex and
+# redis-server, the REQUIRE variables turn their absence into failures, and
+# any other skip fails the target (the verbose log, kept in bin/e2e.log,
+# names every skipped test). Screenshots of the approval page are kept in
+# bin/artifacts.
 e2e: build
 	CIBAPROXY_BIN=$(CIBAPROXY) DEX_BIN=$(BIN)/dex CIBAPROXY_REQUIRE_BROWSER=1 CIBAPROXY_REQUIRE_REDIS=1 \
-		CIBAPROXY_ARTIFACTS=$(BIN)/artifacts $(GO) test -count=1 ./e2e/...
+		CIBAPROXY_REQUIRE_DEX=1 CIBAPROXY_ARTIFACTS=$(BIN)/artifacts \
+		$(GO) test -count=1 -v ./e2e/... 2>&1 | tee $(BIN)/e2e.log
+	@if grep -E '^\s*--- SKIP:' $(BIN)/e2e.log; then echo "e2e: the tests above were skipped; every end-to-end test must run"; exit 1; fi
 
 fuzz:
 	for t in $(FUZZ_TARGETS); do \

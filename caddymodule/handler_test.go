@@ -463,19 +463,30 @@ func TestDefaults(t *testing.T) {
 
 // TestBackchannelURLIsServed checks that the backchannel endpoint URL the
 // handler advertises (in discovery) is one it answers, for every public_url
-// that Validate accepts.
+// that Validate accepts. A public_url with a path is refused: every path
+// the handler serves is on the root.
 func TestBackchannelURLIsServed(t *testing.T) {
-	for _, publicURL := range []string{
-		"https://idp.example.com",
-		"https://idp.example.com/",
-		"https://idp.example.com:443",
-		"https://idp.example.com/login",
+	for _, tc := range []struct {
+		publicURL string
+		refused   string // in the error of a refused public_url
+	}{
+		{"https://idp.example.com", ""},
+		{"https://idp.example.com/", ""},
+		{"https://idp.example.com:443", ""},
+		{"https://idp.example.com/login", "must be a base URL without a path"},
 	} {
-		t.Run(publicURL, func(t *testing.T) {
+		t.Run(tc.publicURL, func(t *testing.T) {
 			h := validHandler(t)
-			h.PublicURL = publicURL
-			if err := provision(t, h); err != nil {
-				t.Skipf("refused, which is fine: %v", err)
+			h.PublicURL = tc.publicURL
+			err := provision(t, h)
+			if tc.refused != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.refused) {
+					t.Fatalf("public_url %s: %v, want it refused (%q)", tc.publicURL, err, tc.refused)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
 			}
 			u, err := url.Parse(h.srv.BackchannelURL())
 			if err != nil || u.Host == "" {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
@@ -484,16 +485,30 @@ func TestIntegrationHandleBlocks(t *testing.T) {
 	}
 }
 
+// TestIntegrationReload: requests and their polling state outlive reloads
+// on one storage directory. The polls' timing lives in memory, in the
+// backend the configurations share: a poll right after a reload, within
+// the interval of the last poll before it, is slow_down; one after the
+// interval is authorization_pending.
 func TestIntegrationReload(t *testing.T) {
 	e := newITEnv(t)
-	e.load(e.plainSite("5s"))
-	first := e.backchannel()
-	if first.Interval != 5 {
-		t.Fatalf("interval %d under the first configuration, want 5", first.Interval)
+	// A request whose interval (1 s) the test waits out.
+	e.load(e.plainSite("1s"))
+	short := e.backchannel()
+	// One whose interval (30 s) no reload outlasts.
+	e.load(e.plainSite("30s"))
+	long := e.backchannel()
+	if short.Interval != 1 || long.Interval != 30 {
+		t.Fatalf("intervals %d and %d, want 1 and 30", short.Interval, long.Interval)
 	}
-	if status, code := e.poll(first.AuthReqID, "cc", "s3cret"); code != "authorization_pending" {
-		t.Fatalf("poll under the first configuration: %d %s", status, code)
+	longPolled := time.Now() // before the poll: the server's time is later
+	if status, code := e.poll(long.AuthReqID, "cc", "s3cret"); code != "authorization_pending" {
+		t.Fatalf("first poll of the 30 s request: %d %s", status, code)
 	}
+	if status, code := e.poll(short.AuthReqID, "cc", "s3cret"); code != "authorization_pending" {
+		t.Fatalf("first poll of the 1 s request: %d %s", status, code)
+	}
+	shortPolled := time.Now() // after the answer: the server's time is earlier
 
 	// The same storage directory: Caddy provisions the new configuration
 	// while the old one still holds the store. The upstream's discovery
@@ -502,14 +517,20 @@ func TestIntegrationReload(t *testing.T) {
 	e.upstream.SetDiscoveryStatus(http.StatusInternalServerError)
 	e.load(e.plainSite("6s"))
 
+	status, code := e.poll(long.AuthReqID, "cc", "s3cret")
+	if since := time.Since(longPolled); since >= 27*time.Second {
+		t.Fatalf("the reload took %v, beyond the 30 s request's interval: the poll after it proves nothing", since)
+	}
+	if status != http.StatusBadRequest || code != "slow_down" {
+		t.Errorf("poll of the 30 s request right after the reload: %d %s, want 400 slow_down (its last poll is remembered)", status, code)
+	}
+	time.Sleep(time.Until(shortPolled.Add(time.Second)))
+	if status, code := e.poll(short.AuthReqID, "cc", "s3cret"); status != http.StatusBadRequest || code != "authorization_pending" {
+		t.Errorf("poll of the 1 s request a second after its last: %d %s, want 400 authorization_pending", status, code)
+	}
 	second := e.backchannel()
 	if second.Interval != 6 {
 		t.Errorf("interval %d after the reload, want the new configuration's 6", second.Interval)
-	}
-	// the request made under the first configuration is still there
-	status, code := e.poll(first.AuthReqID, "cc", "s3cret")
-	if code != "authorization_pending" && code != "slow_down" {
-		t.Errorf("poll of the first request after the reload: %d %s, want authorization_pending or slow_down", status, code)
 	}
 	if status, code := e.poll(second.AuthReqID, "cc", "s3cret"); code != "authorization_pending" {
 		t.Errorf("poll of the second request: %d %s, want authorization_pending", status, code)

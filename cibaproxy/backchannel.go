@@ -250,13 +250,16 @@ func limitRefusal(cfg *Config, name string, wait time.Duration) error {
 	return e
 }
 
-// rateKeyIP is the ip_rate key of an address: the address itself for IPv4,
-// its /64 for IPv6 (one subscriber's network, whose addresses are free to
-// rotate).
+// rateKeyIP is the ip_rate key of an address: the address itself for IPv4
+// (in its dotted form, an IPv4-mapped IPv6 spelling included), its /64 for
+// IPv6 (one subscriber's network, whose addresses are free to rotate).
 func rateKeyIP(addr string) string {
 	ip := net.ParseIP(addr)
-	if ip == nil || ip.To4() != nil {
+	if ip == nil {
 		return addr
+	}
+	if ip4 := ip.To4(); ip4 != nil {
+		return ip4.String()
 	}
 	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }

@@ -26,8 +26,8 @@ var (
 	styleLink = regexp.MustCompile(`<link rel="stylesheet" href="([^"]+)">`)
 )
 
-// TestEmailApprovalFlow: the mail arrives within a second with the link and
-// what the user must see; GET and HEAD change nothing; the POST of the form
+// TestEmailApprovalFlow: the mail arrives with the link and what the user
+// must see; GET and HEAD change nothing; the POST of the form
 // approves and the next poll reaches the minting seam; the link then
 // answers 409; the link token is never stored in clear.
 func TestEmailApprovalFlow(t *testing.T) {
@@ -37,11 +37,7 @@ func TestEmailApprovalFlow(t *testing.T) {
 	start := time.Now()
 	id := s.authorize("cc", "binding_message", "A1-B2")
 	mails := sink.Wait(t, 1, 5*time.Second)
-	if took := mails[0].At.Sub(start); took > time.Second {
-		t.Errorf("the mail took %v to arrive, want at most 1 s", took)
-	} else {
-		t.Logf("the mail arrived %v after the request", took)
-	}
+	t.Logf("the mail arrived %v after the request", mails[0].At.Sub(start))
 	if len(mails[0].To) != 1 || !strings.EqualFold(mails[0].To[0], "alice@example.com") {
 		t.Fatalf("envelope recipients %q, want alice's address", mails[0].To)
 	}
@@ -232,7 +228,7 @@ func TestEmailLateAndUnknownLinks(t *testing.T) {
 
 // TestEmailCSRF: a POST without the CSRF field, without the cookie, with
 // the cookie of another link or with a tampered token is refused with 403
-// and changes nothing.
+// and changes nothing; nor does a GET carrying the form in its query.
 func TestEmailCSRF(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	s := newMailSite(t, mailOptions{smtpAddr: sink.Addr()})
@@ -282,6 +278,19 @@ func TestEmailCSRF(t *testing.T) {
 		t.Errorf("JSON body: %d, want 400", rec.Code)
 	}
 	wantOutcome(t, s.page(http.MethodPost, linkA, cookieA, url.Values{"csrf": {csrfA}, "decision": {"maybe"}}), http.StatusBadRequest, "invalid")
+	s.wantStatus(idA, store.StatusPending)
+	// Only the POSTed form decides: a GET or HEAD of the link with the
+	// cookie and the whole form in its query (a link scanner, a prefetch)
+	// shows the page, and a decision in the query of a POST is not read.
+	query := "?" + url.Values{"csrf": {csrfA}, "decision": {"approve"}}.Encode()
+	if rec := s.page(http.MethodGet, linkA+query, cookieA, nil); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `<form method="post">`) {
+		t.Errorf("GET with the form in the query: %d, want 200 and the approval form\n%s", rec.Code, rec.Body)
+	}
+	if rec := s.page(http.MethodHead, linkA+query, cookieA, nil); rec.Code != http.StatusOK {
+		t.Errorf("HEAD with the form in the query: %d, want 200", rec.Code)
+	}
+	s.wantStatus(idA, store.StatusPending)
+	wantOutcome(t, s.page(http.MethodPost, linkA+"?decision=approve", cookieA, url.Values{"csrf": {csrfA}}), http.StatusBadRequest, "invalid")
 	s.wantStatus(idA, store.StatusPending)
 	// The genuine form still works.
 	wantOutcome(t, s.page(http.MethodPost, linkA, cookieA, url.Values{"csrf": {csrfA}, "decision": {"approve"}}), http.StatusOK, "approved")

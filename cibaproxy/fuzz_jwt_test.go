@@ -2,10 +2,13 @@ package cibaproxy
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +131,13 @@ func fzjRequestSeedClaims() [][]byte {
 		base("binding_message", strings.Repeat("é", 100)),
 		base("request", "a.b.c"),
 		base("client_id", "cc"),
+		// Each of these breaks one rule only.
+		base("aud", "https://other.example.com"),
+		base("nbf", n+60, "exp", n+400),
+		base("iat", n+60),
+		base("nbf", n-600, "iat", n-600, "exp", n-31),
+		base("nbf", n-3620, "iat", n-3620, "exp", n-25),
+		base("jti", ""),
 		[]byte(`{"exp":1e309}`),
 		[]byte(`[]`),
 		[]byte(`null`),
@@ -160,6 +170,7 @@ func FuzzRequestObject(f *testing.F) {
 				return
 			}
 			fzjCheckParams(t, jwt, p, s.cfg.BindingMessageMax)
+			fzjCheckRequestObject(t, jwt, key)
 		}
 		check(raw)
 		if len(claims) > 0 {
@@ -199,6 +210,134 @@ func fzjCheckParams(t *testing.T, in string, p *backchannelParams, max int) {
 	}
 }
 
+// fzjDecoded is a JWT the fuzz targets saw accepted, decoded on its own,
+// apart from the code under test.
+type fzjDecoded struct {
+	alg    string
+	claims map[string]any
+}
+
+// fzjDecode checks that jwt is a compact JWS signed with alg by key and
+// returns its claims.
+func fzjDecode(t *testing.T, jwt string, key cibatest.Key, algs []string) *fzjDecoded {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("accepted %q: not three parts", jwt)
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil || json.Unmarshal(hb, &h) != nil || !slices.Contains(algs, h.Alg) {
+		t.Fatalf("accepted %q: header %q, alg not one of %v", jwt, hb, algs)
+	}
+	jws, err := jose.ParseSignedCompact(jwt, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(h.Alg)})
+	if err != nil {
+		t.Fatalf("accepted %q: %v", jwt, err)
+	}
+	payload, err := jws.Verify(key.Signer.Public())
+	if err != nil {
+		t.Fatalf("accepted %q: the signature does not verify with the client's key: %v", jwt, err)
+	}
+	d := &fzjDecoded{alg: h.Alg}
+	if err := json.Unmarshal(payload, &d.claims); err != nil || d.claims == nil {
+		t.Fatalf("accepted %q: claims %q are not a JSON object", jwt, payload)
+	}
+	return d
+}
+
+// str returns the string claim name ("" when absent or not a string).
+func (d *fzjDecoded) str(name string) string {
+	v, _ := d.claims[name].(string)
+	return v
+}
+
+// date returns the NumericDate claim name, to the nanosecond, and whether
+// it is there.
+func (d *fzjDecoded) date(name string) (time.Time, bool) {
+	v, ok := d.claims[name].(float64)
+	sec, frac := math.Modf(v)
+	return time.Unix(int64(sec), int64(frac*1e9)), ok
+}
+
+// audience reports whether the aud claim names one of want.
+func (d *fzjDecoded) audience(want ...string) bool {
+	switch a := d.claims["aud"].(type) {
+	case string:
+		return slices.Contains(want, a)
+	case []any:
+		for _, v := range a {
+			if s, ok := v.(string); ok && slices.Contains(want, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fzjCheckRequestObject fails unless an accepted signed request met every
+// rule: signed ES256 by fz, iss fz, aud the issuer, a jti, exp, iat and nbf
+// within the 30 s skew of now, and exp - nbf and the age of nbf at most 60
+// minutes.
+func fzjCheckRequestObject(t *testing.T, jwt string, key cibatest.Key) {
+	t.Helper()
+	d := fzjDecode(t, jwt, key, []string{"ES256"})
+	now, skew, limit := fzjNow, 30*time.Second, 60*time.Minute
+	exp, okExp := d.date("exp")
+	nbf, okNbf := d.date("nbf")
+	iat, okIat := d.date("iat")
+	for _, bad := range []struct {
+		broken bool
+		rule   string
+	}{
+		{d.str("iss") != "fz", "iss is the client"},
+		{!d.audience(testIssuer), "aud is the issuer"},
+		{d.str("jti") == "", "a jti"},
+		{!okExp || !okNbf || !okIat, "exp, nbf and iat"},
+		{!exp.Add(skew).After(now), "exp not passed"},
+		{nbf.After(now.Add(skew)), "nbf not in the future"},
+		{iat.After(now.Add(skew)), "iat not in the future"},
+		{!exp.After(nbf) || exp.Sub(nbf) > limit, "0 < exp - nbf <= 60 minutes"},
+		{now.Sub(nbf) > limit, "nbf at most 60 minutes ago"},
+	} {
+		if bad.broken {
+			t.Fatalf("accepted %q with claims %v: breaks the rule %s", jwt, d.claims, bad.rule)
+		}
+	}
+}
+
+// fzjCheckAssertion fails unless an accepted client assertion met every
+// rule: signed by the key of the client it authenticated, with an
+// accepted alg, iss and sub that client, aud the issuer or one of the
+// endpoints, a jti, exp not passed and at most 10 minutes ahead, nbf and
+// iat (when present) not in the future, each within the 30 s skew.
+func fzjCheckAssertion(t *testing.T, jwt, client string, key cibatest.Key, algs []string) {
+	t.Helper()
+	d := fzjDecode(t, jwt, key, algs)
+	now, skew := fzjNow, 30*time.Second
+	exp, okExp := d.date("exp")
+	nbf, okNbf := d.date("nbf")
+	iat, okIat := d.date("iat")
+	for _, bad := range []struct {
+		broken bool
+		rule   string
+	}{
+		{d.str("iss") != client || d.str("sub") != client, "iss and sub are the client"},
+		{!d.audience(testIssuer, testPublic+DefaultEndpoint, testPublic+testTokenURL), "aud is the issuer or an endpoint"},
+		{d.str("jti") == "", "a jti"},
+		{!okExp, "exp"},
+		{!exp.Add(skew).After(now), "exp not passed"},
+		{exp.After(now.Add(10*time.Minute + skew)), "exp at most 10 minutes ahead"},
+		{okNbf && nbf.After(now.Add(skew)), "nbf not in the future"},
+		{okIat && iat.After(now.Add(skew)), "iat not in the future"},
+	} {
+		if bad.broken {
+			t.Fatalf("accepted %q as %s with claims %v: breaks the rule %s", jwt, client, d.claims, bad.rule)
+		}
+	}
+}
+
 // fzjAssertionSeedClaims are claims sets for FuzzClientAssertion.
 func fzjAssertionSeedClaims() [][]byte {
 	n := fzjNow.Unix()
@@ -227,6 +366,9 @@ func fzjAssertionSeedClaims() [][]byte {
 		base("nbf", n+600),
 		base("jti", nil),
 		base("exp", -1),
+		base("nbf", n+60),
+		base("iat", n+60),
+		base("aud", []string{"https://other.example.com", testPublic + "/other"}),
 		[]byte(`{"iss":1}`),
 		[]byte(`"fz"`),
 	}
@@ -244,6 +386,7 @@ func FuzzClientAssertion(f *testing.F) {
 	f.Add("eyJhbGciOiJFUzI1NiIsImtpZCI6ImZ1enotMSJ9.e30.AAAA", []byte(nil))
 	f.Add("a.b.c.d.e", []byte(nil))
 	f.Add("", []byte(`{}`))
+	keys := map[string]cibatest.Key{"fz": key, "fz2": cibatest.KeyFromJWK(f, fzjKey2)}
 	f.Fuzz(func(t *testing.T, raw string, claims []byte) {
 		check := func(jwt string) {
 			form := url.Values{"client_assertion_type": {clients.ClientAssertionType}, "client_assertion": {jwt}}
@@ -259,6 +402,7 @@ func FuzzClientAssertion(f *testing.F) {
 			if cl == nil || cl.AuthMethod != clients.AuthPrivateKeyJWT {
 				t.Fatalf("%q authenticated %+v", jwt, cl)
 			}
+			fzjCheckAssertion(t, jwt, cl.ID, keys[cl.ID], s.clients.AcceptedAlgs())
 		}
 		check(raw)
 		if len(claims) > 0 {

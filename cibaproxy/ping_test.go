@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -422,27 +423,38 @@ func TestPingEndpointAnswers(t *testing.T) {
 	}
 }
 
-// TestPingRedirectNotFollowed: a 301 is neither followed (its target
-// receives nothing) nor retried (CIBA Core §10.2: the OP MUST NOT follow
-// redirects).
+// TestPingRedirectNotFollowed: a redirect, whichever its status (307 and
+// 308 would repeat the POST with its bearer token), is a failed delivery:
+// not followed (its target, on another port, receives nothing), not
+// retried (CIBA Core §10.2: the OP MUST NOT follow redirects).
 func TestPingRedirectNotFollowed(t *testing.T) {
-	target := newPingEndpoint(t, nil)
-	ep := newPingEndpoint(t, func(_ int, w http.ResponseWriter) {
-		w.Header().Set("Location", target.URL)
-		http.SetCookie(w, &http.Cookie{Name: "session", Value: "x"})
-		w.WriteHeader(http.StatusMovedPermanently)
-	})
-	r := newPingRig(t, t.TempDir(), ep.URL, true)
-	id, token := r.start()
-	r.approve(id)
-	cibatest.WaitFor(t, 5*time.Second, "the failure", func() bool { return r.events.count("failed") == 1 })
-	r.advance(time.Minute)
-	pingQuiet(t, ep, 1)
-	if n := len(target.Calls()); n != 0 {
-		t.Fatalf("the redirect was followed: its target received %d requests", n)
+	for _, status := range []int{
+		http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect,
+	} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			target := newPingEndpoint(t, nil)
+			ep := newPingEndpoint(t, func(_ int, w http.ResponseWriter) {
+				w.Header().Set("Location", target.URL)
+				http.SetCookie(w, &http.Cookie{Name: "session", Value: "x"})
+				w.WriteHeader(status)
+			})
+			r := newPingRig(t, t.TempDir(), ep.URL, true)
+			id, token := r.start()
+			r.approve(id)
+			cibatest.WaitFor(t, 5*time.Second, "the failure", func() bool { return r.events.count("failed") == 1 })
+			r.advance(time.Minute)
+			pingQuiet(t, ep, 1)
+			if n := len(target.Calls()); n != 0 {
+				t.Fatalf("the redirect was followed: its target received %d requests", n)
+			}
+			if n := r.events.count("retry"); n != 0 {
+				t.Errorf("%d retries of a redirect, want none", n)
+			}
+			pingWantNotification(t, ep.Calls()[0], id, token)
+			r.wantTokens(id)
+		})
 	}
-	pingWantNotification(t, ep.Calls()[0], id, token)
-	r.wantTokens(id)
 }
 
 // TestPingEndpointDown: a network error is retried; once the endpoint is

@@ -87,6 +87,22 @@ func TestRequestObject(t *testing.T) {
 		{name: "nbf 70 minutes in the past", claims: at("nbf", -70*time.Minute, "iat", -70*time.Minute), status: 400, code: oauth.CodeInvalidRequest},
 		{name: "nbf 50 minutes in the past", claims: at("nbf", -50*time.Minute, "iat", -50*time.Minute)},
 		{name: "exp before nbf", claims: at("nbf", 20*time.Second, "exp", 10*time.Second), status: 400, code: oauth.CodeInvalidRequest},
+		// The lifetime is exp - nbf, at most 60 minutes (FAPI-CIBA §5.2.2),
+		// however much of it is left.
+		{name: "lifetime 70 minutes, 40 left", claims: at("nbf", -30*time.Minute, "iat", -30*time.Minute, "exp", 40*time.Minute), status: 400, code: oauth.CodeInvalidRequest},
+		{name: "lifetime 60 minutes, 40 left", claims: at("nbf", -20*time.Minute, "iat", -20*time.Minute, "exp", 40*time.Minute)},
+		{name: "lifetime 60 minutes and a second", claims: at("nbf", -20*time.Minute, "iat", -20*time.Minute, "exp", 40*time.Minute+time.Second), status: 400, code: oauth.CodeInvalidRequest},
+		// The clocks may differ by 30 s, either way.
+		{name: "nbf 29 s in the future", claims: at("nbf", 29*time.Second)},
+		{name: "nbf 30 s in the future", claims: at("nbf", 30*time.Second)},
+		{name: "nbf 31 s in the future", claims: at("nbf", 31*time.Second), status: 400, code: oauth.CodeInvalidRequest},
+		{name: "iat 30 s in the future", claims: at("iat", 30*time.Second)},
+		{name: "iat 31 s in the future", claims: at("iat", 31*time.Second), status: 400, code: oauth.CodeInvalidRequest},
+		{name: "exp 29 s ago", claims: at("nbf", -time.Minute, "iat", -time.Minute, "exp", -29*time.Second)},
+		{name: "exp 30 s ago", claims: at("nbf", -time.Minute, "iat", -time.Minute, "exp", -30*time.Second), status: 400, code: oauth.CodeInvalidRequest},
+		// nbf at most 60 minutes ago.
+		{name: "nbf 60 minutes ago", claims: at("nbf", -60*time.Minute, "iat", -60*time.Minute, "exp", time.Duration(0))},
+		{name: "nbf 60 minutes and a second ago", claims: at("nbf", -60*time.Minute-time.Second, "iat", -61*time.Minute, "exp", -time.Second), status: 400, code: oauth.CodeInvalidRequest},
 		{name: "missing jti", claims: set("jti", nil), status: 400, code: oauth.CodeInvalidRequest},
 		{name: "jti not a string", claims: set("jti", 7), status: 400, code: oauth.CodeInvalidRequest},
 		{name: "alg none", sign: func(t *testing.T, c map[string]any) string {

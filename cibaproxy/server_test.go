@@ -431,13 +431,13 @@ func TestMinterWithoutIDTokenFailsClosed(t *testing.T) {
 }
 
 // TestConcurrentPollsRedeemOnce: 50 concurrent polls of an approved request
-// yield exactly one success; the others are slow_down or invalid_grant.
+// yield exactly one success; the others overlap its mint and are
+// slow_down; a poll after it is invalid_grant.
 func TestConcurrentPollsRedeemOnce(t *testing.T) {
 	h := newHarness(t)
-	h.minter.delay = 20 * time.Millisecond
 	id := h.authorize("cc")
 	h.approve(id)
-	pollAllAtOnce(t, 50, id, func(int) *harness { return h })
+	pollAllAtOnce(t, 50, id, h.minter, func(int) *harness { return h })
 	if h.minter.count() != 1 {
 		t.Errorf("minted %d times", h.minter.count())
 	}
@@ -445,10 +445,9 @@ func TestConcurrentPollsRedeemOnce(t *testing.T) {
 
 // TestConcurrentPollsAcrossServers: two servers on one store (two sites,
 // or a reload overlap) do not share poll state; the store's claim alone
-// keeps redemption single.
+// keeps redemption single, and the polls that find it held are slow_down.
 func TestConcurrentPollsAcrossServers(t *testing.T) {
 	h := newHarness(t)
-	h.minter.delay = 20 * time.Millisecond
 	cfg2 := h.cfg
 	cfg2.Backend = NewBackend(h.store, nil, h.clock.Now) // its own poll tracker
 	t.Cleanup(cfg2.Backend.Outbox.Close)
@@ -457,35 +456,13 @@ func TestConcurrentPollsAcrossServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv2.Close)
+	h2 := *h
+	h2.srv = srv2
 	id := h.authorize("cc")
 	h.approve(id)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok := 0
-	for i := range 20 {
-		wg.Go(func() {
-			srv := h.srv
-			if i%2 == 1 {
-				srv = srv2
-			}
-			req := httptest.NewRequest(http.MethodPost, testPublic+testTokenURL,
-				strings.NewReader(url.Values{"grant_type": {oauth.GrantTypeCIBA}, "auth_req_id": {id}}.Encode()))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			req.SetBasicAuth("cc", "cc-secret")
-			rec := httptest.NewRecorder()
-			srv.Handle(rec, req)
-			if rec.Code == 200 {
-				mu.Lock()
-				ok++
-				mu.Unlock()
-			} else if rec.Code != 400 {
-				t.Errorf("status %d: %s", rec.Code, rec.Body)
-			}
-		})
-	}
-	wg.Wait()
-	if ok != 1 || h.minter.count() != 1 {
-		t.Fatalf("%d successes, %d mints; want 1 and 1", ok, h.minter.count())
+	pollAllAtOnce(t, 20, id, h.minter, func(i int) *harness { return []*harness{h, &h2}[i%2] })
+	if h.minter.count() != 1 {
+		t.Fatalf("%d mints, want 1", h.minter.count())
 	}
 }
 
@@ -824,28 +801,56 @@ func srvReadBody(r *http.Request) ([]byte, error) {
 }
 
 // pollAllAtOnce sends n polls of the approved request id at once, poll i
-// to the harness on(i), and checks that exactly one got the tokens, the
-// others slow_down or invalid_grant.
-func pollAllAtOnce(t *testing.T, n int, id string, on func(i int) *harness) {
+// to the harness on(i), all minting with m. The first mint is held until
+// every other poll was answered, so each of those overlaps it and must be
+// slow_down (the README's "Redeeming"); once released, exactly one poll
+// has the tokens, and a poll after that is invalid_grant (redeemed).
+func pollAllAtOnce(t *testing.T, n int, id string, m *testMinter, on func(i int) *harness) {
 	t.Helper()
+	entered, release := m.holdFirst()
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
 	codes := make([]string, n)
+	answered := make(chan int, n)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
 			<-start
 			codes[i] = answerCode(on(i).poll("cc", id).Body.Bytes())
+			answered <- i
 		})
 	}
 	close(start)
-	wg.Wait()
+	// The first mint is held; the others are answered meanwhile, before
+	// or after it began.
+	watchdog := time.After(time.Minute) // a hang, not a slow machine
 	count := map[string]int{}
-	for _, c := range codes {
-		count[c]++
+	for k, began := 0, false; k < n-1 || !began; {
+		select {
+		case <-entered:
+			began, entered = true, nil
+		case i := <-answered:
+			count[codes[i]]++
+			k++
+		case <-watchdog:
+			t.Fatalf("while the first mint was held: mint began %v, answers %v", began, count)
+		}
 	}
-	if count["ok"] != 1 || count["ok"]+count[oauth.CodeSlowDown]+count[oauth.CodeInvalidGrant] != n {
-		t.Fatalf("answers %v, want exactly one ok and the rest slow_down or invalid_grant", count)
+	if count[oauth.CodeSlowDown] != n-1 {
+		t.Fatalf("answers while the first mint was held: %v, want %d slow_down", count, n-1)
 	}
+	released = true
+	close(release)
+	wg.Wait()
+	if got := codes[<-answered]; got != "ok" {
+		t.Fatalf("the poll that minted was answered %s, want the tokens", got)
+	}
+	cibatest.WantOAuthError(t, on(0).poll("cc", id), http.StatusBadRequest, oauth.CodeInvalidGrant)
 }
 
 // answerCode is "ok" for a token response, else the error code of an

@@ -270,10 +270,19 @@ func TestApprovalPageInChromium(t *testing.T) {
 	if h := runOrFatal(t, ctx, chromedp.Text(chromedp.ID("result"))); h != "Approved" {
 		t.Errorf("result heading %q, want Approved", h)
 	}
-	loc := runOrFatal(t, ctx, chromedp.Location())
-	if loc != link {
-		// A 303 to a distinct result URL is allowed, never one back to the link.
-		t.Logf("result page at %s", loc)
+	// The result page is the POST's own answer, at the link's URL, reached
+	// by no redirect (least of all one back to the link, whose GET would
+	// show the decided page instead).
+	type navigation struct {
+		Type          string `json:"type"`
+		RedirectCount int    `json:"redirectCount"`
+	}
+	nav := runOrFatal(t, ctx, chromedp.Evaluate[navigation](`(() => {
+		const n = performance.getEntriesByType('navigation')[0];
+		return {type: n.type, redirectCount: n.redirectCount};
+	})()`))
+	if loc := runOrFatal(t, ctx, chromedp.Location()); loc != link || nav.RedirectCount != 0 {
+		t.Errorf("the result page is at %s after %d redirects (navigation %q), want the answer to the POST at %s itself", loc, nav.RedirectCount, nav.Type, link)
 	}
 	wantNoCSP(t, ctx, console, "the result page")
 	saveScreenshot(t, ctx, shots, "approval-result.png")

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +29,13 @@ import (
 // pinned v2.45.1 that scripts/install-dex.sh builds into bin/dex), with an
 // in-process SMTP server receiving the approval mails.
 
+// requireDexEnv, when "1", turns a missing Dex binary into a failure: CI
+// builds it (make tools), so the Dex tests must not skip there.
+const requireDexEnv = "CIBAPROXY_REQUIRE_DEX"
+
 // dexBinary returns the Dex binary: $DEX_BIN (a relative path is taken from
 // the module root), else <module root>/bin/dex. It skips the test when there
-// is none.
+// is none (fails it when CIBAPROXY_REQUIRE_DEX=1).
 func dexBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
@@ -48,7 +53,11 @@ func dexBinary(t *testing.T) string {
 		p = filepath.Join(root, p)
 	}
 	if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		t.Skipf("no Dex binary at %s (set DEX_BIN, or run scripts/install-dex.sh or make tools): %v", p, err)
+		msg := fmt.Sprintf("no Dex binary at %s (set DEX_BIN, or run scripts/install-dex.sh or make tools): %v", p, err)
+		if os.Getenv(requireDexEnv) == "1" {
+			t.Fatalf("%s, and %s=1", msg, requireDexEnv)
+		}
+		t.Skipf("%s; set %s=1 to fail instead", msg, requireDexEnv)
 	}
 	return p
 }
@@ -212,6 +221,26 @@ func (d *dexServer) Stop() {
 		_ = d.cmd.Process.Kill()
 		<-d.exited
 	}
+}
+
+// Pause stops Dex with SIGSTOP: it answers nothing (its listening socket
+// still takes connections) until the returned resume sends SIGCONT, which
+// t.Cleanup does too.
+func (d *dexServer) Pause() (resume func()) {
+	d.t.Helper()
+	fmt.Fprintln(d.log, "---- e2e: SIGSTOP")
+	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		d.t.Fatalf("SIGSTOP dex: %v", err)
+	}
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			fmt.Fprintln(d.log, "---- e2e: SIGCONT")
+			_ = d.cmd.Process.Signal(syscall.SIGCONT)
+		})
+	}
+	d.t.Cleanup(resume)
+	return resume
 }
 
 // Kill kills Dex with SIGKILL and waits until it is gone.

@@ -182,6 +182,7 @@ func (rs *replicaSet) start(t *testing.T, i int, u dexUser) pending {
 	e := rs.Env
 	e.bms++
 	bm := fmt.Sprintf("Replicas %d", e.bms)
+	started := time.Now()
 	r := rs.Replicas[i].backchannel(t, cc, url.Values{
 		"scope":           {"openid email profile"},
 		"login_hint":      {u.Hint},
@@ -197,7 +198,7 @@ func (rs *replicaSet) start(t *testing.T, i int, u dexUser) pending {
 	if !strings.HasPrefix(link, e.P.Base+"/ciba/approve/") {
 		t.Fatalf("first URL of the mail's text part: %q, want the balancer's %s/ciba/approve/<token>", link, e.P.Base)
 	}
-	return pending{ID: a.AuthReqID, Link: link, Binding: bm, Started: time.Now()}
+	return pending{ID: a.AuthReqID, Link: link, Binding: bm, Started: started}
 }
 
 // mailsFor counts the mails received with marker in them.
@@ -215,7 +216,7 @@ func mailsFor(sink *cibatest.SMTPSink, marker string) int {
 // replica 2, its form posted to replica 3, polls on all three and through
 // the balancer, Dex's tokens verified; then 30 concurrent polls of
 // another approved request spread over the replicas, exactly one of which
-// gets the tokens.
+// gets the tokens, the others overlapping its exchange (slow_down).
 func TestReplicasWholeFlow(t *testing.T) {
 	t.Parallel()
 	rd := cibatest.StartRedis(t, "--appendonly", "yes", "--appendfsync", "always")
@@ -261,38 +262,53 @@ func TestReplicasWholeFlow(t *testing.T) {
 		t.Errorf("JWKS by replica %q: want the same keys from r1, r2 and r3", jwks)
 	}
 
-	// Concurrent polls of an approved request spread over the replicas.
+	// Concurrent polls of an approved request spread over the replicas,
+	// with Dex paused: the one poll that claims the grant waits for its
+	// exchange, so every other poll overlaps the minting and must be
+	// slow_down (the README's "Redeeming").
 	pr = rs.start(t, 2, alice)
 	e.Decide(t, pr, "approve", "Approved")
+	concurrentPollsOverlapTheMint(t, rs, pr)
+	// Redeemed: any poll now is invalid_grant, on every replica.
+	for i := range 3 {
+		wantError(t, rs.on(i).Poll(t, pr.ID), http.StatusBadRequest, "invalid_grant")
+	}
+}
+
+// concurrentPollsOverlapTheMint sends 30 polls of the approved request pr
+// at once, spread over the replicas, while Dex is paused; once 29 were
+// answered (each slow_down), Dex resumes and the last gets its tokens.
+func concurrentPollsOverlapTheMint(t *testing.T, rs *replicaSet, pr pending) {
+	t.Helper()
 	const n = 30
+	resume := rs.Env.Dex.Pause()
 	replies := make([]reply, n)
+	answered := make(chan int, n)
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
 			<-gate
 			replies[i] = rs.on(i%3).Poll(t, pr.ID)
+			answered <- i
 		})
 	}
 	close(gate)
+	for range n - 1 {
+		// The claimant's exchange waits on Dex until the proxy's own
+		// timeout, seconds away; the others are answered long before.
+		i := <-answered
+		if r := replies[i]; r.Status != http.StatusBadRequest || errorCode(r) != "slow_down" {
+			t.Errorf("poll %d on r%d while the mint waits on Dex: %d %s, want 400 slow_down", i, i%3+1, r.Status, r.Body)
+		}
+	}
+	resume()
 	wg.Wait()
-	count := map[string]int{}
-	for i, r := range replies {
-		if r.Status == http.StatusOK {
-			count["ok"]++
-			e.WantTokens(t, r, alice)
-			continue
-		}
-		code := errorCode(r)
-		if code != "slow_down" && code != "invalid_grant" {
-			t.Errorf("poll %d on r%d: %d %s", i, i%3+1, r.Status, r.Body)
-		}
-		count[code]++
+	i := <-answered
+	if replies[i].Status != http.StatusOK {
+		t.Fatalf("the poll that claimed the grant (%d, on r%d): %d %s, want the tokens", i, i%3+1, replies[i].Status, replies[i].Body)
 	}
-	if count["ok"] != 1 {
-		t.Fatalf("answers %v: want exactly one 200 across the replicas", count)
-	}
-	t.Logf("30 concurrent polls over three replicas: %v", count)
+	rs.Env.WantTokens(t, replies[i], alice)
 }
 
 // TestReplicaKilledMidDelivery: a replica killed with SIGKILL while it

@@ -582,12 +582,8 @@ func TestFakeOPToken(t *testing.T) {
 	if err != nil || resp.StatusCode != 502 || resp.Header.Get("Content-Type") != "text/html" || string(body) != "<html>bad gateway</html>" {
 		t.Errorf("scripted 502: %v %v %s", resp, err, body)
 	}
-	start := time.Now()
 	if _, _, err := postToken(&http.Client{Timeout: 200 * time.Millisecond}, form); err == nil {
 		t.Error("the hanging answer answered")
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("the hang outlived the client by %v", d)
 	}
 	if resp, _ := get(t, tokenURL, nil); resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET of the token path: %d, want 405", resp.StatusCode)

@@ -205,15 +205,13 @@ func TestOutboxScansAtStartAndDelivers(t *testing.T) {
 	o.Register(kindX, "site", c)
 	waitFor(t, 5*time.Second, "5 deliveries", func() bool { return c.total() == 5 })
 	waitFor(t, 5*time.Second, "the outbox to empty", func() bool { return len(r.items()) == 0 })
-	// A new item is delivered as soon as the worker is woken (the idle
-	// scan is idleScan away).
+	// A new item is delivered once the worker is woken: well before the
+	// idle scan, idleScan away, could have found it.
 	start := time.Now()
 	r.enqueue("site", 9, exp)
 	o.Wake()
-	waitFor(t, 5*time.Second, "the woken delivery", func() bool { return c.total() == 6 })
-	if d := time.Since(start); d > 500*time.Millisecond {
-		t.Errorf("a woken delivery took %v", d)
-	}
+	waitFor(t, idleScan/2, "the woken delivery", func() bool { return c.total() == 6 })
+	t.Logf("the woken delivery came %v after the wake", time.Since(start))
 	waitFor(t, 3*time.Second, "6 delivered events", func() bool { return r.events("delivered") == 6 })
 }
 
@@ -434,11 +432,9 @@ func TestOutboxCloseInterruptsHungDelivery(t *testing.T) {
 	id := r.enqueue("site", 1, time.Now().Add(time.Minute))
 	o.Wake()
 	<-started
-	begin := time.Now()
+	// Close returns because it cancels the attempt: the attempt's own
+	// deadline would end it with DeadlineExceeded instead.
 	o.Close()
-	if d := time.Since(begin); d > 2*time.Second {
-		t.Errorf("Close took %v with a hung delivery", d)
-	}
 	if !errors.Is(cause, context.Canceled) {
 		t.Errorf("the delivery ended with %v, want it cancelled by Close", cause)
 	}

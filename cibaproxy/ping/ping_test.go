@@ -61,20 +61,18 @@ func TestPingTimeout(t *testing.T) {
 	it.ID.Request = store.KeyOf(id) // as the store queues it with the decision
 
 	// The outbox bounds an attempt by its DeliveryTimeout; the notifier's
-	// own timeout ends it long before.
-	ctx, cancel := context.WithTimeout(context.Background(), outbox.DeliveryTimeout)
-	defer cancel()
-	start := time.Now()
-	err = n.Deliver(ctx, it)
+	// own timeout, shorter, ends it first. Here the attempt has no other
+	// deadline: only the notifier's timeout can end it.
+	if Timeout >= outbox.DeliveryTimeout {
+		t.Errorf("the notifier's timeout %v is not shorter than the outbox's %v", Timeout, outbox.DeliveryTimeout)
+	}
+	err = n.Deliver(context.Background(), it)
 	if err == nil {
 		t.Fatal("an attempt the endpoint did not answer was delivered")
 	}
 	var perm *outbox.PermanentError
 	if errors.As(err, &perm) {
 		t.Fatalf("a timeout is permanent: %v", err)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("the attempt ran until the outbox's deadline (%s): %v", time.Since(start), err)
 	}
 	for _, secret := range []string{id, token} {
 		if strings.Contains(err.Error(), secret) {
@@ -83,7 +81,7 @@ func TestPingTimeout(t *testing.T) {
 	}
 
 	// The retry is delivered.
-	if err := n.Deliver(ctx, it); err != nil {
+	if err := n.Deliver(context.Background(), it); err != nil {
 		t.Fatalf("the retry: %v", err)
 	}
 	if got := calls.Load(); got != 2 {

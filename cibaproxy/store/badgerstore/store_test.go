@@ -51,9 +51,13 @@ func TestBadgerStore(t *testing.T) {
 		t.Fatalf("Link of a missing link: %v", err)
 	}
 	r := testRequest(clock.Now())
+	// Badger counts a TTL from its own reading of the real time, taken
+	// during the write: between these two.
+	before := time.Now()
 	if err := s.Create(ctx, key, r, &store.Outbound{Links: []store.LinkKey{link}}, store.UserLimit{}); err != nil {
 		t.Fatal(err)
 	}
+	after := time.Now()
 	if err := s.Create(ctx, key, r, nil, store.UserLimit{}); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("second Create: %v", err)
 	}
@@ -83,10 +87,10 @@ func TestBadgerStore(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		exp := time.Unix(int64(item.ExpiresAt()), 0)
-		want := time.Now().Add(5*time.Minute + store.Grace)
-		if d := exp.Sub(want); d < -5*time.Second || d > 5*time.Second {
-			t.Errorf("TTL ends %v, want about %v", exp, want)
+		exp := int64(item.ExpiresAt()) // in whole seconds
+		ttl := 5*time.Minute + store.Grace
+		if lo, hi := before.Add(ttl).Unix(), after.Add(ttl).Unix(); exp < lo || exp > hi {
+			t.Errorf("TTL ends at %d, want %d to %d: the record's expiry plus store.Grace from the write", exp, lo, hi)
 		}
 		return nil
 	})
@@ -468,11 +472,18 @@ func TestBadgerSweepUnderLoad(t *testing.T) {
 	stop := make(chan struct{})
 	var created atomic.Int64
 	var wg sync.WaitGroup
+	// busy is done once every writer has created a request: all four are
+	// then in their loops, and stay in them until the sweep returned.
+	var busy sync.WaitGroup
+	busy.Add(4)
 	for g := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; ; i++ {
+				if i == 1 {
+					busy.Done()
+				}
 				select {
 				case <-stop:
 					return
@@ -482,13 +493,16 @@ func TestBadgerSweepUnderLoad(t *testing.T) {
 				r.User.Subject = fmt.Sprint("new-", i%50)
 				if err := s.Create(ctx, store.KeyOf(fmt.Sprint("new-", g, "-", i)), r, nil, store.UserLimit{}); err != nil {
 					t.Error(err)
+					if i == 0 {
+						busy.Done()
+					}
 					return
 				}
 				created.Add(1)
 			}
 		}()
 	}
-	time.Sleep(50 * time.Millisecond) // the writers are busy
+	busy.Wait()
 	swept, err := s.SweepExpired(ctx, clock.Now())
 	close(stop)
 	wg.Wait()
