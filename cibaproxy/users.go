@@ -68,7 +68,6 @@ type namedUser struct {
 	countAs string
 }
 
-
 // resolveUser finds the user a backchannel request names by its hint
 // (CIBA Core §7.1, §7.2 step 4), and checks the user_code of a client that
 // requires one.
