@@ -17,7 +17,7 @@ CIBAPROXY := $(BIN)/cibaproxy
 # 1.26). Each count is about 8 s on a 2-core VM; FUZZSCALE multiplies them.
 FUZZSCALE ?= 1
 FUZZ_TARGETS := FuzzBackchannelRequest:24000 FuzzTokenRequest:24000 \
-	FuzzRequestObject:8000 FuzzClientAssertion:8000
+	FuzzRequestObject:8000 FuzzClientAssertion:8000 FuzzServer:4000
 
 .PHONY: all build tools dex maildev chromium redis test check unit caddy e2e fuzz demo bench soak clean
 

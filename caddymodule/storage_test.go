@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
 )
 
 // newStoreKey returns a random encryption key as configured: base64.
@@ -69,7 +70,7 @@ func storeSecrets(t *testing.T, st *Storage) [][]byte {
 		t.Fatalf("backchannel: %d %s", rec.Code, rec.Body)
 	}
 	ctx := context.Background()
-	ring, err := handlerBackend(t, h).Store.Setting(ctx, "signing_keys")
+	ring, err := handlerBackend(t, h).Store.Setting(ctx, "signing_keys@"+strings.TrimSuffix(h.PublicURL, "/")+issuer.Path)
 	if err != nil {
 		t.Fatalf("signing keys: %v", err)
 	}
