@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"io/fs"
@@ -22,12 +21,25 @@ import (
 
 // newStoreKey returns a random encryption key as configured: base64.
 func newStoreKey(t *testing.T) string {
+	return base64.StdEncoding.EncodeToString(cibatest.StoreKey(t))
+}
+
+// reopenHolds provisions a handler on st and checks that its store holds
+// the page secret page, then cleans it up; what names the case.
+func reopenHolds(t *testing.T, st *Storage, page []byte, what string) {
 	t.Helper()
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
+	h := validHandler(t)
+	h.Storage = st
+	h.Email = emailBlock()
+	if err := provision(t, h); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if got, err := handlerBackend(t, h).Store.Setting(context.Background(), "page_secret"); err != nil || !bytes.Equal(got, page) {
+		t.Errorf("the page secret %s: %v", what, err)
+	}
+	if err := h.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	return base64.StdEncoding.EncodeToString(b)
 }
 
 // dirHolds reports whether a file under dir holds needle.
@@ -121,18 +133,7 @@ func TestEncryptedBadgerStorage(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	again := validHandler(t)
-	again.Storage = &Storage{Type: "badger", Path: dir, EncryptionKeyFile: keyFile}
-	again.Email = emailBlock()
-	if err := provision(t, again); err != nil {
-		t.Fatalf("reopened with the key file: %v", err)
-	}
-	if got, err := handlerBackend(t, again).Store.Setting(context.Background(), "page_secret"); err != nil || !bytes.Equal(got, secrets[1]) {
-		t.Errorf("the page secret after the restart: %v", err)
-	}
-	if err := again.Cleanup(); err != nil {
-		t.Fatal(err)
-	}
+	reopenHolds(t, &Storage{Type: "badger", Path: dir, EncryptionKeyFile: keyFile}, secrets[1], "reopened with the key file")
 
 	other := newStoreKey(t)
 	for _, c := range []struct {
@@ -286,18 +287,7 @@ func TestEncryptedRedisStorage(t *testing.T) {
 		}
 	}
 
-	again := validHandler(t)
-	again.Storage = &Storage{Type: "redis", URL: r.URL(0), KeyPrefix: "enc:", EncryptionKey: key}
-	again.Email = emailBlock()
-	if err := provision(t, again); err != nil {
-		t.Fatalf("again with the key: %v", err)
-	}
-	if got, err := handlerBackend(t, again).Store.Setting(context.Background(), "page_secret"); err != nil || !bytes.Equal(got, secrets[1]) {
-		t.Errorf("the page secret again: %v", err)
-	}
-	if err := again.Cleanup(); err != nil {
-		t.Fatal(err)
-	}
+	reopenHolds(t, &Storage{Type: "redis", URL: r.URL(0), KeyPrefix: "enc:", EncryptionKey: key}, secrets[1], "again with the key")
 
 	other := newStoreKey(t)
 	for _, c := range []struct {

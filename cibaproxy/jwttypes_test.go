@@ -5,38 +5,9 @@ import (
 	"net/url"
 	"testing"
 
-	jose "github.com/go-jose/go-jose/v4"
-
 	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 )
-
-// signTyped signs claims with k (ES256, k's kid) and the typ header typ;
-// nil leaves typ out.
-func signTyped(t *testing.T, k cibatest.Key, typ any, claims map[string]any) string {
-	t.Helper()
-	opts := &jose.SignerOptions{}
-	if typ != nil {
-		opts.WithHeader(jose.HeaderType, typ)
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: k.Signer, KeyID: k.ID}}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj, err := signer.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := obj.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // TestClientJWTTypes: a client assertion and a signed request may carry no
 // typ, the generic JWT, or their own; the other's typ, or any other kind,
@@ -62,14 +33,14 @@ func TestClientJWTTypes(t *testing.T) {
 	} {
 		name, _ := json.Marshal(tc.typ)
 		t.Run(string(name), func(t *testing.T) {
-			rec := h.caPostAssertion(DefaultEndpoint, hForm(), signTyped(t, es1, tc.typ, h.caAssertionClaims("pk")))
+			rec := h.caPostAssertion(DefaultEndpoint, hForm(), es1.SignTyped(t, tc.typ, h.caAssertionClaims("pk")))
 			if tc.assertion {
 				cibatest.AuthReqID(t, rec)
 			} else {
 				cibatest.WantOAuthError(t, rec, 401, oauth.CodeInvalidClient)
 			}
 			rec = h.caPostAs(DefaultEndpoint, "signer", "signer-secret",
-				url.Values{"request": {signTyped(t, es3, tc.typ, h.roRequestClaims("signer"))}})
+				url.Values{"request": {es3.SignTyped(t, tc.typ, h.roRequestClaims("signer"))}})
 			if tc.ro {
 				cibatest.AuthReqID(t, rec)
 			} else {
@@ -89,14 +60,14 @@ func TestRequestObjectIsNoClientAssertion(t *testing.T) {
 	for _, typ := range []any{nil, "JWT", "oauth-authz-req+jwt"} {
 		ro := h.roRequestClaims("pk")
 		ro["sub"] = "pk"
-		rec := h.caPostAssertion(DefaultEndpoint, hForm(), signTyped(t, es1, typ, ro))
+		rec := h.caPostAssertion(DefaultEndpoint, hForm(), es1.SignTyped(t, typ, ro))
 		cibatest.WantOAuthError(t, rec, 401, oauth.CodeInvalidClient)
-		rec = h.caPostAssertion(testTokenURL, caPollForm("x"), signTyped(t, es1, typ, ro))
+		rec = h.caPostAssertion(testTokenURL, caPollForm("x"), es1.SignTyped(t, typ, ro))
 		cibatest.WantOAuthError(t, rec, 401, oauth.CodeInvalidClient)
 	}
 	for _, typ := range []any{nil, "client-authentication+jwt"} {
 		a := h.caAssertionClaims("pk")
-		rec := h.caPostAssertion(DefaultEndpoint, url.Values{"request": {signTyped(t, es1, typ, a)}}, h.caAssertion("pk"))
+		rec := h.caPostAssertion(DefaultEndpoint, url.Values{"request": {es1.SignTyped(t, typ, a)}}, h.caAssertion("pk"))
 		cibatest.WantOAuthError(t, rec, 400, oauth.CodeInvalidRequest)
 	}
 	if n := h.records(); n != 0 {

@@ -144,14 +144,26 @@ func (k Key) SignBytes(t testing.TB, alg jose.SignatureAlgorithm, kid string, pa
 	default:
 		jwk.KeyID = kid
 	}
-	return signPayload(t, jose.SigningKey{Algorithm: alg, Key: jwk}, payload)
+	return signPayload(t, jose.SigningKey{Algorithm: alg, Key: jwk}, (&jose.SignerOptions{}).WithType("JWT"), payload)
+}
+
+// SignTyped returns a compact JWT of claims signed by k (ES256, k's kid)
+// with the typ header typ (any JSON value); nil leaves typ out.
+func (k Key) SignTyped(t testing.TB, typ any, claims map[string]any) string {
+	t.Helper()
+	opts := &jose.SignerOptions{}
+	if typ != nil {
+		opts.WithHeader(jose.HeaderType, typ)
+	}
+	key := jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: k.Signer, KeyID: k.ID}}
+	return signPayload(t, key, opts, marshalClaims(t, claims))
 }
 
 // SignJWT returns a compact JWT (typ JWT) of claims signed with key; the
 // kid of a jose.JSONWebKey key goes in the header.
 func SignJWT(t testing.TB, key jose.SigningKey, claims map[string]any) string {
 	t.Helper()
-	return signPayload(t, key, marshalClaims(t, claims))
+	return signPayload(t, key, (&jose.SignerOptions{}).WithType("JWT"), marshalClaims(t, claims))
 }
 
 func marshalClaims(t testing.TB, claims map[string]any) []byte {
@@ -163,9 +175,9 @@ func marshalClaims(t testing.TB, claims map[string]any) []byte {
 	return b
 }
 
-func signPayload(t testing.TB, key jose.SigningKey, payload []byte) string {
+func signPayload(t testing.TB, key jose.SigningKey, opts *jose.SignerOptions, payload []byte) string {
 	t.Helper()
-	signer, err := jose.NewSigner(key, (&jose.SignerOptions{}).WithType("JWT"))
+	signer, err := jose.NewSigner(key, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,3 +270,13 @@ func (s *JWKSServer) Set(status int, body []byte) {
 
 // Fetches returns how many requests the server answered.
 func (s *JWKSServer) Fetches() int { return int(s.fetches.Load()) }
+
+// StoreKey returns a random AES-256 key for a store's encryption at rest.
+func StoreKey(t testing.TB) []byte {
+	t.Helper()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store/storetest"
 )
@@ -25,7 +26,7 @@ func TestConformance(t *testing.T) {
 // TestConformanceEncrypted runs the store suite against Badger encrypted
 // at rest, reopened with the same key.
 func TestConformanceEncrypted(t *testing.T) {
-	key := testKey(t)
+	key := cibatest.StoreKey(t)
 	open := func(t *testing.T, dir string, now func() time.Time) store.Store {
 		s, err := OpenEncrypted(dir, key, nil, now)
 		if err != nil {

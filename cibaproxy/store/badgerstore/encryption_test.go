@@ -14,18 +14,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
-
-// testKey returns a random AES-256 key.
-func testKey(t testing.TB) []byte {
-	t.Helper()
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
 
 // testPKCS8 returns a new signing key as the issuer stores it: PKCS#8.
 func testPKCS8(t testing.TB) []byte {
@@ -90,7 +81,7 @@ func writeSecret(t *testing.T, dir string, key, secret []byte) {
 // refuses a key.
 func TestEncryptedStore(t *testing.T) {
 	plain, sealed := t.TempDir(), t.TempDir()
-	key, secret := testKey(t), testPKCS8(t)
+	key, secret := cibatest.StoreKey(t), testPKCS8(t)
 	writeSecret(t, plain, nil, secret)
 	writeSecret(t, sealed, key, secret)
 	if !filesHold(t, plain, secret) {
@@ -123,7 +114,7 @@ func TestEncryptedStore(t *testing.T) {
 		key       []byte
 		want      string
 	}{
-		{"another key", sealed, testKey(t), "the encryption key does not match the store"},
+		{"another key", sealed, cibatest.StoreKey(t), "the encryption key does not match the store"},
 		{"no key", sealed, nil, "the store is encrypted: give its encryption key"},
 		{"a key for an unencrypted store", plain, key, "the encryption key does not match the store"},
 		{"a key of 20 bytes", t.TempDir(), key[:20], "encryption key: must be 16, 24 or 32 bytes"},

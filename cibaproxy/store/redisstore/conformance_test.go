@@ -22,7 +22,7 @@ func TestConformance(t *testing.T) {
 // TestConformanceEncrypted runs the store suite against a Redis whose
 // settings are sealed, every client with the same key.
 func TestConformanceEncrypted(t *testing.T) {
-	conformance(t, testKey(t))
+	conformance(t, cibatest.StoreKey(t))
 }
 
 // conformance runs the store suite against a real redis-server, the

@@ -3,7 +3,6 @@ package redisstore_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"strings"
 	"testing"
@@ -12,16 +11,6 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store/redisstore"
 )
-
-// testKey returns a random AES-256 key.
-func testKey(t testing.TB) []byte {
-	t.Helper()
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
 
 func openRedis(t *testing.T, srv *cibatest.Redis, key []byte) *redisstore.Store {
 	t.Helper()
@@ -39,7 +28,7 @@ func openRedis(t *testing.T, srv *cibatest.Redis, key []byte) *redisstore.Store 
 // error saying why.
 func TestSealedSettings(t *testing.T) {
 	srv := cibatest.StartRedis(t)
-	key := testKey(t)
+	key := cibatest.StoreKey(t)
 	a := openRedis(t, srv, key)
 	ctx := context.Background()
 	secret := []byte("-----PKCS#8 of a signing key-----")
@@ -86,7 +75,7 @@ func TestSealedSettings(t *testing.T) {
 			key  []byte
 			want string
 		}{
-			{"another key", testKey(t), "the encryption key does not match the store"},
+			{"another key", cibatest.StoreKey(t), "the encryption key does not match the store"},
 			{"no key", nil, "is sealed: give the store's encryption key"},
 		} {
 			o := openRedis(t, srv, c.key)
@@ -117,7 +106,7 @@ func TestSettingsOfAStoreWithoutKey(t *testing.T) {
 	if raw, err := plain.Client().Get(ctx, "seal:s:page_secret").Bytes(); err != nil || !bytes.Equal(raw, secret) {
 		t.Fatalf("without a key the setting is kept as %q (%v), want it as it is", raw, err)
 	}
-	keyed := openRedis(t, srv, testKey(t))
+	keyed := openRedis(t, srv, cibatest.StoreKey(t))
 	if v, err := keyed.Setting(ctx, "page_secret"); err != nil || !bytes.Equal(v, secret) {
 		t.Fatalf("a client with a key reads %q, %v", v, err)
 	}
