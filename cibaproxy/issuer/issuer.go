@@ -79,8 +79,10 @@ type Config struct {
 }
 
 // Settings is the part of the store the issuer uses: the key ring is kept
-// as one setting, changed atomically.
+// as one setting, changed atomically; the ring of an earlier release is
+// read once, at start.
 type Settings interface {
+	Setting(ctx context.Context, name string) ([]byte, error)
 	UpdateSetting(ctx context.Context, name string, fn func(old []byte) ([]byte, error)) ([]byte, error)
 }
 
@@ -167,9 +169,8 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 		return nil, errors.New("the issuer needs a store or a key file")
 	}
 	iss.setting = ringSetting(iss.issuer)
-	// Reading a setting through an update that changes nothing.
-	legacy, err := cfg.Store.UpdateSetting(ctx, settingSignKeys, func([]byte) ([]byte, error) { return nil, nil })
-	if err != nil {
+	legacy, err := cfg.Store.Setting(ctx, settingSignKeys)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
 	iss.legacy = legacy
