@@ -466,12 +466,10 @@ func TestConcurrentPollsAcrossServers(t *testing.T) {
 	}
 }
 
-// TestClaimLeaseFreesAfterCrash: a claim left by a crashed poll blocks
-// redemption until its lease runs out, then the grant is redeemable.
-func TestClaimLeaseFreesAfterCrash(t *testing.T) {
-	h := newHarness(t)
-	id := h.authorize("cc")
-	h.approve(id)
+// leaveClaim stores on the request id the claim of a poll that crashed
+// mid-mint, held for a whole ClaimLease from now.
+func leaveClaim(t *testing.T, h *harness, id string) {
+	t.Helper()
 	now := h.clock.Now()
 	if _, err := h.store.Update(context.Background(), store.KeyOf(id), func(r *store.AuthRequest) error {
 		r.Claim, r.ClaimUntil = "crashed-poll", now.Add(ClaimLease)
@@ -479,6 +477,15 @@ func TestClaimLeaseFreesAfterCrash(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestClaimLeaseFreesAfterCrash: a claim left by a crashed poll blocks
+// redemption until its lease runs out, then the grant is redeemable.
+func TestClaimLeaseFreesAfterCrash(t *testing.T) {
+	h := newHarness(t)
+	id := h.authorize("cc")
+	h.approve(id)
+	leaveClaim(t, h, id)
 	cibatest.WantOAuthError(t, h.poll("cc", id), 400, oauth.CodeSlowDown)
 	if h.minter.count() != 0 {
 		t.Fatal("minted while another claim holds")
@@ -497,13 +504,7 @@ func TestClaimVoidAfterRestart(t *testing.T) {
 	h := newHarnessIn(t, dir)
 	id := h.authorize("cc")
 	h.approve(id)
-	now := h.clock.Now()
-	if _, err := h.store.Update(context.Background(), store.KeyOf(id), func(r *store.AuthRequest) error {
-		r.Claim, r.ClaimUntil = "crashed-poll", now.Add(ClaimLease)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	leaveClaim(t, h, id)
 	h.srv.Close()
 	if err := h.backend.Close(); err != nil {
 		t.Fatal(err)
