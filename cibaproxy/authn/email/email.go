@@ -96,6 +96,7 @@ type Config struct {
 // Store is the part of the store the authenticator uses: the approval
 // links, and the page secret (a setting).
 type Store interface {
+	Get(ctx context.Context, key store.RequestKey) (*store.AuthRequest, error)
 	Link(ctx context.Context, link store.LinkKey) (store.RequestKey, error)
 	AddLink(ctx context.Context, link store.LinkKey, key store.RequestKey, expires time.Time) error
 	SettingOrCreate(ctx context.Context, name string, create func() ([]byte, error)) ([]byte, error)
@@ -266,7 +267,7 @@ func (a *Authenticator) loadTemplates() error {
 	// the configuration load rather than a user's request.
 	sample := &store.AuthRequest{ClientID: "sample", User: store.User{Username: "sample", Email: "sample@example.com"},
 		Scopes: []string{"openid", "email"}, BindingMessage: "A1-B2", Created: a.now(), Expires: a.now().Add(time.Minute)}
-	if _, err := a.render(sample, "CIBALINKsample"); err != nil {
+	if _, err := a.render(sample, "CIBALINKsample", "sample@"+a.messageID); err != nil {
 		return err
 	}
 	for _, t := range []*htmltemplate.Template{a.approve, a.result} {
@@ -277,7 +278,8 @@ func (a *Authenticator) loadTemplates() error {
 	return nil
 }
 
-// Start renders the mail of a new request and queues it (authn.Authenticator).
+// Start queues the mail of a new request (authn.Authenticator); Deliver
+// renders it from the request's record when it sends it.
 func (a *Authenticator) Start(ctx context.Context, key store.RequestKey, req *store.AuthRequest) (*store.Outbound, error) {
 	if a.cfg.MatchBindingMessage {
 		if req.BindingMessage == "" {
@@ -294,11 +296,7 @@ func (a *Authenticator) Start(ctx context.Context, key store.RequestKey, req *st
 		return nil, err
 	}
 	marker := "CIBALINK" + base64.RawURLEncoding.EncodeToString(mb)
-	m, err := a.render(req, marker)
-	if err != nil {
-		return nil, err
-	}
-	payload := encodeQueued(&queuedMail{Mail: *m, Marker: marker})
+	payload := encodeMarker(marker)
 	now := a.now()
 	return &store.Outbound{Items: []*store.OutboxItem{{
 		ID:       store.ItemID{Kind: Kind, Request: key},
@@ -314,19 +312,38 @@ func (a *Authenticator) linkURL(token string) string {
 }
 
 // Deliver delivers a mail this authenticator queued (authn.Deliverer): it
-// makes the link token, stores its hash, and sends the mail with the link.
+// makes the link token, stores its hash, renders the mail with the link
+// from the request's record (a mail queued by an earlier version comes
+// rendered) and sends it. A request that is gone (expired and collected)
+// has no mail to send.
 func (a *Authenticator) Deliver(ctx context.Context, it *store.OutboxItem) error {
 	q, err := decodeQueued(it.Payload)
 	if err != nil {
 		return &outbox.PermanentError{Err: fmt.Errorf("undecodable mail: %w", err)}
+	}
+	var req *store.AuthRequest
+	if !q.Rendered {
+		if req, err = a.cfg.Store.Get(ctx, it.ID.Request); errors.Is(err, store.ErrNotFound) {
+			return &outbox.PermanentError{Err: errors.New("the request of the mail is gone")}
+		} else if err != nil {
+			return fmt.Errorf("reading the request of the mail: %w", err)
+		}
 	}
 	token := a.linkToken(it.ID.Request, q.Marker)
 	if err := a.cfg.Store.AddLink(ctx, store.LinkKeyOf(token), it.ID.Request, it.NotAfter); err != nil {
 		return fmt.Errorf("storing the approval link: %w", err)
 	}
 	m := q.Mail
-	m.Text = strings.ReplaceAll(m.Text, q.Marker, token)
-	m.HTML = strings.ReplaceAll(m.HTML, q.Marker, token)
+	if q.Rendered {
+		m.Text = strings.ReplaceAll(m.Text, q.Marker, token)
+		m.HTML = strings.ReplaceAll(m.HTML, q.Marker, token)
+	} else {
+		r, err := a.render(req, token, a.messageIDOf(it.ID.Request, q.Marker))
+		if err != nil {
+			return &outbox.PermanentError{Err: err}
+		}
+		m = *r
+	}
 	return a.sender.Send(ctx, &m)
 }
 
@@ -341,6 +358,19 @@ func (a *Authenticator) linkToken(key store.RequestKey, marker string) string {
 	m.Write(key[:])
 	m.Write([]byte(marker))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// messageIDOf is the Message-ID of the mail of the request under key
+// queued with marker: the same in every attempt to send it, so that a
+// mail sent twice (a lease that ran out mid-send) is one message to
+// mail systems that deduplicate; derived under the page secret, so it
+// reveals nothing of the marker.
+func (a *Authenticator) messageIDOf(key store.RequestKey, marker string) string {
+	m := hmac.New(sha256.New, a.secret)
+	m.Write([]byte("message-id\x00"))
+	m.Write(key[:])
+	m.Write([]byte(marker))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16]) + "@" + a.messageID
 }
 
 // ---- the approval page ----

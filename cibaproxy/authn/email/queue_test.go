@@ -20,7 +20,8 @@ func TestQueuedMailEncoding(t *testing.T) {
 			MessageID: "abc@proxy.example",
 			Date:      time.Date(2026, 11, 26, 3, 4, 5, 6, time.UTC),
 		},
-		Marker: "CIBALINKx",
+		Marker:   "CIBALINKx",
+		Rendered: true,
 	}
 	check := func(name string, got *queuedMail) {
 		t.Helper()
@@ -52,10 +53,37 @@ func TestQueuedMailEncoding(t *testing.T) {
 
 	for name, bad := range map[string][]byte{
 		"empty":     nil,
-		"version":   append([]byte{record.V1 + 1}, b[1:]...),
+		"version":   append([]byte{queuedMarker + 1}, b[1:]...),
 		"truncated": b[:len(b)-3],
 		"trailing":  append(append([]byte(nil), b...), 0),
 		"length":    {record.V1, 0xff, 0xff, 0xff, 0xff, 0x0f},
+	} {
+		if _, err := decodeQueued(bad); !errors.Is(err, record.ErrCorrupt) {
+			t.Errorf("%s: err %v, want record.ErrCorrupt", name, err)
+		}
+	}
+}
+
+// TestQueuedMarker: the payload this version queues is the marker alone
+// (the worker renders the mail from the request), a few dozen bytes rather
+// than the ~5 KB of a rendered mail.
+func TestQueuedMarker(t *testing.T) {
+	const marker = "CIBALINKAAAABBBBCCCCDDDDEEEEFFFFGGGG"
+	b := encodeMarker(marker)
+	if len(b) > 2*len(marker) {
+		t.Errorf("payload of %d bytes for a marker of %d", len(b), len(marker))
+	}
+	q, err := decodeQueued(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Rendered || q.Marker != marker || q.Mail != (mail.Message{}) {
+		t.Errorf("decoded %+v, want the marker only", q)
+	}
+	for name, bad := range map[string][]byte{
+		"no marker": encodeMarker(""),
+		"truncated": b[:len(b)-3],
+		"trailing":  append(append([]byte(nil), b...), 0),
 	} {
 		if _, err := decodeQueued(bad); !errors.Is(err, record.ErrCorrupt) {
 			t.Errorf("%s: err %v, want record.ErrCorrupt", name, err)

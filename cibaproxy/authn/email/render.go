@@ -1,8 +1,6 @@
 package email
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"strconv"
 	"strings"
@@ -72,8 +70,9 @@ func (a *Authenticator) mailData(req *store.AuthRequest, marker string) mailData
 	return d
 }
 
-// render renders req's mail, whose approval URL is the link of marker.
-func (a *Authenticator) render(req *store.AuthRequest, marker string) (*mail.Message, error) {
+// render renders req's mail, whose approval URL is the link of marker (the
+// link token, or a stand-in for it) and whose Message-ID is messageID.
+func (a *Authenticator) render(req *store.AuthRequest, marker, messageID string) (*mail.Message, error) {
 	d := a.mailData(req, marker)
 	fields := mailFields(&d, marker)
 	var text, html strings.Builder
@@ -87,16 +86,12 @@ func (a *Authenticator) render(req *store.AuthRequest, marker string) (*mail.Mes
 	if subject == "" {
 		subject = "Sign-in request from " + oneLine(d.ClientName)
 	}
-	idb := make([]byte, 16)
-	if _, err := rand.Read(idb); err != nil {
-		return nil, err
-	}
 	return &mail.Message{
 		To:        req.User.Email,
 		Subject:   subject,
 		Text:      text.String(),
 		HTML:      html.String(),
-		MessageID: base64.RawURLEncoding.EncodeToString(idb) + "@" + a.messageID,
+		MessageID: messageID,
 		Date:      a.now(),
 	}, nil
 }

@@ -129,11 +129,21 @@ func TestTemplatesDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(q.Mail.Text, "CUSTOM cc BM-1\n"+testPublicURL+ApprovePath+q.Marker) {
-		t.Errorf("custom text template not used:\n%s", q.Mail.Text)
+	if q.Rendered || q.Mail.Text != "" || q.Marker == "" {
+		t.Fatalf("queued %+v: want only the marker, the mail rendered when it is sent", q)
 	}
-	if !strings.Contains(q.Mail.HTML, "<!DOCTYPE html>") {
-		t.Errorf("the HTML template should stay the embedded one:\n%s", q.Mail.HTML)
+	m, err := a.render(&store.AuthRequest{
+		ClientID: "cc", User: store.User{Username: "alice", Email: "alice@example.com"}, Scopes: []string{"openid"},
+		BindingMessage: "BM-1", Created: now, Expires: now.Add(time.Minute),
+	}, q.Marker, "id@example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m.Text, "CUSTOM cc BM-1\n"+testPublicURL+ApprovePath+q.Marker) {
+		t.Errorf("custom text template not used:\n%s", m.Text)
+	}
+	if !strings.Contains(m.HTML, "<!DOCTYPE html>") {
+		t.Errorf("the HTML template should stay the embedded one:\n%s", m.HTML)
 	}
 
 	for name, src := range map[string]string{
@@ -268,7 +278,7 @@ func BenchmarkMailRender(b *testing.B) {
 				c.textSkeletons, c.htmlSkeletons = nil, nil
 			}
 			for b.Loop() {
-				if _, err := c.render(req, "CIBALINKbench"); err != nil {
+				if _, err := c.render(req, "CIBALINKbench", "bench@example"); err != nil {
 					b.Fatal(err)
 				}
 			}
