@@ -10,11 +10,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,14 +75,13 @@ type benchOptions struct {
 	// fill creates this many pending requests before the Server starts,
 	// with SyncWrites off, then reopens the store with badgerstore.Options.
 	fill int
-	// noSync opens the store with SyncWrites off: not what production
-	// runs, a yardstick of what the fsync of every commit costs.
-	noSync bool
-	// groupSync opens the store with SyncWrites off and has every write
-	// the backchannel flow makes wait for a shared db.Sync() that started
-	// after it committed: a prototype of group commit, the same
-	// acknowledgement rule as SyncWrites with one fsync for many writes.
-	groupSync bool
+	// sync is how the store makes writes durable: "" or "group" as
+	// production (badgerstore.SyncGroup), "committer"
+	// (badgerstore.SyncCommitter), "badger" (Badger's own SyncWrites: its
+	// writer goroutine syncs once per batch of the transactions that
+	// queued while it wrote the previous one), "nosync" (not production:
+	// a yardstick of what the fsync costs).
+	sync string
 	// read hides the store's memory of pending requests (readStore), so
 	// that every poll reads its request from Badger.
 	read bool
@@ -88,74 +90,6 @@ type benchOptions struct {
 // readStore hides the store's memory of pending requests (PendingPeeker):
 // every poll reads its request, as before that memory existed.
 type readStore struct{ store.Store }
-
-// groupSyncStore is the group-commit prototype of benchOptions.groupSync.
-type groupSyncStore struct {
-	*badgerstore.Store
-	mu      sync.Mutex
-	cond    *sync.Cond
-	started uint64 // syncs started
-	done    uint64 // the highest sync finished
-	running bool
-	syncs   atomic.Int64
-	syncNS  atomic.Int64
-}
-
-func newGroupSyncStore(s *badgerstore.Store) *groupSyncStore {
-	g := &groupSyncStore{Store: s}
-	g.cond = sync.NewCond(&g.mu)
-	return g
-}
-
-// wait returns once a db.Sync() that started after the call has ended.
-func (g *groupSyncStore) wait(err error) error {
-	if err != nil {
-		return err
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	need := g.started + 1
-	for g.done < need {
-		if g.running {
-			g.cond.Wait()
-			continue
-		}
-		g.running = true
-		g.started++
-		n := g.started
-		g.mu.Unlock()
-		t0 := time.Now()
-		serr := g.DB().Sync()
-		g.syncNS.Add(int64(time.Since(t0)))
-		g.syncs.Add(1)
-		g.mu.Lock()
-		g.running = false
-		g.done = n
-		g.cond.Broadcast()
-		if serr != nil {
-			return serr
-		}
-	}
-	return nil
-}
-
-func (g *groupSyncStore) Create(ctx context.Context, key store.RequestKey, r *store.AuthRequest, out *store.Outbound, limit store.UserLimit) error {
-	return g.wait(g.Store.Create(ctx, key, r, out, limit))
-}
-
-func (g *groupSyncStore) Update(ctx context.Context, key store.RequestKey, fn func(*store.AuthRequest) error) (*store.AuthRequest, error) {
-	r, err := g.Store.Update(ctx, key, fn)
-	return r, g.wait(err)
-}
-
-func (g *groupSyncStore) LeaseItem(ctx context.Context, id store.ItemID, now, until time.Time) (*store.OutboxItem, error) {
-	it, err := g.Store.LeaseItem(ctx, id, now, until)
-	return it, g.wait(err)
-}
-
-func (g *groupSyncStore) DeleteItem(ctx context.Context, id store.ItemID) error {
-	return g.wait(g.Store.DeleteItem(ctx, id))
-}
 
 // instantMinter mints constant tokens at once: the upstream exchange costs
 // nothing, so what is measured is cibaproxy's own time.
@@ -206,18 +140,23 @@ func newBenchEnv(b *testing.B, o benchOptions) (*benchEnv, []string) {
 			b.Fatal(err)
 		}
 	}
-	if o.noSync || o.groupSync {
-		e.store, err = badgerstore.OpenWithOptions(badgerstore.Options(e.dir).WithSyncWrites(false), nil, e.clock.Now)
-	} else {
+	switch o.sync {
+	case "", "group", "committer":
 		e.store, err = badgerstore.Open(e.dir, nil, e.clock.Now)
+		if err == nil && o.sync == "committer" {
+			e.store.SetSyncMode(badgerstore.SyncCommitter)
+		}
+	case "badger":
+		e.store, err = badgerstore.OpenWithOptions(badgerstore.Options(e.dir).WithSyncWrites(true), nil, e.clock.Now)
+	case "nosync":
+		e.store, err = badgerstore.OpenWithOptions(badgerstore.Options(e.dir).WithSyncWrites(false), nil, e.clock.Now)
+	default:
+		b.Fatalf("unknown sync mode %q", o.sync)
 	}
 	if err != nil {
 		b.Fatal(err)
 	}
 	var st store.Store = e.store
-	if o.groupSync {
-		st = newGroupSyncStore(e.store)
-	}
 	if o.read {
 		st = readStore{Store: st}
 	}
@@ -396,21 +335,20 @@ func (d durations) report(b *testing.B) {
 // round-robin; limits are off. "link" stores one approval link; "email"
 // renders and queues the approval mail in the same transaction and has the
 // outbox deliver it (to a deliverer that accepts at once).
-// "email-parallel" is "email" from 32 goroutines, as the load run's 32
-// connections: what Badger's commits make of concurrent requests (it
-// syncs its WAL once per transaction, in its one writer goroutine);
-// "email-parallel-nosync" the same with SyncWrites off (not production: a
-// yardstick of the fsync's share); "email-parallel-groupsync" a group
-// commit prototyped in this file (SyncWrites off, every write of the flow
-// acknowledged after a shared db.Sync() that began after it).
+// "email-parallel-<mode>" is "email" from 32 goroutines, as the load
+// run's 32 connections, on the store's sync modes side by side (see
+// benchOptions.sync; "group" is production's): it reports the device
+// flushes per request (flushes/op, counted by the block device of the
+// store's directory, so other work on the machine adds to them) and
+// requests per flush.
 func BenchmarkBackchannel(b *testing.B) {
-	for _, name := range []string{"link", "email", "email-parallel", "email-parallel-nosync", "email-parallel-groupsync"} {
+	for _, name := range []string{"link", "email", "email-parallel-group", "email-parallel-committer", "email-parallel-badger", "email-parallel-nosync"} {
 		b.Run(name, func(b *testing.B) {
-			e, _ := newBenchEnv(b, benchOptions{
-				email:     name != "link",
-				noSync:    strings.HasSuffix(name, "-nosync"),
-				groupSync: strings.HasSuffix(name, "-groupsync"),
-			})
+			mode, _ := strings.CutPrefix(name, "email-parallel-")
+			if mode == name {
+				mode = ""
+			}
+			e, _ := newBenchEnv(b, benchOptions{email: name != "link", sync: mode})
 			bodies := make([][]byte, len(e.users))
 			for i, u := range e.users {
 				bodies[i] = []byte("scope=openid%20email&login_hint=" + u.Username + "&binding_message=bench")
@@ -419,6 +357,8 @@ func BenchmarkBackchannel(b *testing.B) {
 				var next atomic.Int64
 				var failed atomic.Int64
 				b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))
+				start, ok := deviceFlushes(e.dir)
+				f0 := func() (uint64, bool) { return start, ok }
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					w := newBenchWriter()
@@ -433,9 +373,11 @@ func BenchmarkBackchannel(b *testing.B) {
 				if n := failed.Load(); n > 0 {
 					b.Fatalf("%d backchannel requests were not answered 200", n)
 				}
-				if g, ok := e.backend.Store.(*groupSyncStore); ok && g.syncs.Load() > 0 {
-					b.ReportMetric(float64(g.syncs.Load())/float64(b.N), "syncs/op")
-					b.ReportMetric(float64(g.syncNS.Load())/float64(g.syncs.Load()), "ns/sync")
+				if f0, ok := f0(); ok {
+					if f1, _ := deviceFlushes(e.dir); f1 > f0 {
+						b.ReportMetric(float64(f1-f0)/float64(b.N), "flushes/op")
+						b.ReportMetric(float64(b.N)/float64(f1-f0), "req/flush")
+					}
 				}
 				return
 			}
@@ -704,4 +646,27 @@ func BenchmarkClientAuth(b *testing.B) {
 			}
 		}
 	})
+}
+
+// deviceFlushes returns the flush requests completed by the block device
+// holding dir (the 16th field of its stat file), false where the kernel or
+// the device does not count them.
+func deviceFlushes(dir string) (uint64, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return 0, false
+	}
+	dev := uint64(st.Dev)
+	major := (dev>>8)&0xfff | (dev>>32)&^0xfff
+	minor := dev&0xff | (dev>>12)&^0xff
+	sys := fmt.Sprintf("/sys/dev/block/%d:%d", major, minor)
+	for _, f := range []string{sys + "/stat", sys + "/../stat"} {
+		b, err := os.ReadFile(f)
+		if fields := strings.Fields(string(b)); err == nil && len(fields) >= 16 {
+			if n, err := strconv.ParseUint(fields[15], 10, 64); err == nil {
+				return n, true
+			}
+		}
+	}
+	return 0, false
 }

@@ -42,6 +42,7 @@ func Options(dir string) badger.Options {
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(0).
 		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(1 << 20).
 		WithNumCompactors(2).
 		// No compression: a poll of a request not in the block cache
 		// would decompress a whole block; records are small and few.
@@ -85,11 +86,20 @@ type Store struct {
 	syncErr   error  // of the last finished fsync
 	// committing counts the transactions being committed (write).
 	committing atomic.Int64
-	fsync      func() error // DB.Sync; a test's recorder
-	stop       chan struct{}
-	done       chan struct{}
-	once       sync.Once
-	closeErr   error // of the first Close
+	// SyncCommitter: tickets taken by writers, the committer's wake-up,
+	// and the fsyncs it ran.
+	syncMode      SyncMode
+	tickets       uint64
+	kick          chan struct{}
+	commitStop    chan struct{} // closed once no write can wait any more
+	committerOnce sync.Once
+	syncs         uint64
+	wal           *walSyncer
+	fsync         func() error // DB.Sync; a test's recorder
+	stop          chan struct{}
+	done          chan struct{}
+	once          sync.Once
+	closeErr      error // of the first Close
 }
 
 // indexCacheSize is the memory of the table indexes and bloom filters of
@@ -245,6 +255,28 @@ func (s *Store) releaseClaims() error {
 
 var errNotClaimed = errors.New("not claimed")
 
+// SyncMode is how a store acknowledges a durable write once it is on disk.
+type SyncMode int
+
+const (
+	// SyncGroup: the writer that finds no fsync under way runs one (after
+	// waiting briefly for the commits under way); the others wait for it.
+	SyncGroup SyncMode = iota
+	// SyncCommitter: a goroutine runs the fsyncs, one per gathered batch.
+	SyncCommitter
+)
+
+// SetSyncMode sets how writes are made durable; for benchmarks, before
+// the first write.
+func (s *Store) SetSyncMode(m SyncMode) {
+	s.syncMode = m
+	if m == SyncCommitter {
+		s.fsync = s.wal.sync
+	} else {
+		s.fsync = s.db.Sync
+	}
+}
+
 // OpenWithOptions is Open with other Badger options, for tools
 // such as the benchmark's bulk loader (which turns SyncWrites off and
 // syncs once at the end). Production uses Options.
@@ -277,9 +309,13 @@ func open(opts badger.Options, logger *zap.Logger, now func() time.Time) (*Store
 		done:   make(chan struct{}),
 		warmed: make(chan struct{}),
 		counts: newCountCache(),
+		kick:   make(chan struct{}, 1),
+
+		commitStop: make(chan struct{}),
 	}
 	s.syncCond = sync.NewCond(&s.syncMu)
 	s.fsync = db.Sync
+	s.wal = newWALSyncer(opts.Dir)
 	go s.gcLoop()
 	return s, nil
 }
@@ -324,9 +360,12 @@ func (s *Store) close() error {
 		<-s.warmed
 	}
 	s.mu.Lock()
-	s.closed = true
+	s.closed = true // no write is under way, none waits for an fsync
 	s.mu.Unlock()
-	return s.db.Close()
+	close(s.commitStop)
+	err := s.db.Close()
+	s.wal.close()
+	return err
 }
 
 // warmBatch bounds the records one transaction of the scan at open reads.

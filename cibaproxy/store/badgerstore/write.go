@@ -70,11 +70,26 @@ func (s *Store) write(ctx context.Context, durable bool, fn func(txn *badger.Txn
 }
 
 // sync returns once an fsync that started after the caller's commit has
-// finished: concurrent writers share one fsync (group commit). DB.Sync
-// syncs the current memtable's log and the value log; a write whose
-// memtable was rotated out in between is on disk once that memtable is
-// flushed, moments later (kill -9 never loses it: the log is mapped).
+// finished, by the store's SyncMode.
 func (s *Store) sync() error {
+	var err error
+	if s.syncMode == SyncCommitter {
+		err = s.syncByCommitter()
+	} else {
+		err = s.syncAsLeader()
+	}
+	if err != nil {
+		return fmt.Errorf("syncing the store: %w", err)
+	}
+	return nil
+}
+
+// syncAsLeader is SyncGroup: concurrent writers share one fsync, which the
+// first of them to find none under way runs. DB.Sync syncs the current
+// memtable's log and the value log; a write whose memtable was rotated out
+// in between is on disk once that memtable is flushed, moments later (kill
+// -9 never loses it: the log is mapped).
+func (s *Store) syncAsLeader() error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	target := s.started + 1 // the next fsync to start is the first after our commit
@@ -101,10 +116,47 @@ func (s *Store) sync() error {
 		s.syncing, s.finished, s.syncErr = false, n, err
 		s.syncCond.Broadcast()
 	}
-	if s.syncErr != nil {
-		return fmt.Errorf("syncing the store: %w", s.syncErr)
+	return s.syncErr
+}
+
+// syncByCommitter is SyncCommitter: the writer takes a ticket after its
+// commit and waits until the committer goroutine has finished an fsync
+// that began after the ticket was taken. The committer syncs once per
+// gathered batch: every ticket taken while an fsync runs is served by the
+// next one, which starts as soon as the previous ends.
+func (s *Store) syncByCommitter() error {
+	s.committerOnce.Do(func() { go s.committer() })
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.tickets++
+	t := s.tickets
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
-	return nil
+	for s.finished < t {
+		s.syncCond.Wait()
+	}
+	return s.syncErr
+}
+
+func (s *Store) committer() {
+	for {
+		select {
+		case <-s.kick:
+		case <-s.commitStop:
+			return
+		}
+		s.syncMu.Lock()
+		t := s.tickets // every ticket up to t was taken after its commit
+		s.syncMu.Unlock()
+		err := s.fsync()
+		s.syncMu.Lock()
+		s.finished, s.syncErr = t, err
+		s.syncs++
+		s.syncCond.Broadcast()
+		s.syncMu.Unlock()
+	}
 }
 
 // view runs fn in a read-only transaction; store.ErrClosed after Close.
