@@ -24,6 +24,13 @@
 #      poll again, spread over the million;
 #   5. the Go benchmarks of the hot paths (go test -bench ./cibaproxy/);
 #   6. prints one table and writes everything to bin/bench.json.
+# A CIBA phase's ratio to respond is the median of its rounds' ratios (each
+# phase window over the respond window before it), the least beside it;
+# every round's figures stay in bin/bench.json. Each load phase counts the
+# flush requests the block device of the temporary directory completed in
+# its windows (a machine-wide counter: other processes' flushes count too),
+# which with the store's fsync mode (printed above the table) is what the
+# durability of a backchannel request costs.
 # Benchmarks print figures; nothing here fails on a missed target.
 #
 # With STORE=redis the proxy keeps its state in a redis-server started here
@@ -47,6 +54,10 @@
 #   BENCH_SMALL [1000]      pending requests of the first poll phase
 #   BENCH_LARGE [1000000]   pending requests of the second (0: skip it)
 #   BENCH_ROUNDS [5]        alternations of a CIBA phase with its reference
+#                           (the table gives the median and least of them)
+#   BENCH_FSYNC_NOTE        how the store syncs its writes, one line for the
+#                           report [badger: the group commit; redis: its
+#                           appendfsync]
 #   BENCH_FLATTEN [1]       0: the proxy starts on the bulk load as written
 #                           (and compacts it itself, which costs memory)
 #   BENCH_DRAIN [15]        seconds to wait for the backchannel mails after
@@ -195,6 +206,12 @@ FLATTEN_NOTE=", then DB.Flatten"
 [[ "${FLATTEN}" == 1 ]] || FLATTEN_NOTE=" (not flattened: the proxy compacts it)"
 printf '%s\n' "${STORE}" >"${RES}/store.txt"
 if [[ "${STORE}" == redis ]]; then
+	FSYNC_DEFAULT="redis: appendonly yes, appendfsync ${REDIS_FSYNC}"
+else
+	FSYNC_DEFAULT="badger: every 200 after an fsync that began after its commit (group commit)"
+fi
+printf '%s\n' "${BENCH_FSYNC_NOTE:-${FSYNC_DEFAULT}}" >"${RES}/fsync.txt"
+if [[ "${STORE}" == redis ]]; then
 	REDIS_URL="redis://127.0.0.1:${REDIS_PORT}/0"
 	STORAGE="redis ${REDIS_URL}"
 	FILL_STORE=(--redis "${REDIS_URL}")
@@ -328,7 +345,7 @@ phase() {
 	local before
 	before="$(redis_info total_commands_processed)"
 	"${CIBALOAD}" run --name "${name}" --conns "${CONNS}" --duration "${DURATION}s" --warmup "${WARMUP}s" \
-		--client "${CLIENT}" --secret "${BENCH_CLIENT_SECRET}" --pid "${PROXY_PID}" \
+		--client "${CLIENT}" --secret "${BENCH_CLIENT_SECRET}" --pid "${PROXY_PID}" --flush-dir "${WORK}" \
 		--helper-pid "$(tr ' ' , <<<"${SINK_PID} ${REDIS_PID}" | sed 's/^,//; s/,$//')" \
 		--out "${RES}/${name}.json" "$@"
 	redis_phase "${name}" "${before}"

@@ -60,10 +60,48 @@ type PhaseResult struct {
 	LoadAvg    string   `json:"loadavg"`
 	Notes      []string `json:"notes,omitempty"`
 	// Ref is the respond route measured interleaved with the phase
-	// (--ref-url), in Rounds alternations; RatioToRef is RPS / Ref.RPS.
-	Ref        *PhaseResult `json:"ref,omitempty"`
-	RatioToRef float64      `json:"ratio_to_ref,omitempty"`
-	Rounds     int          `json:"rounds,omitempty"`
+	// (--ref-url), in Rounds alternations. RatioAggregate is RPS / Ref.RPS
+	// over all the windows; RatioMedian and RatioMin are the median and the
+	// minimum of the rounds' own ratios (RoundResults).
+	Ref            *PhaseResult `json:"ref,omitempty"`
+	RatioAggregate float64      `json:"ratio_aggregate,omitempty"`
+	RatioMedian    float64      `json:"ratio_median,omitempty"`
+	RatioMin       float64      `json:"ratio_min,omitempty"`
+	Rounds         int          `json:"rounds,omitempty"`
+	RoundResults   []Round      `json:"rounds_detail,omitempty"`
+	// Flushes are the device flushes in the measured windows (--flush-dir).
+	Flushes *Flushes `json:"flushes,omitempty"`
+}
+
+// Round is one alternation of a run with --ref-url: the reference window,
+// then the phase window. Ratio is RPS / RefRPS; the latencies are the
+// phase window's. Flushes are the device's flush requests completed in
+// each window (--flush-dir; absent when unreadable).
+type Round struct {
+	RefValid   int64   `json:"ref_valid"`
+	RefSeconds float64 `json:"ref_seconds"`
+	RefRPS     float64 `json:"ref_rps"`
+	RefFlushes *int64  `json:"ref_flushes,omitempty"`
+	Valid      int64   `json:"valid"`
+	Seconds    float64 `json:"seconds"`
+	RPS        float64 `json:"rps"`
+	Ratio      float64 `json:"ratio"`
+	P50        float64 `json:"p50_ms"`
+	P99        float64 `json:"p99_ms"`
+	Flushes    *int64  `json:"flushes,omitempty"`
+}
+
+// Flushes are the flush requests the block device holding --flush-dir
+// completed during the phase's measured windows: a machine-wide counter
+// (every process's flushes count). ValidPerFlush is the phase's valid
+// answers per flush.
+type Flushes struct {
+	Dir           string  `json:"dir"`
+	Device        string  `json:"device,omitempty"`
+	Count         int64   `json:"flushes"`
+	PerSecond     float64 `json:"flushes_per_s"`
+	ValidPerFlush float64 `json:"valid_per_flush,omitempty"`
+	Unavailable   string  `json:"unavailable,omitempty"`
 }
 
 // LatencyMS are latency percentiles in milliseconds.
@@ -118,6 +156,9 @@ type runConfig struct {
 	binding    string
 	refTarget  *url.URL
 	rounds     int
+	flushDir   string
+	flush      *flushCounter
+	flushErr   error
 	pid        int
 	name       string
 	out        string
@@ -145,6 +186,7 @@ func cmdRun(args []string) error {
 	fs.StringVar(&c.binding, "binding-message", "bench", "backchannel: binding_message (empty: none)")
 	refURL := fs.String("ref-url", "", "a respond route (GET, 200) to measure interleaved with the phase, as its reference on the same shared cores")
 	fs.IntVar(&c.rounds, "rounds", 5, "with --ref-url: alternations of reference and phase")
+	fs.StringVar(&c.flushDir, "flush-dir", "", "count the flush requests completed by the block device holding this directory in each measured window")
 	fs.IntVar(&c.pid, "pid", 0, "the proxy's PID: its peak RSS and CPU are reported")
 	helpers := fs.String("helper-pid", "", "PIDs (comma-separated) of helper processes whose CPU is reported apart (the SMTP sink)")
 	fs.StringVar(&c.name, "name", "", "name of the phase in the output (default: the phase)")
@@ -184,6 +226,11 @@ func cmdRun(args []string) error {
 	if c.conns < 1 || c.duration <= 0 {
 		return errors.New("--conns and --duration must be positive")
 	}
+	if c.flushDir != "" {
+		if c.flush, c.flushErr = newFlushCounter("/sys", c.flushDir); c.flushErr != nil {
+			fmt.Fprintf(os.Stderr, "cibaload run: device flushes not counted: %v\n", c.flushErr)
+		}
+	}
 	res, err := runPhase(&c)
 	if err != nil {
 		return err
@@ -191,8 +238,12 @@ func cmdRun(args []string) error {
 	fmt.Fprintf(os.Stderr, "%s: %.0f req/s valid (%.0f all), p50 %.2f ms, p99 %.2f ms, %v\n",
 		res.Name, res.RPS, res.AllRPS, res.Latency.P50, res.Latency.P99, res.Statuses)
 	if r := res.Ref; r != nil {
-		fmt.Fprintf(os.Stderr, "%s: %.0f req/s, p50 %.2f ms, p99 %.2f ms; phase/ref %.2f\n",
-			r.Name, r.RPS, r.Latency.P50, r.Latency.P99, res.RatioToRef)
+		fmt.Fprintf(os.Stderr, "%s: %.0f req/s, p50 %.2f ms, p99 %.2f ms; phase/ref %.2f (rounds: median %.2f, min %.2f)\n",
+			r.Name, r.RPS, r.Latency.P50, r.Latency.P99, res.RatioAggregate, res.RatioMedian, res.RatioMin)
+	}
+	if f := res.Flushes; f != nil && f.Unavailable == "" {
+		fmt.Fprintf(os.Stderr, "%s: %d device flushes (%.0f/s, %.1f valid answers per flush)\n",
+			res.Name, f.Count, f.PerSecond, f.ValidPerFlush)
 	}
 	return writeJSON(c.out, res)
 }
@@ -297,10 +348,24 @@ type side struct {
 	valid   validAnswer
 	workers []*worker
 	active  atomic.Bool
-	record  atomic.Bool
+	win     atomic.Int32  // the window being recorded, -1 between windows
+	windows []windowStat  // the recorded windows, in order
 	elapsed time.Duration // time recorded
 	cpu     [2]cpuSample  // summed deltas over the recorded windows: busy, proxy, self
 	cpuOK   bool
+}
+
+// windowStat is one recorded window of a side.
+type windowStat struct {
+	elapsed time.Duration
+	flushes int64
+	flushOK bool
+}
+
+// winRec is what a worker recorded in one window.
+type winRec struct {
+	lat   []time.Duration
+	valid int64
 }
 
 // worker drives one keep-alive connection, one request at a time.
@@ -309,7 +374,7 @@ type worker struct {
 	s       *side
 	stop    *atomic.Bool
 	seq     *atomic.Uint64
-	lat     []time.Duration
+	wins    []winRec         // by window
 	all     int64            // valid answers, warm-up included
 	hist    map[uint32]int64 // status<<16 | code index
 	codes   map[string]uint16
@@ -330,7 +395,7 @@ func (w *worker) codeIndex(code []byte) uint16 {
 }
 
 func (w *worker) fail(kind string) {
-	if w.s.record.Load() {
+	if w.s.win.Load() >= 0 {
 		w.errs[kind]++
 	}
 }
@@ -381,11 +446,16 @@ func (w *worker) loop(wg *sync.WaitGroup) {
 			continue
 		}
 		ci := w.codeIndex(code)
-		if w.s.valid(status, w.names[ci]) {
+		ok := w.s.valid(status, w.names[ci])
+		if ok {
 			w.all++
 		}
-		if w.s.record.Load() {
-			w.lat = append(w.lat, took)
+		if k := w.s.win.Load(); k >= 0 {
+			r := &w.wins[k]
+			r.lat = append(r.lat, took)
+			if ok {
+				r.valid++
+			}
 			w.hist[uint32(status)<<16|uint32(ci)]++
 		}
 		if !keep {
@@ -496,17 +566,23 @@ func readResponse(br *bufio.Reader, body *[]byte) (status int, code []byte, keep
 	return status, code, keep, nil
 }
 
-func newSide(c *runConfig, phase string, target *url.URL, stop *atomic.Bool, wg *sync.WaitGroup) (*side, error) {
+// newSide starts the workers of a side that records the given number of
+// windows.
+func newSide(c *runConfig, phase string, target *url.URL, windows int, stop *atomic.Bool, wg *sync.WaitGroup) (*side, error) {
 	build, valid, err := builder(c, phase, target)
 	if err != nil {
 		return nil, err
 	}
 	s := &side{phase: phase, target: target, build: build, valid: valid}
+	s.win.Store(-1)
 	seq := new(atomic.Uint64)
 	for range c.conns {
+		wins := make([]winRec, windows)
+		for k := range wins {
+			wins[k].lat = make([]time.Duration, 0, max(1<<10, (1<<14)/windows))
+		}
 		w := &worker{
-			c: c, s: s, stop: stop, seq: seq,
-			lat:   make([]time.Duration, 0, 1<<14),
+			c: c, s: s, stop: stop, seq: seq, wins: wins,
 			hist:  make(map[uint32]int64),
 			codes: make(map[string]uint16),
 			errs:  make(map[string]int64),
@@ -520,15 +596,27 @@ func newSide(c *runConfig, phase string, target *url.URL, stop *atomic.Bool, wg 
 }
 
 // window records s alone for d, after settle (the other side's requests
-// in flight end, unrecorded).
+// in flight end, unrecorded), as its next window.
 func (s *side) window(c *runConfig, settle, d time.Duration) {
 	time.Sleep(settle)
 	a := sampleCPU(c.pid)
+	var ws windowStat
+	var f0 int64
+	var err0 error
+	if c.flush != nil {
+		f0, err0 = c.flush.read()
+	}
 	start := time.Now()
-	s.record.Store(true)
+	s.win.Store(int32(len(s.windows)))
 	time.Sleep(d)
-	s.record.Store(false)
-	s.elapsed += time.Since(start)
+	s.win.Store(-1)
+	ws.elapsed = time.Since(start)
+	if c.flush != nil {
+		f1, err1 := c.flush.read()
+		ws.flushes, ws.flushOK = f1-f0, err0 == nil && err1 == nil
+	}
+	s.windows = append(s.windows, ws)
+	s.elapsed += ws.elapsed
 	b := sampleCPU(c.pid)
 	if a.ok && b.ok {
 		s.cpuOK = true
@@ -547,13 +635,17 @@ func runPhase(c *runConfig) (*PhaseResult, error) {
 		stop.Store(true)
 		wg.Wait()
 	}()
-	main, err := newSide(c, c.phase, c.target, &stop, &wg)
+	windows := 1
+	if c.refTarget != nil {
+		windows = c.rounds
+	}
+	main, err := newSide(c, c.phase, c.target, windows, &stop, &wg)
 	if err != nil {
 		return nil, err
 	}
 	var ref *side
 	if c.refTarget != nil {
-		if ref, err = newSide(c, phaseRespond, c.refTarget, &stop, &wg); err != nil {
+		if ref, err = newSide(c, phaseRespond, c.refTarget, windows, &stop, &wg); err != nil {
 			return nil, err
 		}
 	}
@@ -582,12 +674,19 @@ func runPhase(c *runConfig) (*PhaseResult, error) {
 	stop.Store(true)
 	wg.Wait()
 	res := main.result(c, c.name)
+	res.Flushes = main.flushFigures(c, res.Valid)
 	if ref != nil {
 		res.Ref = ref.result(c, c.name+"-ref")
 		if res.Ref.RPS > 0 {
-			res.RatioToRef = res.RPS / res.Ref.RPS
+			res.RatioAggregate = res.RPS / res.Ref.RPS
 		}
 		res.Rounds = c.rounds
+		res.RoundResults = rounds(main, ref)
+		ratios := make([]float64, len(res.RoundResults))
+		for i, r := range res.RoundResults {
+			ratios[i] = r.Ratio
+		}
+		res.RatioMedian, res.RatioMin = medianMin(ratios)
 	}
 	if c.pid > 0 {
 		res.ProxyPID = c.pid
@@ -609,7 +708,9 @@ func (s *side) result(c *runConfig, name string) *PhaseResult {
 	}
 	var lat []time.Duration
 	for _, w := range s.workers {
-		lat = append(lat, w.lat...)
+		for _, r := range w.wins {
+			lat = append(lat, r.lat...)
+		}
 		res.ValidAll += w.all
 		for k, n := range w.hist {
 			status, code := int(k>>16), w.names[k&0xffff]
@@ -665,4 +766,89 @@ func percentiles(lat []time.Duration) LatencyMS {
 		P50: at(0.50), P90: at(0.90), P99: at(0.99), P999: at(0.999),
 		Max: ms(lat[len(lat)-1]), Mean: ms(sum / time.Duration(len(lat))),
 	}
+}
+
+// windowFigures are the valid answers and the latencies of s's k-th window.
+func (s *side) windowFigures(k int) (valid int64, lat LatencyMS) {
+	var all []time.Duration
+	for _, w := range s.workers {
+		all = append(all, w.wins[k].lat...)
+		valid += w.wins[k].valid
+	}
+	return valid, percentiles(all)
+}
+
+// rounds pairs the k-th windows of the reference and of the phase.
+func rounds(main, ref *side) []Round {
+	n := min(len(main.windows), len(ref.windows))
+	out := make([]Round, n)
+	for k := range n {
+		rw, mw := ref.windows[k], main.windows[k]
+		r := &out[k]
+		r.RefValid, _ = ref.windowFigures(k)
+		var lat LatencyMS
+		r.Valid, lat = main.windowFigures(k)
+		r.P50, r.P99 = lat.P50, lat.P99
+		r.RefSeconds, r.Seconds = rw.elapsed.Seconds(), mw.elapsed.Seconds()
+		if r.RefSeconds > 0 {
+			r.RefRPS = float64(r.RefValid) / r.RefSeconds
+		}
+		if r.Seconds > 0 {
+			r.RPS = float64(r.Valid) / r.Seconds
+		}
+		if r.RefRPS > 0 {
+			r.Ratio = r.RPS / r.RefRPS
+		}
+		if rw.flushOK {
+			r.RefFlushes = &rw.flushes
+		}
+		if mw.flushOK {
+			r.Flushes = &mw.flushes
+		}
+	}
+	return out
+}
+
+// flushFigures sums the device flushes of s's windows; nil without
+// --flush-dir.
+func (s *side) flushFigures(c *runConfig, valid int64) *Flushes {
+	if c.flushDir == "" {
+		return nil
+	}
+	f := &Flushes{Dir: c.flushDir}
+	if c.flush == nil {
+		f.Unavailable = c.flushErr.Error()
+		return f
+	}
+	f.Device = c.flush.device
+	for _, w := range s.windows {
+		if !w.flushOK {
+			f.Unavailable = "the flush counter of " + c.flush.path + " could not be read in every window"
+			return f
+		}
+		f.Count += w.flushes
+	}
+	if secs := s.elapsed.Seconds(); secs > 0 {
+		f.PerSecond = float64(f.Count) / secs
+	}
+	if f.Count > 0 {
+		f.ValidPerFlush = float64(valid) / float64(f.Count)
+	}
+	return f
+}
+
+// medianMin returns the median and the minimum of xs (0, 0 when empty);
+// the median of an even count is the mean of the two middle values.
+func medianMin(xs []float64) (median, least float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	m := len(s) / 2
+	median = s[m]
+	if len(s)%2 == 0 {
+		median = (s[m-1] + s[m]) / 2
+	}
+	return median, s[0]
 }
