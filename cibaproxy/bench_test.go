@@ -145,6 +145,8 @@ func newBenchEnv(b *testing.B, o benchOptions) (*benchEnv, []string) {
 		e.store, err = badgerstore.Open(e.dir, nil, e.clock.Now)
 		if err == nil && o.sync == "committer" {
 			e.store.SetSyncMode(badgerstore.SyncCommitter)
+		} else if err == nil && o.sync == "group" {
+			e.store.SetSyncMode(badgerstore.SyncGroup)
 		}
 	case "badger":
 		e.store, err = badgerstore.OpenWithOptions(badgerstore.Options(e.dir).WithSyncWrites(true), nil, e.clock.Now)

@@ -144,6 +144,7 @@ func OpenEncrypted(dir string, key []byte, logger *zap.Logger, now func() time.T
 		return nil, err
 	}
 	s.groupSync = true
+	s.SetSyncMode(DefaultSyncMode)
 	if err := s.releaseLeases(s.now()); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("opening badger store %s: %w", dir, err)
@@ -265,6 +266,9 @@ const (
 	// SyncCommitter: a goroutine runs the fsyncs, one per gathered batch.
 	SyncCommitter
 )
+
+// DefaultSyncMode is the SyncMode of Open.
+const DefaultSyncMode = SyncCommitter
 
 // SetSyncMode sets how writes are made durable; for benchmarks, before
 // the first write.
@@ -477,3 +481,13 @@ func (b badgerLogger) Warningf(f string, v ...any) { b.l.Warnf("badger: "+f, v..
 func (b badgerLogger) Infof(string, ...any) {}
 
 func (b badgerLogger) Debugf(string, ...any) {}
+
+func (m SyncMode) String() string {
+	switch m {
+	case SyncGroup:
+		return "group"
+	case SyncCommitter:
+		return "committer"
+	}
+	return fmt.Sprintf("SyncMode(%d)", int(m))
+}

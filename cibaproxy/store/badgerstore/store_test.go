@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -730,13 +732,21 @@ func TestBadgerCountsOfEarlierShards(t *testing.T) {
 	checkCounts(t, s, []string{"alice"}, 0)
 }
 
-// TestBadgerGroupCommit: a durable write returns only after an fsync that
-// started after its transaction ran and finished before it returned, also
-// while fsyncs gather the commits under way; concurrent writers share
-// fsyncs.
+// TestBadgerGroupCommit: in each sync mode, a durable write returns only
+// after an fsync that started after its transaction ran and finished
+// before it returned, also while fsyncs gather the commits under way;
+// concurrent writers share fsyncs.
 func TestBadgerGroupCommit(t *testing.T) {
+	for _, mode := range []SyncMode{SyncGroup, SyncCommitter} {
+		t.Run(fmt.Sprint(mode), func(t *testing.T) { testGroupCommit(t, mode) })
+	}
+}
+
+func testGroupCommit(t *testing.T, mode SyncMode) {
 	ctx := context.Background()
 	s := openTestStore(t, t.TempDir(), nil)
+	s.SetSyncMode(mode)
+	fsync := s.fsync
 	var seq atomic.Int64
 	type span struct{ start, end int64 }
 	var mu sync.Mutex
@@ -744,7 +754,7 @@ func TestBadgerGroupCommit(t *testing.T) {
 	s.fsync = func() error {
 		start := seq.Add(1)
 		time.Sleep(300 * time.Microsecond)
-		err := s.db.Sync()
+		err := fsync()
 		end := seq.Add(1)
 		mu.Lock()
 		spans = append(spans, span{start, end})
@@ -782,6 +792,49 @@ func TestBadgerGroupCommit(t *testing.T) {
 		t.Errorf("%d fsyncs for %d writes: want them shared", n, writers*each)
 	}
 	t.Logf("%d fsyncs for %d writes", len(spans), writers*each)
+}
+
+// TestWALSyncerFollowsRotation: the committer's fsync covers every
+// write-ahead log in the directory, those of the memtables Badger opens
+// as it rotates them included, and lets go of those Badger deleted.
+func TestWALSyncerFollowsRotation(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTestStore(t, dir, nil)
+	s.SetSyncMode(SyncCommitter)
+	val := bytes.Repeat([]byte("x"), 64<<10)
+	rotations := 0
+	var last []string
+	for i := range 800 { // 50 MiB: three memtables of 16 MiB and more
+		if err := s.update(ctx, func(txn *badger.Txn) error { return txn.Set([]byte(fmt.Sprint("big-", i)), val) }); err != nil {
+			t.Fatal(err)
+		}
+		names, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+		if err != nil || len(names) == 0 {
+			t.Fatalf("no write-ahead log (*.mem) in the store's directory (%v): the syncer would sync nothing", err)
+		}
+		s.wal.mu.Lock()
+		for _, n := range names {
+			if s.wal.files[n] == nil {
+				t.Errorf("write %d: %s is not synced (held: %d files)", i, filepath.Base(n), len(s.wal.files))
+			}
+		}
+		held := len(s.wal.files)
+		s.wal.mu.Unlock()
+		if held > len(names)+1 {
+			t.Errorf("write %d: %d files held for %d logs: deleted ones are kept", i, held, len(names))
+		}
+		if !slices.Equal(names, last) {
+			rotations++
+			last = names
+		}
+		if t.Failed() {
+			return
+		}
+	}
+	if rotations < 3 {
+		t.Errorf("%d changes of the logs: the test did not rotate the memtables", rotations)
+	}
 }
 
 // fanOut runs fn(g, i) for i < each in n goroutines g, a goroutine
