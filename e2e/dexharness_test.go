@@ -38,6 +38,15 @@ const requireDexEnv = "CIBAPROXY_REQUIRE_DEX"
 // is none (fails it when CIBAPROXY_REQUIRE_DEX=1).
 func dexBinary(t *testing.T) string {
 	t.Helper()
+	return toolBinary(t, "Dex", "DEX_BIN", "dex", "scripts/install-dex.sh", requireDexEnv)
+}
+
+// toolBinary returns the binary of a tool make tools builds: $envBin (a
+// relative path is taken from the module root), else <module root>/bin/file.
+// It skips the test when there is none (fails it when $requireEnv is 1),
+// and under -short.
+func toolBinary(t *testing.T, name, envBin, file, install, requireEnv string) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped in -short mode")
 	}
@@ -45,19 +54,19 @@ func dexBinary(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := os.Getenv("DEX_BIN")
+	p := os.Getenv(envBin)
 	switch {
 	case p == "":
-		p = filepath.Join(root, "bin", "dex")
+		p = filepath.Join(root, "bin", file)
 	case !filepath.IsAbs(p):
 		p = filepath.Join(root, p)
 	}
 	if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		msg := fmt.Sprintf("no Dex binary at %s (set DEX_BIN, or run scripts/install-dex.sh or make tools): %v", p, err)
-		if os.Getenv(requireDexEnv) == "1" {
-			t.Fatalf("%s, and %s=1", msg, requireDexEnv)
+		msg := fmt.Sprintf("no %s binary at %s (set %s, or run %s or make tools): %v", name, p, envBin, install, err)
+		if os.Getenv(requireEnv) == "1" {
+			t.Fatalf("%s, and %s=1", msg, requireEnv)
 		}
-		t.Skipf("%s; set %s=1 to fail instead", msg, requireDexEnv)
+		t.Skipf("%s; set %s=1 to fail instead", msg, requireEnv)
 	}
 	return p
 }
@@ -325,6 +334,7 @@ type flowEnv struct {
 	users     string // users.json
 	bms       int    // binding messages handed out
 	tokenPath string // the upstream's token endpoint path on the proxy
+	scope     string // of the requests Start sends; "" for openid email profile
 }
 
 // dexEnv is a cibaproxy binary in front of a real Dex, with an SMTP server
@@ -464,8 +474,12 @@ func (e *flowEnv) Start(t *testing.T, u dexUser) pending {
 	e.bms++
 	bm := fmt.Sprintf("Code %d-%d", e.P.Port, e.bms)
 	started := time.Now()
+	scope := e.scope
+	if scope == "" {
+		scope = "openid email profile"
+	}
 	a := wantStarted(t, e.P.backchannel(t, cc, url.Values{
-		"scope":           {"openid email profile"},
+		"scope":           {scope},
 		"login_hint":      {u.Hint},
 		"binding_message": {bm},
 	}))
