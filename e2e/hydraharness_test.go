@@ -300,6 +300,9 @@ http://127.0.0.1:{{proxyport}} {
 		storage badger "{{storage}}"
 		users "{{users}}"
 		interval 1s
+		limits {
+			user_mail 100/h
+		}
 		email {
 			smtp {{smtp}}
 			tls none
@@ -543,4 +546,12 @@ func (e *hydraEnv) browserLogin(t *testing.T, state string) (url.Values, []strin
 		t.Fatalf("browser login ended with %d at %v (visited %q): %s", resp.StatusCode, resp.Request.URL, visited, body)
 	}
 	return loc.Query(), visited
+}
+
+// decodeJSON decodes a JSON answer into v.
+func decodeJSON(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("answer %s: %v", b, err)
+	}
 }
