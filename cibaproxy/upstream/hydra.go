@@ -269,7 +269,7 @@ func (f *hydraFlow) authorize(ctx context.Context, meta *Metadata) (string, erro
 			// Hydra's error page: the request was refused before any
 			// redirect to the client.
 			return "", refusal(lq.Get("error"), lq.Get("error_description"))
-		case sameOrigin(loc, f.m.cfg.Discovery.issuer):
+		case urls.SameOrigin(loc, f.m.cfg.Discovery.issuer):
 			next = loc.String()
 		default:
 			return "", &MintError{Refused: true, Err: fmt.Errorf("the upstream redirected to an unexpected URL (%s)", redactURL(loc))}
@@ -546,11 +546,6 @@ func isRefused(err error) bool {
 func (m *HydraMinter) isRedirectURI(loc *url.URL) bool {
 	return strings.EqualFold(loc.Scheme, m.redirect.Scheme) && strings.EqualFold(loc.Host, m.redirect.Host) &&
 		loc.EscapedPath() == m.redirect.EscapedPath()
-}
-
-// sameOrigin reports whether u is on the origin of base.
-func sameOrigin(u, base *url.URL) bool {
-	return strings.EqualFold(u.Scheme, base.Scheme) && strings.EqualFold(u.Host, base.Host)
 }
 
 // redactURL is a URL for the log: no query, which may carry codes or
