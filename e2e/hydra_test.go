@@ -102,6 +102,23 @@ func TestHydraFlow(t *testing.T) {
 		t.Logf("poll that mints at Hydra (n=%d): min %v, median %v, max %v", n, took[0], took[n/2], took[n-1])
 	})
 
+	t.Run("refused", func(t *testing.T) {
+		// Hydra no longer knows cc's secret: the code redemption is
+		// refused with invalid_client, which the poll names in a
+		// server_error; the request is not redeemed.
+		patch := []map[string]any{{"op": "replace", "path": "/client_secret", "value": "another-secret-2b7d9e41"}}
+		if status := e.Hydra.adminJSON(t, http.MethodPatch, "/admin/clients/"+ccID, patch, nil); status != http.StatusOK {
+			t.Fatalf("changing cc's secret at Hydra: status %d", status)
+		}
+		pr := e.Start(t, alice)
+		e.Decide(t, pr, "approve", "Approved")
+		r := e.Poll(t, pr.ID)
+		wantError(t, r, http.StatusInternalServerError, "server_error")
+		if !strings.Contains(string(r.Body), "invalid_client") {
+			t.Errorf("the refusal does not name Hydra's error: %s", r.Body)
+		}
+	})
+
 	e.P.Stop()
 	e.P.checkNoSecretsAtRest(t)
 }
