@@ -19,7 +19,7 @@ FUZZSCALE ?= 1
 FUZZ_TARGETS := FuzzBackchannelRequest:24000 FuzzTokenRequest:24000 \
 	FuzzRequestObject:8000 FuzzClientAssertion:8000 FuzzServer:4000
 
-.PHONY: all build tools dex maildev chromium redis test check unit caddy e2e fuzz demo bench soak clean
+.PHONY: all build tools dex hydra postgres maildev chromium redis test check unit caddy e2e fuzz demo bench soak clean
 
 all: build
 
@@ -27,12 +27,19 @@ all: build
 build:
 	$(GO) build -o $(CIBAPROXY) ./cmd/cibaproxy
 
-## tools: pinned Dex (bin/dex), MailDev (scripts/maildev), Debian's Chromium,
+## tools: pinned Dex (bin/dex) and Ory Hydra (bin/hydra), Debian's
+## PostgreSQL (for Hydra), MailDev (scripts/maildev), Debian's Chromium,
 ## Debian's redis-server and redis-sentinel
-tools: dex maildev chromium redis
+tools: dex hydra postgres maildev chromium redis
 
 dex:
 	scripts/install-dex.sh
+
+hydra:
+	scripts/install-hydra.sh
+
+postgres:
+	scripts/install-postgres.sh
 
 maildev:
 	scripts/install-maildev.sh
@@ -49,6 +56,7 @@ redis:
 test: tools build check unit caddy e2e fuzz
 	$(MAKE) --no-print-directory demo AUTO=1
 	$(MAKE) --no-print-directory demo AUTO=1 REPLICAS=3
+	$(MAKE) --no-print-directory demo AUTO=1 UPSTREAM=hydra
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -62,14 +70,14 @@ unit:
 caddy:
 	CIBAPROXY_REQUIRE_REDIS=1 $(GO) test -count=1 ./caddymodule/...
 
-# No end-to-end test may skip in CI: make tools installed Chromium, Dex and
-# redis-server, the REQUIRE variables turn their absence into failures, and
+# No end-to-end test may skip in CI: make tools installed Chromium, Dex,
+# Hydra, PostgreSQL and redis-server, the REQUIRE variables turn their absence into failures, and
 # any other skip fails the target (the verbose log, kept in bin/e2e.log,
 # names every skipped test). Screenshots of the approval page are kept in
 # bin/artifacts.
 e2e: build
-	CIBAPROXY_BIN=$(CIBAPROXY) DEX_BIN=$(BIN)/dex CIBAPROXY_REQUIRE_BROWSER=1 CIBAPROXY_REQUIRE_REDIS=1 \
-		CIBAPROXY_REQUIRE_DEX=1 CIBAPROXY_ARTIFACTS=$(BIN)/artifacts \
+	CIBAPROXY_BIN=$(CIBAPROXY) DEX_BIN=$(BIN)/dex HYDRA_BIN=$(BIN)/hydra CIBAPROXY_REQUIRE_BROWSER=1 CIBAPROXY_REQUIRE_REDIS=1 \
+		CIBAPROXY_REQUIRE_DEX=1 CIBAPROXY_REQUIRE_HYDRA=1 CIBAPROXY_ARTIFACTS=$(BIN)/artifacts \
 		$(GO) test -count=1 -v ./e2e/... 2>&1 | tee $(BIN)/e2e.log
 	@if grep -E '^\s*--- SKIP:' $(BIN)/e2e.log; then echo "e2e: the tests above were skipped; every end-to-end test must run"; exit 1; fi
 
@@ -81,10 +89,12 @@ fuzz:
 
 ## demo: start cibaproxy, Dex and MailDev on loopback and log in with the
 ## CLI; AUTO=1 approves by itself and exits 0 when the tokens verify;
-## REPLICAS=3 runs three replicas on one Redis behind a Caddy balancer.
+## REPLICAS=3 runs three replicas on one Redis behind a Caddy balancer;
+## UPSTREAM=hydra runs Ory Hydra on PostgreSQL instead of Dex (mint hydra).
 REPLICAS ?= 1
+UPSTREAM ?= dex
 demo: tools build
-	AUTO=$(AUTO) REPLICAS=$(REPLICAS) scripts/demo.sh
+	AUTO=$(AUTO) REPLICAS=$(REPLICAS) UPSTREAM=$(UPSTREAM) scripts/demo.sh
 
 ## bench: Go benchmarks of the hot paths and a loopback load run of the
 ## real binary beside a plain Caddy respond route; prints one table and

@@ -76,6 +76,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			subject_token_type id_token|access_token|jwt|<uri>
 //			param    <name> <value>
 //		}
+//		mint hydra {
+//			admin          <admin-base-url>
+//			redirect_uri   <url>
+//			login_path     <path>
+//			consent_path   <path>
+//			fallback_login <url>
+//			fallback_consent <url>
+//			token_auth     client_secret_basic|client_secret_post
+//		}
 //		metrics_client_label
 //		limits {
 //			client_rate  <n>/m | 0
@@ -121,7 +130,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // secret and secret_sha256 may be repeated (rotation); client may be
-// repeated. Secrets take placeholders such as {env.NAME}, expanded when the
+// repeated. exchange (the default way to mint tokens) and mint hydra
+// exclude each other. Secrets take placeholders such as {env.NAME}, expanded when the
 // configuration is loaded.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -158,6 +168,7 @@ var subdirectives = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
 	"key_rotation":            func(h *Handler, d *caddyfile.Dispenser) error { return oneDuration(d, &h.KeyRotation) },
 	"email":                   (*Handler).unmarshalEmail,
 	"exchange":                (*Handler).unmarshalExchange,
+	"mint":                    (*Handler).unmarshalMint,
 	"require_signed_requests": func(h *Handler, d *caddyfile.Dispenser) error { return flag(d, &h.RequireSignedRequests) },
 	"assertion_algs":          (*Handler).unmarshalAssertionAlgs,
 	"login_hint_token_issuer": (*Handler).unmarshalLoginHintTokenIssuer,
@@ -210,8 +221,60 @@ func (h *Handler) unmarshalExchange(d *caddyfile.Dispenser) error {
 	if h.Exchange != nil {
 		return d.Err("exchange is already set")
 	}
+	if h.Mint != nil {
+		return d.Err(errExchangeAndMint.Error())
+	}
 	h.Exchange = new(Exchange)
 	return h.Exchange.unmarshal(d)
+}
+
+func (h *Handler) unmarshalMint(d *caddyfile.Dispenser) error {
+	var mode string
+	if err := oneArg(d, &mode); err != nil {
+		return d.Err("mint takes one mode: mint hydra { ... }")
+	}
+	if mode != "hydra" {
+		return d.Errf("mint mode '%s' is unknown: mint hydra { ... }", mode)
+	}
+	if h.Mint != nil {
+		return d.Err("mint is already set")
+	}
+	if h.Exchange != nil {
+		return d.Err(errExchangeAndMint.Error())
+	}
+	h.Mint = &Mint{Hydra: new(HydraMint)}
+	return h.Mint.Hydra.unmarshal(d)
+}
+
+func (x *HydraMint) unmarshal(d *caddyfile.Dispenser) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "admin":
+			err = oneArg(d, &x.Admin)
+		case "redirect_uri":
+			err = oneArg(d, &x.RedirectURI)
+		case "login_path":
+			err = onePath(d, &x.LoginPath)
+		case "consent_path":
+			err = onePath(d, &x.ConsentPath)
+		case "fallback_login":
+			err = oneArg(d, &x.FallbackLogin)
+		case "fallback_consent":
+			err = oneArg(d, &x.FallbackConsent)
+		case "token_auth":
+			err = oneArg(d, &x.TokenAuth)
+			if err == nil && x.TokenAuth != upstream.HydraAuthBasic && x.TokenAuth != upstream.HydraAuthPost {
+				err = d.Errf("token_auth must be %s or %s", upstream.HydraAuthBasic, upstream.HydraAuthPost)
+			}
+		default:
+			return d.Errf("unrecognized mint hydra subdirective '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (h *Handler) unmarshalAssertionAlgs(d *caddyfile.Dispenser) error {

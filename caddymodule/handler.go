@@ -88,6 +88,10 @@ type Handler struct {
 	// id_token, no extra parameters.
 	Exchange *Exchange `json:"exchange,omitempty"`
 
+	// Mint chooses another way to mint tokens than the token exchange:
+	// Ory Hydra's own authorization-code flow. It excludes Exchange.
+	Mint *Mint `json:"mint,omitempty"`
+
 	// SigningAlg is the algorithm of the subject tokens the proxy's issuer
 	// ({public_url}/ciba) signs for the upstream: ES256 (default), RS256 or
 	// PS256.
@@ -181,6 +185,37 @@ type Exchange struct {
 	// Params are extra form parameters of the exchange (Dex needs
 	// connector_id).
 	Params map[string]string `json:"params,omitempty"`
+}
+
+// Mint configures a minting mode other than the token exchange.
+type Mint struct {
+	// Hydra mints at Ory Hydra by its authorization-code flow, the proxy
+	// being Hydra's login and consent provider.
+	Hydra *HydraMint `json:"hydra,omitempty"`
+}
+
+// HydraMint configures minting at Ory Hydra. The CIBA clients authenticate
+// at Hydra's token endpoint with their upstream_secret (client_secret_basic
+// or client_secret_post).
+type HydraMint struct {
+	// Admin is the base URL of Hydra's admin API, which must be reachable
+	// by the proxy only. Required.
+	Admin string `json:"admin,omitempty"`
+	// RedirectURI is the redirect URI registered at Hydra for every CIBA
+	// client; the proxy never requests it. Required.
+	RedirectURI string `json:"redirect_uri,omitempty"`
+	// LoginPath and ConsentPath are where the proxy serves Hydra's
+	// urls.login and urls.consent. Default: /ciba/hydra/login and
+	// /ciba/hydra/consent.
+	LoginPath   string `json:"login_path,omitempty"`
+	ConsentPath string `json:"consent_path,omitempty"`
+	// FallbackLogin and FallbackConsent are the deployment's own login and
+	// consent app, which receive every browser login that is not the
+	// proxy's; without them such logins are rejected.
+	FallbackLogin   string `json:"fallback_login,omitempty"`
+	FallbackConsent string `json:"fallback_consent,omitempty"`
+	// TokenAuth is client_secret_basic (default) or client_secret_post.
+	TokenAuth string `json:"token_auth,omitempty"`
 }
 
 // Limits bounds the use of the backchannel endpoint, and the failed client
@@ -278,8 +313,16 @@ func (h *Handler) Validate() error {
 	if h.Users == "" {
 		errs = append(errs, errors.New("users is required: the users.json file login hints are resolved in"))
 	}
+	if h.Exchange != nil && h.Mint != nil {
+		errs = append(errs, errExchangeAndMint)
+	}
+	if h.Mint != nil && h.Mint.Hydra == nil {
+		errs = append(errs, errors.New("mint needs a mode: mint hydra { ... }"))
+	}
 	return errors.Join(append(errs, h.badCfg)...)
 }
+
+var errExchangeAndMint = errors.New("exchange and mint are two ways to mint tokens: set one of them")
 
 // Cleanup unregisters this handler's senders from the outbox and releases
 // its hold on the shared store.

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -102,6 +103,10 @@ func (h *Handler) provisionMinting(ctx caddy.Context, repl *caddy.Replacer, back
 	if err != nil {
 		return nil, nil, fmt.Errorf("subject-token issuer: %w", err)
 	}
+	if h.Mint != nil && h.Mint.Hydra != nil {
+		m, err := h.provisionHydra(ctx, backend, disc)
+		return iss, m, err
+	}
 	x := h.Exchange
 	if x == nil {
 		x = new(Exchange)
@@ -124,6 +129,35 @@ func (h *Handler) provisionMinting(ctx caddy.Context, repl *caddy.Replacer, back
 		return iss, nil, err
 	}
 	return iss, exch, nil
+}
+
+// settingHydraStateKey is the store setting of the key that tags the
+// states of the Hydra mints, shared by the replicas on one store.
+const settingHydraStateKey = "hydra_state_key"
+
+// provisionHydra builds the Hydra minter, its state key kept in the store.
+func (h *Handler) provisionHydra(ctx caddy.Context, backend *cibaproxy.Backend, disc *upstream.Discovery) (*upstream.HydraMinter, error) {
+	x := h.Mint.Hydra
+	key, err := backend.Store.SettingOrCreate(ctx, settingHydraStateKey, func() ([]byte, error) {
+		k := make([]byte, upstream.HydraStateKeySize)
+		_, err := rand.Read(k)
+		return k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mint hydra: state key: %w", err)
+	}
+	return upstream.NewHydraMinter(upstream.HydraConfig{
+		Discovery:       disc,
+		Admin:           x.Admin,
+		RedirectURI:     x.RedirectURI,
+		LoginPath:       x.LoginPath,
+		ConsentPath:     x.ConsentPath,
+		FallbackLogin:   x.FallbackLogin,
+		FallbackConsent: x.FallbackConsent,
+		TokenAuth:       x.TokenAuth,
+		StateKey:        key,
+		Logger:          h.logger,
+	})
 }
 
 // provisionClients expands the clients' placeholders, hashes their

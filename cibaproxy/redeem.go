@@ -33,6 +33,15 @@ type Minter interface {
 	Mint(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error)
 }
 
+// PageMinter is a Minter that serves pages of its own besides the proxy's
+// (upstream.HydraMinter: Hydra's login and consent URLs).
+type PageMinter interface {
+	Minter
+	// ServePage serves r when it is one of the minter's pages and reports
+	// whether it was.
+	ServePage(w http.ResponseWriter, r *http.Request) bool
+}
+
 // MinterFunc adapts a function to Minter.
 type MinterFunc func(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error)
 

@@ -34,6 +34,7 @@ type Server struct {
 	wellKnown   string // the discovery document's path
 	health      *health
 	tokenPath   *tokenPaths
+	minterPages PageMinter // the minter's own pages, if it has any
 }
 
 // New checks cfg and returns its Server, whose authenticators and ping
@@ -50,6 +51,7 @@ func New(cfg Config) (*Server, error) {
 		auth:    &authenticators{},
 		answers: &answers{log: cfg.Logger, metrics: cfg.Metrics, byClient: cfg.MetricsClientLabel},
 	}
+	s.minterPages, _ = cfg.Minter.(PageMinter)
 	if err := s.auth.init(cfg.Authenticators, cfg.ACRFallback); err != nil {
 		return nil, err
 	}
@@ -170,6 +172,8 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 		s.discovery.serve(w, r)
 		return true
 	case strings.HasPrefix(path, issuer.Path+"/") && s.serveCIBAPath(w, r):
+		return true
+	case s.minterPages != nil && r.Method != http.MethodPost && s.minterPages.ServePage(w, r):
 		return true
 	case r.Method == http.MethodPost:
 		return s.token.maybeServe(w, r)

@@ -38,6 +38,15 @@ const requireDexEnv = "CIBAPROXY_REQUIRE_DEX"
 // is none (fails it when CIBAPROXY_REQUIRE_DEX=1).
 func dexBinary(t *testing.T) string {
 	t.Helper()
+	return toolBinary(t, "Dex", "DEX_BIN", "dex", "scripts/install-dex.sh", requireDexEnv)
+}
+
+// toolBinary returns the binary of a tool make tools builds: $envBin (a
+// relative path is taken from the module root), else <module root>/bin/file.
+// It skips the test when there is none (fails it when $requireEnv is 1),
+// and under -short.
+func toolBinary(t *testing.T, name, envBin, file, install, requireEnv string) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped in -short mode")
 	}
@@ -45,19 +54,19 @@ func dexBinary(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := os.Getenv("DEX_BIN")
+	p := os.Getenv(envBin)
 	switch {
 	case p == "":
-		p = filepath.Join(root, "bin", "dex")
+		p = filepath.Join(root, "bin", file)
 	case !filepath.IsAbs(p):
 		p = filepath.Join(root, p)
 	}
 	if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		msg := fmt.Sprintf("no Dex binary at %s (set DEX_BIN, or run scripts/install-dex.sh or make tools): %v", p, err)
-		if os.Getenv(requireDexEnv) == "1" {
-			t.Fatalf("%s, and %s=1", msg, requireDexEnv)
+		msg := fmt.Sprintf("no %s binary at %s (set %s, or run %s or make tools): %v", name, p, envBin, install, err)
+		if os.Getenv(requireEnv) == "1" {
+			t.Fatalf("%s, and %s=1", msg, requireEnv)
 		}
-		t.Skipf("%s; set %s=1 to fail instead", msg, requireDexEnv)
+		t.Skipf("%s; set %s=1 to fail instead", msg, requireEnv)
 	}
 	return p
 }
@@ -108,30 +117,23 @@ connectors:
 
 // dexServer is one Dex process, restartable with the same configuration.
 type dexServer struct {
-	t      *testing.T
-	bin    string
+	daemon
 	Port   int
 	URL    string // http://127.0.0.1:<port>, the upstream_via address
 	config string
-	log    *syncBuffer // Dex's output, across restarts
-
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
 }
 
 // newDex writes Dex's configuration for the proxy at origin, on a port
-// reserved for the test. Start it once the proxy answers.
+// reserved for the test. Start it once the proxy answers: Dex fetches the
+// subject-token issuer's discovery at start and exits if it cannot.
 func newDex(t *testing.T, bin, dir, origin string) *dexServer {
 	t.Helper()
 	d := &dexServer{
-		t:      t,
-		bin:    bin,
 		Port:   cibatest.FreePort(t),
 		config: filepath.Join(dir, "dex.yaml"),
-		log:    new(syncBuffer),
 	}
 	d.URL = "http://127.0.0.1:" + strconv.Itoa(d.Port)
+	d.init(t, "dex", []string{bin, "serve", d.config}, nil, d.URL+dexPath+"/.well-known/openid-configuration")
 	cfg := strings.NewReplacer(
 		"{{origin}}", origin,
 		"{{dexport}}", strconv.Itoa(d.Port),
@@ -140,31 +142,51 @@ func newDex(t *testing.T, bin, dir, origin string) *dexServer {
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+// daemon is a server process of a test (Dex, Hydra), restartable with the
+// same command line.
+type daemon struct {
+	t     *testing.T
+	name  string
+	argv  []string
+	env   []string    // added to the test's environment
+	ready string      // a URL that answers 200 once the daemon serves
+	log   *syncBuffer // its output, across restarts
+
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+}
+
+// init sets the daemon up; when the test ends it is stopped, and its output
+// logged if the test failed.
+func (d *daemon) init(t *testing.T, name string, argv, env []string, ready string) {
+	*d = daemon{t: t, name: name, argv: argv, env: env, ready: ready, log: new(syncBuffer)}
 	t.Cleanup(func() {
 		if d.running() {
 			d.Stop()
 		}
 		if t.Failed() {
-			t.Logf("dex output:\n%s", d.log.String())
+			t.Logf("%s output:\n%s", name, d.log.String())
 		}
 	})
-	return d
 }
 
-// Start starts Dex and waits until it serves its discovery document. The
-// proxy must be up: Dex fetches the subject-token issuer's discovery at
-// start and exits if it cannot.
-func (d *dexServer) Start() {
+// Start starts the daemon and waits until its ready URL answers 200.
+func (d *daemon) Start() {
 	t := d.t
 	t.Helper()
 	if d.running() {
-		t.Fatal("dex is already running")
+		t.Fatalf("%s is already running", d.name)
 	}
-	cmd := exec.Command(d.bin, "serve", d.config)
+	cmd := exec.Command(d.argv[0], d.argv[1:]...)
+	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Stdout, cmd.Stderr = d.log, d.log
-	fmt.Fprintln(d.log, "---- e2e: starting dex")
+	fmt.Fprintf(d.log, "---- e2e: starting %s\n", d.name)
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting dex: %v", err)
+		t.Fatalf("starting %s: %v", d.name, err)
 	}
 	d.cmd, d.exited, d.waitErr = cmd, make(chan struct{}), nil
 	go func(exited chan struct{}) {
@@ -178,10 +200,10 @@ func (d *dexServer) Start() {
 	for {
 		select {
 		case <-d.exited:
-			t.Fatalf("dex exited while starting: %v\n%s", d.waitErr, d.log.String())
+			t.Fatalf("%s exited while starting: %v\n%s", d.name, d.waitErr, d.log.String())
 		default:
 		}
-		resp, err := probe.Get(d.URL + dexPath + "/.well-known/openid-configuration")
+		resp, err := probe.Get(d.ready)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -191,13 +213,13 @@ func (d *dexServer) Start() {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dex did not serve its discovery document within 30s: %v\n%s", err, d.log.String())
+			t.Fatalf("%s did not serve %s within 30s: %v\n%s", d.name, d.ready, err, d.log.String())
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
 }
 
-func (d *dexServer) running() bool {
+func (d *daemon) running() bool {
 	if d.exited == nil {
 		return false
 	}
@@ -209,28 +231,28 @@ func (d *dexServer) running() bool {
 	}
 }
 
-// Stop stops Dex with SIGTERM (SIGKILL after 10 s).
-func (d *dexServer) Stop() {
+// Stop stops the daemon with SIGTERM (SIGKILL after 10 s).
+func (d *daemon) Stop() {
 	d.t.Helper()
 	fmt.Fprintln(d.log, "---- e2e: SIGTERM")
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
 	case <-time.After(10 * time.Second):
-		d.t.Errorf("dex did not exit within 10s of SIGTERM; killing it")
+		d.t.Errorf("%s did not exit within 10s of SIGTERM; killing it", d.name)
 		_ = d.cmd.Process.Kill()
 		<-d.exited
 	}
 }
 
-// Pause stops Dex with SIGSTOP: it answers nothing (its listening socket
-// still takes connections) until the returned resume sends SIGCONT, which
-// t.Cleanup does too.
-func (d *dexServer) Pause() (resume func()) {
+// Pause stops the daemon with SIGSTOP: it answers nothing (its listening
+// socket still takes connections) until the returned resume sends SIGCONT,
+// which t.Cleanup does too.
+func (d *daemon) Pause() (resume func()) {
 	d.t.Helper()
 	fmt.Fprintln(d.log, "---- e2e: SIGSTOP")
 	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		d.t.Fatalf("SIGSTOP dex: %v", err)
+		d.t.Fatalf("SIGSTOP %s: %v", d.name, err)
 	}
 	var once sync.Once
 	resume = func() {
@@ -243,12 +265,12 @@ func (d *dexServer) Pause() (resume func()) {
 	return resume
 }
 
-// Kill kills Dex with SIGKILL and waits until it is gone.
-func (d *dexServer) Kill() {
+// Kill kills the daemon with SIGKILL and waits until it is gone.
+func (d *daemon) Kill() {
 	d.t.Helper()
 	fmt.Fprintln(d.log, "---- e2e: SIGKILL")
 	if err := d.cmd.Process.Kill(); err != nil {
-		d.t.Fatalf("SIGKILL dex: %v", err)
+		d.t.Fatalf("SIGKILL %s: %v", d.name, err)
 	}
 	<-d.exited
 }
@@ -301,16 +323,30 @@ type dexOptions struct {
 	UpstreamSecret string // client cc's upstream_secret; "" for its own secret
 }
 
+// flowEnv is a cibaproxy binary in front of a real upstream (Dex, Hydra),
+// with an SMTP server receiving its mails: the requests, approvals and
+// polls the tests of every upstream share.
+type flowEnv struct {
+	t    *testing.T
+	P    *proxy
+	Mail *cibatest.SMTPSink
+
+	users     string // users.json
+	bms       int    // binding messages handed out
+	tokenPath string // the upstream's token endpoint path on the proxy
+	scope     string // of the requests Start sends; "" for openid email profile
+}
+
 // dexEnv is a cibaproxy binary in front of a real Dex, with an SMTP server
 // receiving its mails.
 type dexEnv struct {
-	t    *testing.T
-	P    *proxy
-	Dex  *dexServer
-	Mail *cibatest.SMTPSink
+	flowEnv
+	Dex *dexServer
+}
 
-	users string // users.json
-	bms   int    // binding messages handed out
+// newFlowEnv starts the SMTP server of a flowEnv whose users.json is in dir.
+func newFlowEnv(t *testing.T, dir, tokenPath string) flowEnv {
+	return flowEnv{t: t, Mail: cibatest.StartSMTP(t, "127.0.0.1:0"), users: filepath.Join(dir, "users.json"), tokenPath: tokenPath}
 }
 
 // newDexEnv starts an SMTP server, cibaproxy with opts, then Dex; all stop
@@ -319,7 +355,7 @@ func newDexEnv(t *testing.T, opts dexOptions) *dexEnv {
 	t.Helper()
 	bin := dexBinary(t)
 	dir := t.TempDir()
-	e := &dexEnv{t: t, Mail: cibatest.StartSMTP(t, "127.0.0.1:0"), users: filepath.Join(dir, "users.json")}
+	e := &dexEnv{flowEnv: newFlowEnv(t, dir, dexTokenPath)}
 	port := cibatest.FreePort(t)
 	e.Dex = newDex(t, bin, dir, "http://127.0.0.1:"+strconv.Itoa(port))
 	p := newProcess(t, dir, port) // stops before Dex and the directory go
@@ -433,13 +469,17 @@ type pending struct {
 }
 
 // Start sends a backchannel request for u as cc and waits for its mail.
-func (e *dexEnv) Start(t *testing.T, u dexUser) pending {
+func (e *flowEnv) Start(t *testing.T, u dexUser) pending {
 	t.Helper()
 	e.bms++
 	bm := fmt.Sprintf("Code %d-%d", e.P.Port, e.bms)
 	started := time.Now()
+	scope := e.scope
+	if scope == "" {
+		scope = "openid email profile"
+	}
 	a := wantStarted(t, e.P.backchannel(t, cc, url.Values{
-		"scope":           {"openid email profile"},
+		"scope":           {scope},
 		"login_hint":      {u.Hint},
 		"binding_message": {bm},
 	}))
@@ -457,14 +497,14 @@ var valueAttr = regexp.MustCompile(`\bvalue="([^"]*)"`)
 // Decide opens the approval link as a browser would (GET, keeping the
 // cookie ciba_csrf), then posts the form with decision (approve or deny),
 // and checks the result page: 200 with want in it.
-func (e *dexEnv) Decide(t *testing.T, pr pending, decision, want string) {
+func (e *flowEnv) Decide(t *testing.T, pr pending, decision, want string) {
 	t.Helper()
 	e.decideAt(t, pr, pr.Link, pr.Link, decision, want)
 }
 
 // decideAt is Decide with the page opened at getURL and its form posted to
 // postURL: the link of pr on the origins of two replicas, say.
-func (e *dexEnv) decideAt(t *testing.T, pr pending, getURL, postURL, decision, want string) {
+func (e *flowEnv) decideAt(t *testing.T, pr pending, getURL, postURL, decision, want string) {
 	t.Helper()
 	p := e.P
 	req, err := http.NewRequest(http.MethodGet, getURL, nil)
@@ -505,11 +545,11 @@ func (e *dexEnv) decideAt(t *testing.T, pr pending, getURL, postURL, decision, w
 	}
 }
 
-// Poll sends a CIBA token request for id to Dex's token endpoint path on
-// the proxy, as cc.
-func (e *dexEnv) Poll(t *testing.T, id string) reply {
+// Poll sends a CIBA token request for id to the upstream's token endpoint
+// path on the proxy, as cc.
+func (e *flowEnv) Poll(t *testing.T, id string) reply {
 	t.Helper()
-	return e.P.post(t, dexTokenPath, cc, url.Values{
+	return e.P.post(t, e.tokenPath, cc, url.Values{
 		"grant_type":  {"urn:openid:params:grant-type:ciba"},
 		"auth_req_id": {id},
 	}.Encode())

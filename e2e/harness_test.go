@@ -59,6 +59,7 @@ func TestMain(m *testing.M) {
 	}
 	binPath = bin
 	code := m.Run()
+	stopPostgres()
 	cleanup()
 	os.Exit(code)
 }

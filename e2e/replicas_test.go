@@ -99,7 +99,7 @@ func newReplicaSet(t *testing.T, storage string) *replicaSet {
 	dir := t.TempDir()
 	lbPort := cibatest.FreePort(t)
 	origin := "http://127.0.0.1:" + strconv.Itoa(lbPort)
-	e := &dexEnv{t: t, Mail: cibatest.StartSMTP(t, "127.0.0.1:0"), users: filepath.Join(dir, "users.json")}
+	e := &dexEnv{flowEnv: newFlowEnv(t, dir, dexTokenPath)}
 	if err := os.WriteFile(e.users, []byte(usersJSON), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func writeFile(t *testing.T, path, content string) {
 
 // on returns the flow's helpers aimed at replica i directly.
 func (rs *replicaSet) on(i int) *dexEnv {
-	return &dexEnv{t: rs.t, P: rs.Replicas[i], Dex: rs.Env.Dex, Mail: rs.Env.Mail, users: rs.Env.users}
+	return &dexEnv{flowEnv: flowEnv{t: rs.t, P: rs.Replicas[i], Mail: rs.Env.Mail, users: rs.Env.users, tokenPath: dexTokenPath}, Dex: rs.Env.Dex}
 }
 
 // rebase returns link with the origin of p.

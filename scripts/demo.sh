@@ -7,6 +7,10 @@
 #   Dex       (bin/dex)        the upstream OpenID provider (scripts/dex/dex.yaml.tmpl),
 #                              issuer on cibaproxy's origin: http://127.0.0.1:<proxy>/dex
 #   MailDev   (scripts/maildev)  catches the approval mail and shows it on a web page
+# or, with UPSTREAM=hydra, instead of Dex:
+#   PostgreSQL (Debian's, /usr/lib/postgresql/15/bin)  a private cluster for Hydra
+#   Hydra     (bin/hydra)      Ory Hydra v2.3.0, issuer cibaproxy's origin itself,
+#                              urls.login and urls.consent on cibaproxy (mint hydra)
 # then runs `cibaproxy ciba login ... --claims` as the consumption device and
 # waits for it. Without AUTO=1 it tells you where to click (MailDev's page,
 # the mail's link, Approve). With AUTO=1 it approves by itself through
@@ -30,6 +34,9 @@
 #                        balancer on the proxy port; the demo then shows which
 #                        replica answered what. 1 (the default): one process on
 #                        Badger
+#   UPSTREAM=hydra       Ory Hydra on PostgreSQL instead of Dex: cibaproxy mints
+#                        by Hydra's own authorization-code flow (mint hydra)
+#                        rather than by token exchange; one process only
 #   DEMO_KEEP=1          keep the temporary directory (configs, logs, store)
 #   DEMO_TIMEOUT=90      AUTO mode: seconds to wait for the mail and the tokens
 set -euo pipefail
@@ -37,6 +44,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CIBAPROXY="${ROOT}/bin/cibaproxy"
 DEX="${ROOT}/bin/dex"
+HYDRA="${ROOT}/bin/hydra"
+PGBIN=/usr/lib/postgresql/15/bin
 MAILDEV="${ROOT}/scripts/maildev/node_modules/.bin/maildev"
 DEX_TEMPLATE="${ROOT}/scripts/dex/dex.yaml.tmpl"
 
@@ -45,8 +54,9 @@ AUTO="${AUTO:-}"
 LOGIN_HINT="${LOGIN_HINT:-alice}"
 DEMO_TIMEOUT="${DEMO_TIMEOUT:-90}"
 REPLICAS="${REPLICAS:-1}"
+UPSTREAM="${UPSTREAM:-dex}"
 CLIENT_ID=cc
-CLIENT_SECRET=cc-secret # demo only; the same in Dex's staticClients
+CLIENT_SECRET=cc-secret # demo only; the same in Dex's staticClients (or registered at Hydra)
 BINDING_MESSAGE="Demo $((RANDOM % 9000 + 1000))"
 
 log() { printf 'demo: %s\n' "$*" >&2; }
@@ -59,12 +69,20 @@ die() {
 
 missing=()
 [[ -x "${CIBAPROXY}" ]] || missing+=("${CIBAPROXY} (make build)")
-[[ -x "${DEX}" ]] || missing+=("${DEX} (make dex)")
+case "${UPSTREAM}" in
+dex) [[ -x "${DEX}" ]] || missing+=("${DEX} (make dex)") ;;
+hydra)
+	[[ -x "${HYDRA}" ]] || missing+=("${HYDRA} (make hydra)")
+	[[ -x "${PGBIN}/initdb" ]] || missing+=("${PGBIN}/initdb (make postgres)")
+	;;
+*) die "UPSTREAM must be dex or hydra, not ${UPSTREAM}" ;;
+esac
 [[ -x "${MAILDEV}" ]] || missing+=("${MAILDEV} (make maildev)")
 command -v node >/dev/null 2>&1 || missing+=("node (make maildev installs it)")
 ((${#missing[@]} == 0)) || die "missing: ${missing[*]}; run: make tools build"
 [[ "${LOGIN_HINT}" == alice || "${LOGIN_HINT}" == bob ]] || die "LOGIN_HINT must be alice or bob, not ${LOGIN_HINT}"
 [[ "${REPLICAS}" =~ ^[1-9]$ ]] || die "REPLICAS must be a number from 1 to 9, not ${REPLICAS}"
+[[ "${UPSTREAM}" == dex || "${REPLICAS}" == 1 ]] || die "UPSTREAM=${UPSTREAM} runs one process only (REPLICAS=1)"
 if ((REPLICAS > 1)); then
 	for c in redis-server redis-cli; do
 		command -v "${c}" >/dev/null 2>&1 || die "REPLICAS=${REPLICAS} needs ${c}; run: make tools"
@@ -76,7 +94,7 @@ PIDS=()
 NAMES=()
 STARTED=""
 QUIET_FAILURE="" # set when the failure was already shown and needs no logs
-LOGS=(cibaproxy.log dex.log maildev.log login.err login.out)
+LOGS=(cibaproxy.log dex.log hydra.log postgres.log maildev.log login.err login.out)
 for ((i = 1; i <= REPLICAS && REPLICAS > 1; i++)); do LOGS+=("replica${i}.log"); done
 ((REPLICAS > 1)) && LOGS+=(redis.log)
 
@@ -272,6 +290,11 @@ switch (cmd) {
     }
     break;
   }
+  case 'post': { // post URL JSON: POST a JSON body, exit 0 on 2xx
+    const res = await fetch(args[0], { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: args[1] });
+    if (res.status < 200 || res.status > 299) fail(`POST ${args[0]} answered ${res.status}: ${await res.text()}`);
+    break;
+  }
   case 'approve':
     await approve(args[0], args[1].toLowerCase(), args[2], Number(args[3]));
     break;
@@ -310,6 +333,10 @@ for v in PROXY_PORT DEX_PORT SMTP_PORT WEB_PORT; do
 	seen[${port}]="${v}"
 	helper free "${port}" || die "port ${port} on 127.0.0.1 is taken (wanted for ${v}); free it, or set DEMO_${v} to another port"
 done
+# With Hydra: its admin port and PostgreSQL's.
+if [[ "${UPSTREAM}" == hydra ]]; then
+	read -r PG_PORT HYDRA_ADMIN_PORT < <(helper ports 2) || die "could not find free ports on 127.0.0.1"
+fi
 # With replicas: one port each, and Redis's.
 REPLICA_PORTS=()
 if ((REPLICAS > 1)); then
@@ -320,6 +347,15 @@ fi
 
 PUBLIC="http://127.0.0.1:${PROXY_PORT}"
 ISSUER="${PUBLIC}/dex" # Dex's issuer, on cibaproxy's origin
+UPSTREAM_NAME=Dex
+# With UPSTREAM=hydra, DEX_PORT is Hydra's public port: cibaproxy's
+# upstream_via and reverse_proxy target.
+MINT=$'\t\texchange {\n\t\t\tcredentials client\n\t\t\tsubject_token_type id_token\n\t\t\tparam connector_id ciba\n\t\t}'
+if [[ "${UPSTREAM}" == hydra ]]; then
+	ISSUER="${PUBLIC}" # Hydra's issuer is cibaproxy's origin itself
+	UPSTREAM_NAME=Hydra
+	MINT=$'\t\tmint hydra {\n\t\t\tadmin http://127.0.0.1:'"${HYDRA_ADMIN_PORT}"$'\n\t\t\tredirect_uri '"${PUBLIC}"$'/ciba/hydra/callback\n\t\t}'
+fi
 WEB="http://127.0.0.1:${WEB_PORT}"
 case "${LOGIN_HINT}" in
 alice) USER_EMAIL=alice@example.com USER_NAME="Alice Example" ;;
@@ -358,11 +394,7 @@ ${3:-}
 			from "cibaproxy demo <login@example.com>"
 			subject "Confirm your sign-in (cibaproxy demo)"
 		}
-		exchange {
-			credentials client
-			subject_token_type id_token
-			param connector_id ciba
-		}
+${MINT}
 		client ${CLIENT_ID} {
 			name "Demo Call Centre"
 			secret {env.CIBA_DEMO_CLIENT_SECRET}
@@ -407,7 +439,8 @@ ${PUBLIC} {
 EOF
 fi
 
-# Dex's config from the template, rendered in bash (no envsubst needed).
+# Dex's config from the template, rendered in bash (no envsubst needed);
+# with UPSTREAM=hydra too, unused.
 export DEX_ISSUER="${ISSUER}" DEX_PORT
 export DEX_CLIENT_ID="${CLIENT_ID}" DEX_CLIENT_SECRET="${CLIENT_SECRET}" CIBA_ISSUER="${PUBLIC}/ciba"
 dex_yaml="$(<"${DEX_TEMPLATE}")"
@@ -418,10 +451,51 @@ done
 [[ "${dex_yaml}" != *'${'* ]] || die "${DEX_TEMPLATE} has a placeholder this script does not fill: $(grep -o '\${[A-Z_]*}' <<<"${dex_yaml}" | sort -u | tr '\n' ' ')"
 printf '%s\n' "${dex_yaml}" >"${WORK}/dex.yaml"
 
+# start_hydra starts a private PostgreSQL cluster (as the postgres user when
+# root: the server refuses root), migrates Hydra's database, starts Hydra and
+# registers the CIBA client through its admin API.
+start_hydra() {
+	local as=() pgdata="${WORK}/pgdata" i
+	if [[ "$(id -u)" == 0 ]]; then
+		chown postgres: "${WORK}"
+		as=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+	fi
+	"${as[@]}" "${PGBIN}/initdb" -D "${pgdata}" -U postgres --auth=trust -E UTF8 --no-sync >"${WORK}/postgres.log" 2>&1 ||
+		die "initdb failed (see postgres.log)"
+	start PostgreSQL postgres.log postgres.log "${as[@]}" "${PGBIN}/postgres" -D "${pgdata}" -p "${PG_PORT}" -k "${WORK}" \
+		-c listen_addresses=127.0.0.1 -c fsync=off
+	for ((i = 0; i < 100; i++)); do
+		"${PGBIN}/pg_isready" -q -h 127.0.0.1 -p "${PG_PORT}" && break
+		sleep 0.1
+	done
+	"${PGBIN}/pg_isready" -q -h 127.0.0.1 -p "${PG_PORT}" || die "$(not_up PostgreSQL postgres.log "${PG_PORT}")"
+	log "PostgreSQL is up: 127.0.0.1:${PG_PORT}"
+	export DSN="postgres://postgres@127.0.0.1:${PG_PORT}/postgres?sslmode=disable"
+	"${HYDRA}" migrate sql -e --yes >"${WORK}/hydra.log" 2>&1 || die "hydra migrate sql failed (see hydra.log)"
+	cat >"${WORK}/hydra.yaml" <<HYDRA_YAML
+serve:
+  public: {host: 127.0.0.1, port: ${DEX_PORT}}
+  admin: {host: 127.0.0.1, port: ${HYDRA_ADMIN_PORT}}
+urls:
+  self: {issuer: "${PUBLIC}"}
+  login: ${PUBLIC}/ciba/hydra/login
+  consent: ${PUBLIC}/ciba/hydra/consent
+secrets:
+  system: ["demo-only-system-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"]
+HYDRA_YAML
+	start Hydra hydra.log hydra.log "${HYDRA}" serve all --dev -c "${WORK}/hydra.yaml"
+	upstream_pid="${PIDS[-1]}"
+	helper wait "http://127.0.0.1:${HYDRA_ADMIN_PORT}/health/ready" 60 "${upstream_pid}" ||
+		die "$(not_up Hydra hydra.log "${DEX_PORT} or ${HYDRA_ADMIN_PORT}")"
+	helper post "http://127.0.0.1:${HYDRA_ADMIN_PORT}/admin/clients" "$(printf '{"client_id":"%s","client_secret":"%s","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"redirect_uris":["%s/ciba/hydra/callback"],"token_endpoint_auth_method":"client_secret_basic","scope":"openid email profile offline_access"}' "${CLIENT_ID}" "${CLIENT_SECRET}" "${PUBLIC}")" ||
+		die "registering client ${CLIENT_ID} at Hydra failed"
+	log "Hydra: client ${CLIENT_ID} registered (authorization_code, redirect URI ${PUBLIC}/ciba/hydra/callback)"
+}
+
 # ---- start -----------------------------------------------------------------
 
 log "directory ${WORK}"
-log "ports: cibaproxy ${PROXY_PORT}, Dex ${DEX_PORT}, MailDev SMTP ${SMTP_PORT} and web ${WEB_PORT}"
+log "ports: cibaproxy ${PROXY_PORT}, ${UPSTREAM_NAME} ${DEX_PORT}, MailDev SMTP ${SMTP_PORT} and web ${WEB_PORT}"
 
 start MailDev maildev.log maildev.log "${MAILDEV}" --ip 127.0.0.1 --web-ip 127.0.0.1 -s "${SMTP_PORT}" -w "${WEB_PORT}"
 maildev_pid="${PIDS[-1]}"
@@ -446,6 +520,10 @@ if ((REPLICAS > 1)); then
 	done
 fi
 
+if [[ "${UPSTREAM}" == hydra ]]; then
+	start_hydra # before cibaproxy, which needs nothing of Hydra to start
+fi
+
 start cibaproxy cibaproxy.log cibaproxy.log env CIBA_DEMO_CLIENT_SECRET="${CLIENT_SECRET}" \
 	XDG_CONFIG_HOME="${WORK}/xdg/config" XDG_DATA_HOME="${WORK}/xdg/data" \
 	"${CIBAPROXY}" run --config "${WORK}/Caddyfile" --adapter caddyfile
@@ -457,12 +535,14 @@ helper wait "${PUBLIC}/ciba/.well-known/openid-configuration" 30 "${proxy_pid}" 
 	die "$(not_up cibaproxy cibaproxy.log "${PROXY_PORT}")"
 log "cibaproxy is up: ${PUBLIC} (subject-token issuer ${PUBLIC}/ciba)"
 
-start Dex dex.log dex.log "${DEX}" serve "${WORK}/dex.yaml"
-dex_pid="${PIDS[-1]}"
-# Through cibaproxy: Dex's discovery with the CIBA endpoints added.
-helper wait "${ISSUER}/.well-known/openid-configuration" 60 "${dex_pid}" backchannel_authentication_endpoint ||
-	die "$(not_up Dex dex.log "${DEX_PORT}")"
-log "Dex is up: issuer ${ISSUER} (listening on 127.0.0.1:${DEX_PORT})"
+if [[ "${UPSTREAM}" == dex ]]; then
+	start Dex dex.log dex.log "${DEX}" serve "${WORK}/dex.yaml"
+	upstream_pid="${PIDS[-1]}"
+fi
+# Through cibaproxy: the upstream's discovery with the CIBA endpoints added.
+helper wait "${ISSUER}/.well-known/openid-configuration" 60 "${upstream_pid}" backchannel_authentication_endpoint ||
+	die "$(not_up "${UPSTREAM_NAME}" "${UPSTREAM}.log" "${DEX_PORT}")"
+log "${UPSTREAM_NAME} is up: issuer ${ISSUER} (listening on 127.0.0.1:${DEX_PORT})"
 
 helper wait "${WEB}/api/email" 30 "${maildev_pid}" ||
 	die "$(not_up MailDev maildev.log "${SMTP_PORT} or ${WEB_PORT}")"
@@ -514,7 +594,7 @@ printf '\n' >&2
 log "the CLI's output (token response and the verified ID token's claims):"
 cat "${WORK}/login.out"
 printf '\n'
-echo "demo: OK: ${LOGIN_HINT} approved the CIBA login; Dex issued tokens to client ${CLIENT_ID}:"
+echo "demo: OK: ${LOGIN_HINT} approved the CIBA login; ${UPSTREAM_NAME} issued tokens to client ${CLIENT_ID}:"
 helper check "${WORK}/login.out" "${ISSUER}" "${CLIENT_ID}" "${USER_EMAIL}" "${USER_NAME}" ||
 	die "the CLI succeeded but its output does not check out"
 if ((REPLICAS > 1)); then

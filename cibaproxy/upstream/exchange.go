@@ -9,11 +9,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
-	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -66,10 +64,7 @@ type ExchangeConfig struct {
 type Exchanger struct {
 	cfg ExchangeConfig
 	log *zap.Logger
-
-	mu       sync.Mutex
-	keySet   *oidc.RemoteKeySet
-	verifier map[string]*oidc.IDTokenVerifier // per client id
+	ids *idTokens
 }
 
 // NewExchanger checks cfg and returns an Exchanger.
@@ -87,7 +82,7 @@ func NewExchanger(cfg ExchangeConfig) (*Exchanger, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Exchanger{cfg: cfg, log: cfg.Logger, verifier: make(map[string]*oidc.IDTokenVerifier)}, nil
+	return &Exchanger{cfg: cfg, log: cfg.Logger, ids: newIDTokens(cfg.Discovery)}, nil
 }
 
 // Validate checks the exchange settings: credentials client (no client id
@@ -174,7 +169,7 @@ func (x *Exchanger) Mint(ctx context.Context, g *Grant) (*Tokens, error) {
 	if t.AccessToken == "" {
 		return nil, &MintError{Refused: true, Err: errors.New("the upstream returned no access token")}
 	}
-	if err := x.verify(ctx, meta, g.Client.ID, t.IDToken); err != nil {
+	if _, err := x.ids.verify(ctx, meta, g.Client.ID, t.IDToken); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -244,63 +239,6 @@ func classifyExchangeError(err error) error {
 		return &MintError{Refused: true, UpstreamError: "no_access_token", Err: err}
 	}
 	return &MintError{Err: err}
-}
-
-// verify checks the upstream's ID token: signature against the upstream's
-// keys, issuer, expiry, the client in aud, and azp = the client when aud
-// has several entries.
-func (x *Exchanger) verify(ctx context.Context, meta *Metadata, clientID, raw string) error {
-	v, keys, jwksURL, err := x.verifierFor(meta, clientID)
-	if err != nil {
-		return &MintError{Err: err}
-	}
-	hctx := oidc.ClientContext(ctx, x.cfg.Discovery.Client())
-	// The signature first, on its own: go-oidc's Verify flattens its
-	// errors, and an upstream whose keys cannot be fetched right now is a
-	// transient failure, not a bad token.
-	if _, err := keys.VerifySignature(hctx, raw); err != nil {
-		if !KeysReachable(hctx, x.cfg.Discovery.Client(), jwksURL) {
-			return &MintError{Err: fmt.Errorf("the upstream's keys are unavailable: %w", err)}
-		}
-		return &MintError{Refused: true, UpstreamError: "invalid_id_token", Err: fmt.Errorf("verifying the upstream's ID token: %w", err)}
-	}
-	tok, err := v.Verify(hctx, raw)
-	if err != nil {
-		return &MintError{Refused: true, UpstreamError: "invalid_id_token", Err: fmt.Errorf("verifying the upstream's ID token: %w", err)}
-	}
-	if len(tok.Audience) > 1 {
-		var c struct {
-			AZP string `json:"azp"`
-		}
-		if err := tok.Claims(&c); err != nil || c.AZP != clientID {
-			return &MintError{Refused: true, UpstreamError: "invalid_id_token", Err: errors.New("the upstream's ID token has several audiences and azp is not the client")}
-		}
-	}
-	return nil
-}
-
-// verifierFor returns the verifier of the upstream's ID tokens for a
-// client, and the upstream's key set.
-func (x *Exchanger) verifierFor(meta *Metadata, clientID string) (*oidc.IDTokenVerifier, *oidc.RemoteKeySet, string, error) {
-	keys, jwksURL, err := x.cfg.Discovery.KeySet(meta)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.keySet != keys {
-		x.keySet = keys
-		clear(x.verifier)
-	}
-	v := x.verifier[clientID]
-	if v == nil {
-		v = oidc.NewVerifier(meta.Issuer, keys, &oidc.Config{
-			ClientID:             clientID,
-			SupportedSigningAlgs: meta.IDTokenAlgs(),
-		})
-		x.verifier[clientID] = v
-	}
-	return v, keys, jwksURL, nil
 }
 
 func extraString(t *oauth2.Token, key string) string {

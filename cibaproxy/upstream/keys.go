@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -71,4 +72,81 @@ func KeysReachable(ctx context.Context, client *http.Client, jwksURL string) boo
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// idTokens verifies the upstream's ID tokens, with one verifier per client
+// id over the upstream's key set (replaced when the key set is).
+type idTokens struct {
+	disc *Discovery
+
+	mu       sync.Mutex
+	keySet   *oidc.RemoteKeySet
+	verifier map[string]*oidc.IDTokenVerifier // per client id
+}
+
+func newIDTokens(d *Discovery) *idTokens {
+	return &idTokens{disc: d, verifier: make(map[string]*oidc.IDTokenVerifier)}
+}
+
+// verify checks the upstream's ID token: signature against the upstream's
+// keys, issuer, expiry, the client in aud, and azp = the client when aud
+// has several entries. Keys that cannot be fetched now are a transient
+// failure; anything else wrong is a refusal (invalid_id_token).
+func (t *idTokens) verify(ctx context.Context, meta *Metadata, clientID, raw string) (*oidc.IDToken, error) {
+	v, keys, jwksURL, err := t.verifierFor(meta, clientID)
+	if err != nil {
+		return nil, &MintError{Err: err}
+	}
+	hctx := oidc.ClientContext(ctx, t.disc.Client())
+	// The signature first, on its own: go-oidc's Verify flattens its
+	// errors, and an upstream whose keys cannot be fetched right now is a
+	// transient failure, not a bad token.
+	if _, err := keys.VerifySignature(hctx, raw); err != nil {
+		if !KeysReachable(hctx, t.disc.Client(), jwksURL) {
+			return nil, &MintError{Err: fmt.Errorf("the upstream's keys are unavailable: %w", err)}
+		}
+		return nil, invalidIDToken(fmt.Errorf("verifying the upstream's ID token: %w", err))
+	}
+	tok, err := v.Verify(hctx, raw)
+	if err != nil {
+		return nil, invalidIDToken(fmt.Errorf("verifying the upstream's ID token: %w", err))
+	}
+	if len(tok.Audience) > 1 {
+		var c struct {
+			AZP string `json:"azp"`
+		}
+		if err := tok.Claims(&c); err != nil || c.AZP != clientID {
+			return nil, invalidIDToken(errors.New("the upstream's ID token has several audiences and azp is not the client"))
+		}
+	}
+	return tok, nil
+}
+
+// invalidIDToken is the refusal of an ID token that fails verification.
+func invalidIDToken(err error) *MintError {
+	return &MintError{Refused: true, UpstreamError: "invalid_id_token", Err: err}
+}
+
+// verifierFor returns the verifier of the upstream's ID tokens for a
+// client, the upstream's key set and its internal URL.
+func (t *idTokens) verifierFor(meta *Metadata, clientID string) (*oidc.IDTokenVerifier, *oidc.RemoteKeySet, string, error) {
+	keys, jwksURL, err := t.disc.KeySet(meta)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.keySet != keys {
+		t.keySet = keys
+		clear(t.verifier)
+	}
+	v := t.verifier[clientID]
+	if v == nil {
+		v = oidc.NewVerifier(meta.Issuer, keys, &oidc.Config{
+			ClientID:             clientID,
+			SupportedSigningAlgs: meta.IDTokenAlgs(),
+		})
+		t.verifier[clientID] = v
+	}
+	return v, keys, jwksURL, nil
 }
