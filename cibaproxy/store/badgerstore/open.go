@@ -268,7 +268,7 @@ const (
 )
 
 // DefaultSyncMode is the SyncMode of Open.
-const DefaultSyncMode = SyncCommitter
+const DefaultSyncMode = SyncGroup
 
 // SetSyncMode sets how writes are made durable; for benchmarks, before
 // the first write.

@@ -147,6 +147,9 @@ func (s *Store) committer() {
 		case <-s.commitStop:
 			return
 		}
+		for t0 := time.Now(); s.committing.Load() > 0 && time.Since(t0) < syncGather; {
+			time.Sleep(syncGatherStep)
+		}
 		s.syncMu.Lock()
 		t := s.tickets // every ticket up to t was taken after its commit
 		s.syncMu.Unlock()
