@@ -105,7 +105,12 @@ func (t *idTokens) verify(ctx context.Context, meta *Metadata, clientID, raw str
 		if !KeysReachable(hctx, t.disc.Client(), jwksURL) {
 			return nil, &MintError{Err: fmt.Errorf("the upstream's keys are unavailable: %w", err)}
 		}
-		return nil, invalidIDToken(fmt.Errorf("verifying the upstream's ID token: %w", err))
+		// The keys are reachable now. go-oidc hands a caller that comes
+		// just as a failed fetch ends that fetch's error, so the failure
+		// may be an earlier outage's: verify once more before refusing.
+		if _, err := keys.VerifySignature(hctx, raw); err != nil {
+			return nil, invalidIDToken(fmt.Errorf("verifying the upstream's ID token: %w", err))
+		}
 	}
 	tok, err := v.Verify(hctx, raw)
 	if err != nil {
