@@ -796,7 +796,8 @@ func testGroupCommit(t *testing.T, mode SyncMode) {
 
 // TestWALSyncerFollowsRotation: the committer's fsync covers every
 // write-ahead log in the directory, those of the memtables Badger opens
-// as it rotates them included, and lets go of those Badger deleted.
+// as it rotates them included, and lets go of those Badger deleted when
+// it lists the directory again.
 func TestWALSyncerFollowsRotation(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -821,7 +822,10 @@ func TestWALSyncerFollowsRotation(t *testing.T) {
 		}
 		held := len(s.wal.files)
 		s.wal.mu.Unlock()
-		if held > len(names)+1 {
+		// A log Badger deleted (flushed) since the last listing is held
+		// until the next, when a new memtable opens: at most the two
+		// memtables of Options.
+		if held > len(names)+2 {
 			t.Errorf("write %d: %d files held for %d logs: deleted ones are kept", i, held, len(names))
 		}
 		if !slices.Equal(names, last) {
