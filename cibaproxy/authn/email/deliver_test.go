@@ -13,11 +13,12 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 )
 
-// TestDeliverRendersFromTheRequest: the queued item holds no mail; Deliver
-// renders it from the request's record, with the link of the stored token
-// and one Message-ID however often it is sent; a mail queued rendered by an
-// earlier version is sent as queued; the mail of a request that is gone is
-// dropped for good.
+// TestDeliverRendersFromTheRequest: the queued item holds no mail and the
+// link is stored with the request; Deliver renders the mail from the
+// request's record, with that link and one Message-ID however often it is
+// sent; a mail queued rendered by an earlier version is sent as queued,
+// its link stored then; the mail of a request that is gone is dropped for
+// good.
 func TestDeliverRendersFromTheRequest(t *testing.T) {
 	sink := cibatest.StartSMTP(t, "127.0.0.1:0")
 	st := testStore(t)
@@ -45,6 +46,12 @@ func TestDeliverRendersFromTheRequest(t *testing.T) {
 	if err := st.Create(ctx, key, req, out, store.UserLimit{}); err != nil {
 		t.Fatal(err)
 	}
+	if len(out.Links) != 1 {
+		t.Fatalf("%d links queued with the request, want its mail's", len(out.Links))
+	}
+	if k, err := st.Link(ctx, out.Links[0]); err != nil || k != key {
+		t.Fatalf("the mail's link is not stored with the request: %v, %v", k, err)
+	}
 
 	for range 2 { // a second attempt (a lease that ran out mid-send)
 		if err := a.Deliver(ctx, it); err != nil {
@@ -63,8 +70,8 @@ func TestDeliverRendersFromTheRequest(t *testing.T) {
 	if !ok {
 		t.Fatalf("no approval link in:\n%s", pm.Text)
 	}
-	if k, err := st.Link(ctx, store.LinkKeyOf(token)); err != nil || k != key {
-		t.Errorf("the mailed link's token is not stored for the request: %v, %v", k, err)
+	if store.LinkKeyOf(token) != out.Links[0] {
+		t.Errorf("the mailed link is not the one stored with the request")
 	}
 	body := string(got[0].Data)
 	if id0, id1 := header(body, "Message-Id"), header(string(got[1].Data), "Message-Id"); id0 == "" || id0 != id1 {
@@ -82,6 +89,9 @@ func TestDeliverRendersFromTheRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = sink.Received()
+	if k, err := st.Link(ctx, store.LinkKeyOf(a.linkToken(legacyKey, "CIBALINKold"))); err != nil || k != legacyKey {
+		t.Errorf("the legacy mail's link was not stored when it was sent: %v, %v", k, err)
+	}
 	if len(got) != 3 || !got[2].AddressedTo("bob@example.com") ||
 		!strings.HasPrefix(cibatest.DecodeMail(t, got[2].Data).Text, "legacy "+testPublicURL+ApprovePath) || strings.Contains(string(got[2].Data), "CIBALINKold") {
 		t.Errorf("the legacy mail was not sent with its token in place of the marker")

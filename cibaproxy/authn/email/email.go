@@ -298,7 +298,10 @@ func (a *Authenticator) Start(ctx context.Context, key store.RequestKey, req *st
 	marker := "CIBALINK" + base64.RawURLEncoding.EncodeToString(mb)
 	payload := encodeMarker(marker)
 	now := a.now()
-	return &store.Outbound{Items: []*store.OutboxItem{{
+	// The link's hash is stored with the request, in its transaction: the
+	// worker writes nothing before it sends the mail.
+	link := store.LinkKeyOf(a.linkToken(key, marker))
+	return &store.Outbound{Links: []store.LinkKey{link}, Items: []*store.OutboxItem{{
 		ID:       store.ItemID{Kind: Kind, Request: key},
 		Sender:   a.cfg.SenderName,
 		Payload:  payload,
@@ -312,9 +315,10 @@ func (a *Authenticator) linkURL(token string) string {
 }
 
 // Deliver delivers a mail this authenticator queued (authn.Deliverer): it
-// makes the link token, stores its hash, renders the mail with the link
-// from the request's record (a mail queued by an earlier version comes
-// rendered) and sends it. A request that is gone (expired and collected)
+// makes the link token (whose hash Start stored with the request), renders
+// the mail with the link from the request's record and sends it; a mail
+// queued by an earlier version comes rendered, and its link is stored
+// now. A request that is gone (expired and collected)
 // has no mail to send.
 func (a *Authenticator) Deliver(ctx context.Context, it *store.OutboxItem) error {
 	q, err := decodeQueued(it.Payload)
@@ -330,8 +334,11 @@ func (a *Authenticator) Deliver(ctx context.Context, it *store.OutboxItem) error
 		}
 	}
 	token := a.linkToken(it.ID.Request, q.Marker)
-	if err := a.cfg.Store.AddLink(ctx, store.LinkKeyOf(token), it.ID.Request, it.NotAfter); err != nil {
-		return fmt.Errorf("storing the approval link: %w", err)
+	if q.Rendered {
+		// Queued by an earlier version, which stored the link only now.
+		if err := a.cfg.Store.AddLink(ctx, store.LinkKeyOf(token), it.ID.Request, it.NotAfter); err != nil {
+			return fmt.Errorf("storing the approval link: %w", err)
+		}
 	}
 	m := q.Mail
 	if q.Rendered {
