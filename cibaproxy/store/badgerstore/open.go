@@ -86,6 +86,7 @@ type Store struct {
 	syncErr   error  // of the last finished fsync
 	// committing counts the transactions being committed (write).
 	committing atomic.Int64
+	idle       chan struct{} // signalled when committing falls to 0
 	// SyncCommitter: tickets taken by writers, the committer's wake-up,
 	// and the fsyncs it ran.
 	syncMode      SyncMode
@@ -314,6 +315,7 @@ func open(opts badger.Options, logger *zap.Logger, now func() time.Time) (*Store
 		warmed: make(chan struct{}),
 		counts: newCountCache(),
 		kick:   make(chan struct{}, 1),
+		idle:   make(chan struct{}, 1),
 
 		commitStop: make(chan struct{}),
 	}

@@ -12,11 +12,8 @@ import (
 )
 
 // syncGather bounds how long an fsync waits for the commits under way to
-// share it, checking every syncGatherStep.
-const (
-	syncGather     = 300 * time.Microsecond
-	syncGatherStep = 20 * time.Microsecond
-)
+// share it.
+const syncGather = 300 * time.Microsecond
 
 // ttl is the Badger TTL of a record that expires at expires: a
 // garbage-collection backstop only, since Badger's TTL runs on wall-clock
@@ -56,7 +53,12 @@ func (s *Store) write(ctx context.Context, durable bool, fn func(txn *badger.Txn
 		}
 		s.committing.Add(1)
 		err := s.db.Update(fn)
-		s.committing.Add(-1)
+		if s.committing.Add(-1) == 0 {
+			select {
+			case s.idle <- struct{}{}:
+			default:
+			}
+		}
 		if err == nil && durable && s.groupSync {
 			return s.sync()
 		}
@@ -104,9 +106,7 @@ func (s *Store) syncAsLeader() error {
 		// wait for Badger's writer, which waits for the previous fsync).
 		// Those that come while it gathers wait for it (started+1).
 		s.syncMu.Unlock()
-		for t0 := time.Now(); s.committing.Load() > 0 && time.Since(t0) < syncGather; {
-			time.Sleep(syncGatherStep)
-		}
+		s.gather()
 		s.syncMu.Lock()
 		s.started++
 		n := s.started
@@ -147,9 +147,7 @@ func (s *Store) committer() {
 		case <-s.commitStop:
 			return
 		}
-		for t0 := time.Now(); s.committing.Load() > 0 && time.Since(t0) < syncGather; {
-			time.Sleep(syncGatherStep)
-		}
+		s.gather()
 		s.syncMu.Lock()
 		t := s.tickets // every ticket up to t was taken after its commit
 		s.syncMu.Unlock()
@@ -159,6 +157,24 @@ func (s *Store) committer() {
 		s.syncs++
 		s.syncCond.Broadcast()
 		s.syncMu.Unlock()
+	}
+}
+
+// gather returns once no commit is under way, or after syncGather: the
+// commits under way when an fsync is due share it rather than wait for the
+// next.
+func (s *Store) gather() {
+	if s.committing.Load() == 0 {
+		return
+	}
+	t := time.NewTimer(syncGather)
+	defer t.Stop()
+	for s.committing.Load() > 0 {
+		select {
+		case <-s.idle:
+		case <-t.C:
+			return
+		}
 	}
 }
 
