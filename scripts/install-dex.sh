@@ -23,20 +23,13 @@ STAMP_TEXT="${DEX_MODULE} ${DEX_PSEUDO} (${DEX_RELEASE}) api/v2 ${DEX_API_VERSIO
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MOD_DIR="${ROOT}/scripts/dex"
-BIN_DIR="${ROOT}/bin"
-BIN="${BIN_DIR}/dex"
-STAMP="${BIN_DIR}/.dex-version"
+NAME=dex
+BIN="${ROOT}/bin/dex"
+STAMP="${ROOT}/bin/.dex-version"
+# shellcheck source=lib/gotool.sh
+source "${ROOT}/scripts/lib/gotool.sh"
 
-log() { printf 'install-dex: %s\n' "$*" >&2; }
-die() { printf 'install-dex: ERROR: %s\n' "$*" >&2; exit 1; }
-
-if [[ "${DEX_FORCE:-0}" != 1 && -x "${BIN}" && -f "${STAMP}" && "$(cat "${STAMP}")" == "${STAMP_TEXT}" ]]; then
-	log "up to date: ${BIN} (${STAMP_TEXT}); set DEX_FORCE=1 to rebuild"
-	exit 0
-fi
-
-command -v go >/dev/null 2>&1 || die "go is not on PATH; install the Go toolchain named in ${ROOT}/go.mod"
-[[ -f "${MOD_DIR}/go.mod" && -f "${MOD_DIR}/go.sum" ]] || die "missing ${MOD_DIR}/go.mod or go.sum"
+gotool_skip_if_current DEX_FORCE
 
 # The wrapper module must pin the same version as this script.
 if ! grep -q "^require ${DEX_MODULE} ${DEX_PSEUDO}\$" "${MOD_DIR}/go.mod"; then
@@ -47,28 +40,4 @@ fi
 # cgo package) is left out, which saves a minute of a cold build. Dex's
 # memory storage is what the tests and the demo use; sqlite3 storage is not
 # available in this build.
-# Drop -mod=vendor from GOFLAGS (no vendor dir here); keep everything else.
-goflags=()
-for f in ${GOFLAGS:-}; do
-	[[ "${f}" == -mod=vendor ]] && { log "ignoring GOFLAGS ${f}"; continue; }
-	goflags+=("${f}")
-done
-export GOFLAGS="${goflags[*]:-}"
-# scripts/dex is its own module: never let a go.work at the repo root take over.
-export GOWORK=off
-export CGO_ENABLED=0
-
-mkdir -p "${BIN_DIR}"
-tmp="$(mktemp "${BIN_DIR}/.dex.XXXXXX")"
-trap 'rm -f "${tmp}"' EXIT
-
-log "building ${DEX_MODULE}/cmd/dex ${DEX_PSEUDO} (${DEX_RELEASE}) -> ${BIN}"
-log "  in ${MOD_DIR}: go build -buildvcs=false -ldflags '-X main.version=${DEX_RELEASE}' (GOFLAGS='${GOFLAGS}', $(go env GOVERSION))"
-log "  a cold build takes minutes (it compiles Dex and gRPC); later builds use the Go build cache"
-start=${SECONDS}
-(cd "${MOD_DIR}" && go build -buildvcs=false -ldflags "-X main.version=${DEX_RELEASE}" -o "${tmp}" "${DEX_MODULE}/cmd/dex")
-chmod 0755 "${tmp}"
-mv -f "${tmp}" "${BIN}"
-trap - EXIT
-printf '%s\n' "${STAMP_TEXT}" >"${STAMP}"
-log "built ${BIN} in $((SECONDS - start))s: $("${BIN}" version 2>&1 | head -n 1)"
+gotool_build "${MOD_DIR}" "-X main.version=${DEX_RELEASE}" "${DEX_MODULE}/cmd/dex"
