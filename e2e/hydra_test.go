@@ -109,7 +109,8 @@ func TestHydraFlow(t *testing.T) {
 // upstream_key: the proxy redeems the code with an assertion signed by
 // that key, and the tokens verify; the refresh token refreshes at Hydra
 // with an assertion cc signs with the same key. Once Hydra holds another
-// key for cc, the redemption is refused with invalid_client.
+// key for cc under the same kid, the redemption is refused with
+// invalid_client.
 func TestHydraPrivateKeyJWT(t *testing.T) {
 	t.Parallel()
 	e := newHydraEnv(t, hydraSetup{keyAuth: true})
