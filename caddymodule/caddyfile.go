@@ -83,7 +83,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			consent_path   <path>
 //			fallback_login <url>
 //			fallback_consent <url>
-//			token_auth     client_secret_basic|client_secret_post
+//			token_auth     client_secret_basic|client_secret_post|private_key_jwt
 //		}
 //		metrics_client_label
 //		limits {
@@ -102,6 +102,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			notification_endpoint <url>
 //			scopes   <scope...>
 //			upstream_secret <secret>
+//			upstream_key <pem-file>
 //			disabled
 //			auth_method client_secret_basic|client_secret_post|private_key_jwt
 //			jwks     <jwks-file>
@@ -264,8 +265,10 @@ func (x *HydraMint) unmarshal(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &x.FallbackConsent)
 		case "token_auth":
 			err = oneArg(d, &x.TokenAuth)
-			if err == nil && x.TokenAuth != upstream.HydraAuthBasic && x.TokenAuth != upstream.HydraAuthPost {
-				err = d.Errf("token_auth must be %s or %s", upstream.HydraAuthBasic, upstream.HydraAuthPost)
+			switch x.TokenAuth {
+			case upstream.HydraAuthBasic, upstream.HydraAuthPost, upstream.HydraAuthPrivateKeyJWT:
+			default:
+				err = d.Errf("token_auth must be %s, %s or %s", upstream.HydraAuthBasic, upstream.HydraAuthPost, upstream.HydraAuthPrivateKeyJWT)
 			}
 		default:
 			return d.Errf("unrecognized mint hydra subdirective '%s'", d.Val())
@@ -527,6 +530,8 @@ func (c *Client) unmarshal(d *caddyfile.Dispenser) error {
 			}
 		case "upstream_secret":
 			err = oneArg(d, &c.UpstreamSecret)
+		case "upstream_key":
+			err = oneArg(d, &c.UpstreamKey)
 		case "disabled":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -182,5 +183,68 @@ func TestPrivateKeyJWTSecretIsUpstreamSecret(t *testing.T) {
 	}
 	if rec := serveForm(t, h, assertionForm(assertion(t, key, "pk")), "", ""); rec.Code != http.StatusOK {
 		t.Errorf("with an assertion: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestHydraUpstreamKey: with mint hydra token_auth private_key_jwt, every
+// client needs an upstream_key (a private_key_jwt client then needs no
+// upstream_secret); a client without one, or with a key file that is not a
+// usable key, is refused by name. The exchange does not use the key.
+func TestHydraUpstreamKey(t *testing.T) {
+	ecPath, ecKey := cibatest.PEMKeyFile(t, cibatest.ECKey(t))
+	jwks := writeJWKS(t, cibatest.NewKey(t, "k1"))
+	hydra := func(h *Handler) {
+		h.Mint = &Mint{Hydra: &HydraMint{Admin: "http://127.0.0.1:4445", RedirectURI: "https://idp.example.com/ciba/hydra/callback", TokenAuth: "private_key_jwt"}}
+	}
+	t.Run("accepted", func(t *testing.T) {
+		h := validHandler(t)
+		hydra(h)
+		h.Clients[0].UpstreamKey = ecPath
+		h.Clients = append(h.Clients, &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: jwks, UpstreamKey: ecPath})
+		if err := provision(t, h); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range coreClients(t, h) {
+			if c.UpstreamKey == nil || c.UpstreamKey.ID != ecKey.ID || c.UpstreamKey.Alg != jose.ES256 {
+				t.Errorf("client %s: upstream key %+v, want ES256 kid %s", c.ID, c.UpstreamKey, ecKey.ID)
+			}
+		}
+	})
+	garbage := filepath.Join(t.TempDir(), "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not-a-key-7f3e\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	smallPath, _ := cibatest.PEMKeyFile(t, small)
+	for _, tc := range []struct {
+		name   string
+		modify func(h *Handler)
+		want   string
+	}{
+		{"client without upstream_key", func(h *Handler) { hydra(h) }, `client "cc": mint hydra token_auth private_key_jwt needs the client's upstream_key`},
+		{"upstream_key not PEM", func(h *Handler) { hydra(h); h.Clients[0].UpstreamKey = garbage }, `client "cc": upstream_key`},
+		{"upstream_key RSA 1024", func(h *Handler) { hydra(h); h.Clients[0].UpstreamKey = smallPath }, "2048"},
+		{"upstream_key missing", func(h *Handler) { hydra(h); h.Clients[0].UpstreamKey = garbage + ".missing" }, `client "cc": upstream_key`},
+		{"exchange with upstream_key only", func(h *Handler) {
+			h.Clients = append(h.Clients, &Client{ID: "pk", AuthMethod: "private_key_jwt", JWKS: jwks, UpstreamKey: ecPath})
+		}, `client "pk": the exchange with credentials client needs the client's upstream_secret`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := validHandler(t)
+			tc.modify(h)
+			err := provision(t, h)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "not-a-key-7f3e") {
+				t.Errorf("error %q reveals the key file's content", err)
+			}
+		})
 	}
 }

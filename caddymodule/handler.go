@@ -196,7 +196,8 @@ type Mint struct {
 
 // HydraMint configures minting at Ory Hydra. The CIBA clients authenticate
 // at Hydra's token endpoint with their upstream_secret (client_secret_basic
-// or client_secret_post).
+// or client_secret_post) or with an assertion signed by their upstream_key
+// (private_key_jwt).
 type HydraMint struct {
 	// Admin is the base URL of Hydra's admin API, which must be reachable
 	// by the proxy only. Required.
@@ -214,7 +215,8 @@ type HydraMint struct {
 	// proxy's; without them such logins are rejected.
 	FallbackLogin   string `json:"fallback_login,omitempty"`
 	FallbackConsent string `json:"fallback_consent,omitempty"`
-	// TokenAuth is client_secret_basic (default) or client_secret_post.
+	// TokenAuth is client_secret_basic (default), client_secret_post or
+	// private_key_jwt (every client then needs an upstream_key).
 	TokenAuth string `json:"token_auth,omitempty"`
 }
 
@@ -268,6 +270,11 @@ type Client struct {
 	// credentials client. Default: the client's first secret.
 	// Placeholders are expanded when the configuration is loaded.
 	UpstreamSecret string `json:"upstream_secret,omitempty"`
+	// UpstreamKey is a PEM file holding the client's private key at the
+	// upstream (EC P-256 for ES256, or RSA of at least 2048 bits for
+	// RS256; PKCS#8, SEC1 or PKCS#1): mint hydra with token_auth
+	// private_key_jwt signs the client's assertions with it.
+	UpstreamKey string `json:"upstream_key,omitempty"`
 	// Disabled clients authenticate but are refused with
 	// unauthorized_client.
 	Disabled bool `json:"disabled,omitempty"`

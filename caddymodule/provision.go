@@ -184,6 +184,11 @@ func (h *Handler) provisionClients(repl *caddy.Replacer) ([]*clients.Client, err
 			errs = append(errs, fmt.Errorf("client %q: %w", c.ID, err))
 		}
 		cl.Keys = keys
+		if c.UpstreamKey != "" {
+			if cl.UpstreamKey, err = clients.LoadUpstreamKey(c.UpstreamKey); err != nil {
+				errs = append(errs, fmt.Errorf("client %q: upstream_key: %w", c.ID, err))
+			}
+		}
 		for i, s := range c.Secrets {
 			secret, err := expandSecret(repl, s)
 			if err != nil {

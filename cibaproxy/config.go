@@ -165,6 +165,9 @@ func (c *Config) validate() error {
 	}
 	errs = append(errs, c.validateHintSettings(), c.validateAuthenticators(),
 		clients.Validate(c.Clients, c.AssertionAlgs, c.RequireSignedRequests), c.validatePing())
+	if cc, ok := c.Minter.(ClientChecker); ok {
+		errs = append(errs, cc.CheckClients(c.Clients))
+	}
 	return errors.Join(errs...)
 }
 

@@ -22,6 +22,7 @@ var floors = map[string]int{
 	"cibaproxy/internal/clientip":    1,
 	"cibaproxy/internal/mask":        1,
 	"cibaproxy/internal/random":      1,
+	"cibaproxy/internal/signkey":     1,
 	"cibaproxy/internal/record":      1,
 	"cibaproxy/internal/urls":        1,
 	"cibaproxy/oauth":                1,

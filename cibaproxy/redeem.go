@@ -42,6 +42,14 @@ type PageMinter interface {
 	ServePage(w http.ResponseWriter, r *http.Request) bool
 }
 
+// ClientChecker is a Minter that needs a credential of each client at the
+// upstream (upstream.HydraMinter: the one its token_auth uses); the
+// configuration is refused when a client lacks it.
+type ClientChecker interface {
+	Minter
+	CheckClients(list []*clients.Client) error
+}
+
 // MinterFunc adapts a function to Minter.
 type MinterFunc func(ctx context.Context, g *upstream.Grant) (*upstream.Tokens, error)
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/coreos/go-oidc/v3/oidc"
 )
 
@@ -22,7 +24,7 @@ import (
 // fallback app configured, is rejected at Hydra.
 func TestHydraFlow(t *testing.T) {
 	t.Parallel()
-	e := newHydraEnv(t, false)
+	e := newHydraEnv(t, hydraSetup{})
 
 	pr := e.Start(t, alice)
 	wantError(t, e.Poll(t, pr.ID), http.StatusBadRequest, "authorization_pending")
@@ -33,29 +35,7 @@ func TestHydraFlow(t *testing.T) {
 	// Redeemed once only.
 	wantError(t, e.Poll(t, pr.ID), http.StatusBadRequest, "invalid_grant")
 
-	t.Run("refresh", func(t *testing.T) {
-		// Through the proxy, which passes any other grant on to Hydra.
-		r := e.P.post(t, hydraTokenPath, cc, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}.Encode())
-		if r.Status != http.StatusOK {
-			t.Fatalf("refresh at Hydra: %d %s", r.Status, r.Body)
-		}
-		var fresh tokenAnswer
-		decodeJSON(t, r.Body, &fresh)
-		e.P.remember(fresh.AccessToken)
-		e.P.remember(fresh.RefreshToken)
-		e.P.remember(fresh.IDToken)
-		if fresh.AccessToken == "" || fresh.AccessToken == tok.AccessToken {
-			t.Errorf("refresh gave access token %q", fresh.AccessToken)
-		}
-		if in := e.Hydra.Introspect(t, fresh.AccessToken); in["active"] != true || in["sub"] != alice.Subject {
-			t.Errorf("introspection of the refreshed access token: %v", in)
-		}
-		// The refresh token was rotated: the old one is spent.
-		r = e.P.post(t, hydraTokenPath, cc, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}.Encode())
-		if r.Status == http.StatusOK {
-			t.Error("the refresh token refreshed twice")
-		}
-	})
+	t.Run("refresh", func(t *testing.T) { e.WantRefresh(t, tok) })
 
 	t.Run("user without a name", func(t *testing.T) {
 		e.Flow(t, bob)
@@ -123,12 +103,44 @@ func TestHydraFlow(t *testing.T) {
 	e.P.checkNoSecretsAtRest(t)
 }
 
+// TestHydraPrivateKeyJWT: cc is registered at Hydra with private_key_jwt
+// (ES256, its public key in the client's jwks; Hydra knows no secret of
+// it), the proxy configured with token_auth private_key_jwt and cc's
+// upstream_key: the proxy redeems the code with an assertion signed by
+// that key, and the tokens verify; the refresh token refreshes at Hydra
+// with an assertion cc signs with the same key. Once Hydra holds another
+// key for cc under the same kid, the redemption is refused with
+// invalid_client.
+func TestHydraPrivateKeyJWT(t *testing.T) {
+	t.Parallel()
+	e := newHydraEnv(t, hydraSetup{keyAuth: true})
+	tok := e.Flow(t, alice)
+	t.Run("refresh", func(t *testing.T) { e.WantRefresh(t, tok) })
+
+	t.Run("another key at Hydra", func(t *testing.T) {
+		patch := []map[string]any{{"op": "replace", "path": "/jwks", "value": json.RawMessage(cibatest.JWKSJSON(t, cibatest.NewKey(t, e.Key.ID)))}}
+		if status := e.Hydra.adminJSON(t, http.MethodPatch, "/admin/clients/"+ccID, patch, nil); status != http.StatusOK {
+			t.Fatalf("changing cc's keys at Hydra: status %d", status)
+		}
+		pr := e.Start(t, alice)
+		e.Decide(t, pr, "approve", "Approved")
+		r := e.Poll(t, pr.ID)
+		wantError(t, r, http.StatusInternalServerError, "server_error")
+		if !strings.Contains(string(r.Body), "invalid_client") {
+			t.Errorf("the refusal does not name Hydra's error: %s", r.Body)
+		}
+	})
+
+	e.P.Stop()
+	e.P.checkNoSecretsAtRest(t)
+}
+
 // TestHydraConcurrentPolls: polls that overlap the mint of an approved
 // request (Hydra paused, so the mint waits) are answered slow_down; exactly
 // one poll gets the tokens, and the request is spent after it.
 func TestHydraConcurrentPolls(t *testing.T) {
 	t.Parallel()
-	e := newHydraEnv(t, false)
+	e := newHydraEnv(t, hydraSetup{})
 	e.Flow(t, bob) // the proxy has read Hydra's discovery and keys
 	pr := e.Start(t, alice)
 	e.Decide(t, pr, "approve", "Approved")
@@ -167,7 +179,7 @@ func TestHydraConcurrentPolls(t *testing.T) {
 // poll after the raised interval gets the tokens.
 func TestHydraDown(t *testing.T) {
 	t.Parallel()
-	e := newHydraEnv(t, false)
+	e := newHydraEnv(t, hydraSetup{})
 	e.Flow(t, bob) // the proxy has read Hydra's discovery and keys
 
 	pr := e.Start(t, alice)
@@ -189,7 +201,7 @@ func TestHydraDown(t *testing.T) {
 // redeems at Hydra; CIBA mints keep working beside it.
 func TestHydraFallback(t *testing.T) {
 	t.Parallel()
-	e := newHydraEnv(t, true)
+	e := newHydraEnv(t, hydraSetup{fallback: true})
 
 	q, visited := e.browserLogin(t, "browser-state-2")
 	if q.Get("code") == "" || q.Get("state") != "browser-state-2" {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 	"github.com/coreos/go-oidc/v3/oidc"
+	"go.step.sm/crypto/jose"
 )
 
 // The tests in hydra_test.go run the binary in front of a real Ory Hydra
@@ -311,12 +313,12 @@ http://127.0.0.1:{{proxyport}} {
 		mint hydra {
 			admin {{hydraadmin}}
 			redirect_uri http://127.0.0.1:{{proxyport}}` + hydraCallback + `
-{{fallback}}		}
+{{mint}}		}
 		client ` + ccID + ` {
 			name "Call Centre"
 			secret ` + ccSecret + `
 			scopes openid email profile offline_access
-		}
+{{client}}		}
 	}
 	reverse_proxy {{hydrapublic}}
 }
@@ -329,12 +331,26 @@ type hydraEnv struct {
 	flowEnv
 	Hydra    *hydraServer
 	Fallback *fallbackApp // nil without one
+	// Key is cc's key at Hydra, with its thumbprint as key id, when cc
+	// authenticates there with private_key_jwt (the zero Key otherwise).
+	Key cibatest.Key
+}
+
+// hydraSetup chooses what newHydraEnv starts besides the CIBA client cc.
+type hydraSetup struct {
+	// fallback starts the fallback login and consent app.
+	fallback bool
+	// keyAuth registers cc at Hydra with private_key_jwt (ES256, a key
+	// written to a PEM file) instead of its secret, and configures the
+	// proxy with token_auth private_key_jwt and that file as cc's
+	// upstream_key.
+	keyAuth bool
 }
 
 // newHydraEnv starts PostgreSQL (once per run), Hydra with clients cc (the
-// CIBA client) and web (a browser client), an SMTP server, the fallback app
-// when withFallback, and cibaproxy; all stop when the test ends.
-func newHydraEnv(t *testing.T, withFallback bool) *hydraEnv {
+// CIBA client) and web (a browser client), an SMTP server, what setup asks
+// for, and cibaproxy; all stop when the test ends.
+func newHydraEnv(t *testing.T, setup hydraSetup) *hydraEnv {
 	t.Helper()
 	bin := hydraBinary(t)
 	dir := t.TempDir()
@@ -344,22 +360,33 @@ func newHydraEnv(t *testing.T, withFallback bool) *hydraEnv {
 	origin := "http://127.0.0.1:" + strconv.Itoa(port)
 	e.Hydra = newHydra(t, bin, dir, origin, cibatest.FreePort(t), cibatest.FreePort(t))
 	e.Hydra.Start()
-	e.Hydra.CreateClient(t, map[string]any{
+	client := map[string]any{
 		"client_id": ccID, "client_secret": ccSecret, "client_name": "Call Centre",
 		"grant_types": []string{"authorization_code", "refresh_token"}, "response_types": []string{"code"},
 		"redirect_uris": []string{origin + hydraCallback}, "token_endpoint_auth_method": "client_secret_basic",
 		"scope": "openid email profile offline_access",
-	})
+	}
+	var mint, clientExtra string
+	if setup.keyAuth {
+		var keyFile string
+		keyFile, e.Key = cibatest.PEMKeyFile(t, cibatest.ECKey(t))
+		delete(client, "client_secret")
+		client["token_endpoint_auth_method"] = "private_key_jwt"
+		client["token_endpoint_auth_signing_alg"] = "ES256"
+		client["jwks"] = json.RawMessage(cibatest.JWKSJSON(t, e.Key))
+		mint = "\t\t\ttoken_auth private_key_jwt\n"
+		clientExtra = fmt.Sprintf("\t\t\tupstream_key %q\n", keyFile)
+	}
+	e.Hydra.CreateClient(t, client)
 	e.Hydra.CreateClient(t, map[string]any{
 		"client_id": hydraWebID, "client_secret": hydraWebSecret,
 		"grant_types": []string{"authorization_code"}, "response_types": []string{"code"},
 		"redirect_uris": []string{hydraWebRedirBy}, "token_endpoint_auth_method": "client_secret_basic",
 		"scope": "openid",
 	})
-	var fallback string
-	if withFallback {
+	if setup.fallback {
 		e.Fallback = startFallbackApp(t, e.Hydra)
-		fallback = fmt.Sprintf("\t\t\tfallback_login %s/login\n\t\t\tfallback_consent %s/consent\n", e.Fallback.URL, e.Fallback.URL)
+		mint += fmt.Sprintf("\t\t\tfallback_login %s/login\n\t\t\tfallback_consent %s/consent\n", e.Fallback.URL, e.Fallback.URL)
 	}
 	p := newProcess(t, dir, port) // stops before Hydra and the directory go
 	p.Storage = filepath.Join(dir, "store")
@@ -374,7 +401,8 @@ func newHydraEnv(t *testing.T, withFallback bool) *hydraEnv {
 		"{{storage}}", p.Storage,
 		"{{users}}", e.users,
 		"{{smtp}}", e.Mail.Addr(),
-		"{{fallback}}", fallback,
+		"{{mint}}", mint,
+		"{{client}}", clientExtra,
 	).Replace(hydraCaddyfileTemplate)
 	if err := os.WriteFile(p.config, []byte(cf), 0o600); err != nil {
 		t.Fatal(err)
@@ -440,6 +468,50 @@ func (e *hydraEnv) WantTokens(t *testing.T, r reply, u dexUser) tokenAnswer {
 		t.Errorf("Hydra's introspection of the access token: %v, want active, sub %s, client_id %s", in, u.Subject, ccID)
 	}
 	return tok
+}
+
+// WantRefresh refreshes tok's refresh token at Hydra, through the proxy
+// (which passes any other grant on to Hydra), as cc: with its secret, or
+// with an assertion signed by its key when it authenticates at Hydra with
+// private_key_jwt. The fresh access token is the user's at Hydra; the
+// refresh token was rotated, the old one spent.
+func (e *hydraEnv) WantRefresh(t *testing.T, tok tokenAnswer) {
+	t.Helper()
+	r := e.refresh(t, tok.RefreshToken)
+	if r.Status != http.StatusOK {
+		t.Fatalf("refresh at Hydra: %d %s", r.Status, r.Body)
+	}
+	var fresh tokenAnswer
+	decodeJSON(t, r.Body, &fresh)
+	e.P.remember(fresh.AccessToken)
+	e.P.remember(fresh.RefreshToken)
+	e.P.remember(fresh.IDToken)
+	if fresh.AccessToken == "" || fresh.AccessToken == tok.AccessToken {
+		t.Errorf("refresh gave access token %q", fresh.AccessToken)
+	}
+	if in := e.Hydra.Introspect(t, fresh.AccessToken); in["active"] != true || in["sub"] != alice.Subject || in["client_id"] != ccID {
+		t.Errorf("introspection of the refreshed access token: %v", in)
+	}
+	if r := e.refresh(t, tok.RefreshToken); r.Status == http.StatusOK {
+		t.Error("the refresh token refreshed twice")
+	}
+}
+
+// refresh sends a refresh_token grant to Hydra through the proxy as cc.
+func (e *hydraEnv) refresh(t *testing.T, refreshToken string) reply {
+	t.Helper()
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
+	if e.Key.Signer == nil {
+		return e.P.post(t, hydraTokenPath, cc, form.Encode())
+	}
+	now := time.Now()
+	form.Set("client_id", ccID)
+	form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+	form.Set("client_assertion", e.Key.Sign(t, jose.ES256, "", map[string]any{
+		"iss": ccID, "sub": ccID, "aud": e.P.Base + hydraTokenPath, "jti": rand.Text(),
+		"iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
+	}))
+	return e.P.post(t, hydraTokenPath, basic{}, form.Encode())
 }
 
 // Flow runs a whole approved flow for u and returns Hydra's tokens.

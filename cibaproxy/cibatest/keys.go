@@ -6,9 +6,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,6 +110,27 @@ func KeyFromJWK(t testing.TB, jwk string) Key {
 		t.Fatalf("the JWK %s holds no private key", k.KeyID)
 	}
 	return Key{Signer: signer, ID: k.KeyID}
+}
+
+// PEMKeyFile writes signer to a PKCS#8 PEM file in a fresh temporary
+// directory (an upstream_key, a signing_key) and returns its path and the
+// key under its RFC 7638 thumbprint (SHA-256) as key id, the kid the proxy
+// signs with.
+func PEMKeyFile(t testing.TB, signer crypto.Signer) (string, Key) {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tp, err := (&jose.JSONWebKey{Key: signer.Public()}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, Key{Signer: signer, ID: base64.RawURLEncoding.EncodeToString(tp)}
 }
 
 // Public returns the key's public JWK, for signatures.

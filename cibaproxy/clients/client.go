@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/signkey"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	jose "github.com/go-jose/go-jose/v4"
@@ -45,6 +46,10 @@ type Client struct {
 	// UpstreamSecret authenticates the client at the upstream's token
 	// endpoint for `credentials client`.
 	UpstreamSecret string
+	// UpstreamKey signs the client's assertions at the upstream's token
+	// endpoint (private_key_jwt, with mint hydra token_auth
+	// private_key_jwt); nil when it has none.
+	UpstreamKey *UpstreamKey
 	// Disabled clients authenticate but are refused with unauthorized_client.
 	Disabled bool
 
@@ -68,6 +73,14 @@ type Client struct {
 	// loopback only.
 	InsecureNotification bool
 }
+
+// UpstreamKey is a client's private key at the upstream: ES256 (P-256)
+// or RS256 (RSA, at least 2048 bits), its RFC 7638 thumbprint as key id.
+type UpstreamKey = signkey.Key
+
+// LoadUpstreamKey reads a client's upstream key from a PEM file (PKCS#8,
+// SEC1 EC or PKCS#1 RSA).
+func LoadUpstreamKey(path string) (*UpstreamKey, error) { return signkey.Load(path, "") }
 
 // Keys gives a client's public keys (a JWKS file or jwks_uri).
 type Keys interface {
@@ -130,11 +143,11 @@ func (cl *Client) validateAuth() error {
 		if cl.Keys == nil {
 			return fmt.Errorf("client %q: auth_method private_key_jwt needs the client's keys (jwks or jwks_uri)", cl.ID)
 		}
-		// With credentials client, the exchange authenticates to the
-		// upstream as the client, with a secret the upstream knows; the
-		// proxy cannot sign a client assertion for it.
-		if cl.UpstreamSecret == "" {
-			return fmt.Errorf("client %q: auth_method private_key_jwt needs an upstream_secret, the client's secret at the upstream", cl.ID)
+		// The proxy authenticates at the upstream as the client: with a
+		// secret the upstream knows, or a key of the client's there (the
+		// minter checks it has the one it uses).
+		if cl.UpstreamSecret == "" && cl.UpstreamKey == nil {
+			return fmt.Errorf("client %q: auth_method private_key_jwt needs an upstream_secret, the client's secret at the upstream (or an upstream_key)", cl.ID)
 		}
 	default:
 		return fmt.Errorf("client %q: auth_method %q must be client_secret_basic, client_secret_post or private_key_jwt", cl.ID, cl.AuthMethod)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/random"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/signkey"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/oauth"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
@@ -158,9 +159,9 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 		if cfg.Rotation != 0 {
 			return nil, errors.New("key_rotation needs keys kept in the store, not a key file")
 		}
-		k, err := loadKeyFile(cfg.KeyFile, alg)
+		k, err := signkey.Load(cfg.KeyFile, alg)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("signing key: %w", err)
 		}
 		iss.static = k
 		return iss, nil
@@ -209,7 +210,7 @@ type subjectClaims struct {
 func (i *Issuer) activeSigner(ctx context.Context) (jose.Signer, error) {
 	if i.static != nil {
 		i.mu.Lock()
-		s := i.signers[i.static.kid]
+		s := i.signers[i.static.ID]
 		i.mu.Unlock()
 		if s != nil {
 			return s, nil

@@ -8,14 +8,11 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"os"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/signkey"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
@@ -31,68 +28,8 @@ type keyRing struct {
 	Keys []storedKey `json:"keys"` // oldest first
 }
 
-type signingKey struct {
-	kid string
-	alg jose.SignatureAlgorithm
-	key crypto.Signer
-	pub jose.JSONWebKey
-}
-
-func loadKeyFile(path string, alg jose.SignatureAlgorithm) (*signingKey, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading signing key: %w", err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("signing key %s holds no PEM block", path)
-	}
-	var key any
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("signing key %s: unsupported PEM type %q", path, block.Type)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("signing key %s: %w", path, err)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("signing key %s: not a signing key", path)
-	}
-	return newSigningKey(signer, alg)
-}
-
-func newSigningKey(key crypto.Signer, alg jose.SignatureAlgorithm) (*signingKey, error) {
-	switch k := key.(type) {
-	case *ecdsa.PrivateKey:
-		if alg != jose.ES256 || k.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("an EC key signs ES256 on P-256 only, not %s", alg)
-		}
-	case *rsa.PrivateKey:
-		if alg != jose.RS256 && alg != jose.PS256 {
-			return nil, fmt.Errorf("an RSA key signs RS256 or PS256, not %s", alg)
-		}
-		if k.N.BitLen() < 2048 {
-			return nil, errors.New("an RSA key must have at least 2048 bits")
-		}
-	default:
-		return nil, fmt.Errorf("unsupported key type %T", key)
-	}
-	pub := jose.JSONWebKey{Key: key.Public(), Algorithm: string(alg), Use: "sig"}
-	tp, err := pub.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return nil, err
-	}
-	// RFC 7638 thumbprint as the kid.
-	pub.KeyID = base64.RawURLEncoding.EncodeToString(tp)
-	return &signingKey{kid: pub.KeyID, alg: alg, key: key, pub: pub}, nil
-}
+// signingKey is a key of the issuer.
+type signingKey = signkey.Key
 
 func generateKey(alg jose.SignatureAlgorithm) (crypto.Signer, error) {
 	if alg == jose.ES256 {
@@ -106,7 +43,7 @@ func (i *Issuer) newStoredKey(signFrom time.Time) (storedKey, error) {
 	if err != nil {
 		return storedKey{}, err
 	}
-	sk, err := newSigningKey(key, i.alg)
+	sk, err := signkey.New(key, i.alg)
 	if err != nil {
 		return storedKey{}, err
 	}
@@ -114,7 +51,7 @@ func (i *Issuer) newStoredKey(signFrom time.Time) (storedKey, error) {
 	if err != nil {
 		return storedKey{}, err
 	}
-	return storedKey{KID: sk.kid, Alg: string(i.alg), PKCS8: der, SignFrom: signFrom}, nil
+	return storedKey{KID: sk.ID, Alg: string(i.alg), PKCS8: der, SignFrom: signFrom}, nil
 }
 
 // keys returns the current ring, reading it from the store at most every
@@ -262,7 +199,7 @@ func (i *Issuer) signer(k storedKey) (jose.Signer, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("decoding signing key: %w", err)
 	}
-	sk, err := newSigningKey(priv.(crypto.Signer), jose.SignatureAlgorithm(k.Alg))
+	sk, err := signkey.New(priv.(crypto.Signer), jose.SignatureAlgorithm(k.Alg))
 	if err != nil {
 		return nil, "", err
 	}
@@ -270,21 +207,20 @@ func (i *Issuer) signer(k storedKey) (jose.Signer, string, error) {
 }
 
 func (i *Issuer) cacheSigner(sk *signingKey) (jose.Signer, string, error) {
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: sk.alg, Key: jose.JSONWebKey{Key: sk.key, KeyID: sk.kid}},
-		(&jose.SignerOptions{}).WithType("JWT"))
+	s, err := sk.NewSigner("JWT")
 	if err != nil {
 		return nil, "", err
 	}
 	i.mu.Lock()
-	i.signers[sk.kid] = s
+	i.signers[sk.ID] = s
 	i.mu.Unlock()
-	return s, sk.kid, nil
+	return s, sk.ID, nil
 }
 
 // publicKeys returns the keys to publish: every key in the ring.
 func (i *Issuer) publicKeys(ctx context.Context) ([]jose.JSONWebKey, error) {
 	if i.static != nil {
-		return []jose.JSONWebKey{i.static.pub}, nil
+		return []jose.JSONWebKey{i.static.Public}, nil
 	}
 	ring, err := i.keys(ctx)
 	if err != nil {
@@ -296,11 +232,11 @@ func (i *Issuer) publicKeys(ctx context.Context) ([]jose.JSONWebKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("decoding signing key: %w", err)
 		}
-		sk, err := newSigningKey(priv.(crypto.Signer), jose.SignatureAlgorithm(k.Alg))
+		sk, err := signkey.New(priv.(crypto.Signer), jose.SignatureAlgorithm(k.Alg))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, sk.pub)
+		out = append(out, sk.Public)
 	}
 	return out, nil
 }

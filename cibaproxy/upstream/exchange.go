@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/issuer"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
@@ -102,6 +103,19 @@ func (c *ExchangeConfig) Validate() error {
 	}
 	_, err := SubjectTokenType(c.SubjectTokenType)
 	return err
+}
+
+// CheckClients refuses, with credentials client, a client that has an
+// upstream key but no upstream secret: the exchange authenticates with the
+// secret only (the key is mint hydra's).
+func (x *Exchanger) CheckClients(list []*clients.Client) error {
+	var errs []error
+	for _, c := range list {
+		if x.cfg.Credentials == CredentialsClient && c.UpstreamKey != nil && c.UpstreamSecret == "" {
+			errs = append(errs, fmt.Errorf("client %q: the exchange with credentials client needs the client's upstream_secret (upstream_key is for mint hydra token_auth private_key_jwt)", c.ID))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // SubjectTokenType returns the RFC 8693 URI of a subject token type given

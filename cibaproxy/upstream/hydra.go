@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
@@ -38,6 +39,9 @@ const HydraStateKeySize = 32
 const (
 	HydraAuthBasic = "client_secret_basic"
 	HydraAuthPost  = "client_secret_post"
+	// HydraAuthPrivateKeyJWT signs a client assertion with the client's
+	// upstream key (RFC 7523 §2.2).
+	HydraAuthPrivateKeyJWT = "private_key_jwt"
 )
 
 // hydraMaxRedirects bounds the redirects of one mint: Hydra answers the
@@ -67,8 +71,9 @@ type HydraConfig struct {
 	// those are rejected at Hydra.
 	FallbackLogin, FallbackConsent string
 	// TokenAuth is how a CIBA client authenticates at Hydra's token
-	// endpoint with its upstream secret: HydraAuthBasic (default) or
-	// HydraAuthPost.
+	// endpoint: with its upstream secret, HydraAuthBasic (default) or
+	// HydraAuthPost; or with an assertion signed by its upstream key,
+	// HydraAuthPrivateKeyJWT.
 	TokenAuth string
 	// StateKey tags the states the proxy makes (HydraStateKeySize bytes,
 	// shared by the replicas of one store); nil means a random key of this
@@ -170,12 +175,28 @@ func (c *HydraConfig) Validate() error {
 		}
 	}
 	switch c.TokenAuth {
-	case "", HydraAuthBasic, HydraAuthPost:
+	case "", HydraAuthBasic, HydraAuthPost, HydraAuthPrivateKeyJWT:
 	default:
-		errs = append(errs, fmt.Errorf("mint hydra: token_auth %q must be %s or %s", c.TokenAuth, HydraAuthBasic, HydraAuthPost))
+		errs = append(errs, fmt.Errorf("mint hydra: token_auth %q must be %s, %s or %s", c.TokenAuth, HydraAuthBasic, HydraAuthPost, HydraAuthPrivateKeyJWT))
 	}
 	if c.StateKey != nil && len(c.StateKey) != HydraStateKeySize {
 		errs = append(errs, fmt.Errorf("mint hydra: the state key must be %d bytes", HydraStateKeySize))
+	}
+	return errors.Join(errs...)
+}
+
+// CheckClients checks that every client has the credential token_auth
+// uses at Hydra: an upstream key for private_key_jwt, else an upstream
+// secret.
+func (m *HydraMinter) CheckClients(list []*clients.Client) error {
+	var errs []error
+	for _, c := range list {
+		switch {
+		case m.cfg.TokenAuth == HydraAuthPrivateKeyJWT && c.UpstreamKey == nil:
+			errs = append(errs, fmt.Errorf("client %q: mint hydra token_auth %s needs the client's upstream_key", c.ID, HydraAuthPrivateKeyJWT))
+		case m.cfg.TokenAuth != HydraAuthPrivateKeyJWT && c.UpstreamSecret == "":
+			errs = append(errs, fmt.Errorf("client %q: mint hydra token_auth %s needs the client's upstream_secret", c.ID, m.cfg.TokenAuth))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -493,18 +514,29 @@ func (f *hydraFlow) redeem(ctx context.Context, meta *Metadata, code string) (*T
 	if err != nil {
 		return nil, &MintError{Refused: true, Err: fmt.Errorf("upstream token endpoint: %w", err)}
 	}
-	style := oauth2.AuthStyleInHeader
-	if f.m.cfg.TokenAuth == HydraAuthPost {
-		style = oauth2.AuthStyleInParams
-	}
 	oc := oauth2.Config{
 		ClientID:     f.g.Client.ID,
 		ClientSecret: f.g.Client.UpstreamSecret,
-		Endpoint:     oauth2.Endpoint{TokenURL: tokenURL, AuthStyle: style},
+		Endpoint:     oauth2.Endpoint{TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInHeader},
 		RedirectURL:  f.m.cfg.RedirectURI,
 	}
+	opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(f.verifier)}
+	switch f.m.cfg.TokenAuth {
+	case HydraAuthPost:
+		oc.Endpoint.AuthStyle = oauth2.AuthStyleInParams
+	case HydraAuthPrivateKeyJWT:
+		// client_id and the assertion in the form, no secret; the
+		// assertion's audience is the token endpoint Hydra publishes.
+		assertion, err := clientAssertion(f.g.Client, meta.TokenEndpoint, time.Now())
+		if err != nil {
+			return nil, &MintError{Refused: true, Err: fmt.Errorf("signing the client assertion: %w", err)}
+		}
+		oc.ClientSecret, oc.Endpoint.AuthStyle = "", oauth2.AuthStyleInParams
+		opts = append(opts, oauth2.SetAuthURLParam("client_assertion_type", clients.ClientAssertionType),
+			oauth2.SetAuthURLParam("client_assertion", assertion))
+	}
 	octx := context.WithValue(ctx, oauth2.HTTPClient, d.Client())
-	tok, err := oc.Exchange(octx, code, oauth2.VerifierOption(f.verifier))
+	tok, err := oc.Exchange(octx, code, opts...)
 	if err != nil {
 		if me := classifyExchangeError(err); isRefused(me) {
 			return nil, me

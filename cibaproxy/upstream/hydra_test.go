@@ -9,17 +9,24 @@ import (
 
 func newTestHydraMinter(t *testing.T, key []byte, fallbackLogin string) *HydraMinter {
 	t.Helper()
+	return newHydraMinterWith(t, func(c *HydraConfig) { c.StateKey, c.FallbackLogin = key, fallbackLogin })
+}
+
+// newHydraMinterWith returns a HydraMinter of a valid configuration that
+// mod changed.
+func newHydraMinterWith(t *testing.T, mod func(c *HydraConfig)) *HydraMinter {
+	t.Helper()
 	d, err := NewDiscovery("https://idp.example.com", "http://127.0.0.1:4444", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewHydraMinter(HydraConfig{
-		Discovery:     d,
-		Admin:         "http://127.0.0.1:4445",
-		RedirectURI:   "https://idp.example.com/ciba/hydra/callback",
-		FallbackLogin: fallbackLogin,
-		StateKey:      key,
-	})
+	cfg := HydraConfig{
+		Discovery:   d,
+		Admin:       "http://127.0.0.1:4445",
+		RedirectURI: "https://idp.example.com/ciba/hydra/callback",
+	}
+	mod(&cfg)
+	m, err := NewHydraMinter(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +123,7 @@ func TestHydraConfigValidate(t *testing.T) {
 		"same paths":          {func(c *HydraConfig) { c.LoginPath, c.ConsentPath = "/p", "/p" }, "must differ"},
 		"fallback scheme":     {func(c *HydraConfig) { c.FallbackLogin = "ftp://x/login" }, "fallback_login"},
 		"fallback relative":   {func(c *HydraConfig) { c.FallbackConsent = "/consent" }, "fallback_consent"},
-		"token_auth":          {func(c *HydraConfig) { c.TokenAuth = "private_key_jwt" }, "token_auth"},
+		"token_auth":          {func(c *HydraConfig) { c.TokenAuth = "tls_client_auth" }, "token_auth"},
 		"state key size":      {func(c *HydraConfig) { c.StateKey = []byte("short") }, "state key"},
 	} {
 		c := ok
