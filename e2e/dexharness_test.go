@@ -424,6 +424,25 @@ func (p *proxy) remember(s string) {
 	p.mu.Unlock()
 }
 
+// tokenAnswer checks that r is a 200 token response kept from caches and
+// decodes it; its tokens are remembered, so that checkNoSecretsAtRest
+// looks for them in the store.
+func (p *proxy) tokenAnswer(t *testing.T, r reply) tokenAnswer {
+	t.Helper()
+	if r.Status != http.StatusOK {
+		t.Fatalf("token request: status %d, want 200; body %s", r.Status, r.Body)
+	}
+	wantJSONNoStore(t, r)
+	var tok tokenAnswer
+	if err := json.Unmarshal(r.Body, &tok); err != nil {
+		t.Fatalf("token answer %s: %v", r.Body, err)
+	}
+	for _, s := range []string{tok.AccessToken, tok.IDToken, tok.RefreshToken} {
+		p.remember(s)
+	}
+	return tok
+}
+
 // ---- the flow ----
 
 // Discover reads Dex's discovery document through the proxy, as a client
@@ -578,16 +597,7 @@ type idClaims struct {
 // through the proxy), aud = cc, the user's e-mail and name in it.
 func (e *dexEnv) WantTokens(t *testing.T, r reply, u dexUser) tokenAnswer {
 	t.Helper()
-	if r.Status != http.StatusOK {
-		t.Fatalf("token request: status %d, want 200; body %s", r.Status, r.Body)
-	}
-	wantJSONNoStore(t, r)
-	var tok tokenAnswer
-	if err := json.Unmarshal(r.Body, &tok); err != nil {
-		t.Fatalf("token answer %s: %v", r.Body, err)
-	}
-	e.P.remember(tok.AccessToken)
-	e.P.remember(tok.IDToken)
+	tok := e.P.tokenAnswer(t, r)
 	if tok.AccessToken == "" || tok.IDToken == "" {
 		t.Fatalf("token answer %s lacks access_token or id_token", r.Body)
 	}

@@ -86,17 +86,7 @@ func TestHydraFlow(t *testing.T) {
 		// Hydra no longer knows cc's secret: the code redemption is
 		// refused with invalid_client, which the poll names in a
 		// server_error; the request is not redeemed.
-		patch := []map[string]any{{"op": "replace", "path": "/client_secret", "value": "another-secret-2b7d9e41"}}
-		if status := e.Hydra.adminJSON(t, http.MethodPatch, "/admin/clients/"+ccID, patch, nil); status != http.StatusOK {
-			t.Fatalf("changing cc's secret at Hydra: status %d", status)
-		}
-		pr := e.Start(t, alice)
-		e.Decide(t, pr, "approve", "Approved")
-		r := e.Poll(t, pr.ID)
-		wantError(t, r, http.StatusInternalServerError, "server_error")
-		if !strings.Contains(string(r.Body), "invalid_client") {
-			t.Errorf("the refusal does not name Hydra's error: %s", r.Body)
-		}
+		e.wantRefusedAfter(t, "/client_secret", "another-secret-2b7d9e41")
 	})
 
 	e.P.Stop()
@@ -118,21 +108,30 @@ func TestHydraPrivateKeyJWT(t *testing.T) {
 	t.Run("refresh", func(t *testing.T) { e.WantRefresh(t, tok) })
 
 	t.Run("another key at Hydra", func(t *testing.T) {
-		patch := []map[string]any{{"op": "replace", "path": "/jwks", "value": json.RawMessage(cibatest.JWKSJSON(t, cibatest.NewKey(t, e.Key.ID)))}}
-		if status := e.Hydra.adminJSON(t, http.MethodPatch, "/admin/clients/"+ccID, patch, nil); status != http.StatusOK {
-			t.Fatalf("changing cc's keys at Hydra: status %d", status)
-		}
-		pr := e.Start(t, alice)
-		e.Decide(t, pr, "approve", "Approved")
-		r := e.Poll(t, pr.ID)
-		wantError(t, r, http.StatusInternalServerError, "server_error")
-		if !strings.Contains(string(r.Body), "invalid_client") {
-			t.Errorf("the refusal does not name Hydra's error: %s", r.Body)
-		}
+		e.wantRefusedAfter(t, "/jwks", json.RawMessage(cibatest.JWKSJSON(t, cibatest.NewKey(t, e.Key.ID))))
 	})
 
 	e.P.Stop()
 	e.P.checkNoSecretsAtRest(t)
+}
+
+// wantRefusedAfter replaces the field at path of cc's registration at Hydra
+// with value, so that Hydra no longer takes cc's credentials; then an
+// approved request's redemption is refused with invalid_client, which the
+// poll names in a server_error, and the request is not redeemed.
+func (e *hydraEnv) wantRefusedAfter(t *testing.T, path string, value any) {
+	t.Helper()
+	patch := []map[string]any{{"op": "replace", "path": path, "value": value}}
+	if status := e.Hydra.adminJSON(t, http.MethodPatch, "/admin/clients/"+ccID, patch, nil); status != http.StatusOK {
+		t.Fatalf("changing %s of cc at Hydra: status %d", path, status)
+	}
+	pr := e.Start(t, alice)
+	e.Decide(t, pr, "approve", "Approved")
+	r := e.Poll(t, pr.ID)
+	wantError(t, r, http.StatusInternalServerError, "server_error")
+	if !strings.Contains(string(r.Body), "invalid_client") {
+		t.Errorf("the refusal does not name Hydra's error: %s", r.Body)
+	}
 }
 
 // TestHydraConcurrentPolls: polls that overlap the mint of an approved

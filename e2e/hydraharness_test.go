@@ -418,17 +418,7 @@ func newHydraEnv(t *testing.T, setup hydraSetup) *hydraEnv {
 // user's, for cc; a refresh token came with offline_access.
 func (e *hydraEnv) WantTokens(t *testing.T, r reply, u dexUser) tokenAnswer {
 	t.Helper()
-	if r.Status != http.StatusOK {
-		t.Fatalf("token request: status %d, want 200; body %s", r.Status, r.Body)
-	}
-	wantJSONNoStore(t, r)
-	var tok tokenAnswer
-	if err := json.Unmarshal(r.Body, &tok); err != nil {
-		t.Fatalf("token answer %s: %v", r.Body, err)
-	}
-	e.P.remember(tok.AccessToken)
-	e.P.remember(tok.IDToken)
-	e.P.remember(tok.RefreshToken)
+	tok := e.P.tokenAnswer(t, r)
 	if tok.AccessToken == "" || tok.IDToken == "" || tok.RefreshToken == "" {
 		t.Fatalf("token answer %s lacks access_token, id_token or refresh_token", r.Body)
 	}
