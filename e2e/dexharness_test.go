@@ -277,16 +277,7 @@ func (d *daemon) Kill() {
 
 // The proxy's Caddyfile in front of Dex. Only requests for the subject-token
 // issuer's JWKS are logged (access log), so a test can count Dex's fetches.
-const dexCaddyfileTemplate = `{
-	admin off
-	auto_https off
-	persist_config off
-	log {
-		output stderr
-		level INFO
-	}
-}
-
+const dexCaddyfileTemplate = globalOptions + `
 http://127.0.0.1:{{proxyport}} {
 	@notjwks not path ` + cibaJWKSPath + `
 	log_skip @notjwks

@@ -286,7 +286,10 @@ const usersJSON = `{"users":[
 ]}
 `
 
-const caddyfileTemplate = `{
+// globalOptions are the Caddyfile's global options of every proxy the
+// tests start: no admin endpoint, plain HTTP on loopback, the log on
+// stderr at INFO (the harness reads it).
+const globalOptions = `{
 	admin off
 	auto_https off
 	persist_config off
@@ -295,7 +298,9 @@ const caddyfileTemplate = `{
 		level INFO
 	}
 }
+`
 
+const caddyfileTemplate = globalOptions + `
 http://127.0.0.1:{{proxyport}} {
 	ciba {
 		upstream http://127.0.0.1:{{proxyport}}/realms/main

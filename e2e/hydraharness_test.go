@@ -284,16 +284,7 @@ func (h *hydraServer) Introspect(t *testing.T, token string) map[string]any {
 
 // The proxy's Caddyfile in front of Hydra: Hydra's public API is reverse
 // proxied at the root of the proxy's origin, which is Hydra's issuer.
-const hydraCaddyfileTemplate = `{
-	admin off
-	auto_https off
-	persist_config off
-	log {
-		output stderr
-		level INFO
-	}
-}
-
+const hydraCaddyfileTemplate = globalOptions + `
 http://127.0.0.1:{{proxyport}} {
 	ciba {
 		upstream http://127.0.0.1:{{proxyport}}

@@ -28,16 +28,7 @@ import (
 // replicaCaddyfile is a replica's Caddyfile: the Dex site of the single
 // process, with the store in Redis and the balancer's origin as public URL.
 // Each replica names itself in an X-Replica header.
-const replicaCaddyfile = `{
-	admin off
-	auto_https off
-	persist_config off
-	log {
-		output stderr
-		level INFO
-	}
-}
-
+const replicaCaddyfile = globalOptions + `
 http://127.0.0.1:{{port}} {
 	header X-Replica {{name}}
 	ciba {
