@@ -10,14 +10,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -359,8 +356,11 @@ func BenchmarkBackchannel(b *testing.B) {
 				var next atomic.Int64
 				var failed atomic.Int64
 				b.SetParallelism(max(1, 32/runtime.GOMAXPROCS(0)))
-				start, ok := deviceFlushes(e.dir)
-				f0 := func() (uint64, bool) { return start, ok }
+				flushes, ferr := cibatest.NewFlushCounter("/sys", e.dir)
+				var f0 int64
+				if ferr == nil {
+					f0, ferr = flushes.Read()
+				}
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					w := newBenchWriter()
@@ -375,8 +375,8 @@ func BenchmarkBackchannel(b *testing.B) {
 				if n := failed.Load(); n > 0 {
 					b.Fatalf("%d backchannel requests were not answered 200", n)
 				}
-				if f0, ok := f0(); ok {
-					if f1, _ := deviceFlushes(e.dir); f1 > f0 {
+				if ferr == nil {
+					if f1, err := flushes.Read(); err == nil && f1 > f0 {
 						b.ReportMetric(float64(f1-f0)/float64(b.N), "flushes/op")
 						b.ReportMetric(float64(b.N)/float64(f1-f0), "req/flush")
 					}
@@ -648,27 +648,4 @@ func BenchmarkClientAuth(b *testing.B) {
 			}
 		}
 	})
-}
-
-// deviceFlushes returns the flush requests completed by the block device
-// holding dir (the 16th field of its stat file), false where the kernel or
-// the device does not count them.
-func deviceFlushes(dir string) (uint64, bool) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err != nil {
-		return 0, false
-	}
-	dev := uint64(st.Dev)
-	major := (dev>>8)&0xfff | (dev>>32)&^0xfff
-	minor := dev&0xff | (dev>>12)&^0xff
-	sys := fmt.Sprintf("/sys/dev/block/%d:%d", major, minor)
-	for _, f := range []string{sys + "/stat", sys + "/../stat"} {
-		b, err := os.ReadFile(f)
-		if fields := strings.Fields(string(b)); err == nil && len(fields) >= 16 {
-			if n, err := strconv.ParseUint(fields[15], 10, 64); err == nil {
-				return n, true
-			}
-		}
-	}
-	return 0, false
 }

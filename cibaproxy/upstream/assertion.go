@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/random"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
@@ -25,7 +26,7 @@ func clientAssertion(client *clients.Client, aud string, now time.Time) (string,
 	if err != nil {
 		return "", err
 	}
-	jti, err := randomString(16)
+	jti, err := random.Token(16)
 	if err != nil {
 		return "", err
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cibaproxy/cibaproxy/cibaproxy/clients"
+	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/random"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/internal/urls"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
@@ -231,7 +232,7 @@ func (m *HydraMinter) Mint(ctx context.Context, g *Grant) (*Tokens, error) {
 	if f.state, err = m.newState(); err != nil {
 		return nil, err
 	}
-	if f.nonce, err = randomString(16); err != nil {
+	if f.nonce, err = random.Token(16); err != nil {
 		return nil, err
 	}
 	base := m.cfg.Discovery.Client()
@@ -615,7 +616,7 @@ func errorBody(b []byte) (code, desc string) {
 const statePrefix = "ciba."
 
 func (m *HydraMinter) newState() (string, error) {
-	nonce, err := randomString(16)
+	nonce, err := random.Token(16)
 	if err != nil {
 		return "", err
 	}
@@ -637,14 +638,6 @@ func (m *HydraMinter) IsProxyState(state string) bool {
 	}
 	nonce, tag, ok := strings.Cut(rest, ".")
 	return ok && hmac.Equal([]byte(tag), []byte(m.stateTag(nonce)))
-}
-
-func randomString(n int) (string, error) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
 // flowJar is the cookie jar of one mint: it keeps every cookie Hydra sets

@@ -49,3 +49,26 @@ func TestFsyncLineCarriesTheBackchannelCost(t *testing.T) {
 		t.Errorf("report lacks %q:\n%s", want, out.String())
 	}
 }
+
+func TestMedianMin(t *testing.T) {
+	for _, c := range []struct {
+		xs          []float64
+		median, min float64
+	}{
+		{[]float64{0.81, 0.62, 0.90, 0.79, 0.85}, 0.81, 0.62},
+		{[]float64{0.5, 1, 0.75, 0.25}, 0.625, 0.25},
+		{[]float64{0.7}, 0.7, 0.7},
+		{nil, 0, 0},
+	} {
+		in := append([]float64(nil), c.xs...)
+		median, least := medianMin(c.xs)
+		if median != c.median || least != c.min {
+			t.Errorf("medianMin(%v) = %v, %v; want %v, %v", c.xs, median, least, c.median, c.min)
+		}
+		for i := range in {
+			if in[i] != c.xs[i] {
+				t.Errorf("medianMin reordered its input: %v", c.xs)
+			}
+		}
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cibaproxy/cibaproxy/cibaproxy/cibatest"
 )
 
 // Phases of a run, and the answers each counts as valid.
@@ -157,7 +159,7 @@ type runConfig struct {
 	refTarget  *url.URL
 	rounds     int
 	flushDir   string
-	flush      *flushCounter
+	flush      *cibatest.FlushCounter
 	flushErr   error
 	pid        int
 	name       string
@@ -227,7 +229,7 @@ func cmdRun(args []string) error {
 		return errors.New("--conns and --duration must be positive")
 	}
 	if c.flushDir != "" {
-		if c.flush, c.flushErr = newFlushCounter("/sys", c.flushDir); c.flushErr != nil {
+		if c.flush, c.flushErr = cibatest.NewFlushCounter("/sys", c.flushDir); c.flushErr != nil {
 			fmt.Fprintf(os.Stderr, "cibaload run: device flushes not counted: %v\n", c.flushErr)
 		}
 	}
@@ -604,7 +606,7 @@ func (s *side) window(c *runConfig, settle, d time.Duration) {
 	var f0 int64
 	var err0 error
 	if c.flush != nil {
-		f0, err0 = c.flush.read()
+		f0, err0 = c.flush.Read()
 	}
 	start := time.Now()
 	s.win.Store(int32(len(s.windows)))
@@ -612,7 +614,7 @@ func (s *side) window(c *runConfig, settle, d time.Duration) {
 	s.win.Store(-1)
 	ws.elapsed = time.Since(start)
 	if c.flush != nil {
-		f1, err1 := c.flush.read()
+		f1, err1 := c.flush.Read()
 		ws.flushes, ws.flushOK = f1-f0, err0 == nil && err1 == nil
 	}
 	s.windows = append(s.windows, ws)
@@ -820,10 +822,10 @@ func (s *side) flushFigures(c *runConfig, valid int64) *Flushes {
 		f.Unavailable = c.flushErr.Error()
 		return f
 	}
-	f.Device = c.flush.device
+	f.Device = c.flush.Device
 	for _, w := range s.windows {
 		if !w.flushOK {
-			f.Unavailable = "the flush counter of " + c.flush.path + " could not be read in every window"
+			f.Unavailable = "the flush counter of " + c.flush.Path + " could not be read in every window"
 			return f
 		}
 		f.Count += w.flushes

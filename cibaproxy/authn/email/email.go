@@ -315,43 +315,35 @@ func (a *Authenticator) linkURL(token string) string {
 }
 
 // Deliver delivers a mail this authenticator queued (authn.Deliverer): it
-// makes the link token (whose hash Start stored with the request), renders
-// the mail with the link from the request's record and sends it; a mail
-// queued by an earlier version comes rendered, and its link is stored
-// now. A request that is gone (expired and collected)
-// has no mail to send.
+// renders the mail from the request's record, with the link whose hash
+// Start stored with the request, and sends it. A request that is gone
+// (expired and collected) has no mail to send. A mail queued by an earlier
+// version comes rendered, its link stored only now.
 func (a *Authenticator) Deliver(ctx context.Context, it *store.OutboxItem) error {
 	q, err := decodeQueued(it.Payload)
 	if err != nil {
 		return &outbox.PermanentError{Err: fmt.Errorf("undecodable mail: %w", err)}
 	}
-	var req *store.AuthRequest
-	if !q.Rendered {
-		if req, err = a.cfg.Store.Get(ctx, it.ID.Request); errors.Is(err, store.ErrNotFound) {
+	token := a.linkToken(it.ID.Request, q.Marker)
+	m := &q.Mail
+	if q.Rendered {
+		if err := a.cfg.Store.AddLink(ctx, store.LinkKeyOf(token), it.ID.Request, it.NotAfter); err != nil {
+			return fmt.Errorf("storing the approval link: %w", err)
+		}
+		m.Text = strings.ReplaceAll(m.Text, q.Marker, token)
+		m.HTML = strings.ReplaceAll(m.HTML, q.Marker, token)
+	} else {
+		req, err := a.cfg.Store.Get(ctx, it.ID.Request)
+		if errors.Is(err, store.ErrNotFound) {
 			return &outbox.PermanentError{Err: errors.New("the request of the mail is gone")}
 		} else if err != nil {
 			return fmt.Errorf("reading the request of the mail: %w", err)
 		}
-	}
-	token := a.linkToken(it.ID.Request, q.Marker)
-	if q.Rendered {
-		// Queued by an earlier version, which stored the link only now.
-		if err := a.cfg.Store.AddLink(ctx, store.LinkKeyOf(token), it.ID.Request, it.NotAfter); err != nil {
-			return fmt.Errorf("storing the approval link: %w", err)
-		}
-	}
-	m := q.Mail
-	if q.Rendered {
-		m.Text = strings.ReplaceAll(m.Text, q.Marker, token)
-		m.HTML = strings.ReplaceAll(m.HTML, q.Marker, token)
-	} else {
-		r, err := a.render(req, token, a.messageIDOf(it.ID.Request, q.Marker))
-		if err != nil {
+		if m, err = a.render(req, token, a.messageIDOf(it.ID.Request, q.Marker)); err != nil {
 			return &outbox.PermanentError{Err: err}
 		}
-		m = *r
 	}
-	return a.sender.Send(ctx, &m)
+	return a.sender.Send(ctx, m)
 }
 
 // linkToken is the link token of the mail of the request under key queued

@@ -87,14 +87,13 @@ type Store struct {
 	// committing counts the transactions being committed (write).
 	committing atomic.Int64
 	idle       chan struct{} // signalled when committing falls to 0
-	// SyncCommitter: tickets taken by writers, the committer's wake-up,
-	// and the fsyncs it ran.
+	// SyncCommitter: tickets taken by writers and the committer's wake-up
+	// (walsync.go).
 	syncMode      SyncMode
 	tickets       uint64
 	kick          chan struct{}
 	commitStop    chan struct{} // closed once no write can wait any more
 	committerOnce sync.Once
-	syncs         uint64
 	wal           *walSyncer
 	fsync         func() error // DB.Sync; a test's recorder
 	stop          chan struct{}
@@ -267,6 +266,16 @@ const (
 	// SyncCommitter: a goroutine runs the fsyncs, one per gathered batch.
 	SyncCommitter
 )
+
+func (m SyncMode) String() string {
+	switch m {
+	case SyncGroup:
+		return "group"
+	case SyncCommitter:
+		return "committer"
+	}
+	return fmt.Sprintf("SyncMode(%d)", int(m))
+}
 
 // DefaultSyncMode is the SyncMode of Open.
 const DefaultSyncMode = SyncGroup
@@ -483,13 +492,3 @@ func (b badgerLogger) Warningf(f string, v ...any) { b.l.Warnf("badger: "+f, v..
 func (b badgerLogger) Infof(string, ...any) {}
 
 func (b badgerLogger) Debugf(string, ...any) {}
-
-func (m SyncMode) String() string {
-	switch m {
-	case SyncGroup:
-		return "group"
-	case SyncCommitter:
-		return "committer"
-	}
-	return fmt.Sprintf("SyncMode(%d)", int(m))
-}

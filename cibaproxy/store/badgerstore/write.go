@@ -119,47 +119,6 @@ func (s *Store) syncAsLeader() error {
 	return s.syncErr
 }
 
-// syncByCommitter is SyncCommitter: the writer takes a ticket after its
-// commit and waits until the committer goroutine has finished an fsync
-// that began after the ticket was taken. The committer syncs once per
-// gathered batch: every ticket taken while an fsync runs is served by the
-// next one, which starts as soon as the previous ends.
-func (s *Store) syncByCommitter() error {
-	s.committerOnce.Do(func() { go s.committer() })
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	s.tickets++
-	t := s.tickets
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-	for s.finished < t {
-		s.syncCond.Wait()
-	}
-	return s.syncErr
-}
-
-func (s *Store) committer() {
-	for {
-		select {
-		case <-s.kick:
-		case <-s.commitStop:
-			return
-		}
-		s.gather()
-		s.syncMu.Lock()
-		t := s.tickets // every ticket up to t was taken after its commit
-		s.syncMu.Unlock()
-		err := s.fsync()
-		s.syncMu.Lock()
-		s.finished, s.syncErr = t, err
-		s.syncs++
-		s.syncCond.Broadcast()
-		s.syncMu.Unlock()
-	}
-}
-
 // gather returns once no commit is under way, or after syncGather: the
 // commits under way when an fsync is due share it rather than wait for the
 // next.

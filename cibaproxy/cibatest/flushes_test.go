@@ -1,4 +1,4 @@
-package main
+package cibatest
 
 import (
 	"os"
@@ -72,10 +72,10 @@ func TestFlushCounterOfPartitionReadsTheDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fc.device != "8:1 sda" {
-		t.Errorf("device = %q, want the disk of the partition", fc.device)
+	if fc.Device != "8:1 sda" {
+		t.Errorf("device = %q, want the disk of the partition", fc.Device)
 	}
-	if n, err := fc.read(); err != nil || n != 1567273 {
+	if n, err := fc.Read(); err != nil || n != 1567273 {
 		t.Errorf("read = %d, %v; want the disk's 1567273", n, err)
 	}
 }
@@ -87,7 +87,7 @@ func TestFlushCounterUnavailable(t *testing.T) {
 	}
 	// The disk's stat has no flush counter: the partition's is read.
 	fc, err := flushCounterOf(root, 8, 1)
-	if err != nil || fc.device != "8:1 sda1" {
+	if err != nil || fc.Device != "8:1 sda1" {
 		t.Fatalf("flushCounterOf = %+v, %v; want the partition's counter", fc, err)
 	}
 	if _, err := flushCounterOf(root, 8, 0); err == nil {
@@ -95,28 +95,5 @@ func TestFlushCounterUnavailable(t *testing.T) {
 	}
 	if _, err := flushCounterOf(root, 0, 42); err == nil {
 		t.Error("a device with no /sys/dev/block entry (tmpfs, overlay): want an error")
-	}
-}
-
-func TestMedianMin(t *testing.T) {
-	for _, c := range []struct {
-		xs          []float64
-		median, min float64
-	}{
-		{[]float64{0.81, 0.62, 0.90, 0.79, 0.85}, 0.81, 0.62},
-		{[]float64{0.5, 1, 0.75, 0.25}, 0.625, 0.25},
-		{[]float64{0.7}, 0.7, 0.7},
-		{nil, 0, 0},
-	} {
-		in := append([]float64(nil), c.xs...)
-		median, least := medianMin(c.xs)
-		if median != c.median || least != c.min {
-			t.Errorf("medianMin(%v) = %v, %v; want %v, %v", c.xs, median, least, c.median, c.min)
-		}
-		for i := range in {
-			if in[i] != c.xs[i] {
-				t.Errorf("medianMin reordered its input: %v", c.xs)
-			}
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package cibatest
 
 import (
 	"errors"
@@ -16,18 +16,19 @@ import (
 // and time_in_queue. Kernels before 5.5 write 15 fields or fewer.
 const flushField = 15
 
-// flushCounter reads the flush requests completed by the block device that
-// holds a directory. The counter is the device's: every process's flushes
-// count, not only the proxy's.
-type flushCounter struct {
-	path   string // the stat file
-	device string // "MAJ:MIN name"
+// FlushCounter reads the flush requests completed by the block device that
+// holds a directory: the cost of the fsyncs of a store kept there, for the
+// benchmarks. The counter is the device's: every process's flushes count,
+// not only the proxy's.
+type FlushCounter struct {
+	Path   string // the stat file
+	Device string // "MAJ:MIN name"
 }
 
-// newFlushCounter finds the stat file of the block device holding dir
+// NewFlushCounter finds the stat file of the block device holding dir
 // under sysRoot (/sys): /sys/dev/block/MAJ:MIN/stat, or the whole disk's
 // when MAJ:MIN is a partition (the kernel counts flushes on the disk only).
-func newFlushCounter(sysRoot, dir string) (*flushCounter, error) {
+func NewFlushCounter(sysRoot, dir string) (*FlushCounter, error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", dir, err)
@@ -43,7 +44,7 @@ func devNumbers(dev uint64) (maj, mnr uint64) {
 	return maj, mnr
 }
 
-func flushCounterOf(sysRoot string, maj, mnr uint64) (*flushCounter, error) {
+func flushCounterOf(sysRoot string, maj, mnr uint64) (*FlushCounter, error) {
 	id := fmt.Sprintf("%d:%d", maj, mnr)
 	link := filepath.Join(sysRoot, "dev", "block", id)
 	devDir, err := filepath.EvalSymlinks(link)
@@ -66,7 +67,7 @@ func flushCounterOf(sysRoot string, maj, mnr uint64) (*flushCounter, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
 		}
-		return &flushCounter{path: path, device: id + " " + filepath.Base(d)}, nil
+		return &FlushCounter{Path: path, Device: id + " " + filepath.Base(d)}, nil
 	}
 	return nil, fmt.Errorf("device %s: no flush counter: %w", id, errors.Join(errs...))
 }
@@ -85,9 +86,9 @@ func parseFlushes(line string) (int64, error) {
 	return n, nil
 }
 
-// read returns the counter now.
-func (fc *flushCounter) read() (int64, error) {
-	data, err := os.ReadFile(fc.path)
+// Read returns the counter now.
+func (fc *FlushCounter) Read() (int64, error) {
+	data, err := os.ReadFile(fc.Path)
 	if err != nil {
 		return 0, err
 	}
