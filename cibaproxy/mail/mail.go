@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/mail"
+	"net/textproto"
 	"strconv"
 	"sync"
 	"time"
@@ -161,6 +162,15 @@ func (s *Sender) Send(ctx context.Context, m *Message) error {
 	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
 	msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
 
+	from, err := msg.GetSender(false)
+	if err != nil {
+		return &outbox.PermanentError{Err: errors.New("the sender address is invalid")}
+	}
+	rcpts, err := msg.GetRecipients()
+	if err != nil || len(rcpts) != 1 {
+		return &outbox.PermanentError{Err: errors.New("the recipient address is invalid")}
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	for {
@@ -181,27 +191,77 @@ func (s *Sender) Send(ctx context.Context, m *Message) error {
 		// would let a slow server hold the mail past it, and another
 		// attempt send it again meanwhile.
 		stop := context.AfterFunc(ctx, func() { _ = conn.Text.Close() })
-		err := s.client.SendWithSMTPClient(conn, msg)
+		delivered, err := transact(conn, from, rcpts[0], msg)
 		cut := !stop()
 		if err == nil && !cut {
 			s.keep(conn)
 			return nil
 		}
 		_ = conn.Close()
-		if err == nil || msg.IsDelivered() {
-			// The server accepted the message (250 after DATA); only the
-			// RSET after it failed. Retrying would send the mail twice.
+		if delivered {
+			// The server accepted the message (250 after its data); only
+			// what came after failed. Retrying would send the mail twice.
 			return nil
 		}
 		if cut {
 			return classifySMTPError(fmt.Errorf("interrupted: %w: %v", ctx.Err(), err))
 		}
-		var se *gomail.SendError
-		if reused && errors.As(err, &se) && se.Reason == gomail.ErrConnCheck {
-			continue // the server closed the idle connection: dial afresh
+		if reused && connectionGone(err) {
+			continue // the server closed the kept connection: dial afresh
 		}
 		return classifySMTPError(err)
 	}
+}
+
+// transact is one mail transaction on conn: MAIL, RCPT, DATA and the
+// message, four round trips. A kept connection is not checked with NOOP
+// first: a server that closed it fails the MAIL command, before anything
+// was accepted, and Send dials afresh. Nor is the transaction followed by
+// RSET: a completed transaction leaves the session ready for the next MAIL
+// (RFC 5321 §4.1.4), and a failed one closes the connection. delivered is
+// true once the server accepted the message.
+func transact(conn *smtp.Client, from, to string, msg *gomail.Msg) (delivered bool, err error) {
+	if err := conn.Mail(from); err != nil {
+		return false, &stepError{"MAIL FROM", err}
+	}
+	if err := conn.Rcpt(to); err != nil {
+		return false, &stepError{"RCPT TO", err}
+	}
+	w, err := conn.Data()
+	if err != nil {
+		return false, &stepError{"DATA", err}
+	}
+	if _, err := msg.WriteTo(w); err != nil {
+		return false, &stepError{"message", err}
+	}
+	if err := w.Close(); err != nil {
+		return false, &stepError{"end of message", err}
+	}
+	return true, nil
+}
+
+// stepError is the failure of one step of a mail transaction.
+type stepError struct {
+	step string
+	err  error
+}
+
+func (e *stepError) Error() string { return e.step + " failed: " + e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+// connectionGone reports whether err, on a kept connection, says the
+// server closed it while it was idle: the connection failed (no reply), or
+// the server's 421 closing it, before the message was sent.
+func connectionGone(err error) bool {
+	var se *stepError
+	if !errors.As(err, &se) || se.step == "end of message" {
+		return false
+	}
+	var reply *textproto.Error
+	if errors.As(err, &reply) {
+		return reply.Code == 421
+	}
+	return true
 }
 
 // dial opens a connection (TCP, TLS, EHLO, AUTH) within ctx. go-mail
@@ -305,18 +365,13 @@ func quit(c *smtp.Client) {
 }
 
 // classifySMTPError keeps the SMTP reply code and masks addresses; a 5xx
-// reply to the message or its recipient is permanent.
+// reply to a step of the transaction is permanent.
 func classifySMTPError(err error) error {
 	text := mask.Addresses(err.Error())
-	var se *gomail.SendError
-	if errors.As(err, &se) {
-		code := se.ErrorCode()
-		switch se.Reason {
-		case gomail.ErrSMTPMailFrom, gomail.ErrSMTPRcptTo, gomail.ErrSMTPData, gomail.ErrSMTPDataClose:
-			if !se.IsTemp() && code >= 500 && code < 600 {
-				return &outbox.PermanentError{Err: errors.New(text)}
-			}
-		}
+	var se *stepError
+	var reply *textproto.Error
+	if errors.As(err, &se) && errors.As(err, &reply) && reply.Code >= 500 && reply.Code < 600 {
+		return &outbox.PermanentError{Err: errors.New(text)}
 	}
 	return errors.New(text)
 }

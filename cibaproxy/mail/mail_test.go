@@ -158,19 +158,24 @@ func TestSenderErrors(t *testing.T) {
 	})
 }
 
-// hangUpSMTP is a minimal hand-written SMTP server that hangs up right
-// after accepting a message (250 after DATA), before RSET and QUIT: the
-// case of a mail that was delivered although the session then failed.
-// The kit's SMTP sink, a complete server, never misbehaves so.
-type hangUpSMTP struct {
+// rawSMTP is a minimal hand-written SMTP server that records the commands
+// it receives and, when hangUp is set, hangs up right after accepting a
+// message (250 after DATA), before RSET and QUIT: the case of a mail that
+// was delivered although the session then failed. The kit's SMTP sink, a
+// complete server, never misbehaves so, nor shows NOOP or RSET to its
+// backend.
+type rawSMTP struct {
+	hangUp bool
+
 	mu       sync.Mutex
 	accepted int
+	commands []string // the verbs, in order, of every connection
 }
 
-func startHangUpSMTP(t *testing.T) (string, *hangUpSMTP) {
+func startRawSMTP(t *testing.T, hangUp bool) (string, *rawSMTP) {
 	t.Helper()
 	ln := cibatest.ListenLoopback(t)
-	r := &hangUpSMTP{}
+	r := &rawSMTP{hangUp: hangUp}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -183,7 +188,7 @@ func startHangUpSMTP(t *testing.T) (string, *hangUpSMTP) {
 	return ln.Addr().String(), r
 }
 
-func (r *hangUpSMTP) serve(c net.Conn) {
+func (r *rawSMTP) serve(c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(c)
@@ -195,11 +200,16 @@ func (r *hangUpSMTP) serve(c net.Conn) {
 			return
 		}
 		cmd := strings.ToUpper(strings.TrimSpace(line))
-		switch {
-		case strings.HasPrefix(cmd, "EHLO"):
+		verb, _, _ := strings.Cut(cmd, " ")
+		verb, _, _ = strings.Cut(verb, ":")
+		r.mu.Lock()
+		r.commands = append(r.commands, verb)
+		r.mu.Unlock()
+		switch verb {
+		case "EHLO":
 			write("250-localhost")
 			write("250 8BITMIME")
-		case cmd == "DATA":
+		case "DATA":
 			write("354 go ahead")
 			for {
 				l, err := br.ReadString('\n')
@@ -214,7 +224,12 @@ func (r *hangUpSMTP) serve(c net.Conn) {
 			r.accepted++
 			r.mu.Unlock()
 			write("250 2.0.0 accepted")
-			return // hang up before RSET and QUIT
+			if r.hangUp {
+				return // hang up before RSET and QUIT
+			}
+		case "QUIT":
+			write("221 bye")
+			return
 		default:
 			write("250 OK")
 		}
@@ -223,16 +238,40 @@ func (r *hangUpSMTP) serve(c net.Conn) {
 
 // TestSenderDeliveredThenHangUp: a mail the server accepted is not
 // reported as failed (which would make the outbox send it again) when the
-// session fails afterwards.
+// session fails afterwards; the next mail goes out on a new connection.
 func TestSenderDeliveredThenHangUp(t *testing.T) {
-	addr, raw := startHangUpSMTP(t)
-	if err := testSender(t, addr).Send(context.Background(), testMessage()); err != nil {
-		t.Errorf("Send after the server accepted the mail: %v", err)
+	addr, raw := startRawSMTP(t, true)
+	s := testSender(t, addr)
+	for i := range 2 {
+		if err := s.Send(context.Background(), testMessage()); err != nil {
+			t.Errorf("Send %d after the server accepted the mail: %v", i, err)
+		}
 	}
 	raw.mu.Lock()
 	defer raw.mu.Unlock()
-	if raw.accepted != 1 {
-		t.Errorf("accepted %d mails", raw.accepted)
+	if raw.accepted != 2 {
+		t.Errorf("accepted %d mails, want 2", raw.accepted)
+	}
+}
+
+// TestSenderRoundTrips: a mail on a kept connection is MAIL, RCPT and DATA
+// (the message with it): no NOOP to check the connection first, no RSET
+// after a completed transaction.
+func TestSenderRoundTrips(t *testing.T) {
+	addr, raw := startRawSMTP(t, false)
+	s := testSender(t, addr)
+	t.Cleanup(func() { _ = s.Close() })
+	for range 3 {
+		if err := s.Send(context.Background(), testMessage()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.mu.Lock()
+	defer raw.mu.Unlock()
+	got := strings.Join(raw.commands, " ")
+	want := "EHLO MAIL RCPT DATA MAIL RCPT DATA MAIL RCPT DATA"
+	if got != want {
+		t.Errorf("commands: %s\nwant      %s", got, want)
 	}
 }
 
