@@ -61,10 +61,14 @@ type Store struct {
 	closed bool
 
 	// Where DueItems seeks, and when it last read the index from its start
-	// (monotonic).
-	dueMu   sync.Mutex
-	dueFrom []byte
-	dueFull time.Time
+	// (monotonic); the due-index entries of transactions not yet
+	// committed, and the reads under way (outbox.go).
+	dueMu      sync.Mutex
+	dueFrom    []byte
+	dueFull    time.Time
+	dueWriting map[*badger.Txn][]byte
+	dueReads   map[*dueRead]struct{}
+	dueNoted   atomic.Int64 // len(dueWriting), read without dueMu
 
 	// counts holds the pending counts read or written lately, and the
 	// stripes their writers hold (store_counts.go).
@@ -316,15 +320,17 @@ func open(opts badger.Options, logger *zap.Logger, now func() time.Time) (*Store
 		return nil, fmt.Errorf("opening badger store %s: %w", opts.Dir, err)
 	}
 	s := &Store{
-		db:     db,
-		logger: logger,
-		now:    now,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-		warmed: make(chan struct{}),
-		counts: newCountCache(),
-		kick:   make(chan struct{}, 1),
-		idle:   make(chan struct{}, 1),
+		db:         db,
+		logger:     logger,
+		now:        now,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		warmed:     make(chan struct{}),
+		counts:     newCountCache(),
+		dueWriting: make(map[*badger.Txn][]byte),
+		dueReads:   make(map[*dueRead]struct{}),
+		kick:       make(chan struct{}, 1),
+		idle:       make(chan struct{}, 1),
 
 		commitStop: make(chan struct{}),
 	}

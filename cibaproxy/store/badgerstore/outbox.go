@@ -31,7 +31,9 @@ func (s *Store) putNewItem(txn *badger.Txn, it *store.OutboxItem) error {
 	if err := txn.SetEntry(badger.NewEntry(outboxKey(it.ID), val).WithTTL(ttl)); err != nil {
 		return err
 	}
-	return txn.SetEntry(badger.NewEntry(dueKey(it), nil).WithTTL(ttl))
+	due := dueKey(it)
+	s.noteDue(txn, due)
+	return txn.SetEntry(badger.NewEntry(due, nil).WithTTL(ttl))
 }
 
 // deleteItem removes an item and its due-index entry, if it is there.
@@ -50,30 +52,91 @@ func (s *Store) deleteItem(txn *badger.Txn, id store.ItemID) error {
 }
 
 // dueRescan is how often DueItems reads the due index from its start
-// rather than from where the previous call left it: a backstop for entries
-// written behind that point by a clock that went back.
+// rather than from where the previous call left it: a backstop only, since
+// every entry written behind that point moves the point back (noteDue).
 const dueRescan = 10 * time.Second
 
+// A due-index entry is written with its item's due time, which its writer
+// took before its transaction; it becomes visible when that transaction
+// commits, possibly after a DueItems read that began later and found
+// nothing due before it. So the store notes every entry put (noteDue) until
+// its transaction is over (dueDone): an entry noted moves the point
+// DueItems reads from back to it, as well as the low mark of each read
+// under way, which the read's own new point cannot pass. An entry is thus
+// either seen by a read, or behind the point no later read starts past.
+
+// dueRead is one DueItems read under way: low is the least entry noted
+// since it began, or in a transaction not over when it began.
+type dueRead struct{ low []byte }
+
+func (r *dueRead) lower(k []byte) {
+	if r.low == nil || bytes.Compare(k, r.low) < 0 {
+		r.low = k
+	}
+}
+
+// noteDue records the due-index entry k put by txn (see dueRead).
+func (s *Store) noteDue(txn *badger.Txn, k []byte) {
+	s.dueMu.Lock()
+	defer s.dueMu.Unlock()
+	if old, ok := s.dueWriting[txn]; !ok {
+		s.dueWriting[txn] = k
+		s.dueNoted.Add(1)
+	} else if bytes.Compare(k, old) < 0 {
+		s.dueWriting[txn] = k
+	}
+	if s.dueFrom != nil && bytes.Compare(k, s.dueFrom) < 0 {
+		s.dueFrom = k
+	}
+	for r := range s.dueReads {
+		r.lower(k)
+	}
+}
+
+// dueDone forgets the entries of txn, committed or discarded.
+func (s *Store) dueDone(txn *badger.Txn) {
+	if s.dueNoted.Load() == 0 {
+		return // txn noted none: noteDue ran on this goroutine if at all
+	}
+	s.dueMu.Lock()
+	defer s.dueMu.Unlock()
+	if _, ok := s.dueWriting[txn]; ok {
+		delete(s.dueWriting, txn)
+		s.dueNoted.Add(-1)
+	}
+}
+
 // DueItems implements Store. It seeks from where the previous call left
-// the index (dueFrom) rather than from its start: entries taken are moved
-// (leased) or deleted, and a queue's head is a run of their tombstones that
-// every read from the start would step over again. dueFrom is never past
-// an entry the previous call returned or left, nor later than a second
-// before its now, so entries written since (due at their writer's now, or
-// later) lie after it.
+// the due index (dueFrom) rather than from its start: entries taken are
+// moved (leased) or deleted, and a queue's head is a run of their
+// tombstones that every read from the start would step over again.
+// dueFrom is never past an entry the previous call returned or left, nor
+// past its now, nor past an entry written since it began (noteDue).
 func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, accept func(*store.OutboxItem) bool) ([]*store.OutboxItem, time.Time, error) {
 	var items []*store.OutboxItem
 	var next time.Time
 	prefix := []byte{kindDue}
+	read := &dueRead{}
 	s.dueMu.Lock()
 	start, full := s.dueFrom, s.dueFrom == nil || time.Since(s.dueFull) >= dueRescan
+	for _, k := range s.dueWriting {
+		read.lower(k)
+	}
+	s.dueReads[read] = struct{}{}
 	s.dueMu.Unlock()
+	defer func() {
+		s.dueMu.Lock()
+		delete(s.dueReads, read)
+		s.dueMu.Unlock()
+	}()
 	if full {
 		start = prefix
 	}
 	var left []byte // the first entry returned or left due
 	err := s.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		// The entries' values are empty: no prefetching, which would read
+		// a hundred entries ahead of the few a call takes.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
 		for it.Seek(start); it.Valid(); it.Next() {
 			k := it.Item().Key()
@@ -113,11 +176,14 @@ func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, accept f
 	}
 	from := make([]byte, 9)
 	from[0] = kindDue
-	binary.BigEndian.PutUint64(from[1:], uint64(max(now.Add(-time.Second).UnixNano(), 0)))
+	binary.BigEndian.PutUint64(from[1:], uint64(max(now.UnixNano(), 0)))
 	if left != nil && bytes.Compare(left, from) < 0 {
 		from = left
 	}
 	s.dueMu.Lock()
+	if read.low != nil && bytes.Compare(read.low, from) < 0 {
+		from = read.low
+	}
 	s.dueFrom = from
 	if full {
 		s.dueFull = time.Now()

@@ -364,8 +364,8 @@ func TestBadgerRemember(t *testing.T) {
 // TestDueItemsFromWhereItLeft checks that DueItems, which seeks from where
 // its previous call left the due index, still returns every due item:
 // those it returned but that were not leased, those its accept refused,
-// those written since, and (at the next read from the start) one written
-// behind that point by a clock that went back.
+// those written since, one written behind that point by a clock that went
+// back, and one due before a read whose transaction committed after it.
 func TestDueItemsFromWhereItLeft(t *testing.T) {
 	ctx := context.Background()
 	clock := storetest.NewClock()
@@ -432,22 +432,58 @@ func TestDueItemsFromWhereItLeft(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Written behind the point the index is read from (a clock that went
-	// back 5 s): found at the next read from the start.
+	// The reads above started from where the previous one left the index,
+	// not from its start: the point is past the entries taken.
+	s.dueMu.Lock()
+	from := s.dueFrom
+	s.dueMu.Unlock()
+	if last := dueKey(&store.OutboxItem{ID: store.ItemID{Kind: storetest.KindA, Request: store.KeyOf("29")}, Next: t0.Add(29 * time.Millisecond)}); bytes.Compare(from, last) <= 0 {
+		t.Fatalf("the next read starts at or before the last entry taken: %x <= %x", from, last)
+	}
+	// Written behind that point (a clock that went back 5 s): the write
+	// moves the point back, so the next read finds it.
 	clock.Advance(time.Minute)
 	if got := take(10, nil); len(got) != 0 {
 		t.Fatalf("%d items due, want none", len(got))
 	}
 	b := enqueue("b", clock.Now().Add(-5*time.Second))
-	if got := take(10, nil); len(got) != 0 {
-		t.Fatal("read from the start: the index is not read from where it was left")
+	if got := take(10, nil); len(got) != 1 || got[0].ID != b {
+		t.Fatalf("an item written behind the read point: %d items at the next read", len(got))
 	}
+	if err := s.DeleteItem(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+
+	// An entry due before a read's now whose transaction commits after the
+	// read: the next read, not from the start, finds it.
+	c := store.ItemID{Kind: storetest.KindA, Request: store.KeyOf("c")}
+	noted, commit := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.updateNoSync(ctx, func(txn *badger.Txn) error {
+			if err := s.putNewItem(txn, &store.OutboxItem{ID: c, Sender: "site", NotAfter: clock.Now().Add(time.Hour), Next: clock.Now().Add(-time.Second)}); err != nil {
+				return err
+			}
+			close(noted)
+			<-commit
+			return nil
+		})
+	}()
+	<-noted
+	clock.Advance(2 * time.Second)
+	if got := take(10, nil); len(got) != 0 {
+		t.Fatalf("an entry not committed yet was read: %d items", len(got))
+	}
+	close(commit)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Second)
 	s.dueMu.Lock()
-	s.dueFull = time.Time{} // as if dueRescan had passed
+	s.dueFull = time.Now() // no read from the start meanwhile
 	s.dueMu.Unlock()
-	got := take(10, nil)
-	if len(got) != 1 || got[0].ID != b {
-		t.Fatalf("an item written behind the read point: %d items after a read from the start", len(got))
+	if got := take(10, nil); len(got) != 1 || got[0].ID != c {
+		t.Fatalf("an entry committed after a read that began before: %d items at the next read", len(got))
 	}
 }
 

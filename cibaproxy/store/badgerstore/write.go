@@ -52,7 +52,7 @@ func (s *Store) write(ctx context.Context, durable bool, fn func(txn *badger.Txn
 			return err
 		}
 		s.committing.Add(1)
-		err := s.db.Update(fn)
+		err := s.transact(fn)
 		if s.committing.Add(-1) == 0 {
 			select {
 			case s.idle <- struct{}{}:
@@ -69,6 +69,19 @@ func (s *Store) write(ctx context.Context, durable bool, fn func(txn *badger.Txn
 		time.Sleep(time.Duration(attempt+1) * 100 * time.Microsecond)
 	}
 	return store.ErrConflict
+}
+
+// transact is Badger's DB.Update (fn in a new transaction, committed when
+// it succeeds) that also forgets the due-index entries the transaction
+// noted once it is over.
+func (s *Store) transact(fn func(txn *badger.Txn) error) error {
+	txn := s.db.NewTransaction(true)
+	defer s.dueDone(txn)
+	defer txn.Discard()
+	if err := fn(txn); err != nil {
+		return err
+	}
+	return txn.Commit()
 }
 
 // sync returns once an fsync that started after the caller's commit has
