@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/mail"
 	"strings"
@@ -159,23 +160,26 @@ func TestSenderErrors(t *testing.T) {
 }
 
 // rawSMTP is a minimal hand-written SMTP server that records the commands
-// it receives and, when hangUp is set, hangs up right after accepting a
-// message (250 after DATA), before RSET and QUIT: the case of a mail that
-// was delivered although the session then failed. The kit's SMTP sink, a
-// complete server, never misbehaves so, nor shows NOOP or RSET to its
+// it receives, offers PIPELINING when pipelining is set and, when hangUp
+// is set, hangs up right after accepting a message (250 after DATA),
+// before RSET and QUIT: the case of a mail that was delivered although the
+// session then failed. The kit's SMTP sink, a complete server, never
+// misbehaves so, nor shows NOOP, RSET or how commands arrive to its
 // backend.
 type rawSMTP struct {
-	hangUp bool
+	pipelining, hangUp bool
 
 	mu       sync.Mutex
 	accepted int
-	commands []string // the verbs, in order, of every connection
+	// commands are the verbs received, in order, "|" marking each wait
+	// for the client (a round trip).
+	commands []string
 }
 
-func startRawSMTP(t *testing.T, hangUp bool) (string, *rawSMTP) {
+func startRawSMTP(t *testing.T, pipelining, hangUp bool) (string, *rawSMTP) {
 	t.Helper()
 	ln := cibatest.ListenLoopback(t)
-	r := &rawSMTP{hangUp: hangUp}
+	r := &rawSMTP{pipelining: pipelining, hangUp: hangUp}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -195,6 +199,7 @@ func (r *rawSMTP) serve(c net.Conn) {
 	write := func(s string) { _, _ = c.Write([]byte(s + "\r\n")) }
 	write("220 localhost ESMTP raw")
 	for {
+		waited := br.Buffered() == 0
 		line, err := br.ReadString('\n')
 		if err != nil {
 			return
@@ -203,11 +208,17 @@ func (r *rawSMTP) serve(c net.Conn) {
 		verb, _, _ := strings.Cut(cmd, " ")
 		verb, _, _ = strings.Cut(verb, ":")
 		r.mu.Lock()
+		if waited && len(r.commands) > 0 {
+			r.commands = append(r.commands, "|")
+		}
 		r.commands = append(r.commands, verb)
 		r.mu.Unlock()
 		switch verb {
 		case "EHLO":
 			write("250-localhost")
+			if r.pipelining {
+				write("250-PIPELINING")
+			}
 			write("250 8BITMIME")
 		case "DATA":
 			write("354 go ahead")
@@ -240,38 +251,51 @@ func (r *rawSMTP) serve(c net.Conn) {
 // reported as failed (which would make the outbox send it again) when the
 // session fails afterwards; the next mail goes out on a new connection.
 func TestSenderDeliveredThenHangUp(t *testing.T) {
-	addr, raw := startRawSMTP(t, true)
-	s := testSender(t, addr)
-	for i := range 2 {
-		if err := s.Send(context.Background(), testMessage()); err != nil {
-			t.Errorf("Send %d after the server accepted the mail: %v", i, err)
-		}
-	}
-	raw.mu.Lock()
-	defer raw.mu.Unlock()
-	if raw.accepted != 2 {
-		t.Errorf("accepted %d mails, want 2", raw.accepted)
+	for _, pipelining := range []bool{false, true} {
+		t.Run(fmt.Sprint("pipelining=", pipelining), func(t *testing.T) {
+			addr, raw := startRawSMTP(t, pipelining, true)
+			s := testSender(t, addr)
+			for i := range 2 {
+				if err := s.Send(context.Background(), testMessage()); err != nil {
+					t.Errorf("Send %d after the server accepted the mail: %v", i, err)
+				}
+			}
+			raw.mu.Lock()
+			defer raw.mu.Unlock()
+			if raw.accepted != 2 {
+				t.Errorf("accepted %d mails, want 2", raw.accepted)
+			}
+		})
 	}
 }
 
 // TestSenderRoundTrips: a mail on a kept connection is MAIL, RCPT and DATA
-// (the message with it): no NOOP to check the connection first, no RSET
-// after a completed transaction.
+// and the message: no NOOP to check the connection first, no RSET after a
+// completed transaction; the three commands in one write when the server
+// offers PIPELINING (two round trips a mail), one by one otherwise (four).
 func TestSenderRoundTrips(t *testing.T) {
-	addr, raw := startRawSMTP(t, false)
-	s := testSender(t, addr)
-	t.Cleanup(func() { _ = s.Close() })
-	for range 3 {
-		if err := s.Send(context.Background(), testMessage()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw.mu.Lock()
-	defer raw.mu.Unlock()
-	got := strings.Join(raw.commands, " ")
-	want := "EHLO MAIL RCPT DATA MAIL RCPT DATA MAIL RCPT DATA"
-	if got != want {
-		t.Errorf("commands: %s\nwant      %s", got, want)
+	for _, tc := range []struct {
+		pipelining bool
+		want       string
+	}{
+		{false, "EHLO | MAIL | RCPT | DATA | MAIL | RCPT | DATA | MAIL | RCPT | DATA"},
+		{true, "EHLO | MAIL RCPT DATA | MAIL RCPT DATA | MAIL RCPT DATA"},
+	} {
+		t.Run(fmt.Sprint("pipelining=", tc.pipelining), func(t *testing.T) {
+			addr, raw := startRawSMTP(t, tc.pipelining, false)
+			s := testSender(t, addr)
+			t.Cleanup(func() { _ = s.Close() })
+			for range 3 {
+				if err := s.Send(context.Background(), testMessage()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			raw.mu.Lock()
+			defer raw.mu.Unlock()
+			if got := strings.Join(raw.commands, " "); got != tc.want {
+				t.Errorf("commands: %s\nwant      %s", got, tc.want)
+			}
+		})
 	}
 }
 
