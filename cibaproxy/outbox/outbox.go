@@ -51,6 +51,9 @@ const (
 	idleScan = 30 * time.Second
 	// MaxConcurrentDeliveries bounds the deliveries in flight.
 	MaxConcurrentDeliveries = 8
+	// busyRecheck is how soon a pass that found every delivery slot taken
+	// is followed by another, should no delivery's end wake the worker.
+	busyRecheck = 50 * time.Millisecond
 	// dueBatch bounds the items one pass reads.
 	dueBatch = 64
 )
@@ -323,7 +326,9 @@ func (o *Worker) pass(wide bool) (time.Duration, int) {
 		limit = dueBatch
 	}
 	if limit == 0 {
-		return idleScan, 0
+		// Every slot is taken: a delivery that ends frees its slot, then
+		// wakes the worker; look again soon all the same.
+		return busyRecheck, 0
 	}
 	due, next, err := o.queue.DueItems(ctx, now, limit, func(it *store.OutboxItem) bool {
 		if !now.Before(it.NotAfter) || o.deliverer(it.ID.Kind, it.Sender) != nil {
@@ -361,7 +366,7 @@ func (o *Worker) pass(wide bool) (time.Duration, int) {
 		select {
 		case o.sem <- struct{}{}:
 		default:
-			soon(now.Add(50 * time.Millisecond)) // all slots busy
+			soon(now.Add(busyRecheck)) // all slots busy
 			continue
 		}
 		leased, err := o.queue.LeaseItem(ctx, it.ID, now, now.Add(ItemLease))
@@ -389,7 +394,12 @@ func (o *Worker) pass(wide bool) (time.Duration, int) {
 
 func (o *Worker) deliver(d Deliverer, it *store.OutboxItem) {
 	defer o.wg.Done()
-	defer func() { <-o.sem }()
+	// The slot is free before the worker is woken for the next item: a
+	// pass woken earlier could find every slot taken.
+	defer func() {
+		<-o.sem
+		o.Wake()
+	}()
 	end := it.LeaseUntil.Add(-leaseMargin)
 	ctx, cancel := context.WithDeadline(o.ctx, time.Now().Add(end.Sub(o.now())))
 	defer cancel()
@@ -421,7 +431,6 @@ func (o *Worker) deliver(d Deliverer, it *store.OutboxItem) {
 			zap.Int("attempt", it.Attempts), zap.Time("next", next), zap.Error(err))
 		o.event(Event{Kind: it.ID.Kind, Outcome: "retry", Err: err, Item: it})
 	}
-	o.Wake()
 }
 
 // watchLease cancels an attempt when the worker's clock reaches end, the

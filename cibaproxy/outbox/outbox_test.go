@@ -497,6 +497,30 @@ func TestOutboxExpiredBacklogHoldsUpNothing(t *testing.T) {
 	}
 }
 
+// TestOutboxSlotsTaken: a pass that finds every delivery slot taken looks
+// again soon, not at the next idle scan: the deliveries in flight may all
+// end before it, their wake-ups spent.
+func TestOutboxSlotsTaken(t *testing.T) {
+	r := newOutboxRig(t, nil)
+	o := r.manual()
+	c := &counter{}
+	o.Register(kindX, "site", c)
+	id := r.enqueue("site", 0, time.Now().Add(time.Minute))
+	for range cap(o.sem) {
+		o.sem <- struct{}{} // deliveries in flight
+	}
+	if wait := o.passes(); wait > busyRecheck {
+		t.Errorf("every slot taken: the next pass in %v, want at most %v", wait, busyRecheck)
+	}
+	for range cap(o.sem) {
+		<-o.sem
+	}
+	r.run(o)
+	if c.of(id) != 1 {
+		t.Errorf("delivered %d times once slots were free, want 1", c.of(id))
+	}
+}
+
 // TestOutboxLeasesOfAPreviousProcess: leases held when the store was last
 // closed (the process was killed mid-delivery) are void at open, so the
 // item is delivered at once rather than when the lease runs out.
