@@ -103,6 +103,10 @@ type Worker struct {
 	observe func(Event)
 	health  map[store.Kind]Health
 
+	// taken holds the items of the attempts under way, from before their
+	// lease to the end of their bookkeeping: a pass meanwhile skips them.
+	taken map[store.ItemID]struct{}
+
 	ctx    context.Context // cancelled by Close: deliveries in flight stop
 	cancel context.CancelFunc
 	wake   chan struct{}
@@ -141,6 +145,7 @@ func newWorker(q Queue, logger *zap.Logger, now func() time.Time) *Worker {
 		now:     now,
 		senders: make(map[senderKey][]*registration),
 		health:  make(map[store.Kind]Health),
+		taken:   make(map[store.ItemID]struct{}),
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -331,6 +336,9 @@ func (o *Worker) pass(wide bool) (time.Duration, int) {
 		return busyRecheck, 0
 	}
 	due, next, err := o.queue.DueItems(ctx, now, limit, func(it *store.OutboxItem) bool {
+		if o.isTaken(it.ID) {
+			return false // its attempt is under way
+		}
 		if !now.Before(it.NotAfter) || o.deliverer(it.ID.Kind, it.Sender) != nil {
 			return true
 		}
@@ -369,42 +377,88 @@ func (o *Worker) pass(wide bool) (time.Duration, int) {
 			soon(now.Add(busyRecheck)) // all slots busy
 			continue
 		}
-		leased, err := o.queue.LeaseItem(ctx, it.ID, now, now.Add(ItemLease))
-		if err != nil {
-			<-o.sem
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-			case errors.Is(err, store.ErrNotDue):
-				// Another worker took it since the scan. Should that
-				// worker die, look again when its lease runs out rather
-				// than at the next idle scan.
-				soon(now.Add(ItemLease))
-			default:
-				o.log.Warn("leasing an outbox item failed", zap.Error(err))
-				soon(now.Add(noSenderDelay))
-			}
-			continue
-		}
+		// The lease is taken by the attempt's goroutine: attempts lease
+		// in parallel, which a store that syncs its writes (Redis with
+		// appendfsync always) serves with one fsync.
+		o.take(it.ID)
 		o.wg.Add(1)
-		go o.deliver(d, leased)
+		go o.attempt(d, it.ID)
 	}
 	o.abandon(ctx, "expired", "its request expired before it could be delivered", expired...)
 	return wait, len(expired)
 }
 
-func (o *Worker) deliver(d Deliverer, it *store.OutboxItem) {
+// take marks an item's attempt under way; untake ends it.
+func (o *Worker) take(id store.ItemID) {
+	o.mu.Lock()
+	o.taken[id] = struct{}{}
+	o.mu.Unlock()
+}
+
+func (o *Worker) untake(id store.ItemID) {
+	o.mu.Lock()
+	delete(o.taken, id)
+	o.mu.Unlock()
+}
+
+func (o *Worker) isTaken(id store.ItemID) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.taken[id]
+	return ok
+}
+
+// free gives back a delivery slot, then wakes the worker for the next
+// item: a pass woken before the slot is free could find every slot taken.
+func (o *Worker) free() {
+	<-o.sem
+	o.Wake()
+}
+
+// attempt leases an item a pass found due, in a slot the pass took, and
+// delivers it.
+func (o *Worker) attempt(d Deliverer, id store.ItemID) {
 	defer o.wg.Done()
-	// The slot is free before the worker is woken for the next item: a
-	// pass woken earlier could find every slot taken.
-	defer func() {
-		<-o.sem
-		o.Wake()
-	}()
+	now := o.now()
+	leased, err := o.queue.LeaseItem(context.Background(), id, now, now.Add(ItemLease))
+	if err != nil {
+		o.untake(id)
+		o.free()
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case errors.Is(err, store.ErrNotDue):
+			// Another worker took it since the scan. Should that worker
+			// die, look again when its lease runs out rather than at the
+			// next idle scan.
+			time.AfterFunc(ItemLease, o.Wake)
+		default:
+			if !errors.Is(err, store.ErrClosed) {
+				o.log.Warn("leasing an outbox item failed", zap.Error(err))
+			}
+			time.AfterFunc(noSenderDelay, o.Wake)
+		}
+		return
+	}
+	o.deliver(d, leased)
+	o.untake(id)
+	// A pass the freed slot woke skipped the item; retried, it is due
+	// again before its lease would have ended.
+	o.Wake()
+}
+
+// deliver makes one attempt at a leased item, frees its slot, and records
+// the outcome: the item stays leased until then, so no pass takes it
+// meanwhile.
+func (o *Worker) deliver(d Deliverer, it *store.OutboxItem) {
 	end := it.LeaseUntil.Add(-leaseMargin)
 	ctx, cancel := context.WithDeadline(o.ctx, time.Now().Add(end.Sub(o.now())))
 	defer cancel()
 	go o.watchLease(ctx, cancel, end)
 	err := d.Deliver(ctx, it)
+	cancel()
+	// The slot is free for the next delivery; what remains is this one's
+	// bookkeeping, under its lease.
+	o.free()
 	var perm *PermanentError
 	switch {
 	case err != nil && o.ctx.Err() != nil:

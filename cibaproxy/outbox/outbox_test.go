@@ -594,3 +594,99 @@ func TestOutboxAttemptEndsBeforeItsLease(t *testing.T) {
 		t.Errorf("after the attempt: %+v, want the item released for a retry", items)
 	}
 }
+
+// heldQueue is the rig's store with its leases and removals held at
+// gates the test opens: it shows what the worker does while a store's
+// write waits (for Redis's fsync, say).
+type heldQueue struct {
+	Queue
+	leaseGate  func() // called inside each LeaseItem
+	deleteGate func() // called inside each DeleteItem
+}
+
+func (q *heldQueue) LeaseItem(ctx context.Context, id store.ItemID, now, until time.Time) (*store.OutboxItem, error) {
+	if q.leaseGate != nil {
+		q.leaseGate()
+	}
+	return q.Queue.LeaseItem(ctx, id, now, until)
+}
+
+func (q *heldQueue) DeleteItem(ctx context.Context, id store.ItemID) error {
+	if q.deleteGate != nil {
+		q.deleteGate()
+	}
+	return q.Queue.DeleteItem(ctx, id)
+}
+
+// TestOutboxLeasesInParallel: the items a pass finds due are leased by
+// their attempts side by side, not one after the other, so a store whose
+// writes each wait for an fsync serves them with one.
+func TestOutboxLeasesInParallel(t *testing.T) {
+	r := newOutboxRig(t, nil)
+	const n = 4
+	var mu sync.Mutex
+	inside, most := 0, 0
+	all := make(chan struct{})
+	q := &heldQueue{Queue: r.store, leaseGate: func() {
+		mu.Lock()
+		inside++
+		most = max(most, inside)
+		if inside == n {
+			close(all)
+		}
+		mu.Unlock()
+		select { // wait for the others, or give up: one after the other
+		case <-all:
+		case <-time.After(2 * time.Second):
+		}
+		mu.Lock()
+		inside--
+		mu.Unlock()
+	}}
+	for i := range n {
+		r.enqueue("site", i, time.Now().Add(time.Minute))
+	}
+	o := New(q, nil, nil)
+	t.Cleanup(o.Close)
+	c := &counter{}
+	o.Register(kindX, "site", c)
+	waitFor(t, 20*time.Second, "the deliveries", func() bool { return c.total() == n })
+	mu.Lock()
+	defer mu.Unlock()
+	if most != n {
+		t.Errorf("at most %d leases at once, want the %d items' together", most, n)
+	}
+}
+
+// TestOutboxSlotFreeBeforeBookkeeping: a delivery gives back its slot when
+// the deliverer returns; removing the delivered item (a store write) does
+// not hold up the next mail.
+func TestOutboxSlotFreeBeforeBookkeeping(t *testing.T) {
+	r := newOutboxRig(t, nil)
+	release := make(chan struct{})
+	var once sync.Once
+	var held atomic.Int32
+	q := &heldQueue{Queue: r.store, deleteGate: func() {
+		if held.Add(1) == 1 {
+			<-release // the first removal waits
+		}
+	}}
+	first := r.enqueue("site", 0, time.Now().Add(time.Minute))
+	o := newWorker(q, nil, nil)
+	for range cap(o.sem) - 1 {
+		o.sem <- struct{}{} // one slot left
+	}
+	go o.run()
+	t.Cleanup(o.Close)
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before Close
+	c := &counter{}
+	o.Register(kindX, "site", c)
+	waitFor(t, 10*time.Second, "the first delivery", func() bool { return c.of(first) == 1 && held.Load() == 1 })
+	second := r.enqueue("site", 1, time.Now().Add(time.Minute))
+	o.Wake()
+	waitFor(t, 10*time.Second, "the second mail while the first's removal waits", func() bool { return c.of(second) == 1 })
+	once.Do(func() { close(release) })
+	for range cap(o.sem) - 1 {
+		<-o.sem
+	}
+}
