@@ -224,12 +224,7 @@ func (s *Sender) Send(ctx context.Context, m *Message) error {
 // 5321 §4.1.4), and a failed one closes the connection. delivered is true
 // once the server accepted the message.
 func transact(conn *smtp.Client, from, to string, msg *gomail.Msg) (delivered bool, err error) {
-	if pipelining, _ := conn.Extension("PIPELINING"); pipelining {
-		err = pipelineEnvelope(conn, from, to)
-	} else {
-		err = envelope(conn, from, to)
-	}
-	if err != nil {
+	if err := envelope(conn, from, to); err != nil {
 		return false, err
 	}
 	w := conn.Text.DotWriter()
@@ -245,27 +240,10 @@ func transact(conn *smtp.Client, from, to string, msg *gomail.Msg) (delivered bo
 	return true, nil
 }
 
-// envelope sends MAIL, RCPT and DATA one after the other, each waiting for
-// its reply.
+// envelope sends MAIL, RCPT and DATA: in one write, then their three
+// replies read, with a server that offers PIPELINING; otherwise each
+// waiting for its reply. A failure is that of the first step refused.
 func envelope(conn *smtp.Client, from, to string) error {
-	if err := conn.Mail(from); err != nil {
-		return &stepError{"MAIL FROM", err}
-	}
-	if err := conn.Rcpt(to); err != nil {
-		return &stepError{"RCPT TO", err}
-	}
-	if err := conn.Text.PrintfLine("DATA"); err != nil {
-		return &stepError{"DATA", err}
-	}
-	if _, _, err := conn.Text.ReadResponse(354); err != nil {
-		return &stepError{"DATA", err}
-	}
-	return nil
-}
-
-// pipelineEnvelope sends MAIL, RCPT and DATA in one write and reads their
-// three replies; a failure is that of the first step refused.
-func pipelineEnvelope(conn *smtp.Client, from, to string) error {
 	if strings.ContainsAny(from+to, "\r\n") {
 		return &stepError{"MAIL FROM", errors.New("an address holds a line break")}
 	}
@@ -276,21 +254,40 @@ func pipelineEnvelope(conn *smtp.Client, from, to string) error {
 	if ok, _ := conn.Extension("SMTPUTF8"); ok {
 		mailCmd += " SMTPUTF8"
 	}
-	tw := conn.Text.W
-	_, _ = tw.WriteString(mailCmd + "\r\nRCPT TO:" + to + "\r\nDATA\r\n")
-	if err := tw.Flush(); err != nil {
-		return &stepError{"MAIL FROM", err}
+	type step struct {
+		name, cmd string
+		code      int
+	}
+	steps := []step{{"MAIL FROM", mailCmd, 250}, {"RCPT TO", "RCPT TO:" + to, 25}, {"DATA", "DATA", 354}}
+	send := func(steps ...step) error {
+		for _, st := range steps {
+			_, _ = conn.Text.W.WriteString(st.cmd + "\r\n")
+		}
+		if err := conn.Text.W.Flush(); err != nil {
+			return &stepError{steps[0].name, err}
+		}
+		return nil
+	}
+	pipelining, _ := conn.Extension("PIPELINING")
+	if pipelining {
+		if err := send(steps...); err != nil {
+			return err
+		}
 	}
 	var first error
-	for _, step := range []struct {
-		name string
-		code int
-	}{{"MAIL FROM", 250}, {"RCPT TO", 25}, {"DATA", 354}} {
-		if _, _, err := conn.Text.ReadResponse(step.code); err != nil && first == nil {
-			first = &stepError{step.name, err}
+	for _, st := range steps {
+		if !pipelining {
+			if err := send(st); err != nil {
+				return err
+			}
+		}
+		if _, _, err := conn.Text.ReadResponse(st.code); err != nil {
+			if first == nil {
+				first = &stepError{st.name, err}
+			}
 			var reply *textproto.Error
-			if !errors.As(err, &reply) {
-				break // the connection failed: no more replies to read
+			if !pipelining || !errors.As(err, &reply) {
+				break // refused one by one, or the connection failed
 			}
 		}
 	}
