@@ -18,7 +18,7 @@ import (
 
 // Queue is the part of the store the worker uses.
 type Queue interface {
-	DueItems(ctx context.Context, now time.Time, limit int, accept func(*store.OutboxItem) bool) ([]*store.OutboxItem, time.Time, error)
+	DueItems(ctx context.Context, now time.Time, limit int, filter store.DueFilter) ([]*store.OutboxItem, time.Time, error)
 	LeaseItem(ctx context.Context, id store.ItemID, now, until time.Time) (*store.OutboxItem, error)
 	RetryItem(ctx context.Context, id store.ItemID, next time.Time, lastErr string) error
 	DeleteItem(ctx context.Context, id store.ItemID) error
@@ -335,15 +335,17 @@ func (o *Worker) pass(wide bool) (time.Duration, int) {
 		// wakes the worker; look again soon all the same.
 		return busyRecheck, 0
 	}
-	due, next, err := o.queue.DueItems(ctx, now, limit, func(it *store.OutboxItem) bool {
-		if o.isTaken(it.ID) {
-			return false // its attempt is under way
-		}
-		if !now.Before(it.NotAfter) || o.deliverer(it.ID.Kind, it.Sender) != nil {
-			return true
-		}
-		orphans = true
-		return false
+	due, next, err := o.queue.DueItems(ctx, now, limit, store.DueFilter{
+		// An item whose attempt is under way is left unread: a pass per
+		// freed slot would otherwise read every item still being leased.
+		Skip: o.isTaken,
+		Accept: func(it *store.OutboxItem) bool {
+			if !now.Before(it.NotAfter) || o.deliverer(it.ID.Kind, it.Sender) != nil {
+				return true
+			}
+			orphans = true
+			return false
+		},
 	})
 	if err != nil {
 		if !errors.Is(err, store.ErrClosed) {

@@ -101,3 +101,20 @@ type OutboxItem struct {
 func (it *OutboxItem) Due(now time.Time) bool {
 	return !now.Before(it.Next) && !now.Before(it.LeaseUntil)
 }
+
+// DueFilter picks which due items DueItems returns; a nil func lets every
+// item through. Skip is asked with an item's ID before the item is read:
+// it leaves out the items the caller already holds (an attempt under way),
+// at the cost of no read. Accept is asked with the item read, and leaves
+// out those the caller cannot take now. An item left out stays due and
+// does not count against the limit.
+type DueFilter struct {
+	Skip   func(ItemID) bool
+	Accept func(*OutboxItem) bool
+}
+
+// Skips reports whether f leaves out the item with id unread.
+func (f DueFilter) Skips(id ItemID) bool { return f.Skip != nil && f.Skip(id) }
+
+// Accepts reports whether f lets it through.
+func (f DueFilter) Accepts(it *OutboxItem) bool { return f.Accept == nil || f.Accept(it) }

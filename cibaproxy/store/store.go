@@ -92,10 +92,10 @@ type Queue interface {
 
 	// DueItems returns up to limit items due at now (not leased, next
 	// attempt come), and the items whose NotAfter has passed, leased or not
-	// (the worker drops them), that accept (nil: any) takes, earliest
-	// first, and when the next one falls due (now when more are due; zero
-	// when no other item waits).
-	DueItems(ctx context.Context, now time.Time, limit int, accept func(*OutboxItem) bool) ([]*OutboxItem, time.Time, error)
+	// (the worker drops them), that filter lets through, earliest first,
+	// and when the next one falls due (now when more are due; zero when no
+	// other item waits).
+	DueItems(ctx context.Context, now time.Time, limit int, filter DueFilter) ([]*OutboxItem, time.Time, error)
 
 	// ScanOutbox calls fn for every queued item until fn returns false.
 	ScanOutbox(ctx context.Context, fn func(*OutboxItem) bool) error

@@ -170,7 +170,7 @@ func TestOpensEarlierStores(t *testing.T) {
 			// wrote them released.
 			items := earlierItems()
 			items[0].LeaseUntil = time.Time{}
-			due, _, err := s.DueItems(ctx, clock.Now(), 10, nil)
+			due, _, err := s.DueItems(ctx, clock.Now(), 10, store.DueFilter{})
 			if err != nil {
 				t.Fatal(err)
 			}

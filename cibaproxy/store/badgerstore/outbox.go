@@ -112,7 +112,7 @@ func (s *Store) dueDone(txn *badger.Txn) {
 // tombstones that every read from the start would step over again.
 // dueFrom is never past an entry the previous call returned or left, nor
 // past its now, nor past an entry written since it began (noteDue).
-func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, accept func(*store.OutboxItem) bool) ([]*store.OutboxItem, time.Time, error) {
+func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, filter store.DueFilter) ([]*store.OutboxItem, time.Time, error) {
 	var items []*store.OutboxItem
 	var next time.Time
 	prefix := []byte{kindDue}
@@ -157,6 +157,9 @@ func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, accept f
 			}
 			id := store.ItemID{Kind: store.KindOf(k[9])}
 			copy(id.Request[:], k[10:])
+			if filter.Skips(id) {
+				continue
+			}
 			item, err := getItem(txn, id)
 			if errors.Is(err, store.ErrNotFound) {
 				continue
@@ -164,7 +167,7 @@ func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, accept f
 			if err != nil {
 				return err
 			}
-			if accept != nil && !accept(item) {
+			if !filter.Accepts(item) {
 				continue
 			}
 			items = append(items, item)

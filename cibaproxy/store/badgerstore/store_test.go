@@ -386,7 +386,7 @@ func TestDueItemsFromWhereItLeft(t *testing.T) {
 	seen := map[store.ItemID]int{}
 	take := func(limit int, accept func(*store.OutboxItem) bool) []*store.OutboxItem {
 		t.Helper()
-		items, _, err := s.DueItems(ctx, clock.Now(), limit, accept)
+		items, _, err := s.DueItems(ctx, clock.Now(), limit, store.DueFilter{Accept: accept})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -924,7 +924,7 @@ func TestLeasesOfAPreviousProcess(t *testing.T) {
 	}
 	clock.Advance(time.Second)
 	st = openTestStore(t, dir, clock.Now)
-	due, next, err := st.DueItems(ctx, clock.Now(), 10, nil)
+	due, next, err := st.DueItems(ctx, clock.Now(), 10, store.DueFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ type dueEntry struct {
 // DueItems implements store.Queue. It reads the due indexes of the
 // registered kinds, up to dueSlack entries each beyond limit, and returns
 // the accepted items earliest first.
-func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, accept func(*store.OutboxItem) bool) ([]*store.OutboxItem, time.Time, error) {
+func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, filter store.DueFilter) ([]*store.OutboxItem, time.Time, error) {
 	kinds := store.Kinds()
 	nowMS := strconv.FormatInt(ms(now), 10)
 	pipe := s.c.Pipeline()
@@ -95,6 +95,9 @@ func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, accept f
 		for _, z := range dueCmds[i].Val() {
 			id := store.ItemID{Kind: k}
 			copy(id.Request[:], z.Member.(string))
+			if filter.Skips(id) {
+				continue
+			}
 			entries = append(entries, dueEntry{id, int64(z.Score)})
 		}
 		if nz := nextCmds[i].Val(); len(nz) > 0 {
@@ -104,21 +107,25 @@ func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, accept f
 		}
 	}
 	slices.SortFunc(entries, func(a, b dueEntry) int { return int(a.due - b.due) })
-	items, err := s.items(ctx, entries)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
+	// The items are read a few at a time, as many as the limit leaves
+	// room for: most passes take the first entries, and the others cost
+	// no read; more are read only for those accept refuses.
 	var out []*store.OutboxItem
-	for _, it := range items {
-		if len(out) == limit {
-			return out, now, nil // more are due
+	for len(entries) > 0 && len(out) < limit {
+		chunk := entries[:min(len(entries), limit-len(out))]
+		entries = entries[len(chunk):]
+		items, err := s.items(ctx, chunk)
+		if err != nil {
+			return nil, time.Time{}, err
 		}
-		if accept == nil || accept(it) {
-			out = append(out, it)
+		for _, it := range items {
+			if filter.Accepts(it) {
+				out = append(out, it)
+			}
 		}
 	}
-	if capped {
-		return out, now, nil
+	if len(entries) > 0 || capped {
+		return out, now, nil // more are due
 	}
 	return out, next, nil
 }

@@ -274,7 +274,7 @@ func dueAt(it *store.OutboxItem) time.Time {
 	return it.Next
 }
 
-func (m *memStore) DueItems(_ context.Context, now time.Time, limit int, accept func(*store.OutboxItem) bool) ([]*store.OutboxItem, time.Time, error) {
+func (m *memStore) DueItems(_ context.Context, now time.Time, limit int, filter store.DueFilter) ([]*store.OutboxItem, time.Time, error) {
 	if err := m.lock(); err != nil {
 		return nil, time.Time{}, err
 	}
@@ -303,7 +303,10 @@ func (m *memStore) DueItems(_ context.Context, now time.Time, limit int, accept 
 		if len(out) == limit && !m.is("due-no-limit") {
 			return out, now, nil
 		}
-		if accept == nil || accept(it) {
+		if filter.Skips(it.ID) && !m.is("due-skip-ignored") {
+			continue
+		}
+		if filter.Accepts(it) {
 			out = append(out, cloneItem(it))
 		}
 	}

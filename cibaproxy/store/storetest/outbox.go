@@ -37,7 +37,7 @@ func testOutboxEnqueue(t *testing.T, f *fixture) {
 		t.Fatalf("%d items after a replacement, want 1", len(items))
 	}
 	sameItem(t, "the replacing item", items[id], item(KindA, key, "v2", t0.Add(10*time.Minute)))
-	due, next := f.due(t0.Add(time.Second), 10, nil)
+	due, next := f.due(t0.Add(time.Second), 10, store.DueFilter{})
 	if len(due) != 0 || !next.Equal(t0.Add(10*time.Minute)) {
 		t.Errorf("DueItems after the replacement = %d items, next %v; want none, next at the new time", len(due), next)
 	}
@@ -57,7 +57,7 @@ func testOutboxEnqueue(t *testing.T, f *fixture) {
 // to limit of those accept takes, and when the next one falls due.
 func testOutboxDueItems(t *testing.T, f *fixture) {
 	ctx, s, t0 := f.ctx, f.s, f.clock.Now()
-	if due, next := f.due(t0, 10, nil); len(due) != 0 || !next.IsZero() {
+	if due, next := f.due(t0, 10, store.DueFilter{}); len(due) != 0 || !next.IsZero() {
 		t.Errorf("DueItems of an empty outbox = %d items, next %v; want none, zero", len(due), next)
 	}
 	var all []store.ItemID
@@ -70,9 +70,9 @@ func testOutboxDueItems(t *testing.T, f *fixture) {
 			t.Fatal(err)
 		}
 	}
-	check := func(what string, now time.Time, limit int, accept func(*store.OutboxItem) bool, want []store.ItemID, wantNext time.Time) {
+	check := func(what string, now time.Time, limit int, filter store.DueFilter, want []store.ItemID, wantNext time.Time) {
 		t.Helper()
-		due, next := f.due(now, limit, accept)
+		due, next := f.due(now, limit, filter)
 		if got := ids(due); !slices.Equal(got, want) {
 			t.Errorf("%s: DueItems returned items %v, want %v", what, names(all, got), names(all, want))
 		}
@@ -85,14 +85,28 @@ func testOutboxDueItems(t *testing.T, f *fixture) {
 			}
 		}
 	}
-	check("before any is due", t0.Add(-time.Second), 10, nil, nil, t0)
-	check("three due", t0.Add(2*time.Second), 10, nil, all[:3], t0.Add(3*time.Second))
-	check("three due, limit 2", t0.Add(2*time.Second), 2, nil, all[:2], t0.Add(2*time.Second))
-	check("all due", t0.Add(10*time.Second), 10, nil, all, time.Time{})
-	refuse := func(it *store.OutboxItem) bool { return it.ID != all[0] && it.ID != all[2] }
+	every := store.DueFilter{}
+	check("before any is due", t0.Add(-time.Second), 10, every, nil, t0)
+	check("three due", t0.Add(2*time.Second), 10, every, all[:3], t0.Add(3*time.Second))
+	check("three due, limit 2", t0.Add(2*time.Second), 2, every, all[:2], t0.Add(2*time.Second))
+	check("all due", t0.Add(10*time.Second), 10, every, all, time.Time{})
+	refuse := store.DueFilter{Accept: func(it *store.OutboxItem) bool { return it.ID != all[0] && it.ID != all[2] }}
 	check("accept refuses two", t0.Add(10*time.Second), 2, refuse, []store.ItemID{all[1], all[3]}, t0.Add(10*time.Second))
 	check("accept refuses two, no limit reached", t0.Add(10*time.Second), 10, refuse, []store.ItemID{all[1], all[3], all[4]}, time.Time{})
-	check("the refused ones are still due", t0.Add(10*time.Second), 10, nil, all, time.Time{})
+	check("the refused ones are still due", t0.Add(10*time.Second), 10, every, all, time.Time{})
+	// Skip leaves items out by their ID, before they are read: they do
+	// not count against the limit, and Accept is not asked about them.
+	asked := map[store.ItemID]bool{}
+	skip := store.DueFilter{
+		Skip:   func(id store.ItemID) bool { return id == all[0] || id == all[1] },
+		Accept: func(it *store.OutboxItem) bool { asked[it.ID] = true; return true },
+	}
+	check("skip leaves two out, limit 2", t0.Add(10*time.Second), 2, skip, []store.ItemID{all[2], all[3]}, t0.Add(10*time.Second))
+	if asked[all[0]] || asked[all[1]] {
+		t.Errorf("DueItems asked Accept about skipped items: %v", asked)
+	}
+	check("skip leaves two out, no limit reached", t0.Add(10*time.Second), 10, skip, all[2:], time.Time{})
+	check("the skipped ones are still due", t0.Add(10*time.Second), 10, every, all, time.Time{})
 }
 
 // names names the IDs by their place in all, for messages.
@@ -131,7 +145,7 @@ func testOutboxLeaseRetry(t *testing.T, f *fixture) {
 	if _, err := s.LeaseItem(ctx, id, t0.Add(time.Second), t0.Add(time.Minute)); !errors.Is(err, store.ErrNotDue) {
 		t.Errorf("LeaseItem of a leased item: %v, want ErrNotDue", err)
 	}
-	if due, next := f.due(t0.Add(time.Second), 10, nil); len(due) != 0 || !next.Equal(lease) {
+	if due, next := f.due(t0.Add(time.Second), 10, store.DueFilter{}); len(due) != 0 || !next.Equal(lease) {
 		t.Errorf("DueItems while leased = %d items, next %v; want none, next at the lease's end", len(due), next)
 	}
 	if it := f.items()[id]; it == nil || it.Attempts != 1 || !it.LeaseUntil.Equal(lease) {
@@ -139,7 +153,7 @@ func testOutboxLeaseRetry(t *testing.T, f *fixture) {
 	}
 
 	// The lease runs out (a worker died): due again, leased again.
-	if due, _ := f.due(lease, 10, nil); len(due) != 1 || due[0].ID != id {
+	if due, _ := f.due(lease, 10, store.DueFilter{}); len(due) != 1 || due[0].ID != id {
 		t.Errorf("DueItems at the lease's end: %d items, want the item", len(due))
 	}
 	if got, err := s.LeaseItem(ctx, id, lease, lease.Add(store.MaxItemLease)); err != nil || got.Attempts != 2 {
@@ -158,10 +172,10 @@ func testOutboxLeaseRetry(t *testing.T, f *fixture) {
 	if _, err := s.LeaseItem(ctx, id, now, now.Add(time.Second)); !errors.Is(err, store.ErrNotDue) {
 		t.Errorf("LeaseItem before the retry time: %v, want ErrNotDue", err)
 	}
-	if due, next := f.due(now, 10, nil); len(due) != 0 || !next.Equal(retry) {
+	if due, next := f.due(now, 10, store.DueFilter{}); len(due) != 0 || !next.Equal(retry) {
 		t.Errorf("DueItems before the retry = %d items, next %v; want none, next at the retry", len(due), next)
 	}
-	due, _ := f.due(retry, 10, nil)
+	due, _ := f.due(retry, 10, store.DueFilter{})
 	if len(due) != 1 {
 		t.Fatalf("DueItems at the retry time: %d items, want 1", len(due))
 	}
@@ -180,7 +194,7 @@ func testOutboxLeaseRetry(t *testing.T, f *fixture) {
 	if err := s.RetryItem(ctx, id, retry, "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("RetryItem of a deleted item: %v, want ErrNotFound", err)
 	}
-	if due, next := f.due(retry.Add(time.Hour), 10, nil); len(due) != 0 || !next.IsZero() {
+	if due, next := f.due(retry.Add(time.Hour), 10, store.DueFilter{}); len(due) != 0 || !next.IsZero() {
 		t.Errorf("DueItems after the deletion = %d items, next %v; want none, zero", len(due), next)
 	}
 	// Deleting what is gone is no error: two workers may both drop an

@@ -134,7 +134,7 @@ func testSharedStore(t *testing.T, f *fixture) {
 	f.pending(0, map[string]int64{"alice": 0})
 
 	id := store.ItemID{Kind: KindB, Request: key}
-	if due, _, err := s.DueItems(ctx, t0, 10, nil); err != nil || len(due) != 1 || due[0].ID != id {
+	if due, _, err := s.DueItems(ctx, t0, 10, store.DueFilter{}); err != nil || len(due) != 1 || due[0].ID != id {
 		t.Fatalf("DueItems of the item queued through the other store = %v, %v", ids(due), err)
 	}
 	if _, err := s.LeaseItem(ctx, id, t0, t0.Add(store.MaxItemLease)); err != nil {

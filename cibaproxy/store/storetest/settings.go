@@ -154,7 +154,7 @@ func testClosed(t *testing.T, f *fixture) {
 	calls["AddLink"] = s.AddLink(ctx, store.LinkKeyOf("l"), key, now)
 	calls["Enqueue"] = s.Enqueue(ctx, item(KindB, key, "p", now))
 	_, calls["OutboxCounts"] = s.OutboxCounts(ctx)
-	_, _, calls["DueItems"] = s.DueItems(ctx, now, 10, nil)
+	_, _, calls["DueItems"] = s.DueItems(ctx, now, 10, store.DueFilter{})
 	calls["ScanOutbox"] = s.ScanOutbox(ctx, func(*store.OutboxItem) bool { return true })
 	_, calls["LeaseItem"] = s.LeaseItem(ctx, id, now, now.Add(time.Second))
 	calls["RetryItem"] = s.RetryItem(ctx, id, now, "x")

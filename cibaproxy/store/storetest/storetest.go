@@ -265,9 +265,9 @@ func scanItems(ctx context.Context, t *testing.T, s store.Store) map[store.ItemI
 }
 
 // due calls DueItems, failing the test on an error.
-func (f *fixture) due(now time.Time, limit int, accept func(*store.OutboxItem) bool) ([]*store.OutboxItem, time.Time) {
+func (f *fixture) due(now time.Time, limit int, filter store.DueFilter) ([]*store.OutboxItem, time.Time) {
 	f.t.Helper()
-	items, next, err := f.s.DueItems(f.ctx, now, limit, accept)
+	items, next, err := f.s.DueItems(f.ctx, now, limit, filter)
 	if err != nil {
 		f.t.Fatalf("DueItems: %v", err)
 	}

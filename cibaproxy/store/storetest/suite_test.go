@@ -27,6 +27,7 @@ var mutants = map[string]string{
 	"sweep-keeps-count":          "ExpiryAndSweep",
 	"due-latest-first":           "OutboxDueItems",
 	"due-no-limit":               "OutboxDueItems",
+	"due-skip-ignored":           "OutboxDueItems",
 	"scan-no-stop":               "OutboxDeleteCountScan",
 	"delete-first-only":          "OutboxDeleteCountScan",
 	"lease-when-not-due":         "OutboxLeaseRetry",
