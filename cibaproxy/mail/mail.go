@@ -59,10 +59,11 @@ type Message struct {
 	Date      time.Time `json:"date"`
 }
 
-// Sender sends mails through one SMTP server with go-mail. It keeps
-// the connections it opened for the next mails (up to smtpMaxIdle of them,
-// each for smtpIdle after its last mail), so a busy outbox does not pay a
-// TCP and TLS handshake, EHLO and AUTH for every mail.
+// Sender sends mails through one SMTP server with go-mail's SMTP client;
+// the message itself is written by encode. It keeps the connections it
+// opened for the next mails (up to smtpMaxIdle of them, each for smtpIdle
+// after its last mail), so a busy outbox does not pay a TCP and TLS
+// handshake, EHLO and AUTH for every mail.
 type Sender struct {
 	cfg    Config
 	host   string
@@ -150,27 +151,17 @@ func NewSender(cfg Config) (*Sender, error) {
 // Send delivers m. Failures the server says are permanent (5xx) are
 // *PermanentError. Errors never contain an address in clear.
 func (s *Sender) Send(ctx context.Context, m *Message) error {
-	msg := gomail.NewMsg()
-	msg.SetAddrHeaderFromMailAddress(gomail.HeaderFrom, s.from)
-	if err := msg.To(m.To); err != nil {
-		return &outbox.PermanentError{Err: errors.New("the recipient address is invalid")}
-	}
-	msg.Subject(m.Subject)
-	msg.SetMessageIDWithValue(m.MessageID)
-	msg.SetDateWithValue(m.Date)
-	msg.SetGenHeader(gomail.HeaderXAutoResponseSuppress, "All")
-	msg.SetGenHeader("Auto-Submitted", "auto-generated")
-	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
-	msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
-
-	from, err := msg.GetSender(false)
+	rcpt, err := mail.ParseAddress(m.To)
 	if err != nil {
-		return &outbox.PermanentError{Err: errors.New("the sender address is invalid")}
-	}
-	rcpts, err := msg.GetRecipients()
-	if err != nil || len(rcpts) != 1 {
 		return &outbox.PermanentError{Err: errors.New("the recipient address is invalid")}
 	}
+	data, err := m.encode(s.from, rcpt.String())
+	if err != nil {
+		return &outbox.PermanentError{Err: err}
+	}
+	// The envelope's addresses are the bare ones, in angle brackets.
+	from := (&mail.Address{Address: s.from.Address}).String()
+	to := (&mail.Address{Address: rcpt.Address}).String()
 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -192,7 +183,7 @@ func (s *Sender) Send(ctx context.Context, m *Message) error {
 		// would let a slow server hold the mail past it, and another
 		// attempt send it again meanwhile.
 		stop := context.AfterFunc(ctx, func() { _ = conn.Text.Close() })
-		delivered, err := transact(conn, from, rcpts[0], msg)
+		delivered, err := transact(conn, from, to, data)
 		cut := !stop()
 		if err == nil && !cut {
 			s.keep(conn)
@@ -223,12 +214,12 @@ func (s *Sender) Send(ctx context.Context, m *Message) error {
 // a completed transaction leaves the session ready for the next MAIL (RFC
 // 5321 §4.1.4), and a failed one closes the connection. delivered is true
 // once the server accepted the message.
-func transact(conn *smtp.Client, from, to string, msg *gomail.Msg) (delivered bool, err error) {
+func transact(conn *smtp.Client, from, to string, data []byte) (delivered bool, err error) {
 	if err := envelope(conn, from, to); err != nil {
 		return false, err
 	}
 	w := conn.Text.DotWriter()
-	if _, err := msg.WriteTo(w); err != nil {
+	if _, err := w.Write(data); err != nil {
 		return false, &stepError{"message", err}
 	}
 	if err := w.Close(); err != nil {
