@@ -1,7 +1,10 @@
 package redisstore_test
 
 import (
+	"context"
 	"fmt"
+	"regexp"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store/redisstore"
 	"github.com/cibaproxy/cibaproxy/cibaproxy/store/storetest"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestConformance runs the store suite against a real redis-server: each
@@ -64,4 +68,71 @@ func conformance(t *testing.T, key []byte) {
 			return r
 		},
 	})
+}
+
+// TestDueItemsReadsWhatItTakes: DueItems reads the items it returns, and
+// those Accept refuses on the way, but not the others due behind them
+// (a pass per freed delivery slot asks for one) nor those Skip leaves out.
+// The reads are counted by the server (HGETALL, one per item read).
+func TestDueItemsReadsWhatItTakes(t *testing.T) {
+	srv := cibatest.StartRedis(t)
+	ctx := context.Background()
+	t0 := time.Now()
+	s, err := redisstore.Open(redisstore.Config{URL: srv.URL(0), KeyPrefix: "due:"}, nil, func() time.Time { return t0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = admin.Close() })
+	var ids []store.ItemID
+	for i := range 10 {
+		id := store.ItemID{Kind: storetest.KindA, Request: store.KeyOf(strconv.Itoa(i))}
+		ids = append(ids, id)
+		if err := s.Enqueue(ctx, &store.OutboxItem{ID: id, Sender: "site", NotAfter: t0.Add(time.Hour), Next: t0.Add(time.Duration(i-20) * time.Millisecond)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads := func(what string, limit int, filter store.DueFilter, want []store.ItemID, wantReads int) {
+		t.Helper()
+		if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		due, next, err := s.DueItems(ctx, t0, limit, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []store.ItemID
+		for _, it := range due {
+			got = append(got, it.ID)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d items, want %d", what, len(got), len(want))
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("%s: item %d is %s, want %s", what, i, got[i].Request.Short(), want[i].Request.Short())
+			}
+		}
+		if !next.Equal(t0) {
+			t.Errorf("%s: next %v, want now (more are due)", what, next)
+		}
+		info, err := admin.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		if m := regexp.MustCompile(`cmdstat_hgetall:calls=(\d+)`).FindStringSubmatch(info); m != nil {
+			n, _ = strconv.Atoi(m[1])
+		}
+		if n != wantReads {
+			t.Errorf("%s: %d items read, want %d", what, n, wantReads)
+		}
+	}
+	reads("limit 1", 1, store.DueFilter{}, ids[:1], 1)
+	reads("limit 3", 3, store.DueFilter{}, ids[:3], 3)
+	skip := func(id store.ItemID) bool { return id == ids[0] || id == ids[1] }
+	reads("two skipped, limit 2", 2, store.DueFilter{Skip: skip}, ids[2:4], 2)
+	refuse := func(it *store.OutboxItem) bool { return it.ID != ids[0] && it.ID != ids[1] }
+	reads("two refused, limit 2", 2, store.DueFilter{Accept: refuse}, ids[2:4], 4)
 }
