@@ -65,11 +65,13 @@ type Message struct {
 // after its last mail), so a busy outbox does not pay a TCP and TLS
 // handshake, EHLO and AUTH for every mail.
 type Sender struct {
-	cfg    Config
-	host   string
-	port   int
-	from   *mail.Address
-	client *gomail.Client // its settings; a connection per delivery in flight
+	cfg  Config
+	host string
+	port int
+	from *mail.Address
+	// envFrom is from's bare address in angle brackets, for MAIL FROM.
+	envFrom string
+	client  *gomail.Client // its settings; a connection per delivery in flight
 
 	mu     sync.Mutex
 	idle   []idleConn // most recently used last
@@ -122,7 +124,7 @@ func NewSender(cfg Config) (*Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("from %q is not a mail address: %w", cfg.From, err)
 	}
-	s := &Sender{cfg: cfg, host: host, port: port, from: from}
+	s := &Sender{cfg: cfg, host: host, port: port, from: from, envFrom: (&mail.Address{Address: from.Address}).String()}
 	opts := []gomail.Option{
 		gomail.WithPort(s.port),
 		gomail.WithTimeout(s.cfg.Timeout),
@@ -159,9 +161,7 @@ func (s *Sender) Send(ctx context.Context, m *Message) error {
 	if err != nil {
 		return &outbox.PermanentError{Err: err}
 	}
-	// The envelope's addresses are the bare ones, in angle brackets.
-	from := (&mail.Address{Address: s.from.Address}).String()
-	to := (&mail.Address{Address: rcpt.Address}).String()
+	to := (&mail.Address{Address: rcpt.Address}).String() // bare, for RCPT TO
 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -183,7 +183,7 @@ func (s *Sender) Send(ctx context.Context, m *Message) error {
 		// would let a slow server hold the mail past it, and another
 		// attempt send it again meanwhile.
 		stop := context.AfterFunc(ctx, func() { _ = conn.Text.Close() })
-		delivered, err := transact(conn, from, to, data)
+		delivered, err := transact(conn, s.envFrom, to, data)
 		cut := !stop()
 		if err == nil && !cut {
 			s.keep(conn)

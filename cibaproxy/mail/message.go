@@ -24,7 +24,7 @@ import (
 // header. The boundary begins with "=_", which quoted-printable output
 // never holds.
 func (m *Message) encode(from *mail.Address, to string) ([]byte, error) {
-	if !headerSafe(m.MessageID) || strings.ContainsAny(m.MessageID, "<> ") {
+	if !messageIDSafe(m.MessageID) {
 		return nil, errors.New("the Message-ID holds a character a Message-ID cannot hold")
 	}
 	var nonce [16]byte
@@ -79,11 +79,11 @@ func header(b *bytes.Buffer, name, value string) {
 	b.WriteString("\r\n")
 }
 
-// headerSafe reports whether s is printable ASCII (spaces allowed), fit
-// for a header value as it is.
-func headerSafe(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] > '~' {
+// messageIDSafe reports whether id can stand between the angle brackets
+// of a Message-ID header: printable ASCII, no space, no angle bracket.
+func messageIDSafe(id string) bool {
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c > '~' || c == '<' || c == '>' {
 			return false
 		}
 	}

@@ -72,8 +72,9 @@ type dueEntry struct {
 }
 
 // DueItems implements store.Queue. It reads the due indexes of the
-// registered kinds, up to dueSlack entries each beyond limit, and returns
-// the accepted items earliest first.
+// registered kinds, up to dueSlack entries each beyond limit, then the
+// items of those not skipped, only as many as the limit still needs, and
+// returns the accepted ones earliest first.
 func (s *Store) DueItems(ctx context.Context, now time.Time, limit int, filter store.DueFilter) ([]*store.OutboxItem, time.Time, error) {
 	kinds := store.Kinds()
 	nowMS := strconv.FormatInt(ms(now), 10)
