@@ -519,7 +519,7 @@ const fallbackSubject = "browser-user"
 func startFallbackApp(t *testing.T, h *hydraServer) *fallbackApp {
 	t.Helper()
 	a := &fallbackApp{hydra: h}
-	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	a.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		kind := strings.TrimPrefix(r.URL.Path, "/")
 		challenge := r.URL.Query().Get(kind + "_challenge")
 		if (kind != "login" && kind != "consent") || challenge == "" {
@@ -551,6 +551,12 @@ func startFallbackApp(t *testing.T, h *hydraServer) *fallbackApp {
 		}
 		http.Redirect(w, r, out.RedirectTo, http.StatusFound)
 	}))
+	// On a port no parallel test reserved: a kernel-picked one could be
+	// the port another test's proxy is about to take (it answered that
+	// proxy's backchannel request with 404 once).
+	a.Listener.Close()
+	a.Listener = cibatest.ListenLoopback(t)
+	a.Start()
 	t.Cleanup(a.Close)
 	return a
 }
