@@ -16,7 +16,10 @@
 #      (slow_down enforced); backchannel (mail on). Each phase but respond
 #      alternates with the respond route in rounds, so its ratio compares
 #      windows that shared the cores with the same neighbours. The proxy's
-#      peak RSS (VmHWM) after each;
+#      peak RSS (VmHWM) after each. Then the proxy restarts with mail off
+#      and the backchannel runs again: the request path alone (the durable
+#      write of the request, no outbox item, no delivery), which bounds what
+#      the phase with mail can reach on these cores;
 #   4. stops the proxy, fills to 1,000,000 pending (timed; the loader then
 #      compacts the LSM tree, DB.Flatten, so the proxy starts on a settled
 #      store rather than compacting the bulk load itself), restarts with
@@ -400,6 +403,13 @@ phase backchannel --phase backchannel --url "${BC_URL}" --ref-url "${BASE}/respo
 CREATED="$("${CIBALOAD}" get "${RES}/backchannel.json" valid_incl_warmup)"
 log "waiting up to ${DRAIN} s for the ${CREATED} backchannel mails"
 "${CIBALOAD}" sink-wait --url "${SINK_URL}" --min $((MAILS_BEFORE + CREATED)) --timeout "${DRAIN}s" --out "${RES}/backchannel-mail.json"
+stop_proxy
+# The backchannel request without its mail: a site with no authenticator
+# configured answers 200 and stores the request, but queues nothing.
+caddyfile 0
+start_proxy startup-nomail.json
+phase backchannel-nomail --phase backchannel --url "${BC_URL}" --ref-url "${BASE}/respond" --rounds "${ROUNDS}" \
+	--users "${USERS}" --hint-format 'u%05d'
 stop_proxy
 
 # ---- 4. a million pending ----------------------------------------------------

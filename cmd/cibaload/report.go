@@ -22,6 +22,7 @@ const (
 	filePollShape    = "poll-shape.json"
 	filePoll1k       = "poll-1k.json"
 	fileBackchannel  = "backchannel.json"
+	fileBCNoMail     = "backchannel-nomail.json"
 	filePoll1M       = "poll-1m.json"
 	fileFill1k       = "fill-1k.json"
 	fileFill1M       = "fill-1m.json"
@@ -111,6 +112,10 @@ type MailFigures struct {
 	Complete     bool    `json:"complete"`      // every mail arrived
 	PhaseSeconds float64 `json:"phase_seconds"` // wall time of the phase, warm-up and reference windows included
 	PhaseRate    float64 `json:"phase_rate"`    // DuringPhase / PhaseSeconds
+	// DrainRate is how fast the backlog left at the end of the phase went
+	// out with no load on the proxy: the mails received after the phase
+	// over the seconds until the last of them (0 when none was left).
+	DrainRate float64 `json:"drain_rate"`
 }
 
 // OneMillion are the figures at a million pending requests.
@@ -251,6 +256,7 @@ func buildReport(dir string) *Report {
 	shape := readPhase(dir, filePollShape)
 	poll1k := readPhase(dir, filePoll1k)
 	bc := readPhase(dir, fileBackchannel)
+	bcNoMail := readPhase(dir, fileBCNoMail)
 	poll1M := readPhase(dir, filePoll1M)
 	for _, ph := range []struct {
 		label string
@@ -260,6 +266,7 @@ func buildReport(dir string) *Report {
 		{"poll-shaped POST→respond", shape},
 		{"poll, ~1k pending", poll1k},
 		{"backchannel, mail on", bc},
+		{"backchannel, no mail", bcNoMail},
 		{"poll, 1M pending", poll1M},
 	} {
 		if ph.p == nil {
@@ -362,6 +369,9 @@ func readMailFigures(dir string, bc *PhaseResult) *MailFigures {
 		}
 		if m.PhaseSeconds > 0 {
 			m.PhaseRate = float64(m.DuringPhase) / m.PhaseSeconds
+		}
+		if left := m.AfterDrain - m.DuringPhase; left > 0 && m.DrainSeconds > 0 {
+			m.DrainRate = float64(left) / m.DrainSeconds
 		}
 		return m
 	}
@@ -602,8 +612,8 @@ func printReport(w io.Writer, r *Report) {
 			rf.Memory1k, rf.Memory1M, rf.RSS1M, rf.ProxyRSS1k)
 	}
 	if m := r.Mail; m != nil {
-		fmt.Fprintf(w, "backchannel mails: %d requests; the sink received %d during the phase (%.0f/s) and %d by %.1f s after it (complete: %v)\n",
-			m.Requests, m.DuringPhase, m.PhaseRate, m.AfterDrain, m.DrainSeconds, m.Complete)
+		fmt.Fprintf(w, "backchannel mails: %d requests; the sink received %d during the phase (%.0f/s) and %d by %.1f s after it (complete: %v; the backlog drained at %.0f/s)\n",
+			m.Requests, m.DuringPhase, m.PhaseRate, m.AfterDrain, m.DrainSeconds, m.Complete, m.DrainRate)
 	}
 	if d := r.Durability; d != nil {
 		mail := "no mail"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -69,6 +70,55 @@ func TestMedianMin(t *testing.T) {
 			if in[i] != c.xs[i] {
 				t.Errorf("medianMin reordered its input: %v", c.xs)
 			}
+		}
+	}
+}
+
+// The report reads the backchannel phase without mail into a row of its
+// own, and the mails left at the end of the mail-on phase into a drain rate.
+func TestReportCarriesTheNoMailRowAndTheDrainRate(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, v any) {
+		t.Helper()
+		if err := writeJSON(filepath.Join(dir, name), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(fileRespond, &PhaseResult{Name: "respond", RPS: 20000})
+	write(fileBackchannel, &PhaseResult{Name: "backchannel", RPS: 3000, ValidAll: 1000,
+		Ref: &PhaseResult{RPS: 20000}, Rounds: 3, RatioMedian: 0.15, RatioMin: 0.1,
+		RoundResults: []Round{{Ratio: 0.1}, {Ratio: 0.15}, {Ratio: 0.2}}})
+	write(fileBCNoMail, &PhaseResult{Name: "backchannel-nomail", RPS: 5000,
+		Ref: &PhaseResult{RPS: 20000}, Rounds: 3, RatioMedian: 0.25, RatioMin: 0.2,
+		RoundResults: []Round{{Ratio: 0.3}, {Ratio: 0.2}, {Ratio: 0.25}}})
+	write(fileMailBefore, &SinkWaitResult{Mails: 10})
+	write(fileMailPhase, &SinkWaitResult{Mails: 410})
+	write(fileMailDrain, &SinkWaitResult{Mails: 1010, Seconds: 2, OK: true})
+
+	r := buildReport(dir)
+	var row *PhaseRow
+	for i := range r.Phases {
+		if r.Phases[i].Phase == "backchannel, no mail" {
+			row = &r.Phases[i]
+		}
+	}
+	if row == nil || row.RatioMedian != 0.25 || row.RatioMin != 0.2 || row.RPS != 5000 {
+		t.Fatalf("no-mail row = %+v; want 5000 req/s, median 0.25, min 0.2 (rows %+v)", row, r.Phases)
+	}
+	if m := r.Mail; m == nil || m.DuringPhase != 400 || m.AfterDrain != 1000 || m.DrainRate != 300 {
+		t.Fatalf("mail figures = %+v; want 400 during the phase, 1000 after, the 600 left drained at 300/s", m)
+	}
+	var out bytes.Buffer
+	printReport(&out, r)
+	for _, want := range []string{"backchannel, no mail", "the backlog drained at 300/s"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	// The targets still judge the phase with mail on.
+	for _, tg := range r.Targets {
+		if tg.Name == "backchannel / respond (mail on)" && tg.Value != 0.15 {
+			t.Errorf("backchannel target = %+v; want the mail-on median 0.15", tg)
 		}
 	}
 }
