@@ -397,8 +397,9 @@ phase poll-1k --phase poll --url "${TOKEN_URL}" --ref-url "${BASE}/respond" --ro
 	--seed "${SEED}" --ids-start 0 --ids-count "${SMALL}"
 "${CIBALOAD}" sink-wait --url "${SINK_URL}" --min 0 --timeout 1s --out "${RES}/mails-before.json"
 MAILS_BEFORE="$("${CIBALOAD}" get "${RES}/mails-before.json" mails)"
-phase backchannel --phase backchannel --url "${BC_URL}" --ref-url "${BASE}/respond" --rounds "${ROUNDS}" \
-	--users "${USERS}" --hint-format 'u%05d'
+BC_LOAD=(--phase backchannel --url "${BC_URL}" --ref-url "${BASE}/respond" --rounds "${ROUNDS}"
+	--users "${USERS}" --hint-format 'u%05d')
+phase backchannel "${BC_LOAD[@]}"
 "${CIBALOAD}" sink-wait --url "${SINK_URL}" --min 0 --timeout 1s --out "${RES}/backchannel-mail-phase.json"
 CREATED="$("${CIBALOAD}" get "${RES}/backchannel.json" valid_incl_warmup)"
 log "waiting up to ${DRAIN} s for the ${CREATED} backchannel mails"
@@ -408,8 +409,7 @@ stop_proxy
 # configured answers 200 and stores the request, but queues nothing.
 caddyfile 0
 start_proxy startup-nomail.json
-phase backchannel-nomail --phase backchannel --url "${BC_URL}" --ref-url "${BASE}/respond" --rounds "${ROUNDS}" \
-	--users "${USERS}" --hint-format 'u%05d'
+phase backchannel-nomail "${BC_LOAD[@]}"
 stop_proxy
 
 # ---- 4. a million pending ----------------------------------------------------
